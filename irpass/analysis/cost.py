@@ -1,0 +1,192 @@
+"""Cost analysis: parameters, weight bytes, MACs and a peak activation-memory estimate.
+
+MACs are counted for the heavy ops (Conv, ConvTranspose, Gemm, MatMul and their integer /
+QLinear forms) from inferred shapes; a node whose shapes are not static counts 0 and is listed
+in ``Cost.unknown_macs_nodes``. Peak activation memory follows the graph's (topological) node
+order: a value is live from its producer to its last consumer; graph inputs and outputs are
+included, weights are not.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import Any
+
+import onnx_ir as ir
+
+from irpass.analysis.shapes import ValueInfo, inferred_values, static_numel
+
+__all__ = ["Cost", "LayerCost", "model_cost", "node_macs"]
+
+
+@dataclasses.dataclass
+class LayerCost:
+    """Parameters and MACs of one node."""
+
+    node: str
+    op_type: str
+    params: int
+    macs: int
+
+
+@dataclasses.dataclass
+class Cost:
+    """Size and work of a model (main graph plus subgraphs)."""
+
+    nodes: int
+    params: int
+    weight_bytes: int
+    macs: int
+    peak_activation_bytes: int
+    ops: dict[str, int]
+    layers: list[LayerCost] = dataclasses.field(default_factory=list)
+    unknown_macs_nodes: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar fields plus the op histogram (what reports store per pass)."""
+        return {
+            "nodes": self.nodes,
+            "params": self.params,
+            "weight_bytes": self.weight_bytes,
+            "macs": self.macs,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            "ops": dict(self.ops),
+        }
+
+    def largest_layers(self, count: int = 10) -> list[LayerCost]:
+        """The ``count`` layers with most MACs (ties broken by params)."""
+        return sorted(self.layers, key=lambda c: (c.macs, c.params), reverse=True)[:count]
+
+
+_CONV_LIKE = {"Conv", "ConvInteger", "QLinearConv"}
+_MATMUL_LIKE = {"MatMul", "MatMulInteger", "QLinearMatMul"}
+
+
+def _shape(values: dict[str, ValueInfo], value: ir.Value | None) -> list[int] | None:
+    if value is None:
+        return None
+    shape = value.shape
+    if shape is None or static_numel(shape) is None:
+        shape = values.get(value.name or "", (None, None))[0]
+    if shape is None or static_numel(shape) is None:
+        return None
+    return [int(d) for d in shape]  # type: ignore[arg-type]
+
+
+def node_macs(node: ir.Node, values: dict[str, ValueInfo]) -> int | None:
+    """Multiply-accumulates of one node; 0 for ops that are not counted, None when unknown."""
+    op = node.op_type
+    if node.domain not in ("", "ai.onnx", "com.microsoft"):
+        return 0
+    if op in _CONV_LIKE:
+        weight_index = 3 if op == "QLinearConv" else 1
+        weight = _shape(values, node.inputs[weight_index] if len(node.inputs) > weight_index else None)
+        out = _shape(values, node.outputs[0])
+        if weight is None or out is None:
+            return None
+        return math.prod(out) * math.prod(weight[1:])
+    if op == "ConvTranspose":
+        weight = _shape(values, node.inputs[1])
+        inp = _shape(values, node.inputs[0])
+        if weight is None or inp is None:
+            return None
+        return math.prod(inp) * math.prod(weight[1:])
+    if op == "Gemm":
+        a = _shape(values, node.inputs[0])
+        out = _shape(values, node.outputs[0])
+        if a is None or out is None or len(a) != 2:
+            return None
+        trans_a = node.attributes.get_int("transA", 0)
+        k = a[0] if trans_a else a[1]
+        return math.prod(out) * k
+    if op in _MATMUL_LIKE:
+        b_index = 3 if op == "QLinearMatMul" else 1
+        a = _shape(values, node.inputs[0])
+        b = _shape(values, node.inputs[b_index])
+        out = _shape(values, node.outputs[0])
+        if a is None or b is None or out is None:
+            return None
+        k = a[-1] if a else 1
+        return math.prod(out) * k
+    return 0
+
+
+def _value_bytes(values: dict[str, ValueInfo], value: ir.Value) -> int | None:
+    shape = _shape(values, value)
+    dtype = value.dtype or values.get(value.name or "", (None, None))[1]
+    if shape is None or dtype is None:
+        return None
+    try:
+        itemsize = dtype.itemsize
+    except (AttributeError, ValueError, TypeError):
+        return None
+    return int(math.ceil(math.prod(shape) * itemsize))
+
+
+def _peak_activation_bytes(graph: ir.Graph, values: dict[str, ValueInfo]) -> int:
+    initializer_names = set(graph.initializers)
+    last_use: dict[ir.Value, int] = {}
+    nodes = list(graph)
+    for index, node in enumerate(nodes):
+        for value in node.inputs:
+            if value is not None:
+                last_use[value] = index
+    outputs = set(graph.outputs)
+    live: dict[ir.Value, int] = {}
+    for value in graph.inputs:
+        if value.name not in initializer_names:
+            live[value] = _value_bytes(values, value) or 0
+    peak = sum(live.values())
+    for index, node in enumerate(nodes):
+        for value in node.outputs:
+            live[value] = _value_bytes(values, value) or 0
+        peak = max(peak, sum(live.values()))
+        for value in list(node.inputs) + list(node.outputs):
+            if value in live and value not in outputs and last_use.get(value, -1) <= index:
+                del live[value]
+    return peak
+
+
+def model_cost(model: ir.Model, values: dict[str, ValueInfo] | None = None) -> Cost:
+    """Compute the :class:`Cost` of ``model`` without modifying it."""
+    if values is None:
+        values = inferred_values(model)
+    ops: collections.Counter[str] = collections.Counter()
+    params = weight_bytes = macs = unknown = 0
+    layers: list[LayerCost] = []
+    node_count = 0
+    for graph in model.graphs():
+        for initializer in graph.initializers.values():
+            tensor = initializer.const_value
+            if tensor is not None:
+                params += math.prod(tensor.shape.numpy()) if tensor.shape.rank() else 1
+                weight_bytes += tensor.nbytes
+        for node in graph:
+            node_count += 1
+            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            ops[key] += 1
+            node_params = sum(
+                static_numel(v.const_value.shape) or 0
+                for v in node.inputs
+                if v is not None and v.is_initializer() and v.const_value is not None
+            )
+            count = node_macs(node, values)
+            if count is None:
+                unknown += 1
+                count = 0
+            macs += count
+            if count or node_params:
+                layers.append(LayerCost(node.name or "", node.op_type, node_params, count))
+    peak = _peak_activation_bytes(model.graph, values)
+    return Cost(
+        nodes=node_count,
+        params=int(params),
+        weight_bytes=int(weight_bytes),
+        macs=int(macs),
+        peak_activation_bytes=int(peak),
+        ops=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        layers=layers,
+        unknown_macs_nodes=unknown,
+    )

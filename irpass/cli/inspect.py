@@ -1,0 +1,99 @@
+"""``irpass inspect MODEL``: signature, opset, op histogram, size, MACs and largest layers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import onnx_ir as ir
+from rich.table import Table
+
+from irpass.analysis.cost import model_cost
+from irpass.analysis.shapes import inferred_values
+from irpass.cli import console
+from irpass.cli._format import fmt_bytes, fmt_count
+from irpass.ir import load_model
+
+COMMAND = "inspect"
+HELP = "show a model's I/O signature, opsets, op histogram, params, bytes, MACs, largest layers"
+
+__all__ = ["COMMAND", "HELP", "add_arguments", "inspect_model", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``irpass inspect``."""
+    parser.add_argument("model", help="path to an .onnx file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--top", type=int, default=10, help="how many largest layers to list")
+
+
+def _signature(values: list[ir.Value]) -> list[dict[str, Any]]:
+    out = []
+    for value in values:
+        shape = None if value.shape is None else [d if isinstance(d, int) else str(d) for d in value.shape]
+        out.append(
+            {"name": value.name, "dtype": value.dtype.name if value.dtype else None, "shape": shape}
+        )
+    return out
+
+
+def inspect_model(model: ir.Model, top: int = 10) -> dict[str, Any]:
+    """Everything ``irpass inspect`` shows, as a JSON-ready dict."""
+    values = inferred_values(model)
+    cost = model_cost(model, values)
+    initializer_names = set(model.graph.initializers)
+    return {
+        "ir_version": model.ir_version,
+        "producer": f"{model.producer_name or ''} {model.producer_version or ''}".strip(),
+        "opsets": dict(sorted(model.opset_imports.items())),
+        "inputs": _signature([v for v in model.graph.inputs if v.name not in initializer_names]),
+        "outputs": _signature(list(model.graph.outputs)),
+        "subgraphs": sum(1 for _ in model.graphs()) - 1,
+        **cost.summary(),
+        "unknown_macs_nodes": cost.unknown_macs_nodes,
+        "largest_layers": [
+            {"node": c.node, "op_type": c.op_type, "params": c.params, "macs": c.macs}
+            for c in cost.largest_layers(top)
+        ],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the inspection of one model."""
+    model = load_model(args.model)
+    info = inspect_model(model, args.top)
+    if args.json:
+        console.print_json(json.dumps(info))
+        return 0
+    head = Table(title=f"{args.model}", show_header=False)
+    head.add_row("IR version", str(info["ir_version"]))
+    head.add_row("producer", info["producer"] or "-")
+    head.add_row("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in info["opsets"].items()))
+    head.add_row("nodes", str(info["nodes"]) + (f" ({info['subgraphs']} subgraphs)" if info["subgraphs"] else ""))
+    head.add_row("params", fmt_count(info["params"]))
+    head.add_row("weight bytes", fmt_bytes(info["weight_bytes"]))
+    head.add_row("MACs", fmt_count(info["macs"]) + (f" ({info['unknown_macs_nodes']} nodes with unknown shapes)" if info["unknown_macs_nodes"] else ""))
+    head.add_row("peak activations", fmt_bytes(info["peak_activation_bytes"]))
+    console.print(head)
+    io = Table(title="signature")
+    for col in ("", "name", "dtype", "shape"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for item in info[kind]:
+            io.add_row(kind[:-1], item["name"], str(item["dtype"]), str(item["shape"]))
+    console.print(io)
+    ops = Table(title="op histogram")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, count in info["ops"].items():
+        ops.add_row(op, str(count))
+    console.print(ops)
+    if info["largest_layers"]:
+        layers = Table(title=f"largest layers (by MACs, top {args.top})")
+        for col in ("node", "op", "params", "MACs"):
+            layers.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+        for layer in info["largest_layers"]:
+            layers.add_row(layer["node"], layer["op_type"], fmt_count(layer["params"]), fmt_count(layer["macs"]))
+        console.print(layers)
+    return 0

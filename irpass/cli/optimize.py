@@ -1,0 +1,183 @@
+"""``irpass optimize IN -o OUT``: run a pipeline with verification and write model + report."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from irpass import registry
+from irpass.cli import console, err_console
+from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
+from irpass.context import PassContext
+from irpass.errors import OutputError
+from irpass.ir import atomic_output_path, load_model, save_model
+from irpass.manager import ManagerOptions, PassManager, report_json
+from irpass.run_report import RunReport
+
+COMMAND = "optimize"
+HELP = "optimize a model with a pass pipeline, verifying every pass; writes model and report"
+
+__all__ = ["COMMAND", "HELP", "DEFAULT_PIPELINE", "add_arguments", "resolve_outputs", "run"]
+
+
+def default_pipeline() -> str:
+    """``canonicalize,fuse`` when both presets exist, else what exists."""
+    names = [n for n in ("canonicalize", "fuse") if registry.get_preset(n) is not None]
+    return ",".join(names) or "canonicalize"
+
+
+DEFAULT_PIPELINE = "canonicalize,fuse"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``irpass optimize``."""
+    parser.add_argument("model", help="input .onnx file (never modified)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="an OUT ending in .onnx is the model file; any other OUT is a directory that "
+        "receives model.onnx, report.json and report.html",
+    )
+    parser.add_argument(
+        "--passes",
+        default=None,
+        help=f"pipeline text, e.g. 'canonicalize,fixpoint(fold_constants,eliminate_dead)' "
+        f"(default: {DEFAULT_PIPELINE}); see `irpass passes`",
+    )
+    parser.add_argument("--dump-dir", type=pathlib.Path, help="save the model before/after every pass here")
+    parser.add_argument(
+        "--verify",
+        choices=["each", "final", "none"],
+        default="each",
+        help="numeric verification after each pass (default), once at the end, or never",
+    )
+    parser.add_argument(
+        "--on-failure",
+        choices=["error", "rollback"],
+        default="error",
+        help="stop at a failing pass (default) or roll it back and continue",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for verification inputs")
+    parser.add_argument(
+        "--allow-custom-ops",
+        action="store_true",
+        help="accept ops from unknown domains (they pass through; checks become structural)",
+    )
+    parser.add_argument("--report", type=pathlib.Path, help="also write report.json here")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+
+
+def resolve_outputs(output: str, input_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path | None]:
+    """Return (model path, output directory or None) and refuse to overwrite the input."""
+    out = pathlib.Path(output)
+    if out.suffix == ".onnx":
+        model_path, directory = out, None
+    else:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"{out} exists and is not a directory", hint="name a directory or a .onnx file")
+        model_path, directory = out / "model.onnx", out
+    if model_path.resolve() == input_path.resolve():
+        raise OutputError(
+            f"the output {model_path} is the input file; irpass never overwrites its input",
+            hint="choose another output path",
+        )
+    return model_path, directory
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+    with atomic_output_path(path) as tmp:
+        (tmp / path.name).write_text(text)
+
+
+def _summary_tables(report: RunReport) -> list[Table]:
+    passes = Table(title=f"passes ({len(report.modified_passes())} of {len(report.passes)} changed the model)")
+    for col in ("step", "time", "nodes", "params", "MACs", "verified", "what changed"):
+        passes.add_column(col, justify="right" if col in ("time", "nodes", "params", "MACs") else "left")
+    shown = report.modified_passes() or report.passes
+    for record in shown:
+        stats = ", ".join(f"{k}={v}" for k, v in record.stats.items() if v)
+        verified = record.verification.status
+        if record.metrics:
+            verified += " " + ", ".join(f"{k}={v:.4g}" for k, v in list(record.metrics.items())[:3])
+        passes.add_row(
+            record.step,
+            f"{record.seconds:.2f}s",
+            fmt_delta(record.before.get("nodes"), record.after.get("nodes")),
+            fmt_delta(record.before.get("params"), record.after.get("params")),
+            fmt_delta(record.before.get("macs"), record.after.get("macs")),
+            ("[red]" if record.error else "") + verified,
+            stats[:80],
+        )
+    totals = Table(title="before / after")
+    for col in ("", "before", "after", "ratio"):
+        totals.add_column(col, justify="left" if not col else "right")
+    for key, fmt in (
+        ("nodes", fmt_count),
+        ("params", fmt_count),
+        ("weight_bytes", fmt_bytes),
+        ("macs", fmt_count),
+        ("peak_activation_bytes", fmt_bytes),
+    ):
+        b, a = report.before.get(key), report.after.get(key)
+        totals.add_row(key.replace("_", " "), fmt(b), fmt(a), fmt_ratio(b, a))
+    if report.metrics_before and report.metrics_after:
+        for key, value in report.metrics_after.items():
+            before = report.metrics_before.get(key)
+            totals.add_row(key, f"{before:.4g}" if before is not None else "-", f"{value:.4g}", "")
+    totals.add_row("time", "", f"{report.seconds:.2f}s", "")
+    return [passes, totals]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, optimize with verification, write outputs atomically, print the summary."""
+    input_path = pathlib.Path(args.model)
+    model_path, directory = resolve_outputs(args.output, input_path)
+    model = load_model(input_path)
+    context = PassContext(seed=args.seed)
+    options = ManagerOptions(
+        verify=args.verify,
+        seeds=(args.seed,),
+        dump_dir=args.dump_dir,
+        reproducer_dir=(directory or model_path.parent) / "reproducer",
+        on_failure=args.on_failure,
+        allow_custom_ops=args.allow_custom_ops,
+    )
+    pipeline = args.passes or default_pipeline()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def on_step(label: str, index: int) -> None:
+            progress.update(task, description=f"pass {index}: {label}")
+
+        manager = PassManager(pipeline, context, options, progress=on_step)
+        result = manager.run(model, input_path=str(input_path))
+    report = result.report
+    report.output = str(model_path)
+    save_model(result.model, model_path)
+    text = report_json(report)
+    if directory is not None:
+        _write_text(directory / "report.json", text)
+    if args.report:
+        _write_text(args.report, text)
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    if args.json:
+        console.print_json(text)
+    else:
+        for table in _summary_tables(report):
+            console.print(table)
+        console.print(f"wrote {model_path}" + (f" and {directory / 'report.json'}" if directory else ""))
+    return 0
+
+
