@@ -419,11 +419,13 @@ class PassManager:
 
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:
     """Make ``model`` (the caller's object) hold the content of ``snapshot``."""
+    functions = dict(snapshot.functions)
+    opsets = dict(snapshot.opset_imports)
     model.graph = snapshot.graph
     model.functions.clear()
-    model.functions.update(snapshot.functions)
+    model.functions.update(functions)
     model.opset_imports.clear()
-    model.opset_imports.update(snapshot.opset_imports)
+    model.opset_imports.update(opsets)
     model.ir_version = snapshot.ir_version
 
 

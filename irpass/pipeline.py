@@ -254,10 +254,10 @@ def _coerce(value: OptionValue, tp: Any) -> tuple[bool, Any]:
     if tp is Any:
         return True, value
     if origin in (Union, types.UnionType):
+        if type(None) in args and value in ("none", "None"):
+            return True, None
         for arg in args:
             if arg is type(None):
-                if value in ("none", "None"):
-                    return True, None
                 continue
             ok, converted = _coerce(value, arg)
             if ok:

@@ -7,7 +7,7 @@ and the manager's dtype-aware tolerance.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -21,7 +21,7 @@ from irpass.verify import (
     run_model,
 )
 
-__all__ = ["assert_equivalent", "model_from_text", "run_ir"]
+__all__ = ["assert_equivalent", "inputs_to_random_initializers", "model_from_text", "run_ir"]
 
 
 def model_from_text(text: str) -> ir.Model:
@@ -29,6 +29,27 @@ def model_from_text(text: str) -> ir.Model:
     proto = onnx.parser.parse_model(text)
     onnx.checker.check_model(proto)
     return ir.from_proto(proto)
+
+
+def inputs_to_random_initializers(
+    model: ir.Model, names: Sequence[str], seed: int = 0, scale: float = 1.0
+) -> ir.Model:
+    """Turn the named graph inputs into initializers holding seeded random data.
+
+    ONNX text cannot declare an initializer without writing out its values, so tests declare
+    weights as inputs with a static shape and convert them here.
+    """
+    rng = np.random.default_rng(seed)
+    by_name = {v.name: v for v in model.graph.inputs}
+    for name in names:
+        value = by_name[name]
+        assert value.shape is not None and value.dtype is not None, name
+        dims = [int(d) for d in value.shape]  # type: ignore[arg-type]
+        data = (rng.standard_normal(dims) * scale).astype(value.dtype.numpy())
+        model.graph.inputs.remove(value)
+        value.const_value = ir.tensor(data, name=name)
+        model.graph.register_initializer(value)
+    return model
 
 
 def run_ir(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
 
 __all__ = ["ValueInfo", "inferred_values", "static_numel"]
 
@@ -22,7 +23,7 @@ def inferred_values(model: ir.Model) -> dict[str, ValueInfo]:
     """Map value names (main graph and subgraphs) to their inferred (shape, dtype)."""
     clone = model.clone()
     try:
-        ir.passes.common.ShapeInferencePass(strict_mode=False)(clone)
+        common_passes.ShapeInferencePass(strict_mode=False)(clone)
     except Exception as exc:  # shape inference is best-effort: report what is known
         logger.debug("shape inference failed: %s", exc)
     out: dict[str, ValueInfo] = {}

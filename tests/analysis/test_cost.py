@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+
+from conftest import light_model_path
+from irpass.analysis.cost import model_cost
+from irpass.ir import load_model
+from irpass.testing import inputs_to_random_initializers, model_from_text
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_conv_gemm_matmul_macs(group: int) -> None:
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 4, 8, 8] x, float[6, {4 // group}, 3, 3] w, float[6] b,
+       float[384, 10] m, float[10, 5] g2, float[5] c) => (float[1, 5] y) {{
+        h = Conv<group={group}, pads=[1,1,1,1]>(x, w, b)
+        f = Flatten(h)
+        z = MatMul(f, m)
+        y = Gemm(z, g2, c)
+    }}
+    """
+    model = inputs_to_random_initializers(model_from_text(text), ["w", "b", "m", "g2", "c"])
+    cost = model_cost(model)
+    conv = 1 * 6 * 8 * 8 * (4 // group) * 9
+    assert cost.macs == conv + 384 * 10 + 10 * 5
+    assert cost.params == 6 * (4 // group) * 9 + 6 + 3840 + 50 + 5
+    assert cost.weight_bytes == cost.params * 4
+    assert cost.nodes == 4
+    assert cost.ops == {"Conv": 1, "Flatten": 1, "Gemm": 1, "MatMul": 1}
+    assert cost.unknown_macs_nodes == 0
+    # activation peak: h (1*6*8*8 floats) live together with f is the largest pair
+    assert cost.peak_activation_bytes == (6 * 64 + 384) * 4
+
+
+def test_convtranspose_macs() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 4, 5, 5] x, float[4, 2, 2, 2] w) => (float[1, 2, 10, 10] y) {
+        y = ConvTranspose<strides=[2,2]>(x, w)
+    }
+    """
+    model = inputs_to_random_initializers(model_from_text(text), ["w"])
+    assert model_cost(model).macs == 4 * 25 * 2 * 4
+
+
+def test_resnet50_macs_match_the_published_4_1_gmacs() -> None:
+    cost = model_cost(load_model(light_model_path("resnet50")))
+    assert 4.0e9 < cost.macs < 4.2e9
+    assert cost.ops["Conv"] == 53
+
+
+def test_unknown_shapes_are_counted_not_guessed() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, K] x, float[K, M] w) => (float[N, M] y) {
+        y = MatMul(x, w)
+    }
+    """
+    cost = model_cost(model_from_text(text))
+    assert cost.macs == 0 and cost.unknown_macs_nodes == 1

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+
+import onnx_ir as ir
+import pytest
+
+from irpass.diff import diff_models
+from tests.diff_models_for_tests import light_resnet_folded_renamed, net
+
+
+def _by_name(diff, name):
+    return next(m for m in diff.matches if m.a.name == name)
+
+
+def test_identical_models_have_no_changes():
+    diff = diff_models(net(), net())
+    assert diff.is_identical
+    assert diff.summary()["matched"] == 4
+    assert diff.regions == []
+    assert json.dumps(diff.to_dict())  # JSON-serialisable
+
+
+def test_pruned_channels_show_as_weight_shape_changes():
+    diff = diff_models(net(8), net(6))
+    assert not diff.added and not diff.removed
+    conv1 = _by_name(diff, "conv1")
+    kinds = {(c.kind, c.field): c for c in conv1.changes}
+    assert kinds[("weight_shape", "input 1")].before == [8, 3, 3, 3]
+    assert kinds[("weight_shape", "input 1")].after == [6, 3, 3, 3]
+    assert kinds[("output_shape", "output 0")].after == [1, 6, 8, 8]
+    conv2 = _by_name(diff, "conv2")
+    w2 = next(c for c in conv2.changes if c.kind == "weight_shape")
+    assert (w2.before, w2.after) == ([4, 8, 1, 1], [4, 6, 1, 1])
+    bn = _by_name(diff, "bn1")
+    assert any(c.kind == "weight_shape" and c.after == [6] for c in bn.changes)
+    assert _by_name(diff, "relu1").changes[0].kind == "input_shape"
+    cost = diff.to_dict()["cost"]
+    assert cost["delta"]["params"] < 0
+
+
+def test_folded_batchnorm_is_removed_and_conv_weights_change():
+    diff = diff_models(net(), net(fold_bn=True))
+    assert [n.op_type for n in diff.removed] == ["BatchNormalization"]
+    assert not diff.added
+    conv1 = _by_name(diff, "conv1")
+    assert {c.kind for c in conv1.changes} == {"weight_values"}
+    assert diff.op_delta() == {"BatchNormalization": (1, 0)}
+    assert diff.regions and {n["status"] for n in diff.regions[0]["nodes"]} >= {
+        "removed", "changed"}
+
+
+def test_folded_batchnorm_with_renamed_nodes_still_matches_by_structure():
+    diff = diff_models(net(), net(fold_bn=True, prefix="new_", rename_tensors=True))
+    assert [n.op_type for n in diff.removed] == ["BatchNormalization"]
+    assert not diff.added
+    pairs = {(m.a.name, m.b.name) for m in diff.matches}
+    assert pairs == {("conv1", "new_conv1"), ("relu1", "new_relu1"), ("conv2", "new_conv2")}
+    # conv2 keeps its graph-output tensor name "y"; the others are found by structure
+    assert {m.method for m in diff.matches} == {"structure", "outputs"}
+
+
+def test_inserted_qdq_is_added_and_conv_inputs_are_quantized():
+    diff = diff_models(net(), net(qdq=True))
+    assert sorted(n.op_type for n in diff.added) == [
+        "DequantizeLinear", "DequantizeLinear", "QuantizeLinear"]
+    assert not diff.removed
+    conv1 = _by_name(diff, "conv1")
+    quantized = {c.field: c for c in conv1.changes if c.kind == "quantized"}
+    assert set(quantized) == {"input 0", "input 1"}
+    assert "int8" in quantized["input 1"].after and "DequantizeLinear" in quantized["input 1"].after
+    assert diff.op_delta()["QuantizeLinear"] == (0, 1)
+
+
+def test_inserted_qdq_with_renamed_nodes_matches_conv_through_qdq():
+    diff = diff_models(net(), net(qdq=True, prefix="z_", rename_tensors=True))
+    pairs = {(m.a.name, m.b.name) for m in diff.matches}
+    assert ("conv1", "z_conv1") in pairs and ("conv2", "z_conv2") in pairs
+    assert len(diff.added) == 3 and not diff.removed
+
+
+def test_renamed_nodes_match_without_changes():
+    diff = diff_models(net(), net(prefix="renamed/", rename_tensors=True))
+    assert not diff.added and not diff.removed and not diff.changed
+    assert {(m.a.name, m.b.name) for m in diff.matches} == {
+        (n, "renamed/" + n) for n in ("conv1", "bn1", "relu1", "conv2")}
+
+
+def test_io_signature_and_opset_changes():
+    a = net()
+    b = net()
+    b.graph.outputs[0].shape = ir.Shape([1, 4, "h", 8])
+    b.opset_imports[""] = 18
+    diff = diff_models(a, b, infer_shapes=False)
+    assert [(c.kind, c.change, c.name) for c in diff.io_changes] == [("output", "changed", "y")]
+    assert diff.opset_changes == {"ai.onnx": (17, 18)}
+
+
+def test_diff_does_not_modify_inputs():
+    a, b = net(), net(fold_bn=True)
+    before = ir.to_proto(a).SerializeToString(), ir.to_proto(b).SerializeToString()
+    diff_models(a, b)
+    assert (ir.to_proto(a).SerializeToString(), ir.to_proto(b).SerializeToString()) == before
+
+
+def test_light_resnet50_folded_and_renamed():
+    a, b = light_resnet_folded_renamed()
+    diff = diff_models(a, b)
+    assert [n.op_type for n in diff.removed] == ["BatchNormalization"]
+    assert not diff.added
+    # every matched pair is the same node: its first output keeps the tensor name
+    wrong = [m for m in diff.matches if m.a.outputs[0].name != m.b.outputs[0].name]
+    assert wrong == []
+    assert len(diff.matches) == len(diff.nodes_a) - 1
+    assert len(diff.regions) == 1
+    statuses = {n["status"] for n in diff.regions[0]["nodes"]}
+    assert "removed" in statuses
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_light_resnet50_renamed_tensors_matched_by_structure(seed):
+    a = ir.load(__import__("tests.diff_models_for_tests", fromlist=["x"]).LIGHT_RESNET50)
+    b = ir.load(__import__("tests.diff_models_for_tests", fromlist=["x"]).LIGHT_RESNET50)
+    original = {}
+    for k, node in enumerate(b.graph):
+        node.name = f"n{seed}_{k}"
+        for v in node.outputs:
+            if not v.is_graph_output():
+                original[f"s{seed}_{v.name}"] = v.name
+                v.name = f"s{seed}_{v.name}"
+    diff = diff_models(a, b, compare_values=False)
+    assert diff.is_identical
+    wrong = [m for m in diff.matches
+             if original.get(m.b.outputs[0].name, m.b.outputs[0].name) != m.a.outputs[0].name]
+    assert wrong == []

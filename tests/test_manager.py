@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import json
+import pathlib
+
+import onnx
+import onnx_ir as ir
+import pytest
+
+import passes_for_tests  # noqa: F401  (registers the t_* passes)
+from irpass.errors import PassFailedError, PipelineError, PassOptionError, UnsupportedModelError
+from irpass.manager import ManagerOptions, PassManager, custom_ops, report_json
+from irpass.testing import model_from_text
+
+MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 4] x) => (float[1, 3] y) <float[4, 3] w = {1,2,3,4,5,6,7,8,9,10,11,12}> {
+    a = Identity(x)
+    b = Identity(a)
+    c = Identity(b)
+    y = MatMul(c, w)
+}
+"""
+
+
+def _model() -> ir.Model:
+    return model_from_text(MODEL)
+
+
+def test_fixpoint_runs_until_nothing_changes_and_records_each_pass() -> None:
+    result = PassManager("fixpoint(t_remove_one_identity)").run(_model())
+    ops = [n.op_type for n in result.model.graph]
+    assert ops == ["MatMul"]
+    records = result.report.passes
+    assert [r.modified for r in records] == [True, True, True, False]
+    assert all(r.verification.status == "ok" for r in records if r.modified)
+    assert records[0].stats == {"identity_removed": 1}
+    assert result.report.before["nodes"] == 4 and result.report.after["nodes"] == 1
+    assert records[0].step == "fixpoint#1.1/t_remove_one_identity"
+
+
+def test_lossless_pass_that_changes_outputs_is_caught_with_reproducer(tmp_path: pathlib.Path) -> None:
+    options = ManagerOptions(reproducer_dir=tmp_path / "repro")
+    with pytest.raises(PassFailedError) as info:
+        PassManager("t_remove_one_identity,t_lying_lossless", options=options).run(_model())
+    assert info.value.pass_name == "t_lying_lossless"
+    assert "lossless pass changed the outputs" in info.value.message
+    repro = tmp_path / "repro"
+    assert (repro / "pipeline.txt").read_text().strip() == "t_lying_lossless"
+    saved = onnx.load(repro / "input.onnx")
+    # the reproducer is the model the failing pass received (one Identity already removed)
+    assert [n.op_type for n in saved.graph.node] == ["Identity", "Identity", "MatMul"]
+
+
+def test_rollback_restores_the_model_and_continues() -> None:
+    model = _model()
+    before = model.graph.initializers["w"].const_value.numpy().copy()
+    options = ManagerOptions(on_failure="rollback")
+    result = PassManager("t_lying_lossless,t_raise,t_remove_one_identity", options=options).run(model)
+    assert result.model is model
+    assert (model.graph.initializers["w"].const_value.numpy() == before).all()
+    assert [r.rolled_back for r in result.report.passes] == [True, True, False]
+    assert len(list(model.graph)) == 3
+    assert any("t_raise" in w for w in result.report.warnings)
+
+
+def test_raising_pass_is_named() -> None:
+    with pytest.raises(PassFailedError) as info:
+        PassManager("t_raise").run(_model())
+    assert "'t_raise'" in info.value.message and "boom" in info.value.message
+
+
+def test_lossy_pass_is_measured_not_rejected() -> None:
+    seen = []
+
+    def evaluator(model: ir.Model) -> dict[str, float]:
+        value = float(model.graph.initializers["w"].const_value.numpy().sum())
+        seen.append(value)
+        return {"weight_sum": value}
+
+    from irpass.context import PassContext
+
+    context = PassContext()
+    context.evaluator = evaluator  # type: ignore[attr-defined]
+    result = PassManager("t_scale_weight(factor=0.5)", context=context).run(_model())
+    record = result.report.passes[0]
+    assert record.modified and not record.lossless
+    assert record.verification.status == "ok"
+    assert record.verification.max_abs_error and record.verification.max_abs_error > 0
+    assert record.metrics == {"weight_sum": 39.0}
+    assert result.report.metrics_before == {"weight_sum": 78.0}
+
+
+def test_dump_dir_has_model_before_and_after_every_modifying_pass(tmp_path: pathlib.Path) -> None:
+    options = ManagerOptions(dump_dir=tmp_path)
+    PassManager("fixpoint(t_remove_one_identity)", options=options).run(_model())
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[0] == "000_input.onnx"
+    assert len(names) == 4
+    counts = [len(onnx.load(tmp_path / n).graph.node) for n in names]
+    assert counts == [4, 3, 2, 1]
+
+
+def test_option_errors_surface_before_running() -> None:
+    with pytest.raises(PassOptionError):
+        PassManager("t_remove_one_identity,t_scale_weight(factr=2)")
+    with pytest.raises(PipelineError) as info:
+        PassManager("no_such_pass")
+    assert info.value.hint and "t_raise" in info.value.hint
+
+
+def test_custom_ops_need_permission_and_pass_through() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+    g (float[2] x) => (float[2] y) {
+        a = Identity(x)
+        y = com.example.Mystery(a)
+    }
+    """
+    model = ir.from_proto(onnx.parser.parse_model(text))
+    assert custom_ops(model) == [("com.example", "Mystery")]
+    with pytest.raises(UnsupportedModelError) as info:
+        PassManager("t_remove_one_identity").run(model)
+    assert "com.example::Mystery" in info.value.message
+    options = ManagerOptions(allow_custom_ops=True)
+    result = PassManager("t_remove_one_identity", options=options).run(model)
+    assert [n.op_type for n in result.model.graph] == ["Mystery"]
+    assert result.report.warnings
+
+
+def test_report_json_is_deterministic() -> None:
+    a = json.loads(report_json(PassManager("t_remove_one_identity").run(_model()).report))
+    b = json.loads(report_json(PassManager("t_remove_one_identity").run(_model()).report))
+    for data in (a, b):
+        data.pop("seconds")
+        for record in data["passes"]:
+            record.pop("seconds")
+    assert a == b
+    assert a["pipeline"] == "t_remove_one_identity"
+
+
+def test_irpass_pass_runs_inside_onnx_ir_pass_manager() -> None:
+    from passes_for_tests import RemoveIdentityOncePass
+
+    manager = ir.passes.PassManager([RemoveIdentityOncePass()], steps=5)
+    result = manager(_model())
+    assert result.modified
+    assert [n.op_type for n in result.model.graph] == ["MatMul"]
