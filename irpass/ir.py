@@ -165,11 +165,12 @@ def save_model(
     path: str | os.PathLike[str],
     *,
     external_data: bool | None = None,
+    size_threshold_bytes: int = 1024,
 ) -> list[pathlib.Path]:
     """Save ``model`` to ``path`` atomically; returns the files written.
 
     ``external_data=None`` decides by size: weights above :data:`PROTOBUF_LIMIT` go to
-    ``<name>.data`` beside the model.
+    ``<name>.data`` beside the model; tensors smaller than ``size_threshold_bytes`` stay inline.
     """
     path = pathlib.Path(path)
     if external_data is None:
@@ -177,7 +178,12 @@ def save_model(
     data_name = path.name + ".data" if external_data else None
     with atomic_output_path(path) as tmp:
         try:
-            ir.save(model, tmp / path.name, external_data=data_name)
+            ir.save(
+                model,
+                tmp / path.name,
+                external_data=data_name,
+                size_threshold_bytes=size_threshold_bytes,
+            )
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
         written = [path.parent / p.name for p in tmp.iterdir()]

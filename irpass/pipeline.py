@@ -27,6 +27,7 @@ from irpass.errors import PassOptionError, PipelineError
 __all__ = [
     "FIXPOINT",
     "Step",
+    "describe_type",
     "expand_presets",
     "format_pipeline",
     "parse_pipeline",
@@ -243,7 +244,8 @@ def expand_presets(steps: list[Step] | tuple[Step, ...], _seen: tuple[str, ...] 
     return out
 
 
-def _describe(tp: Any) -> str:
+def describe_type(tp: Any) -> str:
+    """Human-readable name of an option type annotation."""
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -295,7 +297,7 @@ def resolve_options(pass_name: str, options_cls: type, given: dict[str, OptionVa
     """Build ``options_cls`` from pipeline options, checking every key and type."""
     fields = {f.name: f for f in dataclasses.fields(options_cls)}
     hints = typing.get_type_hints(options_cls)
-    valid = ", ".join(f"{n}: {_describe(hints[n])}" for n in fields) or "(none)"
+    valid = ", ".join(f"{n}: {describe_type(hints[n])}" for n in fields) or "(none)"
     kwargs: dict[str, Any] = {}
     for key, value in given.items():
         if key not in fields:
@@ -305,7 +307,7 @@ def resolve_options(pass_name: str, options_cls: type, given: dict[str, OptionVa
         ok, converted = _coerce(value, hints[key])
         if not ok:
             raise PassOptionError(
-                f"option {key!r} of pass {pass_name!r} must be {_describe(hints[key])}, "
+                f"option {key!r} of pass {pass_name!r} must be {describe_type(hints[key])}, "
                 f"got {_format_value(value)}",
                 hint=f"valid options: {valid}",
             )

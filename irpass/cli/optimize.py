@@ -96,7 +96,8 @@ def _write_text(path: pathlib.Path, text: str) -> None:
 def _summary_tables(report: RunReport) -> list[Table]:
     passes = Table(title=f"passes ({len(report.modified_passes())} of {len(report.passes)} changed the model)")
     for col in ("step", "time", "nodes", "params", "MACs", "verified", "what changed"):
-        passes.add_column(col, justify="right" if col in ("time", "nodes", "params", "MACs") else "left")
+        numeric = col in ("time", "nodes", "params", "MACs")
+        passes.add_column(col, justify="right" if numeric else "left", overflow="fold")
     shown = report.modified_passes() or report.passes
     for record in shown:
         stats = ", ".join(f"{k}={v}" for k, v in record.stats.items() if v)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from irpass import registry
 from irpass.cli import console
+from irpass.pipeline import describe_type
 
 COMMAND = "passes"
 HELP = "list every pass (options, defaults, lossless flag) and pipeline presets"
@@ -38,7 +39,7 @@ def describe_passes() -> dict[str, typing.Any]:
             options.append(
                 {
                     "name": field.name,
-                    "type": str(hints[field.name]).replace("typing.", ""),
+                    "type": describe_type(hints[field.name]),
                     "default": default if isinstance(default, (int, float, str, bool, type(None))) else repr(default),
                     "doc": field.metadata.get("doc", ""),
                 }

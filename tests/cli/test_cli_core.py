@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import onnx
+import onnx_ir as ir
+import pytest
+
+import passes_for_tests  # noqa: F401  (registers the t_* passes)
+from conftest import light_model_path
+from irpass.cli import main
+from irpass.ir import save_model
+
+MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 4] x) => (float[1, 3] y) <float[4, 3] w = {1,2,3,4,5,6,7,8,9,10,11,12}> {
+    a = Identity(x)
+    b = Identity(a)
+    y = MatMul(b, w)
+}
+"""
+
+
+@pytest.fixture
+def small_model(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "in.onnx"
+    onnx.save(onnx.parser.parse_model(MODEL), path)
+    return path
+
+
+def _digest(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_optimize_to_directory_writes_model_and_report(
+    small_model: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digest = _digest(small_model)
+    out = tmp_path / "out"
+    code = main(["optimize", str(small_model), "-o", str(out), "--passes", "fixpoint(t_remove_one_identity)"])
+    assert code == 0
+    assert _digest(small_model) == digest  # the input is never modified
+    model = onnx.load(out / "model.onnx")
+    assert [n.op_type for n in model.graph.node] == ["MatMul"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["pipeline"] == "fixpoint(t_remove_one_identity)"
+    assert report["before"]["nodes"] == 3 and report["after"]["nodes"] == 1
+    assert [p["modified"] for p in report["passes"]] == [True, True, False]
+    printed = capsys.readouterr().out
+    assert "before / after" in printed and "2 of 3 changed the model" in printed
+    assert not [p for p in out.iterdir() if p.name.startswith(".irpass-tmp")]
+
+
+def test_optimize_to_onnx_file(small_model: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "sub" / "opt.onnx"
+    assert main(["optimize", str(small_model), "-o", str(out), "--passes", "t_remove_one_identity"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["opt.onnx"]
+
+
+def test_optimize_refuses_to_overwrite_its_input(
+    small_model: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digest = _digest(small_model)
+    assert main(["optimize", str(small_model), "-o", str(small_model), "--passes", "t_raise"]) == 2
+    assert "never overwrites its input" in capsys.readouterr().err
+    assert _digest(small_model) == digest
+
+
+def test_failing_pass_names_pass_and_saves_reproducer(
+    small_model: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["optimize", str(small_model), "-o", str(out), "--passes", "t_lying_lossless"]) == 2
+    err = capsys.readouterr().err
+    assert "t_lying_lossless" in err and "Traceback" not in err
+    assert (out / "reproducer" / "input.onnx").exists()
+    assert not (out / "model.onnx").exists()
+
+
+def test_bad_pipeline_lists_valid_passes(small_model: pathlib.Path, tmp_path: pathlib.Path, capsys) -> None:
+    assert main(["optimize", str(small_model), "-o", str(tmp_path / "o"), "--passes", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown pass 'nope'" in err and "t_raise" in err
+    assert not (tmp_path / "o").exists()
+
+
+def _bad_inputs(tmp: pathlib.Path) -> dict[str, pathlib.Path]:
+    (tmp / "empty.onnx").write_bytes(b"")
+    (tmp / "text.onnx").write_text("this is a readme, not a model\n")
+    (tmp / "trunc.onnx").write_bytes(light_model_path("squeezenet").read_bytes()[:3000])
+    custom = onnx.parser.parse_model(
+        """<ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+        g (float[2] x) => (float[2] y) { y = com.example.Mystery(x) }"""
+    )
+    onnx.save(custom, tmp / "custom.onnx")
+    save_model(ir.from_proto(onnx.parser.parse_model(MODEL)), tmp / "ext.onnx", external_data=True, size_threshold_bytes=0)
+    (tmp / "ext.onnx.data").unlink()
+    return {
+        "missing": tmp / "nope.onnx",
+        "directory": tmp,
+        "empty": tmp / "empty.onnx",
+        "text": tmp / "text.onnx",
+        "truncated": tmp / "trunc.onnx",
+        "custom_op": tmp / "custom.onnx",
+        "missing_external_data": tmp / "ext.onnx",
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["missing", "directory", "empty", "text", "truncated", "custom_op", "missing_external_data"]
+)
+def test_bad_input_one_line_nonzero_nothing_written(
+    kind: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    path = _bad_inputs(inputs)[kind]
+    out = tmp_path / "out"
+    code = main(["optimize", str(path), "-o", str(out), "--passes", "t_remove_one_identity"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: "), err
+    assert "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_custom_ops_pass_through_when_allowed(tmp_path: pathlib.Path) -> None:
+    path = _bad_inputs(tmp_path)["custom_op"]
+    out = tmp_path / "o.onnx"
+    assert main(["optimize", str(path), "-o", str(out), "--allow-custom-ops", "--passes", "t_remove_one_identity"]) == 0
+    assert [n.op_type for n in onnx.load(out).graph.node] == ["Mystery"]
+
+
+def test_debug_shows_traceback(small_model: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    with pytest.raises(Exception):
+        main(["--debug", "optimize", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o")])
+
+
+def test_inspect_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(light_model_path("resnet50")), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["opsets"] == {"": 9}
+    assert info["inputs"][0]["name"] == "gpu_0/data_0"
+    assert info["inputs"][0]["shape"] == [1, 3, 224, 224]
+    assert info["ops"]["Conv"] == 53
+    assert 4.0e9 < info["macs"] < 4.2e9
+    assert len(info["largest_layers"]) == 10
+    assert info["largest_layers"][0]["op_type"] == "Conv"
+
+
+def test_inspect_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", str(light_model_path("squeezenet"))]) == 0
+    out = capsys.readouterr().out
+    assert "op histogram" in out and "ConstantOfShape" in out and "data_0" in out
+
+
+def test_passes_lists_options_defaults_and_lossless_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["passes", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    by_name = {p["name"]: p for p in info["passes"]}
+    scale = by_name["t_scale_weight"]
+    assert scale["lossless"] is False
+    assert scale["options"] == [
+        {"name": "factor", "type": "float", "default": 0.5, "doc": "multiply the first float initializer by this"}
+    ]
+
+
+def test_console_script_is_installed(small_model: pathlib.Path) -> None:
+    exe = shutil.which("irpass") or str(pathlib.Path(sys.executable).parent / "irpass")
+    proc = subprocess.run([exe, "inspect", str(small_model), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["nodes"] == 3
+    proc = subprocess.run([exe, "inspect", str(small_model) + ".missing"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
