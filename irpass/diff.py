@@ -35,7 +35,7 @@ import dataclasses
 import difflib
 import logging
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import networkx as nx
@@ -88,8 +88,7 @@ class TensorInfo:
 
     def type_text(self) -> str:
         """``float32[1,3,224,224]``-style text."""
-        dims = "?" if self.shape is None else ",".join("?" if d is None else str(d) for d in self.shape)
-        return f"{self.dtype or '?'}[{dims}]"
+        return f"{self.dtype or '?'}{_fmt_shape(self.shape)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +261,7 @@ class GraphDiff:
                     or self.opset_changes)
 
     def match_for_a(self) -> dict[str, NodeMatch]:
-        """Matches keyed by the A node's key."""
+        """Return the matches keyed by the A node's key."""
         return {m.a.key: m for m in self.matches}
 
     def op_delta(self) -> dict[str, tuple[int, int]]:
@@ -276,7 +275,7 @@ class GraphDiff:
         }
 
     def summary(self) -> dict[str, int]:
-        """Counts: nodes in A/B, matched, changed, added, removed, and matches per method."""
+        """Count nodes in A/B, matched, changed, added, removed, and matches per method."""
         methods = collections.Counter(m.method for m in self.matches)
         return {
             "nodes_a": len(self.nodes_a),
@@ -626,7 +625,9 @@ class _Matcher:
                     pairs.append((i, j))
         return pairs
 
-    def _walk_producers(self, side: _Side, value: ir.Value | None, free: dict[int, int]) -> list[int]:
+    def _walk_producers(
+        self, side: _Side, value: ir.Value | None, free: dict[int, int]
+    ) -> list[int]:
         """Free producer of ``value``, then producers reached through free transparent nodes."""
         out: list[int] = []
         for _ in range(4):
@@ -676,11 +677,11 @@ class _Matcher:
 
     def _value_pairs(self, i: int, j: int) -> list[tuple[ir.Value | None, ir.Value | None]]:
         na, nb = self.a.nodes[i], self.b.nodes[j]
-        pairs = list(zip(na.outputs, nb.outputs))
+        pairs = list(zip(na.outputs, nb.outputs, strict=False))
         ins_a = [v for v in na.inputs if v is not None and _weight_info(v) is None]
         ins_b = [v for v in nb.inputs if v is not None and _weight_info(v) is None]
         if len(ins_a) == len(ins_b):
-            pairs += list(zip(ins_a, ins_b))
+            pairs += list(zip(ins_a, ins_b, strict=False))
         return pairs
 
     def anchors(self) -> list[tuple[ir.Value | None, ir.Value | None]]:
@@ -714,7 +715,7 @@ class _Matcher:
         matcher = difflib.SequenceMatcher(a=keys_a, b=keys_b, autojunk=False)
         for tag, a0, a1, b0, b1 in matcher.get_opcodes():
             if tag == "equal":
-                for i, j in zip(free_a[a0:a1], free_b[b0:b1]):
+                for i, j in zip(free_a[a0:a1], free_b[b0:b1], strict=False):
                     self.pair(i, j, "order")
 
     def run(self) -> None:
@@ -731,7 +732,9 @@ class _Matcher:
 
 
 def _fmt_shape(shape: Sequence[Any] | None) -> str:
-    return "?" if shape is None else "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+    if shape is None:
+        return "[?]"
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _weights_differ(va: ir.Value | None, vb: ir.Value | None) -> bool | None:
@@ -917,7 +920,7 @@ def _regions(
     max_nodes: int,
     max_regions: int,
 ) -> list[dict[str, Any]]:
-    """Merged subgraphs around changes: changed/added/removed nodes plus one hop of context."""
+    """Build merged subgraphs around changes: changed/added/removed nodes, one hop of context."""
     a, b = matcher.a, matcher.b
     union = nx.DiGraph()
 
@@ -997,7 +1000,7 @@ def _order_key(order: tuple[int, int]) -> tuple[int, int]:
 
 
 def _prepare(model: ir.Model, infer_shapes: bool) -> ir.Model:
-    """A shallow copy (tensors shared) with inferred shapes, so the caller's model is untouched."""
+    """Return a shallow copy (tensors shared) with inferred shapes; the caller's model is kept."""
     if not infer_shapes:
         return model
     from onnx_ir.passes.common import ShapeInferencePass

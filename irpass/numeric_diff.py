@@ -1,0 +1,332 @@
+"""Numeric diff of two models through ONNX Runtime, output by output and layer by layer.
+
+:func:`numeric_diff` runs both models on the same inputs (given, or seeded random ones from
+:func:`irpass.verify.random_feeds`) and reports, per output and per *matched intermediate
+tensor* (pairs of node outputs that :func:`irpass.diff.diff_models` matched and whose shapes
+agree), the cosine similarity, max/mean absolute error and whether the difference exceeds the
+manager's dtype-aware tolerance (:func:`irpass.verify.compare_outputs`). Intermediates are read
+by exposing them as extra graph outputs on shallow copies of the models; the caller's models
+are not touched. The first diverging intermediate in topological order of A is the layer where
+the results start to differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from irpass.diff import CONSTANT_OPS, GraphDiff, diff_models
+from irpass.errors import DataError
+from irpass.verify import make_session, random_feeds, run_model, tolerance_for
+
+__all__ = [
+    "NumericDiff",
+    "TensorError",
+    "feeds_from_file",
+    "numeric_diff",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Intermediate tensors above this many elements are not compared (memory bound).
+MAX_INTERMEDIATE_ELEMENTS = 16_000_000
+
+
+@dataclasses.dataclass
+class TensorError:
+    """How one tensor of B differs from its counterpart in A (worst case over all samples)."""
+
+    a_name: str
+    b_name: str
+    node: str
+    op_type: str
+    order: int
+    shape: list[int]
+    cosine: float
+    max_abs: float
+    mean_abs: float
+    ref_max: float
+    diverged: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (NaN becomes None)."""
+        data = dataclasses.asdict(self)
+        for key in ("cosine", "max_abs", "mean_abs", "ref_max"):
+            if isinstance(data[key], float) and not np.isfinite(data[key]):
+                data[key] = None if np.isnan(data[key]) else str(data[key])
+        return data
+
+
+@dataclasses.dataclass
+class NumericDiff:
+    """Per-output and per-intermediate errors of B relative to A."""
+
+    inputs: str
+    samples: int
+    outputs: list[TensorError]
+    intermediates: list[TensorError]
+    skipped: list[str]
+
+    @property
+    def first_divergence(self) -> TensorError | None:
+        """The earliest (in A's topological order) intermediate that exceeds the tolerance."""
+        return next((t for t in self.intermediates if t.diverged), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        first = self.first_divergence
+        return {
+            "inputs": self.inputs,
+            "samples": self.samples,
+            "outputs": [t.to_dict() for t in self.outputs],
+            "intermediates": [t.to_dict() for t in self.intermediates],
+            "first_divergence": first.to_dict() if first is not None else None,
+            "skipped": self.skipped,
+        }
+
+
+def _compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float, float, bool]:
+    """cosine, max_abs, mean_abs, max|ref|, diverged for one sample.
+
+    "Diverged" uses the manager's tolerance for A's dtype (:func:`irpass.verify.tolerance_for`,
+    ``|a-b| <= atol * max(1, max|a|) + rtol * |a|``), so it means what it means there.
+    """
+    r = ref.astype(np.float64, copy=False).reshape(-1)
+    g = got.astype(np.float64, copy=False).reshape(-1)
+    if r.size == 0:
+        return 1.0, 0.0, 0.0, 0.0, False
+    finite_r, finite_g = np.isfinite(r), np.isfinite(g)
+    nonfinite_differs = False
+    if not (finite_r.all() and finite_g.all()):
+        nonfinite_differs = not np.array_equal(r[~finite_r], g[~finite_r], equal_nan=True) or (
+            not np.array_equal(finite_r, finite_g))
+        keep = finite_r & finite_g
+        r, g = r[keep], g[keep]
+        if r.size == 0:
+            return float("nan"), float("nan"), float("nan"), float("nan"), nonfinite_differs
+    err = np.abs(r - g)
+    abs_r = np.abs(r)
+    max_abs, mean_abs, ref_max = float(err.max()), float(err.mean()), float(abs_r.max())
+    norms = float(np.dot(r, r)) * float(np.dot(g, g))
+    if norms == 0.0:
+        cosine = 1.0 if not (r.any() or g.any()) else 0.0
+    else:
+        cosine = float(np.dot(r, g) / np.sqrt(norms))
+    tol = tolerance_for(ref.dtype)
+    if tol is None:
+        diverged = max_abs > 0.0
+    else:
+        diverged = bool(np.any(err > tol.atol * max(1.0, ref_max) + tol.rtol * abs_r))
+    return cosine, max_abs, mean_abs, ref_max, diverged or nonfinite_differs
+
+
+def _merge(samples: Sequence[tuple[float, float, float, float, bool]]) -> tuple[
+        float, float, float, float, bool]:
+    return (
+        min(s[0] for s in samples),
+        max(s[1] for s in samples),
+        float(np.mean([s[2] for s in samples])),
+        max(s[3] for s in samples),
+        any(s[4] for s in samples),
+    )
+
+
+def _float_like(dtype: ir.DataType | None) -> bool:
+    return dtype is not None and dtype.is_floating_point()
+
+
+def _expose(model: ir.Model, names: Sequence[str]) -> tuple[ir.Model, list[str]]:
+    """Return a shallow copy of ``model`` that also outputs the named values (when typed)."""
+    from onnx_ir.passes.common import ShapeInferencePass
+
+    copy = model.clone()
+    try:
+        ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(copy)
+    except Exception as exc:  # noqa: BLE001 - untyped values are skipped below
+        logger.debug("shape inference failed: %s", exc)
+    values = {v.name: v for node in copy.graph for v in node.outputs if v.name}
+    present = {v.name for v in copy.graph.outputs}
+    exposed = []
+    for name in names:
+        value = values.get(name)
+        if value is None or value.type is None or value.dtype is None:
+            continue
+        if name not in present:
+            copy.graph.outputs.append(value)
+            present.add(name)
+        exposed.append(name)
+    return copy, exposed
+
+
+_FLOAT_TYPES = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(double)": np.dtype(np.float64),
+}
+
+
+def _feeds_for_b(feeds_a: Mapping[str, np.ndarray], a_inputs: Sequence[Any],
+                 b_inputs: Sequence[Any]) -> dict[str, np.ndarray]:
+    """A's feeds renamed and cast for B (inputs matched by name, else by position)."""
+    by_position = [feeds_a.get(i.name) for i in a_inputs]
+    feeds: dict[str, np.ndarray] = {}
+    for k, arg in enumerate(b_inputs):
+        value = feeds_a.get(arg.name)
+        if value is None and k < len(by_position):
+            value = by_position[k]
+        if value is None:
+            raise DataError(f"no data for input {arg.name!r} of the second model",
+                            hint="the models' inputs differ; give data with matching names")
+        dtype = _FLOAT_TYPES.get(arg.type)
+        if dtype is not None and value.dtype != dtype and np.issubdtype(value.dtype, np.floating):
+            value = value.astype(dtype)
+        feeds[arg.name] = value
+    return feeds
+
+
+def numeric_diff(
+    a: ir.Model,
+    b: ir.Model,
+    *,
+    diff: GraphDiff | None = None,
+    feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+    inputs_label: str | None = None,
+    seed: int = 0,
+    samples: int = 1,
+    intermediates: bool = True,
+    max_intermediates: int = 5000,
+) -> NumericDiff:
+    """Run ``a`` and ``b`` on the same inputs and measure how far B's tensors are from A's.
+
+    ``feeds`` is a list of input dicts (one per sample); without it ``samples`` sets of
+    seeded random inputs are drawn (``seed``, ``seed+1``, ...). ``diff`` is the structural
+    diff that pairs intermediates (computed when not given and ``intermediates`` is True).
+    """
+    skipped: list[str] = []
+    pairs: list[tuple[str, str, str, str, int]] = []
+    if intermediates:
+        if diff is None:
+            diff = diff_models(a, b, compare_values=False, with_cost=False)
+        for match in diff.matches:
+            if match.a.op_type in CONSTANT_OPS:
+                continue
+            for ta, tb in zip(match.a.outputs, match.b.outputs, strict=False):
+                if not ta.name or not tb.name:
+                    continue
+                if ta.shape is not None and tb.shape is not None and ta.shape != tb.shape:
+                    skipped.append(f"{match.a.label}: shapes differ "
+                                   f"{list(ta.shape)} vs {list(tb.shape)}")
+                    continue
+                pairs.append((ta.name, tb.name, match.b.label, match.b.op_type, match.a.index))
+        pairs.sort(key=lambda p: p[4])
+        if len(pairs) > max_intermediates:
+            skipped.append(f"{len(pairs) - max_intermediates} intermediates beyond the first "
+                           f"{max_intermediates} not compared")
+            pairs = pairs[:max_intermediates]
+
+    model_a, exposed_a = _expose(a, [p[0] for p in pairs])
+    model_b, exposed_b = _expose(b, [p[1] for p in pairs])
+    session_a = make_session(model_a)
+    session_b = make_session(model_b)
+    if feeds is None:
+        feed_sets = [random_feeds(session_a, seed=seed + k) for k in range(samples)]
+        label = inputs_label or f"seeded random inputs (seed {seed}, {samples} sample(s))"
+    else:
+        feed_sets = [dict(f) for f in feeds]
+        label = inputs_label or f"given inputs ({len(feed_sets)} sample(s))"
+    if not feed_sets:
+        raise DataError("no input samples to run", hint="give at least one sample")
+
+    out_a = [o.name for o in a.graph.outputs]
+    out_b = [o.name for o in b.graph.outputs]
+    output_pairs = [(n, n if n in out_b else (out_b[k] if k < len(out_b) else None))
+                    for k, n in enumerate(out_a)]
+    inter_pairs = [p for p in pairs if p[0] in exposed_a and p[1] in exposed_b]
+    for p in pairs:
+        if p[0] not in exposed_a or p[1] not in exposed_b:
+            skipped.append(f"{p[2]}: type of {p[0]!r}/{p[1]!r} unknown, not exposed")
+
+    results_out: dict[str, list[tuple[float, float, float, float, bool]]] = {}
+    results_int: dict[tuple[str, str], list[tuple[float, float, float, float, bool]]] = {}
+    shapes: dict[str, list[int]] = {}
+    for feed in feed_sets:
+        got_a = run_model(session_a, feed)
+        got_b = run_model(session_b, _feeds_for_b(feed, session_a.get_inputs(),
+                                                  session_b.get_inputs()))
+        for name_a, name_b in output_pairs:
+            if name_b is None or name_b not in got_b:
+                continue
+            ra, rb = got_a[name_a], got_b[name_b]
+            if ra.shape != rb.shape:
+                skipped.append(f"output {name_a}: shapes differ {ra.shape} vs {rb.shape}")
+                continue
+            shapes[name_a] = list(ra.shape)
+            results_out.setdefault(name_a, []).append(_compare(ra, rb))
+        for name_a, name_b, *_ in inter_pairs:
+            ra, rb = got_a[name_a], got_b[name_b]
+            if ra.shape != rb.shape or ra.size > MAX_INTERMEDIATE_ELEMENTS:
+                continue
+            if not (np.issubdtype(ra.dtype, np.number) and np.issubdtype(rb.dtype, np.number)):
+                continue
+            shapes[name_a] = list(ra.shape)
+            results_int.setdefault((name_a, name_b), []).append(_compare(ra, rb))
+
+    outputs = []
+    for name_a, name_b in output_pairs:
+        if name_a in results_out and name_b is not None:
+            outputs.append(TensorError(name_a, name_b, name_a, "output", -1, shapes[name_a],
+                                       *_merge(results_out[name_a])))
+    inters = []
+    for name_a, name_b, node, op_type, order in inter_pairs:
+        if (name_a, name_b) in results_int:
+            inters.append(TensorError(name_a, name_b, node, op_type, order, shapes[name_a],
+                                      *_merge(results_int[(name_a, name_b)])))
+    return NumericDiff(label, len(feed_sets), outputs, inters, list(dict.fromkeys(skipped)))
+
+
+def feeds_from_file(
+    path: str | os.PathLike[str], input_names: Sequence[str], input_ranks: Sequence[int],
+    max_samples: int = 16,
+) -> list[dict[str, np.ndarray]]:
+    """Read ``.npz`` (arrays keyed by input name) or ``.npy`` (single-input model) samples.
+
+    An array with one more dimension than its input holds several samples along axis 0.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file", hint="give a .npz or .npy file of inputs")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {k: archive[k] for k in archive.files}
+        elif path.suffix == ".npy":
+            if len(input_names) != 1:
+                raise DataError(f"{path}: a .npy file can only feed a single-input model "
+                                f"(this one has {len(input_names)})",
+                                hint="use a .npz keyed by input name")
+            arrays = {input_names[0]: np.load(path, allow_pickle=False)}
+        else:
+            raise DataError(f"{path}: unsupported data format {path.suffix!r}",
+                            hint="give a .npz (keyed by input name) or .npy file")
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})", hint="is it a numpy .npz/.npy?") from exc
+    missing = [n for n in input_names if n not in arrays]
+    if missing and len(arrays) == len(input_names) == 1:
+        arrays = {input_names[0]: next(iter(arrays.values()))}
+        missing = []
+    if missing:
+        raise DataError(f"{path}: no array for input(s) {missing}; it has {sorted(arrays)}",
+                        hint="name the arrays after the model's inputs")
+    ranks = dict(zip(input_names, input_ranks, strict=True))
+    batched = [arrays[n].ndim == ranks[n] + 1 for n in input_names]
+    if all(batched):
+        count = min(min(arrays[n].shape[0] for n in input_names), max_samples)
+        return [{n: arrays[n][k] for n in input_names} for k in range(count)]
+    return [{n: arrays[n] for n in input_names}]
