@@ -53,9 +53,7 @@ class PassOptionError(PipelineError):
 class VerificationError(IrpassError):
     """A pass produced a model that fails verification (checker, ORT load, numerics)."""
 
-    def __init__(
-        self, message: str, hint: str | None = None, pass_name: str | None = None
-    ) -> None:
+    def __init__(self, message: str, hint: str | None = None, pass_name: str | None = None) -> None:
         super().__init__(message, hint)
         self.pass_name = pass_name
 

@@ -66,7 +66,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Operator domains that ONNX or ONNX Runtime define; anything else is a custom op.
-KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"})
+KNOWN_DOMAINS = frozenset(
+    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+)
 
 VerifyMode = Literal["each", "final", "none"]
 ProgressCallback = Callable[[str, int], None]
@@ -162,7 +164,7 @@ class _Verifier:
         worst = _max_abs_error(self.previous, outputs)
         result.max_abs_error = worst
         if lossless:
-            for expected, actual in zip(self.previous, outputs):
+            for expected, actual in zip(self.previous, outputs, strict=True):
                 mismatches = compare_outputs(expected, actual, self.tolerance_scale)
                 if mismatches:
                     raise VerificationError(
@@ -182,7 +184,7 @@ def _max_abs_error(
     reference: list[dict[str, np.ndarray]], actual: list[dict[str, np.ndarray]]
 ) -> float:
     worst = 0.0
-    for ref, got in zip(reference, actual):
+    for ref, got in zip(reference, actual, strict=True):
         for name, value in ref.items():
             other = got.get(name)
             if other is None or other.shape != value.shape:
@@ -266,7 +268,8 @@ class PassManager:
         if customs and not self.options.allow_custom_ops:
             names = ", ".join(f"{d}::{o}" for d, o in customs)
             raise UnsupportedModelError(
-                f"the model uses custom-domain ops that neither ONNX nor ONNX Runtime define: {names}",
+                "the model uses custom-domain ops that neither ONNX nor ONNX Runtime "
+                f"define: {names}",
                 hint="irpass cannot verify passes numerically on them; pass --allow-custom-ops "
                 "to optimize anyway (custom ops pass through untouched, checks are structural)",
             )
@@ -306,7 +309,9 @@ class PassManager:
                 final = verifier.verify(model, lossless=all(r.lossless for r in report.passes))
             else:
                 final.status = "ok"
-            report.warnings.append(f"verified once at the end: {final.status} {final.detail}".strip())
+            report.warnings.append(
+                f"verified once at the end: {final.status} {final.detail}".strip()
+            )
         report.after = self._current_cost(model).summary()
         if evaluator is not None:
             report.metrics_after = dict(evaluator(model))
@@ -406,9 +411,12 @@ class PassManager:
             logger.warning("pass %s failed and was rolled back: %s", step.name, record.error)
             return False
         message = exc.message if isinstance(exc, IrpassError) else f"{type(exc).__name__}: {exc}"
-        hint = "reproduce with: irpass optimize {0}/input.onnx --passes \"$(cat {0}/pipeline.txt)\"".format(
-            reproducer
-        ) if reproducer else "rerun with --on-failure rollback to skip the pass, or --debug for the traceback"
+        hint = (
+            f"reproduce with: irpass optimize {reproducer}/input.onnx -o repro-out "
+            f'--passes "$(cat {reproducer}/pipeline.txt)"'
+            if reproducer
+            else "rerun with --on-failure rollback to skip the pass, or --debug for the traceback"
+        )
         raise PassFailedError(
             f"pass {step.name!r} failed: {message}",
             hint=hint,

@@ -43,7 +43,9 @@ class NoOptions:
 def option(default: Any, doc: str) -> Any:
     """Declare an options-dataclass field with a default value and a one-line description."""
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+        return dataclasses.field(
+            default_factory=lambda: type(default)(default), metadata={"doc": doc}
+        )
     return dataclasses.field(default=default, metadata={"doc": doc})
 
 
@@ -88,10 +90,11 @@ class IrpassPass(ir.passes.InPlacePass, abc.ABC):
         if not dataclasses.is_dataclass(cls.Options):
             raise TypeError(f"{cls.__qualname__}.Options must be a dataclass")
         for field in dataclasses.fields(cls.Options):
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-                raise TypeError(
-                    f"{cls.__qualname__}.Options.{field.name} needs a default value"
-                )
+            if (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
+                raise TypeError(f"{cls.__qualname__}.Options.{field.name} needs a default value")
         if not (cls.__doc__ or "").strip():
             raise TypeError(f"{cls.__qualname__} needs a docstring (it is the pass's help text)")
 

@@ -43,7 +43,7 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$")
 
-OptionValue = Union[int, float, bool, str, tuple]
+OptionValue = Union[int, float, bool, str, tuple]  # noqa: UP007  (a runtime alias on 3.10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +177,9 @@ class _Parser:
 def parse_pipeline(text: str) -> list[Step]:
     """Parse pipeline text into steps; raises PipelineError with the position of a mistake."""
     if not text or not text.strip():
-        raise PipelineError("the pipeline is empty", hint="name at least one pass, e.g. 'canonicalize'")
+        raise PipelineError(
+            "the pipeline is empty", hint="name at least one pass, e.g. 'canonicalize'"
+        )
     parser = _Parser(text)
     steps = parser.pipeline()
     if parser.pos != len(parser.tokens):

@@ -83,8 +83,10 @@ def get_pass(name: str) -> type[IrpassPass]:
     except KeyError:
         raise PipelineError(
             f"unknown pass {name!r}",
-            hint="valid passes: " + ", ".join(sorted(_PASSES))
-            + "; presets: " + ", ".join(sorted(_PRESETS)),
+            hint="valid passes: "
+            + ", ".join(sorted(_PASSES))
+            + "; presets: "
+            + ", ".join(sorted(_PRESETS)),
         ) from None
 
 

@@ -76,9 +76,11 @@ def assert_equivalent(
     check_structure(candidate)
     ref_session = make_session(reference)
     cand_session = make_session(candidate)
-    feed_sets = [dict(feeds)] if feeds is not None else [
-        random_feeds(ref_session, seed=s, dim_values=dim_values) for s in seeds
-    ]
+    feed_sets = (
+        [dict(feeds)]
+        if feeds is not None
+        else [random_feeds(ref_session, seed=s, dim_values=dim_values) for s in seeds]
+    )
     for feed in feed_sets:
         expected = run_model(ref_session, feed)
         actual = run_model(cand_session, feed)

@@ -199,7 +199,7 @@ def run_model(
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise VerificationError(f"ONNX Runtime failed to run the model: {message}") from exc
-    return {name: np.asarray(value) for name, value in zip(names, values)}
+    return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}
 
 
 def compare_outputs(
@@ -251,9 +251,7 @@ def compare_outputs(
         if not np.array_equal(finite, np.isfinite(got64)) or not np.array_equal(
             ref64[~finite], got64[~finite], equal_nan=True
         ):
-            mismatches.append(
-                OutputMismatch(name, float("inf"), 0.0, "non-finite values differ")
-            )
+            mismatches.append(OutputMismatch(name, float("inf"), 0.0, "non-finite values differ"))
             continue
         if ref64.size == 0:
             continue

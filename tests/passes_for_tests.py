@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from irpass.errors import PipelineError
 from irpass.pass_base import IrpassPass, all_graphs, option
 from irpass.registry import get_pass, register
-from irpass.errors import PipelineError
 
 
 def _register(cls):

@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from conftest import light_model_path
 
 import irpass.ir as irpass_ir
-from conftest import light_model_path
 from irpass.errors import ModelLoadError, UnsupportedModelError
 from irpass.ir import atomic_output_path, load_model, save_model
 from irpass.testing import model_from_text
@@ -24,7 +24,9 @@ g (float[1, 2] x) => (float[1, 2] y) <float[2, 2] w = {1, 2, 3, 4}> {
 def _big_weight_model() -> ir.Model:
     model = model_from_text(SMALL)
     tensor = ir.tensor(np.arange(64 * 64, dtype=np.float32).reshape(64, 64), name="w2")
-    value = ir.Value(name="w2", shape=tensor.shape, type=ir.TensorType(ir.DataType.FLOAT), const_value=tensor)
+    value = ir.Value(
+        name="w2", shape=tensor.shape, type=ir.TensorType(ir.DataType.FLOAT), const_value=tensor
+    )
     model.graph.register_initializer(value)
     return model
 
@@ -41,11 +43,12 @@ def test_load_light_model() -> None:
         (lambda d: d / "missing.onnx", "no such file"),
         (lambda d: d, "is a directory"),
         (lambda d: _write(d / "empty.onnx", b""), "is empty"),
-        (lambda d: _write(d / "notes.onnx", b"just some text\nnot a model\n"), "not a valid ONNX model"),
         (
-            lambda d: _write(
-                d / "trunc.onnx", light_model_path("resnet50").read_bytes()[:20000]
-            ),
+            lambda d: _write(d / "notes.onnx", b"just some text\nnot a model\n"),
+            "not a valid ONNX model",
+        ),
+        (
+            lambda d: _write(d / "trunc.onnx", light_model_path("resnet50").read_bytes()[:20000]),
             "not a valid ONNX model",
         ),
     ],
@@ -126,7 +129,9 @@ def test_model_over_2gb_loads_passes_and_saves(tmp_path: pathlib.Path) -> None:
     for k in range(3):  # 3 x 768 MiB of weights, each feeding a ReduceSum added to the output
         name = f"w{k}"
         tensor = ir.tensor(np.full((192, 1024, 1024), k + 1, dtype=np.float32), name=name)
-        value = ir.Value(name=name, shape=tensor.shape, type=ir.TensorType(ir.DataType.FLOAT), const_value=tensor)
+        value = ir.Value(
+            name=name, shape=tensor.shape, type=ir.TensorType(ir.DataType.FLOAT), const_value=tensor
+        )
         model.graph.register_initializer(value)
         count += tensor.nbytes
     assert count > 2**31

@@ -5,10 +5,10 @@ import pathlib
 
 import onnx
 import onnx_ir as ir
+import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
-from irpass.errors import PassFailedError, PipelineError, PassOptionError, UnsupportedModelError
+from irpass.errors import PassFailedError, PassOptionError, PipelineError, UnsupportedModelError
 from irpass.manager import ManagerOptions, PassManager, custom_ops, report_json
 from irpass.testing import model_from_text
 
@@ -39,7 +39,9 @@ def test_fixpoint_runs_until_nothing_changes_and_records_each_pass() -> None:
     assert records[0].step == "fixpoint#1.1/t_remove_one_identity"
 
 
-def test_lossless_pass_that_changes_outputs_is_caught_with_reproducer(tmp_path: pathlib.Path) -> None:
+def test_lossless_pass_that_changes_outputs_is_caught_with_reproducer(
+    tmp_path: pathlib.Path,
+) -> None:
     options = ManagerOptions(reproducer_dir=tmp_path / "repro")
     with pytest.raises(PassFailedError) as info:
         PassManager("t_remove_one_identity,t_lying_lossless", options=options).run(_model())
@@ -56,7 +58,9 @@ def test_rollback_restores_the_model_and_continues() -> None:
     model = _model()
     before = model.graph.initializers["w"].const_value.numpy().copy()
     options = ManagerOptions(on_failure="rollback")
-    result = PassManager("t_lying_lossless,t_raise,t_remove_one_identity", options=options).run(model)
+    result = PassManager("t_lying_lossless,t_raise,t_remove_one_identity", options=options).run(
+        model
+    )
     assert result.model is model
     assert (model.graph.initializers["w"].const_value.numpy() == before).all()
     assert [r.rolled_back for r in result.report.passes] == [True, True, False]

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
-import tomllib
 import zipfile
+
+import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -16,7 +17,11 @@ def _declared_packages() -> set[str]:
 
 def _packages_on_disk() -> set[str]:
     found = set()
-    for top, name in (("irpass", "irpass"), ("passes", "irpass.passes"), ("backends", "irpass.backends")):
+    for top, name in (
+        ("irpass", "irpass"),
+        ("passes", "irpass.passes"),
+        ("backends", "irpass.backends"),
+    ):
         for init in (ROOT / top).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / top)
             found.add(".".join([name, *rel.parts]) if rel.parts else name)

@@ -26,7 +26,7 @@ def test_parse_example_from_issue() -> None:
         "a",
         "a,b",
         "fixpoint(a,fixpoint(b,c)),d",
-        "q(mode=int8,per_channel=true,ratio=0.25,n=3,skip=[conv1,conv2],name=\"x y\")",
+        'q(mode=int8,per_channel=true,ratio=0.25,n=3,skip=[conv1,conv2],name="x y")',
         "q(empty=[],neg=-2,sci=1e-05)",
     ],
 )

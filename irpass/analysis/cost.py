@@ -82,7 +82,9 @@ def node_macs(node: ir.Node, values: dict[str, ValueInfo]) -> int | None:
         return 0
     if op in _CONV_LIKE:
         weight_index = 3 if op == "QLinearConv" else 1
-        weight = _shape(values, node.inputs[weight_index] if len(node.inputs) > weight_index else None)
+        weight = _shape(
+            values, node.inputs[weight_index] if len(node.inputs) > weight_index else None
+        )
         out = _shape(values, node.outputs[0])
         if weight is None or out is None:
             return None
@@ -165,7 +167,9 @@ def model_cost(model: ir.Model, values: dict[str, ValueInfo] | None = None) -> C
                 weight_bytes += tensor.nbytes
         for node in graph:
             node_count += 1
-            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            key = (
+                node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            )
             ops[key] += 1
             node_params = sum(
                 static_numel(v.const_value.shape) or 0

@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _signature(values: list[ir.Value]) -> list[dict[str, Any]]:
     out = []
     for value in values:
-        shape = None if value.shape is None else [d if isinstance(d, int) else str(d) for d in value.shape]
+        shape = (
+            None
+            if value.shape is None
+            else [d if isinstance(d, int) else str(d) for d in value.shape]
+        )
         out.append(
             {"name": value.name, "dtype": value.dtype.name if value.dtype else None, "shape": shape}
         )
@@ -70,10 +74,21 @@ def run(args: argparse.Namespace) -> int:
     head.add_row("IR version", str(info["ir_version"]))
     head.add_row("producer", info["producer"] or "-")
     head.add_row("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in info["opsets"].items()))
-    head.add_row("nodes", str(info["nodes"]) + (f" ({info['subgraphs']} subgraphs)" if info["subgraphs"] else ""))
+    head.add_row(
+        "nodes",
+        str(info["nodes"]) + (f" ({info['subgraphs']} subgraphs)" if info["subgraphs"] else ""),
+    )
     head.add_row("params", fmt_count(info["params"]))
     head.add_row("weight bytes", fmt_bytes(info["weight_bytes"]))
-    head.add_row("MACs", fmt_count(info["macs"]) + (f" ({info['unknown_macs_nodes']} nodes with unknown shapes)" if info["unknown_macs_nodes"] else ""))
+    head.add_row(
+        "MACs",
+        fmt_count(info["macs"])
+        + (
+            f" ({info['unknown_macs_nodes']} nodes with unknown shapes)"
+            if info["unknown_macs_nodes"]
+            else ""
+        ),
+    )
     head.add_row("peak activations", fmt_bytes(info["peak_activation_bytes"]))
     console.print(head)
     io = Table(title="signature")
@@ -94,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
         for col in ("node", "op", "params", "MACs"):
             layers.add_column(col, justify="right" if col in ("params", "MACs") else "left")
         for layer in info["largest_layers"]:
-            layers.add_row(layer["node"], layer["op_type"], fmt_count(layer["params"]), fmt_count(layer["macs"]))
+            layers.add_row(
+                layer["node"],
+                layer["op_type"],
+                fmt_count(layer["params"]),
+                fmt_count(layer["macs"]),
+            )
         console.print(layers)
     return 0

@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"pipeline text, e.g. 'canonicalize,fixpoint(fold_constants,eliminate_dead)' "
         f"(default: {DEFAULT_PIPELINE}); see `irpass passes`",
     )
-    parser.add_argument("--dump-dir", type=pathlib.Path, help="save the model before/after every pass here")
+    parser.add_argument(
+        "--dump-dir", type=pathlib.Path, help="save the model before/after every pass here"
+    )
     parser.add_argument(
         "--verify",
         choices=["each", "final", "none"],
@@ -71,14 +73,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
 
 
-def resolve_outputs(output: str, input_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path | None]:
+def resolve_outputs(
+    output: str, input_path: pathlib.Path
+) -> tuple[pathlib.Path, pathlib.Path | None]:
     """Return (model path, output directory or None) and refuse to overwrite the input."""
     out = pathlib.Path(output)
     if out.suffix == ".onnx":
         model_path, directory = out, None
     else:
         if out.exists() and not out.is_dir():
-            raise OutputError(f"{out} exists and is not a directory", hint="name a directory or a .onnx file")
+            raise OutputError(
+                f"{out} exists and is not a directory", hint="name a directory or a .onnx file"
+            )
         model_path, directory = out / "model.onnx", out
     if model_path.resolve() == input_path.resolve():
         raise OutputError(
@@ -94,7 +100,9 @@ def _write_text(path: pathlib.Path, text: str) -> None:
 
 
 def _summary_tables(report: RunReport) -> list[Table]:
-    passes = Table(title=f"passes ({len(report.modified_passes())} of {len(report.passes)} changed the model)")
+    passes = Table(
+        title=f"passes ({len(report.modified_passes())} of {len(report.passes)} changed the model)"
+    )
     for col in ("step", "time", "nodes", "params", "MACs", "verified", "what changed"):
         numeric = col in ("time", "nodes", "params", "MACs")
         passes.add_column(col, justify="right" if numeric else "left", overflow="fold")
@@ -178,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         for table in _summary_tables(report):
             console.print(table)
-        console.print(f"wrote {model_path}" + (f" and {directory / 'report.json'}" if directory else ""))
+        console.print(
+            f"wrote {model_path}" + (f" and {directory / 'report.json'}" if directory else "")
+        )
     return 0
-
-

@@ -40,7 +40,9 @@ def describe_passes() -> dict[str, typing.Any]:
                 {
                     "name": field.name,
                     "type": describe_type(hints[field.name]),
-                    "default": default if isinstance(default, (int, float, str, bool, type(None))) else repr(default),
+                    "default": default
+                    if isinstance(default, (int, float, str, bool, type(None)))
+                    else repr(default),
                     "doc": field.metadata.get("doc", ""),
                 }
             )
@@ -53,7 +55,9 @@ def describe_passes() -> dict[str, typing.Any]:
                 "options": options,
             }
         )
-    presets = [{"name": p.name, "pipeline": p.pipeline, "doc": p.doc} for p in registry.list_presets()]
+    presets = [
+        {"name": p.name, "pipeline": p.pipeline, "doc": p.doc} for p in registry.list_presets()
+    ]
     return {"passes": passes, "presets": presets}
 
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import light_model_path
+
 from irpass.analysis.cost import model_cost
 from irpass.ir import load_model
 from irpass.testing import inputs_to_random_initializers, model_from_text

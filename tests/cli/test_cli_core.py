@@ -9,11 +9,12 @@ import sys
 
 import onnx
 import onnx_ir as ir
-import pytest
-
 import passes_for_tests  # noqa: F401  (registers the t_* passes)
+import pytest
 from conftest import light_model_path
+
 from irpass.cli import main
+from irpass.errors import ModelLoadError
 from irpass.ir import save_model
 
 MODEL = """
@@ -42,7 +43,16 @@ def test_optimize_to_directory_writes_model_and_report(
 ) -> None:
     digest = _digest(small_model)
     out = tmp_path / "out"
-    code = main(["optimize", str(small_model), "-o", str(out), "--passes", "fixpoint(t_remove_one_identity)"])
+    code = main(
+        [
+            "optimize",
+            str(small_model),
+            "-o",
+            str(out),
+            "--passes",
+            "fixpoint(t_remove_one_identity)",
+        ]
+    )
     assert code == 0
     assert _digest(small_model) == digest  # the input is never modified
     model = onnx.load(out / "model.onnx")
@@ -58,7 +68,10 @@ def test_optimize_to_directory_writes_model_and_report(
 
 def test_optimize_to_onnx_file(small_model: pathlib.Path, tmp_path: pathlib.Path) -> None:
     out = tmp_path / "sub" / "opt.onnx"
-    assert main(["optimize", str(small_model), "-o", str(out), "--passes", "t_remove_one_identity"]) == 0
+    assert (
+        main(["optimize", str(small_model), "-o", str(out), "--passes", "t_remove_one_identity"])
+        == 0
+    )
     assert sorted(p.name for p in out.parent.iterdir()) == ["opt.onnx"]
 
 
@@ -82,7 +95,9 @@ def test_failing_pass_names_pass_and_saves_reproducer(
     assert not (out / "model.onnx").exists()
 
 
-def test_bad_pipeline_lists_valid_passes(small_model: pathlib.Path, tmp_path: pathlib.Path, capsys) -> None:
+def test_bad_pipeline_lists_valid_passes(
+    small_model: pathlib.Path, tmp_path: pathlib.Path, capsys
+) -> None:
     assert main(["optimize", str(small_model), "-o", str(tmp_path / "o"), "--passes", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown pass 'nope'" in err and "t_raise" in err
@@ -98,7 +113,12 @@ def _bad_inputs(tmp: pathlib.Path) -> dict[str, pathlib.Path]:
         g (float[2] x) => (float[2] y) { y = com.example.Mystery(x) }"""
     )
     onnx.save(custom, tmp / "custom.onnx")
-    save_model(ir.from_proto(onnx.parser.parse_model(MODEL)), tmp / "ext.onnx", external_data=True, size_threshold_bytes=0)
+    save_model(
+        ir.from_proto(onnx.parser.parse_model(MODEL)),
+        tmp / "ext.onnx",
+        external_data=True,
+        size_threshold_bytes=0,
+    )
     (tmp / "ext.onnx.data").unlink()
     return {
         "missing": tmp / "nope.onnx",
@@ -112,7 +132,8 @@ def _bad_inputs(tmp: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 @pytest.mark.parametrize(
-    "kind", ["missing", "directory", "empty", "text", "truncated", "custom_op", "missing_external_data"]
+    "kind",
+    ["missing", "directory", "empty", "text", "truncated", "custom_op", "missing_external_data"],
 )
 def test_bad_input_one_line_nonzero_nothing_written(
     kind: str, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
@@ -133,12 +154,25 @@ def test_bad_input_one_line_nonzero_nothing_written(
 def test_custom_ops_pass_through_when_allowed(tmp_path: pathlib.Path) -> None:
     path = _bad_inputs(tmp_path)["custom_op"]
     out = tmp_path / "o.onnx"
-    assert main(["optimize", str(path), "-o", str(out), "--allow-custom-ops", "--passes", "t_remove_one_identity"]) == 0
+    assert (
+        main(
+            [
+                "optimize",
+                str(path),
+                "-o",
+                str(out),
+                "--allow-custom-ops",
+                "--passes",
+                "t_remove_one_identity",
+            ]
+        )
+        == 0
+    )
     assert [n.op_type for n in onnx.load(out).graph.node] == ["Mystery"]
 
 
 def test_debug_shows_traceback(small_model: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(ModelLoadError):
         main(["--debug", "optimize", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o")])
 
 
@@ -160,21 +194,34 @@ def test_inspect_tables(capsys: pytest.CaptureFixture[str]) -> None:
     assert "op histogram" in out and "ConstantOfShape" in out and "data_0" in out
 
 
-def test_passes_lists_options_defaults_and_lossless_flag(capsys: pytest.CaptureFixture[str]) -> None:
+def test_passes_lists_options_defaults_and_lossless_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["passes", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     by_name = {p["name"]: p for p in info["passes"]}
     scale = by_name["t_scale_weight"]
     assert scale["lossless"] is False
     assert scale["options"] == [
-        {"name": "factor", "type": "float", "default": 0.5, "doc": "multiply the first float initializer by this"}
+        {
+            "name": "factor",
+            "type": "float",
+            "default": 0.5,
+            "doc": "multiply the first float initializer by this",
+        }
     ]
 
 
 def test_console_script_is_installed(small_model: pathlib.Path) -> None:
     exe = shutil.which("irpass") or str(pathlib.Path(sys.executable).parent / "irpass")
-    proc = subprocess.run([exe, "inspect", str(small_model), "--json"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [exe, "inspect", str(small_model), "--json"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["nodes"] == 3
-    proc = subprocess.run([exe, "inspect", str(small_model) + ".missing"], capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [exe, "inspect", str(small_model) + ".missing"], capture_output=True, text=True
+    )
+    assert (
+        proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+    )
