@@ -171,11 +171,10 @@ def model_cost(model: ir.Model, values: dict[str, ValueInfo] | None = None) -> C
                 node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
             )
             ops[key] += 1
-            node_params = sum(
-                static_numel(v.const_value.shape) or 0
-                for v in node.inputs
-                if v is not None and v.is_initializer() and v.const_value is not None
-            )
+            node_params = 0
+            for v in node.inputs:
+                if v is not None and v.is_initializer() and v.const_value is not None:
+                    node_params += math.prod(v.const_value.shape.numpy())
             count = node_macs(node, values)
             if count is None:
                 unknown += 1

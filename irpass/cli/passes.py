@@ -34,7 +34,7 @@ def describe_passes() -> dict[str, typing.Any]:
             default = (
                 field.default
                 if field.default is not dataclasses.MISSING
-                else field.default_factory()  # type: ignore[misc]
+                else field.default_factory()  # type: ignore[misc,operator]
             )
             options.append(
                 {
