@@ -1,0 +1,82 @@
+"""Merge initializers with equal dtype, shape and content into one.
+
+    <float[64] a = {0.02, ...}, float[64] b = {0.02, ...}>  y = Add(Mul(x, a), b)
+    -> <float[64] a = {...}>                                 y = Add(Mul(x, a), a)
+
+Each graph (main graph and every If/Loop/Scan body) is deduplicated on its own. Candidates are
+first grouped by (dtype, shape), so only tensors that could be equal are hashed (SHA-256; a
+collision is not a practical concern): on a model whose weights all have distinct shapes
+nothing is read at all. Left alone: initializers that are graph inputs (a caller may override
+them) or graph outputs, and tensors whose data is not loaded.
+
+onnx-ir's ``DeduplicateInitializersPass`` skips tensors above 1024 elements and its hashed
+variant hashes every tensor; the light model zoo needs the large ones merged (every weight is
+0.02, so same-shaped weights merge and CSE can then merge the parallel convolutions).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+
+import onnx_ir as ir
+
+from irpass.pass_base import IrpassPass, all_graphs
+from irpass.registry import register
+
+__all__ = ["DeduplicateInitializersPass"]
+
+logger = logging.getLogger(__name__)
+
+
+def _digest(tensor: ir.TensorProtocol) -> bytes:
+    if tensor.dtype == ir.DataType.STRING:
+        data = b"\0".join(tensor.string_data())  # type: ignore[attr-defined]
+    else:
+        data = tensor.tobytes()
+    return hashlib.sha256(data).digest()
+
+
+def _dedup_graph(graph: ir.Graph) -> int:
+    protected = set(graph.inputs) | set(graph.outputs)
+    groups: dict[tuple[object, ...], list[ir.Value]] = collections.defaultdict(list)
+    for value in graph.initializers.values():
+        tensor = value.const_value
+        if tensor is None or value in protected:
+            continue
+        groups[(tensor.dtype, tuple(tensor.shape))].append(value)
+    merged = 0
+    for values in groups.values():
+        if len(values) < 2:
+            continue
+        kept_by_digest: dict[bytes, ir.Value] = {}
+        for value in values:
+            assert value.const_value is not None
+            digest = _digest(value.const_value)
+            kept = kept_by_digest.get(digest)
+            if kept is None:
+                kept_by_digest[digest] = value
+                continue
+            value.replace_all_uses_with(kept)
+            assert value.name is not None
+            del graph.initializers[value.name]
+            merged += 1
+            logger.debug("initializer %s merged into %s", value.name, kept.name)
+    return merged
+
+
+@register
+class DeduplicateInitializersPass(IrpassPass):
+    """Merge initializers of equal dtype, shape and content (per graph, any size)."""
+
+    name = "dedup_initializers"
+    lossless = True
+    recurses_into_subgraphs = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        """Deduplicate the initializers of every graph."""
+        merged = sum(_dedup_graph(graph) for graph in list(all_graphs(model)))
+        if merged:
+            self.stats["initializers_merged"] += merged
+        return ir.passes.PassResult(model, modified=merged > 0)

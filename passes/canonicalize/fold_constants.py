@@ -1,0 +1,211 @@
+"""Evaluate constant subgraphs once and store their results as initializers.
+
+    w = ConstantOfShape <value=float {0.02}> (int64[4] {64,3,7,7}); y = Conv(x, w)
+    -> y = Conv(x, w)            with w: float[64,3,7,7] initializer (a weight)
+    a = Unsqueeze(b: const, [1,2]); y = Mul(x, a)
+    -> y = Mul(x, a)             with a: float[C,1,1] initializer
+    s = Shape(x: float[1,3,8,8]); n = Gather(s, 1)
+    -> n = int64 {3}             (shape known statically)
+
+Built on onnxscript's constant folder (``FoldConstantsPass``: evaluation with ONNX's reference
+implementation, partial evaluation of Shape/Size/Reshape/Cast/If on known shapes, folding in
+If/Loop/Scan bodies and in functions). What irpass adds is the decision *whether* a constant
+node is worth materializing, taken per node by its consumers and sizes:
+
+1. its output feeds a weight slot (Conv/ConvTranspose W and B, Gemm B and C, MatMul, the
+   BatchNormalization / LayerNormalization parameters, PRelu slope, RNN weights, Gather's
+   table, ...), directly or through other constant nodes: always folded, however large, so that
+   later passes (fusion, pruning, quantization) see an initializer they can rewrite;
+2. otherwise its output is at most ``max_output_bytes``: folded;
+3. otherwise the output is no larger than the constant inputs it frees (inputs used only by
+   this node): folded, the model does not grow;
+4. otherwise (e.g. a 100 MB ``Expand``/``Tile``/``ConstantOfShape`` that only feeds an ``Add``)
+   the node stays: storing its result would inflate the file and buy nothing at run time.
+
+Never folded: ``QuantizeLinear``/``DequantizeLinear`` (they *are* the quantized weight format),
+random ops, custom-domain ops (passed through untouched). Nodes whose inputs are graph inputs
+are not folded either; run ``inputs_to_initializers`` first on IR < 4 models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+
+import numpy as np
+import onnx_ir as ir
+from onnxscript.optimizer._constant_folding import FoldConstantsPass as _OnnxscriptFolder
+
+from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.registry import register
+
+from ._common import WEIGHT_SLOTS, count_nodes, is_onnx_domain
+
+__all__ = ["FoldConstantsPass", "weight_bound_values"]
+
+logger = logging.getLogger(__name__)
+
+#: Ops whose constant inputs are a deliberate representation, not something to evaluate away.
+_NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+
+def weight_bound_values(model: ir.Model) -> set[ir.Value]:
+    """Values that reach a weight slot (see ``WEIGHT_SLOTS``) directly or through other nodes."""
+    stack: list[ir.Value] = []
+    for graph in all_graphs(model):
+        for node in graph:
+            if not is_onnx_domain(node.domain):
+                continue
+            slots = WEIGHT_SLOTS.get(node.op_type)
+            if slots:
+                stack.extend(v for i, v in enumerate(node.inputs) if i in slots and v is not None)
+    bound: set[ir.Value] = set()
+    while stack:
+        value = stack.pop()
+        if value in bound:
+            continue
+        bound.add(value)
+        producer = value.producer()
+        if producer is not None:
+            stack.extend(v for v in producer.inputs if v is not None and v not in bound)
+    return bound
+
+
+def _const_array(value: ir.Value | None) -> np.ndarray | None:
+    if value is None or value.const_value is None:
+        return None
+    return value.const_value.numpy()
+
+
+def _numel(shape: tuple[int, ...] | list[int]) -> int:
+    return int(math.prod(int(d) for d in shape))
+
+
+def _estimate_output_elements(node: ir.Node) -> int | None:
+    """Number of elements of the node's first output, from its constant inputs and shape."""
+    op = node.op_type
+    shapes = [
+        tuple(v.const_value.shape)
+        for v in node.inputs
+        if v is not None and v.const_value is not None
+    ]
+    try:
+        if op == "ConstantOfShape":
+            dims = _const_array(node.inputs[0])
+            return _numel(dims.tolist()) if dims is not None else None
+        if op == "Expand":
+            target = _const_array(node.inputs[1])
+            if target is None or node.inputs[0] is None or node.inputs[0].const_value is None:
+                return None
+            data_shape = tuple(node.inputs[0].const_value.shape)
+            return _numel(np.broadcast_shapes(data_shape, tuple(int(d) for d in target)))
+        if op == "Tile":
+            repeats = _const_array(node.inputs[1])
+            if repeats is None or node.inputs[0] is None or node.inputs[0].const_value is None:
+                return None
+            data_shape = tuple(node.inputs[0].const_value.shape)
+            return _numel([d * int(r) for d, r in zip(data_shape, repeats.tolist(), strict=True)])
+        if op == "Range":
+            start, limit, delta = (_const_array(v) for v in node.inputs[:3])
+            if start is None or limit is None or delta is None or float(delta) == 0:
+                return None
+            return max(0, math.ceil((float(limit) - float(start)) / float(delta)))
+    except (ValueError, TypeError, IndexError):
+        return None
+    out = node.outputs[0]
+    if out.shape is not None and out.shape.is_static():
+        return _numel(out.shape.numpy())
+    if shapes:
+        try:
+            return _numel(np.broadcast_shapes(*shapes))
+        except ValueError:
+            return max(_numel(s) for s in shapes)
+    return None
+
+
+def _itemsize(node: ir.Node) -> int:
+    if node.op_type == "ConstantOfShape":
+        attr = node.attributes.get("value")
+        return attr.as_tensor().dtype.itemsize if attr is not None else 4
+    dtype = node.outputs[0].dtype
+    if dtype is None:
+        inputs = [v for v in node.inputs if v is not None and v.dtype is not None]
+        dtype = inputs[0].dtype if inputs else ir.DataType.FLOAT
+    return max(1, math.ceil(dtype.itemsize))
+
+
+def _freed_bytes(node: ir.Node) -> int:
+    """Bytes of constant inputs that disappear when the node is folded (their only use)."""
+    total = 0
+    for value in node.inputs:
+        if value is None or value.const_value is None:
+            continue
+        if all(user is node for user, _ in value.uses()):
+            total += value.const_value.nbytes
+    return total
+
+
+@register
+class FoldConstantsPass(IrpassPass):
+    """Fold constant subgraphs into initializers, by consumer and size (weights always)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Options:
+        """Options of fold_constants."""
+
+        max_output_bytes: int = option(
+            1 << 20, "fold a non-weight constant whose result is at most this many bytes"
+        )
+        fold_weights: bool = option(True, "always fold constants that feed weight slots")
+        shape_inference: bool = option(False, "run ONNX shape inference on each folded node")
+
+        def __post_init__(self) -> None:
+            if self.max_output_bytes < 0:
+                raise ValueError("max_output_bytes must be >= 0")
+
+    name = "fold_constants"
+    lossless = True
+    recurses_into_subgraphs = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        """Fold what the size/consumer policy allows; report what was kept and why."""
+        bound = weight_bound_values(model) if self.options.fold_weights else set()
+        nodes_before = count_nodes(model)
+
+        def should_fold(node: ir.Node) -> bool:
+            if not is_onnx_domain(node.domain) or node.op_type in _NEVER_FOLD:
+                return False
+            if any(out in bound for out in node.outputs):
+                self.stats["weights_folded"] += 1
+                return True
+            elements = _estimate_output_elements(node)
+            if elements is None:
+                logger.debug("folding %s: output size unknown, bounded by its inputs", node)
+                return True
+            size = elements * _itemsize(node)
+            if size <= self.options.max_output_bytes or size <= _freed_bytes(node):
+                return True
+            logger.debug(
+                "not folding %s (%s): its %d-byte result feeds no weight and exceeds "
+                "max_output_bytes=%d",
+                node.name,
+                node.op_type,
+                size,
+                self.options.max_output_bytes,
+            )
+            self.stats["kept_large"] += 1
+            return False
+
+        folder = _OnnxscriptFolder(
+            shape_inference=self.options.shape_inference,
+            input_size_limit=sys.maxsize,
+            output_size_limit=sys.maxsize,
+            should_fold=should_fold,
+        )
+        result = folder(model)
+        removed = nodes_before - count_nodes(model)
+        if removed > 0:
+            self.stats["nodes_removed"] += removed
+        return ir.passes.PassResult(model, modified=bool(result.modified))

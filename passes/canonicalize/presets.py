@@ -1,0 +1,38 @@
+"""The ``canonicalize`` preset: bring any model into the form later passes expect.
+
+    inputs_to_initializers   IR < 4 weights-as-inputs become constants (else nothing folds)
+    upgrade_opset            opset 7..16 -> 17 (per-channel QDQ needs >= 13)
+    infer_shapes             types and shapes for the size-aware folder
+    fixpoint(                repeat until nothing changes:
+      resolve_reshape_shapes   run-time computed Reshape shapes -> constants (batch -> -1)
+      fold_constants           constant subgraphs -> initializers (weights always)
+      eliminate_identity       Identity, inference Dropout
+      eliminate_dead           unused nodes / initializers / functions / opsets
+      dedup_initializers       equal weights -> one value (so CSE can see equal nodes)
+      cse                      equal nodes -> one node
+    )
+    infer_shapes             annotate what folding and merging produced
+
+The order inside the fixpoint matters: dedup before cse (equal weights must be one value before
+two Convs on them compare equal), fold before the eliminations (folding leaves dead producers).
+"""
+
+from __future__ import annotations
+
+from irpass.registry import register_preset
+
+__all__ = ["CANONICALIZE"]
+
+CANONICALIZE = (
+    "inputs_to_initializers,upgrade_opset,infer_shapes,"
+    "fixpoint(resolve_reshape_shapes,fold_constants,eliminate_identity,eliminate_dead,"
+    "dedup_initializers,cse),"
+    "infer_shapes"
+)
+
+register_preset(
+    "canonicalize",
+    CANONICALIZE,
+    "Lossless clean-up every pipeline starts with: weights as initializers, opset 17, shapes, "
+    "then constant folding, identity/dead-code removal, initializer dedup and CSE to a fixpoint.",
+)

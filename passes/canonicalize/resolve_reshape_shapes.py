@@ -1,0 +1,100 @@
+"""Give a Reshape a constant target shape when shape inference knows it up to one dimension.
+
+    n = Slice(Cast(Shape(x)), [0], [1])                         x: float[N, 131072]
+    y = Reshape(x, Cast(Concat(n, [512], [256])))               y: float[N, 512, 256]
+    -> y = Reshape(x, int64 {-1, 512, 256})      (Shape/Slice/Concat/Cast become dead)
+
+Exporters (tf2onnx, jax2tf, torch.onnx with dynamic axes) compute target shapes at run time
+from ``Shape`` even when only the batch dimension is dynamic. When shape inference (with data
+propagation) has derived the Reshape's output shape with at most one unknown dimension, the
+shape is a constant: static dims as they are and ``-1`` for the unknown one. The shape
+computation then has no other consumer and ``eliminate_dead`` removes it.
+
+Left alone: Reshapes whose shape input already is a constant, ``allowzero=1``, outputs with
+unknown rank, more than one unknown dimension, or a static dimension of 0 (``-1`` cannot be
+inferred next to a zero). Relies on the shapes ``infer_shapes`` annotated; run it first. Works
+in If/Loop/Scan bodies too (the new shape is a Constant node there, an initializer in the main
+graph).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from irpass.pass_base import IrpassPass, all_graphs
+from irpass.registry import register
+
+from ._common import is_onnx_domain
+
+__all__ = ["ResolveReshapeShapesPass"]
+
+logger = logging.getLogger(__name__)
+
+
+def _constant_shape(node: ir.Node) -> np.ndarray | None:
+    """The constant target shape for this Reshape, or None when it must stay dynamic."""
+    if node.op_type != "Reshape" or not is_onnx_domain(node.domain) or len(node.inputs) < 2:
+        return None
+    shape_input = node.inputs[1]
+    if shape_input is None or shape_input.const_value is not None:
+        return None
+    if node.attributes.get_int("allowzero", 0):
+        return None
+    out_shape = node.outputs[0].shape
+    if out_shape is None:
+        return None
+    dims: list[int] = []
+    unknown = 0
+    for dim in out_shape:
+        if isinstance(dim, int):
+            if dim <= 0:
+                return None
+            dims.append(dim)
+        else:
+            unknown += 1
+            dims.append(-1)
+    if unknown > 1:
+        return None
+    return np.array(dims, dtype=np.int64)
+
+
+@register
+class ResolveReshapeShapesPass(IrpassPass):
+    """Replace a computed Reshape shape by a constant when inference knows all but one dim."""
+
+    name = "resolve_reshape_shapes"
+    lossless = True
+    recurses_into_subgraphs = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        """Rewrite every Reshape whose target shape is known up to one dimension."""
+        count = 0
+        for graph in list(all_graphs(model)):
+            for node in list(graph):
+                dims = _constant_shape(node)
+                if dims is None:
+                    continue
+                tensor = ir.tensor(dims, name=f"{node.outputs[0].name}_shape")
+                if graph is model.graph:
+                    value = ir.Value(
+                        name=tensor.name,
+                        type=ir.TensorType(ir.DataType.INT64),
+                        shape=ir.Shape([len(dims)]),
+                        const_value=tensor,
+                    )
+                    graph.register_initializer(value)
+                else:
+                    constant = ir.node("Constant", inputs=[], attributes={"value": tensor})
+                    graph.insert_before(node, constant)
+                    value = constant.outputs[0]
+                    value.name = tensor.name
+                    value.const_value = tensor
+                node.replace_input_with(1, value)
+                logger.debug("Reshape %s: target shape resolved to %s", node.name, dims.tolist())
+                count += 1
+        if count:
+            self.stats["reshapes_resolved"] += count
+        return ir.passes.PassResult(model, modified=count > 0)
