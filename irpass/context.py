@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
+import onnx_ir as ir
 
 __all__ = ["Feed", "FeedSource", "PassContext"]
 
@@ -31,6 +32,9 @@ class PassContext:
         calibration_data: Yields feeds for calibration (quantization ranges, pruning scores).
         evaluation_data: Yields feeds used to measure fidelity after lossy passes.
         labels: Labels aligned with ``evaluation_data`` for task metrics, or None.
+        evaluator: Measures a model against the pipeline's input on the evaluation data
+            (``irpass.evaluate.Evaluator``); the manager calls it after each lossy pass and
+            records the flat metrics it returns. None when no evaluation data were given.
         seed: Seed for every random choice a pass or the verifier makes.
         cache_dir: Where passes may cache expensive intermediate results.
         extra: Free-form settings for passes outside the core (keyed by pass name).
@@ -40,6 +44,7 @@ class PassContext:
     calibration_data: FeedSource | None = None
     evaluation_data: FeedSource | None = None
     labels: np.ndarray | None = None
+    evaluator: Callable[[ir.Model], Mapping[str, float]] | None = None
     seed: int = 0
     cache_dir: pathlib.Path | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
