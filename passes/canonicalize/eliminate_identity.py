@@ -61,15 +61,13 @@ def _dropouts_to_identity(graph: ir.Graph, stats: dict[str, int]) -> int:
         output = node.outputs[0]
         identity = ir.node("Identity", inputs=[node.inputs[0]], name=node.name)
         new_value = identity.outputs[0]
-        new_value.name = output.name
         new_value.type = output.type
         new_value.shape = output.shape
         graph.insert_before(node, identity)
-        ir.convenience.replace_all_uses_with(output, new_value)
-        for index, value in enumerate(graph.outputs):
-            if value is output:
-                graph.outputs[index] = new_value
+        name = output.name
+        output.replace_all_uses_with(new_value, replace_graph_outputs=True)
         graph.remove(node, safe=True)
+        new_value.name = name
         count += 1
     return count
 

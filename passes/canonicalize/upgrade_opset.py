@@ -193,8 +193,9 @@ def _unwrap_legacy_softmax(model: ir.Model) -> int:
 class _CountWarnings(logging.Filter):
     """Remember the converter's last warning (its reason for not converting).
 
-    The notice that onnxscript falls back to the C++ converter is the expected path for every
-    opset below 18, so it is dropped instead of being shown to users.
+    Its warnings are swallowed: the notice that onnxscript falls back to the C++ converter is
+    the expected path for every opset below 18, and a failure is reported once by the pass
+    with the reason kept here.
     """
 
     def __init__(self) -> None:
@@ -207,5 +208,9 @@ class _CountWarnings(logging.Filter):
         message = record.getMessage()
         if "fallback is enabled" in message:
             return False
+        if record.exc_info and record.exc_info[1] is not None:
+            # One line with the converter's reason instead of a traceback; we log it ourselves.
+            reason = str(record.exc_info[1]).strip().splitlines()
+            message = f"{message}: {reason[-1] if reason else ''}"
         self.last = message
-        return True
+        return False

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from irpass.passes.canonicalize.cse import EliminateCommonSubexpressionsPass
+
+from irpass.testing import assert_equivalent, model_from_text
+
+HEADER = '<ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>\n'
+
+MERGED = {
+    "same_op": (
+        "g (float[2,3] x) => (float[2,3] y) { a = Relu (x)\n b = Relu (x)\n y = Add (a, b) }"
+    ),
+    "same_attrs": (
+        "g (float[2,3] x) => (float[2,3] y) { a = LeakyRelu <alpha = 0.2> (x)\n"
+        " b = LeakyRelu <alpha = 0.2> (x)\n y = Add (a, b) }"
+    ),
+    "same_constants": (
+        "g (float[2,3] x) => (float[2,3] y) { a = Constant <value = float {2.0}> ()\n"
+        " b = Constant <value = float {2.0}> ()\n m = Mul (x, a)\n n = Mul (x, b)\n"
+        " y = Add (m, n) }"
+    ),
+}
+
+DISTINCT = {
+    "different_attrs": (
+        "g (float[2,3] x) => (float[2,3] y) { a = LeakyRelu <alpha = 0.2> (x)\n"
+        " b = LeakyRelu <alpha = 0.3> (x)\n y = Add (a, b) }"
+    ),
+    "different_inputs": (
+        "g (float[2,3] x, float[2,3] z) => (float[2,3] y) { a = Relu (x)\n b = Relu (z)\n"
+        " y = Add (a, b) }"
+    ),
+    "random": (
+        "g (float[2,3] x) => (float[2,3] y) { a = RandomNormalLike (x)\n"
+        " b = RandomNormalLike (x)\n y = Add (a, b) }"
+    ),
+    "custom_domain": (
+        "g (float[2,3] x) => (float[2,3] y) { a = com.example.Magic (x)\n"
+        " b = com.example.Magic (x)\n y = Add (a, b) }"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MERGED))
+def test_merges_equal_nodes(name: str) -> None:
+    text = HEADER + MERGED[name]
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = EliminateCommonSubexpressionsPass()
+    assert pass_(model).modified is True
+    assert pass_.stats["nodes_merged"] >= 1
+    assert_equivalent(reference, model)
+
+
+@pytest.mark.parametrize("name", sorted(DISTINCT))
+def test_keeps_distinct_nodes(name: str) -> None:
+    model = model_from_text(HEADER + DISTINCT[name])
+    before = len(model.graph)
+    assert EliminateCommonSubexpressionsPass()(model).modified is False
+    assert len(model.graph) == before
+
+
+def test_duplicate_graph_outputs_keep_their_names() -> None:
+    text = (
+        HEADER + "g (float[2,3] x) => (float[2,3] y, float[2,3] z) { y = Relu (x)\n z = Relu (x) }"
+    )
+    model, reference = model_from_text(text), model_from_text(text)
+    assert EliminateCommonSubexpressionsPass()(model).modified is True
+    assert [v.name for v in model.graph.outputs] == ["y", "z"]
+    assert_equivalent(reference, model)
+
+
+def test_recurses_into_if_branches() -> None:
+    text = (
+        HEADER
+        + """
+    g (float[2] x, bool c) => (float[2] y) {
+      y = If (c) <then_branch = t () => (float[2] ty) {
+            a = Exp (x)
+            b = Exp (x)
+            ty = Add (a, b)
+         }, else_branch = e () => (float[2] ey) {
+            ey = Neg (x)
+         }>
+    }
+    """
+    )
+    model, reference = model_from_text(text), model_from_text(text)
+    assert EliminateCommonSubexpressionsPass()(model).modified is True
+    then_branch = next(iter(model.graph)).attributes["then_branch"].as_graph()
+    assert [n.op_type for n in then_branch] == ["Exp", "Add"]
+    for cond in (True, False):
+        feeds = {"x": np.array([1.0, -2.0], np.float32), "c": np.array(cond)}
+        assert_equivalent(reference, model, feeds=feeds)
+
+
+def test_runs_inside_onnx_ir_pass_manager() -> None:
+    model = model_from_text(HEADER + MERGED["same_op"])
+    assert ir.passes.PassManager([EliminateCommonSubexpressionsPass()])(model).modified is True

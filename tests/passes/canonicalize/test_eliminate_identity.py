@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from irpass.passes.canonicalize.eliminate_identity import EliminateIdentityPass
+
+from irpass.testing import assert_equivalent, model_from_text
+
+HEADER = '<ir_version: 8, opset_import: ["" : {opset}]>\n'
+
+REMOVABLE = {
+    "identity": "g (float[2,3] x) => (float[2,3] y) { i = Identity (x)\n y = Relu (i) }",
+    "identity_chain": (
+        "g (float[2,3] x) => (float[2,3] y) { a = Identity (x)\n b = Identity (a)\n y = Relu (b) }"
+    ),
+    "identity_to_output": "g (float[2,3] x) => (float[2,3] y) { r = Relu (x)\n y = Identity (r) }",
+    "dropout": "g (float[2,3] x) => (float[2,3] y) { d = Dropout (x)\n y = Relu (d) }",
+    "dropout_unused_mask": (
+        "g (float[2,3] x) => (float[2,3] y) { d, m = Dropout (x)\n y = Relu (d) }"
+    ),
+    "dropout_training_false": (
+        "g (float[2,3] x) => (float[2,3] y) <float r = {0.3}, bool t = {0}> "
+        "{ d = Dropout (x, r, t)\n y = Relu (d) }"
+    ),
+    "dropout_to_output": "g (float[2,3] x) => (float[2,3] y) { r = Relu (x)\n y = Dropout (r) }",
+}
+
+KEPT = {
+    "no_identity": "g (float[2,3] x) => (float[2,3] y) { y = Relu (x) }",
+    "input_to_output": "g (float[2,3] x) => (float[2,3] y) { y = Identity (x) }",
+    "mask_used": (
+        "g (float[2,3] x) => (float[2,3] y, bool[2,3] m) { d, m = Dropout (x)\n y = Relu (d) }"
+    ),
+    "training_true": (
+        "g (float[2,3] x) => (float[2,3] y) <float r = {0.3}, bool t = {1}> "
+        "{ d = Dropout (x, r, t)\n y = Relu (d) }"
+    ),
+    "training_dynamic": (
+        "g (float[2,3] x, bool t) => (float[2,3] y) <float r = {0.3}> "
+        "{ d = Dropout (x, r, t)\n y = Relu (d) }"
+    ),
+}
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("name", sorted(REMOVABLE))
+def test_removes_identity_and_inference_dropout(name: str, opset: int) -> None:
+    text = HEADER.format(opset=opset) + REMOVABLE[name]
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = EliminateIdentityPass()
+    assert pass_(model).modified is True
+    assert [n.op_type for n in model.graph] == ["Relu"]
+    assert [v.name for v in model.graph.outputs] == ["y"]
+    assert pass_.stats["dropout_removed"] + pass_.stats["identity_removed"] >= 1
+    assert_equivalent(reference, model)
+
+
+@pytest.mark.parametrize("name", sorted(KEPT))
+def test_leaves_what_is_not_an_identity(name: str) -> None:
+    model = model_from_text(HEADER.format(opset=17) + KEPT[name])
+    before = [n.op_type for n in model.graph]
+    assert EliminateIdentityPass()(model).modified is False
+    assert [n.op_type for n in model.graph] == before
+
+
+def test_recurses_into_if_branches() -> None:
+    text = (
+        HEADER.format(opset=17)
+        + """
+    g (float[2] x, bool c) => (float[2] y) {
+      y = If (c) <then_branch = t () => (float[2] ty) {
+            i = Identity (x)
+            ty = Relu (i)
+         }, else_branch = e () => (float[2] ey) {
+            d = Dropout (x)
+            ey = Neg (d)
+         }>
+    }
+    """
+    )
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = EliminateIdentityPass()
+    assert pass_(model).modified is True
+    node = next(iter(model.graph))
+    assert [n.op_type for n in node.attributes["then_branch"].as_graph()] == ["Relu"]
+    assert [n.op_type for n in node.attributes["else_branch"].as_graph()] == ["Neg"]
+    for cond in (True, False):
+        feeds = {"x": np.array([1.0, -2.0], np.float32), "c": np.array(cond)}
+        assert_equivalent(reference, model, feeds=feeds)
+
+
+def test_runs_inside_onnx_ir_pass_manager() -> None:
+    model = model_from_text(HEADER.format(opset=17) + REMOVABLE["dropout"])
+    result = ir.passes.PassManager([EliminateIdentityPass()])(model)
+    assert result.modified is True

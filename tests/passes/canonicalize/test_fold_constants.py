@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+from irpass.passes.canonicalize.fold_constants import FoldConstantsPass, weight_bound_values
+
+from irpass.testing import assert_equivalent, model_from_text
+
+WEIGHT_FROM_SHAPE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,3,8,8] x) => (float[1,4,8,8] y)
+  <int64[4] w_shape = {4,3,3,3}, int64[1] b_shape = {4}>
+{
+  w = ConstantOfShape <value = float[1] {0.02}> (w_shape)
+  b = ConstantOfShape <value = float[1] {0.5}> (b_shape)
+  y = Conv <pads = [1,1,1,1]> (x, w, b)
+}
+"""
+
+# A 4x512x256 float (2 MiB) constant that only feeds an Add: not a weight.
+LARGE_EXPAND = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4,512,256] x) => (float[4,512,256] y)
+  <float[1] one = {1.0}, int64[3] shape = {4,512,256}>
+{
+  big = Expand (one, shape)
+  y = Add (x, big)
+}
+"""
+
+NOTHING_CONSTANT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,3] x) => (float[2,3] y) {
+  r = Relu (x)
+  y = Add (r, x)
+}
+"""
+
+QDQ_WEIGHT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,4] x) => (float[2,3] y)
+  <int8[4,3] wq = {1,2,3,4,5,6,7,8,9,10,11,12}, float scale = {0.1}, int8 zp = {0}>
+{
+  w = DequantizeLinear (wq, scale, zp)
+  y = MatMul (x, w)
+}
+"""
+
+CUSTOM_DOMAIN = """
+<ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+g (float[2] x) => (float[2] y) <float[2] k = {1.0, 2.0}> {
+  c = com.example.Magic (k)
+  y = Add (x, c)
+}
+"""
+
+IF_WITH_CONSTANTS = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2] x, bool c) => (float[2] y) {
+  y = If (c) <then_branch = then_g () => (float[2] t_out) {
+        k = Constant <value = float[2] {1.0, 2.0}> ()
+        k2 = Add (k, k)
+        t_out = Add (x, k2)
+     }, else_branch = else_g () => (float[2] e_out) {
+        e_out = Relu (x)
+     }>
+}
+"""
+
+
+def _ops(model: ir.Model) -> list[str]:
+    return [n.op_type for n in model.graph]
+
+
+def test_weights_built_by_constant_of_shape_become_initializers() -> None:
+    model = model_from_text(WEIGHT_FROM_SHAPE)
+    reference = model_from_text(WEIGHT_FROM_SHAPE)
+    pass_ = FoldConstantsPass()
+    result = pass_(model)
+    assert result.modified is True
+    assert _ops(model) == ["Conv"]
+    conv = next(iter(model.graph))
+    assert conv.inputs[1].is_initializer() and conv.inputs[2].is_initializer()
+    assert conv.inputs[1].const_value.shape == (4, 3, 3, 3)
+    assert pass_.stats["weights_folded"] == 2
+    assert_equivalent(reference, model)
+
+
+@pytest.mark.parametrize("max_output_bytes", [0, 1024])
+def test_weights_are_folded_whatever_the_size_limit(max_output_bytes: int) -> None:
+    model = model_from_text(WEIGHT_FROM_SHAPE)
+    options = FoldConstantsPass.Options(max_output_bytes=max_output_bytes)
+    assert FoldConstantsPass(options)(model).modified is True
+    assert _ops(model) == ["Conv"]
+
+
+def test_fold_weights_false_leaves_large_weights_alone() -> None:
+    model = model_from_text(WEIGHT_FROM_SHAPE)
+    options = FoldConstantsPass.Options(max_output_bytes=0, fold_weights=False)
+    pass_ = FoldConstantsPass(options)
+    assert pass_(model).modified is False
+    assert _ops(model) == ["ConstantOfShape", "ConstantOfShape", "Conv"]
+    assert pass_.stats["kept_large"] == 2
+
+
+def test_large_non_weight_constant_is_kept() -> None:
+    model = model_from_text(LARGE_EXPAND)
+    pass_ = FoldConstantsPass()
+    assert pass_(model).modified is False
+    assert _ops(model) == ["Expand", "Add"]
+    assert pass_.stats["kept_large"] == 1
+
+
+def test_large_non_weight_constant_folds_when_the_limit_allows() -> None:
+    model = model_from_text(LARGE_EXPAND)
+    reference = model_from_text(LARGE_EXPAND)
+    options = FoldConstantsPass.Options(max_output_bytes=4 * 512 * 256 * 4)
+    assert FoldConstantsPass(options)(model).modified is True
+    assert _ops(model) == ["Add"]
+    assert_equivalent(reference, model)
+
+
+@pytest.mark.parametrize("text", [NOTHING_CONSTANT, QDQ_WEIGHT, CUSTOM_DOMAIN])
+def test_nothing_to_fold_leaves_model_unmodified(text: str) -> None:
+    model = model_from_text(text)
+    before = _ops(model)
+    assert FoldConstantsPass()(model).modified is False
+    assert _ops(model) == before
+
+
+def test_folds_inside_if_branches() -> None:
+    model = model_from_text(IF_WITH_CONSTANTS)
+    reference = model_from_text(IF_WITH_CONSTANTS)
+    assert FoldConstantsPass()(model).modified is True
+    then_branch = next(iter(model.graph)).attributes["then_branch"].as_graph()
+    adds = [n for n in then_branch if n.op_type == "Add"]
+    assert len(adds) == 1 and adds[0].inputs[1].const_value is not None
+    for cond in (True, False):
+        feeds = {"x": np.array([1.0, -2.0], np.float32), "c": np.array(cond)}
+        assert_equivalent(reference, model, feeds=feeds)
+
+
+def test_weight_bound_values_follow_constant_chains() -> None:
+    model = model_from_text(WEIGHT_FROM_SHAPE)
+    names = {v.name for v in weight_bound_values(model)}
+    assert {"w", "b", "w_shape", "b_shape"} <= names
+    assert "x" not in names
+
+
+def test_runs_inside_onnx_ir_pass_manager() -> None:
+    model = model_from_text(WEIGHT_FROM_SHAPE)
+    manager = ir.passes.PassManager([FoldConstantsPass()])
+    result = manager(model)
+    assert result.modified is True
+    assert _ops(result.model) == ["Conv"]

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from irpass.passes.canonicalize.upgrade_opset import UpgradeOpsetPass
+
+from irpass.testing import assert_equivalent, model_from_text
+
+LEGACY = """
+<ir_version: {ir}, opset_import: ["" : {opset}]>
+g (float[1,4,3,3] x) => (float[1,4,1,1] y) <float[4] b = {{0.1, 0.2, 0.3, 0.4}}> {{
+  d = Dropout {dropout_attrs}(x)
+  s = Sum (d, x)
+  u = Unsqueeze <axes = [1, 2]> (b)
+  a = Add (s, u)
+  p = GlobalAveragePool (a)
+  y = Softmax <axis = 1> (p)
+}}
+"""
+
+SOFTMAX_3D = """
+<ir_version: 4, opset_import: ["" : 9]>
+g (float[2,3,4] x) => (float[2,3,4] y) {
+  y = Softmax <axis = 1> (x)
+}
+"""
+
+IF_LEGACY = """
+<ir_version: 4, opset_import: ["" : 9]>
+g (float[2,3] x, bool c) => (float[2,3] y) {
+  y = If (c) <then_branch = t () => (float[2,3] ty) {
+        ty = Softmax <axis = 1> (x)
+     }, else_branch = e () => (float[2,3] ey) {
+        ey = Relu (x)
+     }>
+}
+"""
+
+
+def _opset(model: ir.Model) -> int:
+    return model.opset_imports[""]
+
+
+@pytest.mark.parametrize("opset", [7, 9, 11, 12])
+def test_legacy_opsets_reach_the_target_and_stay_equivalent(opset: int) -> None:
+    text = LEGACY.format(
+        ir=4 if opset < 11 else 6,
+        opset=opset,
+        dropout_attrs="" if opset >= 12 else "<ratio = 0.5> ",
+    )
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = UpgradeOpsetPass()
+    assert pass_(model).modified is True
+    assert _opset(model) == 17
+    assert model.ir_version >= 8
+    assert pass_.stats[f"opset_{opset}_to_17"] == 1
+    assert_equivalent(reference, model)
+
+
+def test_converter_softmax_wrapper_is_removed_when_exact() -> None:
+    text = LEGACY.format(ir=4, opset=9, dropout_attrs="")
+    model = model_from_text(text)
+    pass_ = UpgradeOpsetPass()
+    pass_(model)
+    ops = [n.op_type for n in model.graph]
+    assert "Flatten" not in ops and "Reshape" not in ops
+    assert pass_.stats["softmax_wrappers_removed"] == 1
+
+
+def test_softmax_wrapper_kept_when_axes_differ() -> None:
+    model, reference = model_from_text(SOFTMAX_3D), model_from_text(SOFTMAX_3D)
+    UpgradeOpsetPass()(model)
+    assert "Flatten" in [n.op_type for n in model.graph]
+    assert_equivalent(reference, model)
+
+
+@pytest.mark.parametrize("target", [13, 17])
+def test_target_option(target: int) -> None:
+    model = model_from_text(LEGACY.format(ir=4, opset=9, dropout_attrs=""))
+    UpgradeOpsetPass(UpgradeOpsetPass.Options(target=target))(model)
+    assert _opset(model) == target
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_never_downgrades(opset: int) -> None:
+    model = model_from_text(
+        LEGACY.format(ir=8, opset=opset, dropout_attrs="")
+        .replace("u = Unsqueeze <axes = [1, 2]> (b)", "u = Reshape (b, shape)")
+        .replace("<float[4] b", "<int64[3] shape = {4, 1, 1}, float[4] b")
+        .replace("d = Dropout (x)", "d = Relu (x)")
+    )
+    assert UpgradeOpsetPass()(model).modified is False
+    assert _opset(model) == opset
+
+
+def test_bad_target_is_rejected() -> None:
+    with pytest.raises(ValueError, match="target"):
+        UpgradeOpsetPass.Options(target=3)
+
+
+def test_converts_if_branches() -> None:
+    model, reference = model_from_text(IF_LEGACY), model_from_text(IF_LEGACY)
+    assert UpgradeOpsetPass()(model).modified is True
+    assert _opset(model) == 17
+    for cond in (True, False):
+        feeds = {"x": np.arange(6, dtype=np.float32).reshape(2, 3), "c": np.array(cond)}
+        assert_equivalent(reference, model, feeds=feeds)
+
+
+def test_failure_leaves_model_unchanged(caplog: pytest.LogCaptureFixture) -> None:
+    text = """
+    <ir_version: 4, opset_import: ["" : 9]>
+    g (float[2] x) => (float[2] y) {
+      c = NotAnOp (x)
+      y = Relu (c)
+    }
+    """
+    model = ir.from_proto(onnx.parser.parse_model(text))  # unchecked: NotAnOp has no schema
+    pass_ = UpgradeOpsetPass()
+    with caplog.at_level(logging.WARNING):
+        result = pass_(model)
+    assert result.modified is False
+    assert pass_.stats["failed"] == 1
+    assert [n.op_type for n in model.graph] == ["NotAnOp", "Relu"]
+    assert _opset(model) == 9
+    assert "NotAnOp" in caplog.text
+
+
+def test_custom_domain_ops_pass_through() -> None:
+    text = """
+    <ir_version: 4, opset_import: ["" : 9, "com.example" : 1]>
+    g (float[2] x) => (float[2] y) {
+      c = com.example.Magic <alpha = 2.0> (x)
+      y = Relu (c)
+    }
+    """
+    model = model_from_text(text)
+    assert UpgradeOpsetPass()(model).modified is True
+    magic = next(n for n in model.graph if n.domain == "com.example")
+    assert magic.op_type == "Magic" and magic.attributes["alpha"].as_float() == 2.0
+    assert model.opset_imports["com.example"] == 1
+
+
+def test_runs_inside_onnx_ir_pass_manager() -> None:
+    model = model_from_text(LEGACY.format(ir=4, opset=9, dropout_attrs=""))
+    result = ir.passes.PassManager([UpgradeOpsetPass()])(model)
+    assert result.modified is True and _opset(result.model) == 17
