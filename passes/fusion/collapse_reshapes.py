@@ -1,0 +1,105 @@
+"""Collapse chains of Reshape / Squeeze / Unsqueeze / Flatten into one Reshape.
+
+These ops only relabel the shape of the same row-major data, so two in a row equal one
+Reshape to the final shape::
+
+    Reshape(f(x, ...), s)   -> Reshape(x, s)     f in {Reshape, Squeeze, Unsqueeze, Flatten},
+                                                  s constant without 0 entries (0 would copy a
+                                                  dimension of f's output, unless allowzero=1)
+    g(f(x, ...))            -> Reshape(x, S)     g in {Squeeze, Unsqueeze, Flatten, Reshape}
+                                                  when g's output shape S is fully static
+
+Left alone: intermediate values with other users (the matcher refuses), target shapes that are
+not constant, contain 0 (copy semantics) or are not fully known. Run shape inference first
+(``canonicalize`` does) so that static output shapes are known.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+from irpass.passes.fusion._rules import FusionRule, RuleSetPass, attr_int, const_array
+from onnxscript.rewriter import pattern as orp
+
+from irpass.registry import register
+
+__all__ = ["CollapseReshapesPass"]
+
+SHAPE_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
+
+
+class ReshapeAfterShapeOp(FusionRule):
+    """Reshape(f(x), s) -> Reshape(x, s) for a constant s without copy-zeros."""
+
+    stat = "into_reshape"
+
+    def __init__(self, first: str) -> None:
+        super().__init__(f"{first}_then_Reshape")
+        self.first = first
+
+    def pattern(self, op: Any, x: Any, shape: Any) -> Any:
+        inner = getattr(op, self.first)(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"]
+        )
+        return op.Reshape(inner, shape, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context: Any, shape: ir.Value, out: ir.Value, **_: Any) -> Any:
+        result = orp.MatchResult()
+        target = const_array(shape)
+        if target is None:
+            return result.fail("the target shape is not constant")
+        if attr_int(out.producer(), "allowzero", 0) == 0 and np.any(target == 0):
+            return result.fail("the target shape copies a dimension (0) of the intermediate")
+        return result
+
+    def rewrite(self, op: Any, x: Any, shape: Any, out: ir.Value, **_: Any) -> Any:
+        return op.Reshape(x, shape, **out.producer().attributes)
+
+
+class StaticShapeChain(FusionRule):
+    """g(f(x)) -> Reshape(x, S) when g's output shape S is fully static."""
+
+    stat = "to_static_reshape"
+
+    def __init__(self, first: str, second: str) -> None:
+        super().__init__(f"{first}_then_{second}")
+        self.first, self.second = first, second
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        inner = getattr(op, self.first)(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["inner"]
+        )
+        return getattr(op, self.second)(
+            inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
+        )
+
+    def check(self, context: Any, out: ir.Value, **_: Any) -> Any:
+        result = orp.MatchResult()
+        shape = out.shape
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            return result.fail(f"output shape {shape} is not fully static")
+        if any(int(d) == 0 for d in shape):
+            return result.fail("output has an empty dimension")
+        return result
+
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        dims = np.array([int(d) for d in out.shape], dtype=np.int64)
+        shape = self.new_initializer(op, dims, f"{out.name or 'reshape'}_shape")
+        return op.Reshape(x, shape)
+
+
+@register
+class CollapseReshapesPass(RuleSetPass):
+    """Collapse chains of Reshape/Squeeze/Unsqueeze/Flatten into a single Reshape."""
+
+    name = "collapse_reshapes"
+    lossless = True
+
+    def phases(self) -> list[list[FusionRule]]:
+        """Reshape-terminated chains first, then chains with a static final shape."""
+        return [
+            [ReshapeAfterShapeOp(f) for f in SHAPE_OPS],
+            [StaticShapeChain(f, g) for f in SHAPE_OPS for g in SHAPE_OPS],
+        ]

@@ -1,0 +1,233 @@
+"""Replace ops a target runtime lacks by their decomposition (the reverse of fusion).
+
+::
+
+    HardSwish(x)            -> Mul(x, HardSigmoid(x, 1/6, 0.5))
+                               or, when HardSigmoid is decomposed too,
+                               Mul(x, Clip(Add(Mul(x, 1/6), 0.5), 0, 1))
+    HardSigmoid(x, a, b)    -> Clip(Add(Mul(x, a), b), 0, 1)
+    Gelu(x)                 -> Mul(Mul(x, 0.5), Add(Erf(Div(x, sqrt 2)), 1))
+    Gelu(x, tanh)           -> Mul(Mul(x, 0.5), Add(Tanh(Mul(Add(x, Mul(Pow(x, 3), 0.044715)),
+                                                            sqrt(2/pi))), 1))
+    LayerNormalization(x, s, b, axis=a, epsilon=e)
+                            -> d = x - ReduceMean(x, axes a..-1);
+                               d / Sqrt(ReduceMean(d * d, axes a..-1) + e) * s + b
+
+Which ops to decompose comes from the ``decompose`` option (e.g.
+``decompose_ops(decompose=[HardSwish,HardSigmoid])``) and, once target profiles exist, from the
+target: every decomposable op the target's ``supported_ops`` lacks is decomposed too (NNAPI,
+for example, has no HardSigmoid). The decompositions compute the same function up to float
+rounding. Left alone: LayerNormalization whose Mean/InvStdDev outputs are used, or whose input
+is not float32/float64 (its ``stash_type`` computes float16 in float32, the decomposition would
+not), and values of unknown dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+from irpass.passes.fusion._rules import (
+    FusionRule,
+    RuleSetPass,
+    attr_float,
+    attr_int,
+    attr_str,
+    model_opset,
+    rank_of,
+)
+from onnxscript.rewriter import pattern as orp
+
+from irpass.pass_base import option
+from irpass.registry import register
+
+__all__ = ["DECOMPOSABLE", "DecomposeOpsPass"]
+
+#: Op types this pass knows how to decompose.
+DECOMPOSABLE = ("HardSwish", "HardSigmoid", "Gelu", "LayerNormalization")
+
+
+class _Decompose(FusionRule):
+    """Shared helpers: constants in the input's dtype, Clip in the model's opset form."""
+
+    def const(self, op: Any, x: ir.Value, value: float, name: str) -> ir.Value:
+        return self.new_initializer(op, np.array(value, dtype=x.dtype.numpy()), name)
+
+    def clip01(self, op: Any, x: ir.Value, y: Any) -> Any:
+        if model_opset(self.ctx.model) >= 11:
+            return op.Clip(y, self.const(op, x, 0.0, "zero"), self.const(op, x, 1.0, "one"))
+        return op.Clip(y, min=0.0, max=1.0)
+
+    def hard_sigmoid(self, op: Any, x: ir.Value, alpha: float, beta: float) -> Any:
+        scaled = op.Mul(x, self.const(op, x, alpha, "alpha"))
+        return self.clip01(op, x, op.Add(scaled, self.const(op, x, beta, "beta")))
+
+
+def _needs_dtype(x: ir.Value) -> orp.MatchResult:
+    result = orp.MatchResult()
+    if x.dtype is None:
+        return result.fail("input dtype is unknown")
+    return result
+
+
+class DecomposeHardSwish(_Decompose):
+    """HardSwish(x) -> x * HardSigmoid(x) (or its Clip form)."""
+
+    stat = "HardSwish"
+
+    def __init__(self, inline_hard_sigmoid: bool) -> None:
+        super().__init__()
+        self.inline_hard_sigmoid = inline_hard_sigmoid
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.HardSwish(x)
+
+    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
+        return _needs_dtype(x)
+
+    def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
+        if self.inline_hard_sigmoid:
+            return op.Mul(x, self.hard_sigmoid(op, x, 1.0 / 6.0, 0.5))
+        return op.Mul(x, op.HardSigmoid(x, alpha=1.0 / 6.0, beta=0.5))
+
+
+class DecomposeHardSigmoid(_Decompose):
+    """HardSigmoid(x, a, b) -> Clip(x * a + b, 0, 1)."""
+
+    stat = "HardSigmoid"
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.HardSigmoid(x, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
+        return _needs_dtype(x)
+
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        node = out.producer()
+        alpha, beta = attr_float(node, "alpha", 0.2), attr_float(node, "beta", 0.5)
+        return self.hard_sigmoid(op, x, alpha, beta)
+
+
+class DecomposeGelu(_Decompose):
+    """Gelu(x) -> 0.5 * x * (1 + Erf(x / sqrt2)) (or the Tanh form)."""
+
+    stat = "Gelu"
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.Gelu(x, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
+        return _needs_dtype(x)
+
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        if attr_str(out.producer(), "approximate", "none") == "tanh":
+            cube = op.Pow(x, self.const(op, x, 3.0, "three"))
+            poly = op.Add(x, op.Mul(cube, self.const(op, x, 0.044715, "gelu_c")))
+            inner = op.Tanh(op.Mul(poly, self.const(op, x, math.sqrt(2 / math.pi), "sqrt_2_pi")))
+        else:
+            inner = op.Erf(op.Div(x, self.const(op, x, math.sqrt(2.0), "sqrt2")))
+        one_plus = op.Add(inner, self.const(op, x, 1.0, "one"))
+        return op.Mul(op.Mul(x, self.const(op, x, 0.5, "half")), one_plus)
+
+
+class DecomposeLayerNorm(_Decompose):
+    """LayerNormalization -> ReduceMean/Sub/Mul/ReduceMean/Add/Sqrt/Div/Mul/Add."""
+
+    stat = "LayerNormalization"
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.LayerNormalization(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
+        )
+
+    def check(self, context: Any, x: ir.Value, out: ir.Value, **_: Any) -> Any:
+        result = orp.MatchResult()
+        node = out.producer()
+        if x.dtype not in (ir.DataType.FLOAT, ir.DataType.DOUBLE):
+            return result.fail(f"input type {x.dtype} would need stash_type handling")
+        if any(v.uses() or v.is_graph_output() for v in node.outputs[1:]):
+            return result.fail("the Mean/InvStdDev outputs are used")
+        axis = attr_int(node, "axis", -1)
+        if axis >= 0:
+            rank = rank_of(x)
+            if rank is None:
+                return result.fail("input rank is unknown for a non-negative axis")
+            axis -= rank
+        self._axes = list(range(axis, 0))
+        return result
+
+    def reduce_mean(self, op: Any, x: ir.Value, y: Any) -> Any:
+        if model_opset(self.ctx.model) >= 18:
+            axes = self.new_initializer(op, np.array(self._axes, dtype=np.int64), "ln_axes")
+            return op.ReduceMean(y, axes, keepdims=1)
+        return op.ReduceMean(y, axes=self._axes, keepdims=1)
+
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        node = out.producer()
+        eps = attr_float(node, "epsilon", 1e-5)
+        d = op.Sub(x, self.reduce_mean(op, x, x))
+        var = self.reduce_mean(op, x, op.Mul(d, d))
+        y = op.Div(d, op.Sqrt(op.Add(var, self.const(op, x, eps, "ln_eps"))))
+        y = op.Mul(y, node.inputs[1])
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            y = op.Add(y, node.inputs[2])
+        return y
+
+
+def _check_ops(ops: tuple[str, ...]) -> None:
+    unknown = [o for o in ops if o not in DECOMPOSABLE]
+    if unknown:
+        raise ValueError(
+            f"cannot decompose {', '.join(unknown)}; decomposable: {', '.join(DECOMPOSABLE)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DecomposeOptions:
+    """Options of decompose_ops."""
+
+    decompose: tuple[str, ...] = option(
+        (), "op types to decompose: HardSwish, HardSigmoid, Gelu, LayerNormalization"
+    )
+
+    def __post_init__(self) -> None:
+        _check_ops(tuple(self.decompose))
+
+
+@register
+class DecomposeOpsPass(RuleSetPass):
+    """Decompose HardSwish/HardSigmoid/Gelu/LayerNormalization for targets that lack them.
+
+    The ops come from the ``decompose`` option and from the target profile's ``supported_ops``
+    (when the context carries a target that has one).
+    """
+
+    name = "decompose_ops"
+    lossless = True
+    Options = DecomposeOptions
+
+    def ops_to_decompose(self) -> set[str]:
+        """The option's ops plus the decomposable ops the target does not support."""
+        ops = set(self.options.decompose)
+        supported = getattr(self.context.target, "supported_ops", None)
+        if supported is not None:
+            ops |= {o for o in DECOMPOSABLE if o not in supported}
+        return ops
+
+    def phases(self) -> list[list[FusionRule]]:
+        """HardSwish first (it may produce HardSigmoid), then the others."""
+        ops = self.ops_to_decompose()
+        first: list[FusionRule] = []
+        if "HardSwish" in ops:
+            first.append(DecomposeHardSwish(inline_hard_sigmoid="HardSigmoid" in ops))
+        rest: list[FusionRule] = []
+        if "HardSigmoid" in ops:
+            rest.append(DecomposeHardSigmoid())
+        if "Gelu" in ops:
+            rest.append(DecomposeGelu())
+        if "LayerNormalization" in ops:
+            rest.append(DecomposeLayerNorm())
+        return [first, rest]

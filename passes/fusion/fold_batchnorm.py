@@ -1,0 +1,441 @@
+"""Fold BatchNormalization (inference mode) into the linear op next to it.
+
+In inference mode BatchNormalization is a per-channel affine map on axis 1::
+
+    BN(y) = gamma * (y - mean) / sqrt(var + eps) + beta = s * y + t
+    s = gamma / sqrt(var + eps),  t = beta - mean * s
+
+Rewrites, tried in this order (each phase to a fixpoint):
+
+1. into the producer::
+
+       BN(Conv(x, W, B))            -> Conv(x, W * s[:, None, ...], B * s + t)
+       BN(ConvTranspose(x, W, B))   -> ConvTranspose(x, W', B * s + t)
+                                       W is (C_in, M/g, k...): output channel g*(M/g)+j is
+                                       W[group g rows, j], so W' scales dim 1 per group
+       BN(Gemm(A, B, C))            -> Gemm(A, B * s (along N, honouring transB), beta*C*s + t)
+       BN(MatMul(x, W))   x, W 2-D  -> Add(MatMul(x, W * s[None, :]), t)
+
+   A missing bias counts as 0. Gemm's ``beta`` is folded into the new C.
+2. into the consumer, where that is exact::
+
+       Conv(BN(x), W, B)  -> Conv(x, W * s[in-channel of each group], B + sum_{c,k} W[m,c,k] t[c])
+                             only when Conv pads nothing or t == 0 (padding pads zeros, not t)
+       Gemm(BN(x), B, C)  -> Gemm(x, s-scaled B, beta*C + alpha * t @ B)   (transA = 0, x 2-D)
+3. a BatchNormalization left alone becomes ``Add(Mul(x, s), t)`` with ``s``, ``t`` shaped
+   ``(C, 1, ..., 1)`` for the input's rank (which must be known).
+
+Left alone: BN in training mode or with used statistics outputs, opset-7 BN with ``spatial=0``,
+non-constant BN parameters, and (phases 1-2) a weight or bias that is a graph input, not
+constant, or shared with a node that needs it unchanged (folding would keep both copies). A
+weight shared only by linear ops that each feed a BN (how canonicalize's deduplication leaves
+equal weights) is folded once per user and the shared original disappears. The folded constants are
+computed in float64 and stored in the weight's dtype, so the result equals the original up to
+float rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+from irpass.passes.fusion._rules import (
+    FusionRule,
+    RuleSetPass,
+    attr_float,
+    attr_int,
+    attr_ints,
+    attr_str,
+    const_array,
+    rank_of,
+    sole_user_is,
+)
+from onnxscript.rewriter import pattern as orp
+
+from irpass.registry import register
+
+__all__ = ["FoldBatchNormPass"]
+
+_FLOAT_KINDS = "f"
+
+
+def bn_affine(bn: ir.Node) -> tuple[np.ndarray, np.ndarray] | str:
+    """``(s, t)`` in float64 for an inference-mode BatchNormalization, or why not."""
+    if attr_int(bn, "training_mode", 0) != 0:
+        return "BatchNormalization is in training mode"
+    if attr_int(bn, "spatial", 1) != 1:
+        return "BatchNormalization has spatial=0 (per-element statistics)"
+    if any(out.uses() or out.is_graph_output() for out in bn.outputs[1:]):
+        return "BatchNormalization's running-statistics outputs are used"
+    params = [const_array(v) for v in bn.inputs[1:5]]
+    if len(params) != 4 or any(p is None for p in params):
+        return "BatchNormalization's scale/bias/mean/var are not all constants"
+    gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)
+    if not (gamma.size == beta.size == mean.size == var.size):
+        return "BatchNormalization parameters differ in size"
+    eps = attr_float(bn, "epsilon", 1e-5)
+    s = gamma / np.sqrt(var + eps)
+    t = beta - mean * s
+    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(t))):
+        return "BatchNormalization scale is not finite (var + eps <= 0?)"
+    return s, t
+
+
+def _private_constant(value: ir.Value | None, user: ir.Node, what: str) -> np.ndarray | str:
+    """The constant behind ``value`` if only ``user`` reads it, else a refusal reason."""
+    if value is None:
+        return f"{what} is missing"
+    if value.is_graph_input():
+        return f"{what} {value.name!r} is a graph input"
+    array = const_array(value)
+    if array is None:
+        return f"{what} {value.name!r} is not a constant"
+    if not sole_user_is(value, user) and not _all_users_fold(value):
+        return f"{what} {value.name!r} is shared with a node that needs it unchanged"
+    if array.dtype.kind not in _FLOAT_KINDS:
+        return f"{what} {value.name!r} is not a float tensor"
+    return array
+
+
+_LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _all_users_fold(value: ir.Value) -> bool:
+    """Whether every user of ``value`` is a linear op whose output only feeds a BN.
+
+    Each such user (reading ``value`` as weight or bias) gets its own folded copy and the
+    shared original goes away; equal weights merged by initializer deduplication look like this.
+    """
+    if value.is_graph_output():
+        return False
+    for user, index in value.uses():
+        if user.op_type not in _LINEAR_OPS or user.domain not in ("", "ai.onnx") or index == 0:
+            return False
+        out = user.outputs[0]
+        consumers = out.uses()
+        if out.is_graph_output() or len(consumers) != 1:
+            return False
+        bn, bn_index = consumers[0]
+        if bn.op_type != "BatchNormalization" or bn_index != 0:
+            return False
+        if isinstance(bn_affine(bn), str):
+            return False
+    return True
+
+
+def _weight_and_bias(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None] | str:
+    w = _private_constant(node.inputs[1] if len(node.inputs) > 1 else None, node, "weight")
+    if isinstance(w, str):
+        return w
+    bias_value = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias_value is None:
+        return w, None
+    b = _private_constant(bias_value, node, "bias")
+    if isinstance(b, str):
+        return b
+    return w, b
+
+
+def _name(value: ir.Value | None) -> str | None:
+    return None if value is None else value.name
+
+
+class _BnAfter(FusionRule):
+    """BN(linear(x, W, B)) -> linear(x, W', B'): shared check of the producer side."""
+
+    stat = "into_producer"
+    linear_op = ""
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.BatchNormalization(
+            getattr(op, self.linear_op)(x, _allow_other_inputs=True, _outputs=["linear_out"]),
+            _allow_other_inputs=True,
+            _allow_other_attributes=True,
+            _outputs=["bn_out"],
+        )
+
+    def check(self, context: Any, x: Any, linear_out: ir.Value, bn_out: ir.Value, **_: Any) -> Any:
+        result = orp.MatchResult()
+        affine = bn_affine(bn_out.producer())
+        if isinstance(affine, str):
+            return result.fail(affine)
+        wb = _weight_and_bias(linear_out.producer())
+        if isinstance(wb, str):
+            return result.fail(wb)
+        self._s, self._t = affine
+        self._w, self._b = wb
+        reason = self.check_shapes(linear_out.producer())
+        if reason:
+            return result.fail(reason)
+        return result
+
+    def check_shapes(self, node: ir.Node) -> str | None:
+        """Why the weight does not fit the BN's channel count (None when it does)."""
+        raise NotImplementedError
+
+    def emit(self, op: Any, x: ir.Value, node: ir.Node, w: np.ndarray, b: np.ndarray) -> Any:
+        attrs = {k: v for k, v in node.attributes.items() if k != "beta"}
+        w_value = self.new_initializer(op, w.astype(self._w.dtype), _name(node.inputs[1]))
+        b_value = self.new_initializer(op, b.astype(self._w.dtype), _name(node.inputs[1]) + "_bias")
+        return op.op(node.op_type, x, w_value, b_value, **attrs)
+
+    def bias64(self, channels: int) -> np.ndarray:
+        if self._b is None:
+            return np.zeros(channels)
+        return self._b.astype(np.float64)
+
+
+class FoldBatchNormIntoConv(_BnAfter):
+    """BN(Conv(x, W, B)) -> Conv(x, W * s, B * s + t)."""
+
+    linear_op = "Conv"
+
+    def check_shapes(self, node: ir.Node) -> str | None:
+        if self._w.ndim < 3 or self._w.shape[0] != self._s.size:
+            return f"Conv weight {self._w.shape} does not match {self._s.size} BN channels"
+        if self._b is not None and self._b.size != self._s.size:
+            return "Conv bias does not match the BN channels"
+        return None
+
+    def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
+        node = linear_out.producer()
+        s, t = self._s, self._t
+        w = self._w.astype(np.float64) * s.reshape((-1,) + (1,) * (self._w.ndim - 1))
+        b = self.bias64(s.size).reshape(-1) * s + t
+        return self.emit(op, x, node, w, b)
+
+
+class FoldBatchNormIntoConvTranspose(_BnAfter):
+    """BN(ConvTranspose(x, W, B)) -> ConvTranspose(x, W scaled per output channel, B*s+t)."""
+
+    linear_op = "ConvTranspose"
+
+    def check_shapes(self, node: ir.Node) -> str | None:
+        group = attr_int(node, "group", 1)
+        if self._w.ndim < 3 or self._w.shape[0] % group:
+            return f"ConvTranspose weight {self._w.shape} does not split into {group} groups"
+        if self._w.shape[1] * group != self._s.size:
+            return "ConvTranspose output channels do not match the BN channels"
+        if self._b is not None and self._b.size != self._s.size:
+            return "ConvTranspose bias does not match the BN channels"
+        return None
+
+    def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
+        node = linear_out.producer()
+        group = attr_int(node, "group", 1)
+        w = self._w.astype(np.float64)
+        c_in, m_per_group = w.shape[:2]
+        kernel = w.shape[2:]
+        grouped = w.reshape((group, c_in // group, m_per_group) + kernel)
+        scale = self._s.reshape((group, 1, m_per_group) + (1,) * len(kernel))
+        w_new = (grouped * scale).reshape(w.shape)
+        b = self.bias64(self._s.size).reshape(-1) * self._s + self._t
+        return self.emit(op, x, node, w_new, b)
+
+
+class FoldBatchNormIntoGemm(_BnAfter):
+    """BN(Gemm(A, B, C)) -> Gemm(A, B scaled along N, beta * C * s + t)."""
+
+    linear_op = "Gemm"
+
+    def check_shapes(self, node: ir.Node) -> str | None:
+        if self._w.ndim != 2:
+            return "Gemm B is not 2-D"
+        n = self._w.shape[0] if attr_int(node, "transB", 0) else self._w.shape[1]
+        if n != self._s.size:
+            return f"Gemm has {n} output features, BN has {self._s.size} channels"
+        if self._b is not None:
+            try:
+                np.broadcast_shapes(self._b.shape, (n,))
+            except ValueError:
+                return f"Gemm C {self._b.shape} does not broadcast to the features"
+        return None
+
+    def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
+        node = linear_out.producer()
+        s, t = self._s, self._t
+        w = self._w.astype(np.float64)
+        w = w * s[:, None] if attr_int(node, "transB", 0) else w * s[None, :]
+        beta = attr_float(node, "beta", 1.0)
+        c = np.zeros(s.size) if self._b is None else beta * self._b.astype(np.float64)
+        return self.emit(op, x, node, w, c * s + t)
+
+
+class FoldBatchNormIntoMatMul(_BnAfter):
+    """BN(MatMul(x, W)) with 2-D x and W -> Add(MatMul(x, W * s), t)."""
+
+    linear_op = "MatMul"
+
+    def check_shapes(self, node: ir.Node) -> str | None:
+        if rank_of(node.inputs[0]) != 2:
+            return "MatMul input is not known to be 2-D (BN's axis 1 would not be features)"
+        if self._w.ndim != 2 or self._w.shape[1] != self._s.size:
+            return "MatMul weight does not match the BN channels"
+        return None
+
+    def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
+        node = linear_out.producer()
+        w = self._w.astype(np.float64) * self._s[None, :]
+        dtype = self._w.dtype
+        w_value = self.new_initializer(op, w.astype(dtype), _name(node.inputs[1]))
+        t_value = self.new_initializer(op, self._t.astype(dtype), _name(node.inputs[1]) + "_bias")
+        return op.Add(op.MatMul(x, w_value), t_value)
+
+
+def _conv_pads_nothing(node: ir.Node) -> bool:
+    auto_pad = attr_str(node, "auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID"):
+        return False
+    pads = attr_ints(node, "pads")
+    return pads is None or not any(pads)
+
+
+class FoldBatchNormIntoNextConv(FusionRule):
+    """Conv(BN(x), W, B) -> Conv(x, W * s_in, B + W . t) where padding cannot tell t from 0."""
+
+    stat = "into_consumer"
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        bn = op.BatchNormalization(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["bn_out"]
+        )
+        return op.Conv(bn, _allow_other_inputs=True, _outputs=["conv_out"])
+
+    def check(self, context: Any, x: Any, bn_out: ir.Value, conv_out: ir.Value, **_: Any) -> Any:
+        result = orp.MatchResult()
+        affine = bn_affine(bn_out.producer())
+        if isinstance(affine, str):
+            return result.fail(affine)
+        conv = conv_out.producer()
+        wb = _weight_and_bias(conv)
+        if isinstance(wb, str):
+            return result.fail(wb)
+        (s, t), (w, b) = affine, wb
+        group = attr_int(conv, "group", 1)
+        if w.ndim < 3 or w.shape[1] * group != s.size or w.shape[0] % group:
+            return result.fail(f"Conv weight {w.shape} / group {group} does not match BN")
+        if np.any(t != 0) and not _conv_pads_nothing(conv):
+            return result.fail("Conv pads its input: padding would see 0 instead of the BN shift")
+        self._s, self._t, self._w, self._b, self._group = s, t, w, b, group
+        return result
+
+    def rewrite(self, op: Any, x: Any, conv_out: ir.Value, **_: Any) -> Any:
+        conv = conv_out.producer()
+        w = self._w.astype(np.float64)
+        m, c_per_group = w.shape[:2]
+        group_of_m = np.arange(m) // (m // self._group)
+        channel = group_of_m[:, None] * c_per_group + np.arange(c_per_group)[None, :]
+        extra = (1,) * (w.ndim - 2)
+        w_new = w * self._s[channel].reshape((m, c_per_group) + extra)
+        kernel_sum = w.reshape(m, c_per_group, -1).sum(axis=2)
+        b = np.zeros(m) if self._b is None else self._b.astype(np.float64)
+        b = b + (kernel_sum * self._t[channel]).sum(axis=1)
+        dtype = self._w.dtype
+        w_value = self.new_initializer(op, w_new.astype(dtype), _name(conv.inputs[1]))
+        b_value = self.new_initializer(op, b.astype(dtype), _name(conv.inputs[1]) + "_bias")
+        return op.Conv(x, w_value, b_value, **conv.attributes)
+
+
+class FoldBatchNormIntoNextGemm(FusionRule):
+    """Gemm(BN(x), B, C) -> Gemm(x, diag(s) B, beta*C + alpha * t B) for 2-D x, transA=0."""
+
+    stat = "into_consumer"
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        bn = op.BatchNormalization(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["bn_out"]
+        )
+        return op.Gemm(bn, _allow_other_inputs=True, _outputs=["gemm_out"])
+
+    def check(self, context: Any, x: Any, bn_out: ir.Value, gemm_out: ir.Value, **_: Any) -> Any:
+        result = orp.MatchResult()
+        affine = bn_affine(bn_out.producer())
+        if isinstance(affine, str):
+            return result.fail(affine)
+        gemm = gemm_out.producer()
+        if gemm.inputs[0] is not bn_out or attr_int(gemm, "transA", 0):
+            return result.fail("BN does not feed Gemm's A operand untransposed")
+        if rank_of(x) != 2:
+            return result.fail("BN input is not known to be 2-D")
+        wb = _weight_and_bias(gemm)
+        if isinstance(wb, str):
+            return result.fail(wb)
+        (s, t), (w, c) = affine, wb
+        k = w.shape[1] if attr_int(gemm, "transB", 0) else w.shape[0]
+        if w.ndim != 2 or k != s.size:
+            return result.fail("Gemm B does not match the BN channels")
+        self._s, self._t, self._w, self._c = s, t, w, c
+        return result
+
+    def rewrite(self, op: Any, x: Any, gemm_out: ir.Value, **_: Any) -> Any:
+        gemm = gemm_out.producer()
+        trans_b = attr_int(gemm, "transB", 0)
+        w = self._w.astype(np.float64)
+        b_eff = w.T if trans_b else w  # (K, N)
+        w_new = w * self._s[None, :] if trans_b else w * self._s[:, None]
+        alpha = attr_float(gemm, "alpha", 1.0)
+        beta = attr_float(gemm, "beta", 1.0)
+        c = np.zeros(b_eff.shape[1]) if self._c is None else beta * self._c.astype(np.float64)
+        c = c + alpha * (self._t @ b_eff)
+        dtype = self._w.dtype
+        attrs = {k: v for k, v in gemm.attributes.items() if k != "beta"}
+        w_value = self.new_initializer(op, w_new.astype(dtype), _name(gemm.inputs[1]))
+        c_value = self.new_initializer(op, c.astype(dtype), _name(gemm.inputs[1]) + "_bias")
+        return op.Gemm(x, w_value, c_value, **attrs)
+
+
+class BatchNormToMulAdd(FusionRule):
+    """BN(x) -> Add(Mul(x, s), t) with s, t shaped (C, 1, ..., 1) for x's rank."""
+
+    stat = "to_mul_add"
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.BatchNormalization(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["bn_out"]
+        )
+
+    def check(self, context: Any, x: ir.Value, bn_out: ir.Value, **_: Any) -> Any:
+        result = orp.MatchResult()
+        affine = bn_affine(bn_out.producer())
+        if isinstance(affine, str):
+            return result.fail(affine)
+        rank = rank_of(x)
+        if rank is None or rank < 2:
+            return result.fail("BatchNormalization input rank is unknown")
+        if x.dtype is None:
+            return result.fail("BatchNormalization input dtype is unknown")
+        self._s, self._t = affine
+        self._rank = rank
+        return result
+
+    def rewrite(self, op: Any, x: ir.Value, bn_out: ir.Value, **_: Any) -> Any:
+        shape = (-1,) + (1,) * (self._rank - 2)
+        dtype = x.dtype.numpy()
+        base = bn_out.producer().inputs[1].name
+        s = self.new_initializer(op, self._s.reshape(shape).astype(dtype), f"{base}_scale")
+        t = self.new_initializer(op, self._t.reshape(shape).astype(dtype), f"{base}_shift")
+        return op.Add(op.Mul(x, s), t)
+
+
+@register
+class FoldBatchNormPass(RuleSetPass):
+    """Fold inference BatchNormalization into the adjacent Conv/ConvTranspose/Gemm/MatMul.
+
+    Phase 1 folds into the producing linear op, phase 2 into the consuming Conv/Gemm where
+    that is exact, phase 3 turns any BatchNormalization left into Mul+Add. See the module
+    docstring for the algebra and for the cases left alone.
+    """
+
+    name = "fold_batchnorm"
+    lossless = True
+    rule_phases = (
+        (
+            FoldBatchNormIntoConv,
+            FoldBatchNormIntoConvTranspose,
+            FoldBatchNormIntoGemm,
+            FoldBatchNormIntoMatMul,
+        ),
+        (FoldBatchNormIntoNextConv, FoldBatchNormIntoNextGemm),
+        (BatchNormToMulAdd,),
+    )

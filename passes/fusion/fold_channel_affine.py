@@ -1,0 +1,287 @@
+"""Fold constant per-channel Mul/Div/Add/Sub next to Conv/Gemm/MatMul into weights and bias.
+
+After the linear op (``c`` a constant that broadcasts along the output-channel axis only: axis 1
+of Conv, the last axis of Gemm/MatMul; a scalar is per-channel too)::
+
+    Conv(x, W, B) * c   -> Conv(x, W * c[:, None, ...], B * c)
+    Conv(x, W, B) / c   -> Conv(x, W / c, B / c)               (c has no zeros)
+    Conv(x, W, B) + c   -> Conv(x, W, B + c)
+    Conv(x, W, B) - c   -> Conv(x, W, B - c)
+    Gemm(A, B, C) op c  -> same algebra on B's output-feature axis (transB) and on beta*C
+    MatMul(x, W) * c    -> MatMul(x, W * c[None, :])            (also / c)
+
+Before the linear op, where exact (``c`` per input channel: axis 1 of Conv's input, the last
+axis of MatMul's / Gemm's A)::
+
+    Conv(x * c, W, B)   -> Conv(x, W * c[in-channel of each group], B)   (zero padding stays 0)
+    Conv(x / c, W, B)   -> Conv(x, W / c[...], B)
+    MatMul(x * c, W)    -> MatMul(x, W * c[:, None])
+    Gemm(x * c, B, C)   -> Gemm(x, c-scaled B, C)   (transA = 0)
+
+An Add/Sub *before* a padded Conv is not exact (padding would see 0 instead of c), and an
+Add before a MatMul needs a new bias; both are left alone, as are: non-constant or non-finite
+``c``, a ``c`` that would broadcast the result to a larger shape or varies along any axis but
+the channel axis, ``c - y`` and ``c / y`` (not affine in the weights), weights/biases that are
+graph inputs or shared with another node, and non-float tensors. Constants are combined in
+float64 and stored in the weight's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+from irpass.passes.fusion._rules import (
+    FusionRule,
+    RuleSetPass,
+    attr_float,
+    attr_int,
+    const_array,
+    rank_of,
+    sole_user_is,
+)
+from onnxscript.rewriter import pattern as orp
+
+from irpass.registry import register
+
+__all__ = ["FoldChannelAffinePass"]
+
+
+def per_channel(c: np.ndarray, out_rank: int, axis: int, channels: int) -> np.ndarray | None:
+    """``c`` as a (channels,) vector, or None when it is not per-channel.
+
+    Per-channel means: ``c`` broadcasts along ``axis`` of a rank-``out_rank`` tensor only and
+    never enlarges it.
+    """
+    if c.ndim > out_rank:
+        return None
+    axis = axis % out_rank
+    padded = (1,) * (out_rank - c.ndim) + tuple(c.shape)
+    for i, dim in enumerate(padded):
+        if i == axis:
+            if dim not in (1, channels):
+                return None
+        elif dim != 1:
+            return None
+    flat = np.asarray(c, dtype=np.float64).reshape(-1)
+    if flat.size == 1:
+        flat = np.full(channels, flat[0])
+    if not np.all(np.isfinite(flat)):
+        return None
+    return flat
+
+
+def _private(value: ir.Value | None, user: ir.Node) -> np.ndarray | None:
+    if value is None or value.is_graph_input() or not sole_user_is(value, user):
+        return None
+    array = const_array(value)
+    if array is None or array.dtype.kind != "f":
+        return None
+    return array
+
+
+class _AffineRule(FusionRule):
+    """Shared check: the linear node's weight (and bias) are private float constants."""
+
+    def weights(self, node: ir.Node) -> str | None:
+        self._w = _private(node.inputs[1] if len(node.inputs) > 1 else None, node)
+        if self._w is None:
+            return "weight is not a constant used only by this node (or is a graph input)"
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        self._b = None
+        if bias is not None:
+            self._b = _private(bias, node)
+            if self._b is None:
+                return "bias is not a constant used only by this node (or is a graph input)"
+        return None
+
+    def emit(
+        self, op: Any, x: Any, node: ir.Node, w: np.ndarray, b: np.ndarray | None,
+        **overrides: Any,
+    ) -> Any:
+        dtype = self._w.dtype
+        base = node.inputs[1].name
+        inputs = [x, self.new_initializer(op, w.astype(dtype), base)]
+        if b is not None:
+            inputs.append(self.new_initializer(op, b.astype(dtype), f"{base}_bias"))
+        attrs = dict(node.attributes)
+        attrs.update(overrides)
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        return op.op(node.op_type, *inputs, **attrs)
+
+
+def _channel_axis_after(node: ir.Node, w: np.ndarray) -> tuple[int, int, int] | None:
+    """(output rank, channel axis, channels) of a linear node's output, when known."""
+    if node.op_type == "Conv":
+        return (w.ndim, 1, w.shape[0]) if w.ndim >= 3 else None
+    if node.op_type == "Gemm":
+        if w.ndim != 2:
+            return None
+        return 2, 1, (w.shape[0] if attr_int(node, "transB", 0) else w.shape[1])
+    if node.op_type == "MatMul":
+        x_rank = rank_of(node.inputs[0])
+        if w.ndim != 2 or x_rank is None or x_rank < 1:
+            return None
+        return x_rank, -1, w.shape[1]
+    return None
+
+
+class FoldAffineAfterLinear(_AffineRule):
+    """linear(x, W, B) (*|/|+|-) c -> linear(x, W', B') for per-output-channel constant c."""
+
+    stat = "after"
+
+    def __init__(self, linear_op: str, arith: str, const_first: bool) -> None:
+        super().__init__(f"{linear_op}_then_{arith}{'_const_first' if const_first else ''}")
+        self.linear_op, self.arith, self.const_first = linear_op, arith, const_first
+
+    def pattern(self, op: Any, x: Any, c: Any) -> Any:
+        linear = getattr(op, self.linear_op)(x, _allow_other_inputs=True, _outputs=["lin_out"])
+        args = (c, linear) if self.const_first else (linear, c)
+        return getattr(op, self.arith)(*args)
+
+    def check(self, context: Any, x: Any, c: ir.Value, lin_out: ir.Value, **_: Any) -> Any:
+        result = orp.MatchResult()
+        node = lin_out.producer()
+        reason = self.weights(node)
+        if reason:
+            return result.fail(reason)
+        if self.linear_op == "MatMul" and self.arith in ("Add", "Sub"):
+            return result.fail("MatMul has no bias to absorb an Add (matmul_add_to_gemm does)")
+        c_array = const_array(c)
+        if c_array is None or c_array.dtype.kind != "f":
+            return result.fail("the other operand is not a float constant")
+        layout = _channel_axis_after(node, self._w)
+        if layout is None:
+            return result.fail("the linear op's output layout is unknown")
+        vec = per_channel(c_array, *layout)
+        if vec is None:
+            return result.fail(f"constant of shape {c_array.shape} is not per output channel")
+        if self.arith == "Div" and np.any(vec == 0):
+            return result.fail("division by a constant with zeros")
+        self._c = vec
+        return result
+
+    def rewrite(self, op: Any, x: Any, lin_out: ir.Value, **_: Any) -> Any:
+        node = lin_out.producer()
+        c = self._c
+        w = self._w.astype(np.float64)
+        b = None if self._b is None else self._b.astype(np.float64)
+        overrides: dict[str, Any] = {}
+        if node.op_type == "Gemm":
+            # the new C carries beta already
+            overrides["beta"] = None
+            if b is not None:
+                b = b * attr_float(node, "beta", 1.0)
+        if self.arith in ("Mul", "Div"):
+            scale = c if self.arith == "Mul" else 1.0 / c
+            if node.op_type == "Conv":
+                w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+            elif node.op_type == "Gemm" and attr_int(node, "transB", 0):
+                w = w * scale[:, None]
+            else:
+                w = w * scale[None, :]
+            if b is not None:
+                b = b * scale
+        else:
+            shift = c if self.arith == "Add" else -c
+            b = shift if b is None else b + shift
+        if node.op_type == "MatMul":
+            dtype = self._w.dtype
+            return op.MatMul(x, self.new_initializer(op, w.astype(dtype), node.inputs[1].name))
+        return self.emit(op, x, node, w, b, **overrides)
+
+
+class FoldScaleBeforeLinear(_AffineRule):
+    """linear(x (*|/) c, W, B) -> linear(x, W * c per input channel, B)."""
+
+    stat = "before"
+
+    def __init__(self, linear_op: str, arith: str, const_first: bool) -> None:
+        super().__init__(f"{arith}{'_const_first' if const_first else ''}_then_{linear_op}")
+        self.linear_op, self.arith, self.const_first = linear_op, arith, const_first
+
+    def pattern(self, op: Any, x: Any, c: Any) -> Any:
+        args = (c, x) if self.const_first else (x, c)
+        scaled = getattr(op, self.arith)(*args, _outputs=["scaled"])
+        return getattr(op, self.linear_op)(scaled, _allow_other_inputs=True, _outputs=["lin_out"])
+
+    def check(self, context: Any, x: Any, c: ir.Value, scaled: ir.Value, lin_out: ir.Value,
+              **_: Any) -> Any:
+        result = orp.MatchResult()
+        node = lin_out.producer()
+        if node.inputs[0] is not scaled:
+            return result.fail("the scaled value is not the data input")
+        reason = self.weights(node)
+        if reason:
+            return result.fail(reason)
+        c_array = const_array(c)
+        if c_array is None or c_array.dtype.kind != "f":
+            return result.fail("the other operand is not a float constant")
+        w = self._w
+        if node.op_type == "Conv":
+            if w.ndim < 3:
+                return result.fail("Conv weight rank < 3")
+            layout = (w.ndim, 1, w.shape[1] * attr_int(node, "group", 1))
+        elif node.op_type == "Gemm":
+            if attr_int(node, "transA", 0) or w.ndim != 2:
+                return result.fail("Gemm reads A transposed")
+            layout = (2, 1, w.shape[1] if attr_int(node, "transB", 0) else w.shape[0])
+        else:
+            x_rank = rank_of(x)
+            if w.ndim != 2 or x_rank is None or x_rank < 2:
+                return result.fail("MatMul input rank unknown or < 2")
+            layout = (x_rank, -1, w.shape[0])
+        vec = per_channel(c_array, *layout)
+        if vec is None:
+            return result.fail(f"constant of shape {c_array.shape} is not per input channel")
+        if self.arith == "Div" and np.any(vec == 0):
+            return result.fail("division by a constant with zeros")
+        self._c = vec if self.arith == "Mul" else 1.0 / vec
+        return result
+
+    def rewrite(self, op: Any, x: Any, lin_out: ir.Value, **_: Any) -> Any:
+        node = lin_out.producer()
+        w = self._w.astype(np.float64)
+        c = self._c
+        if node.op_type == "Conv":
+            group = attr_int(node, "group", 1)
+            m, c_per_group = w.shape[:2]
+            group_of_m = np.arange(m) // (m // group)
+            channel = group_of_m[:, None] * c_per_group + np.arange(c_per_group)[None, :]
+            w = w * c[channel].reshape((m, c_per_group) + (1,) * (w.ndim - 2))
+        elif node.op_type == "Gemm" and attr_int(node, "transB", 0):
+            w = w * c[None, :]
+        else:
+            w = w * c[:, None]
+        b = None if self._b is None else self._b.astype(np.float64)
+        return self.emit(op, x, node, w, b)
+
+
+def _rules() -> list[FusionRule]:
+    rules: list[FusionRule] = []
+    for linear in ("Conv", "Gemm", "MatMul"):
+        for arith in ("Mul", "Div", "Add", "Sub"):
+            rules.append(FoldAffineAfterLinear(linear, arith, const_first=False))
+        for arith in ("Mul", "Add"):
+            rules.append(FoldAffineAfterLinear(linear, arith, const_first=True))
+        rules.append(FoldScaleBeforeLinear(linear, "Mul", const_first=False))
+        rules.append(FoldScaleBeforeLinear(linear, "Mul", const_first=True))
+        rules.append(FoldScaleBeforeLinear(linear, "Div", const_first=False))
+    return rules
+
+
+@register
+class FoldChannelAffinePass(RuleSetPass):
+    """Fold constant per-channel Mul/Div/Add/Sub around Conv/Gemm/MatMul into the weights.
+
+    See the module docstring for the algebra and the cases left alone.
+    """
+
+    name = "fold_channel_affine"
+    lossless = True
+
+    def phases(self) -> list[list[FusionRule]]:
+        """One phase with every (linear op, arithmetic op, operand order) rule."""
+        return [_rules()]

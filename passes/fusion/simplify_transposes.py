@@ -1,0 +1,84 @@
+"""Merge consecutive Transposes, cancel inverse pairs, drop identity Transposes.
+
+::
+
+    Transpose(Transpose(x, p1), p2) -> Transpose(x, q),  q[i] = p1[p2[i]]
+    Transpose(x, p) with p == [0, 1, ..., r-1]  -> x
+
+(``Transpose(Transpose(x, p), inverse(p))`` composes to the identity and disappears.) A
+Transpose without ``perm`` reverses the axes and is handled when the input rank is known.
+Left alone: an inner Transpose whose output has other users (the matcher refuses; merging would
+duplicate work). Pure data movement, so exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx_ir as ir
+from irpass.passes.fusion._rules import FusionRule, RuleSetPass, attr_ints, passthrough, rank_of
+from onnxscript.rewriter import pattern as orp
+
+from irpass.registry import register
+
+__all__ = ["SimplifyTransposesPass"]
+
+
+def perm_of(transpose: ir.Node) -> list[int] | None:
+    """The permutation of a Transpose (default: reversed axes when the rank is known)."""
+    perm = attr_ints(transpose, "perm")
+    if perm is not None:
+        return perm
+    rank = rank_of(transpose.inputs[0])
+    return None if rank is None else list(range(rank))[::-1]
+
+
+class MergeTransposes(FusionRule):
+    """Transpose(Transpose(x, p1), p2) -> Transpose(x, p1[p2]) (or x when that is the identity)."""
+
+    stat = "merge_transposes"
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        inner = op.Transpose(x, _allow_other_attributes=True, _outputs=["inner"])
+        return op.Transpose(inner, _allow_other_attributes=True, _outputs=["outer"])
+
+    def check(self, context: Any, inner: ir.Value, outer: ir.Value, **_: Any) -> Any:
+        result = orp.MatchResult()
+        p1, p2 = perm_of(inner.producer()), perm_of(outer.producer())
+        if p1 is None or p2 is None or len(p1) != len(p2):
+            return result.fail("a permutation is unknown")
+        self._perm = [p1[i] for i in p2]
+        return result
+
+    def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
+        if self._perm == list(range(len(self._perm))):
+            return passthrough(op, x)
+        return op.Transpose(x, perm=self._perm)
+
+
+class DropIdentityTranspose(FusionRule):
+    """Transpose(x, [0, 1, ..., r-1]) -> x."""
+
+    stat = "identity_transpose"
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.Transpose(x, _allow_other_attributes=True, _outputs=["out"])
+
+    def check(self, context: Any, out: ir.Value, **_: Any) -> Any:
+        result = orp.MatchResult()
+        perm = perm_of(out.producer())
+        if perm is None or perm != list(range(len(perm))):
+            return result.fail("not an identity permutation")
+        return result
+
+    def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
+        return passthrough(op, x)
+
+
+@register
+class SimplifyTransposesPass(RuleSetPass):
+    """Merge consecutive Transposes and remove identity ones (inverse pairs cancel)."""
+
+    name = "simplify_transposes"
+    lossless = True
+    rule_phases = ((MergeTransposes, DropIdentityTranspose),)
