@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 __all__ = ["fmt_bytes", "fmt_count", "fmt_delta", "fmt_ratio"]
 
 
@@ -27,14 +29,19 @@ def fmt_bytes(value: float | int | None) -> str:
     return f"{value:.0f} B"
 
 
-def fmt_delta(before: float | int | None, after: float | int | None, formatter=fmt_count) -> str:
+def fmt_delta(
+    before: float | int | None,
+    after: float | int | None,
+    formatter: Callable[[float | int | None], str] = fmt_count,
+    percent: bool = True,
+) -> str:
     """'-12 (-3.4%)' style change, empty when unchanged."""
     if before is None or after is None:
         return "-"
     delta = after - before
     if delta == 0:
         return ""
-    pct = f" ({100.0 * delta / before:+.1f}%)" if before else ""
+    pct = f" ({100.0 * delta / before:+.1f}%)" if percent and before else ""
     sign = "+" if delta > 0 else "-"
     return f"{sign}{formatter(abs(delta))}{pct}"
 

@@ -99,28 +99,45 @@ def _write_text(path: pathlib.Path, text: str) -> None:
         (tmp / path.name).write_text(text)
 
 
+def _step_label(step: str) -> str:
+    """'fixpoint#1.2/fold_constants' -> 'fold_constants r2' (round 2 of its fixpoint)."""
+    where, _, name = step.rpartition("/")
+    if not where:
+        return step
+    return f"{name} r{where.rpartition('.')[2]}"
+
+
 def _summary_tables(report: RunReport) -> list[Table]:
-    passes = Table(
-        title=f"passes ({len(report.modified_passes())} of {len(report.passes)} changed the model)"
-    )
-    for col in ("step", "time", "nodes", "params", "MACs", "verified", "what changed"):
-        numeric = col in ("time", "nodes", "params", "MACs")
-        passes.add_column(col, justify="right" if numeric else "left", overflow="fold")
-    shown = report.modified_passes() or report.passes
+    changed = report.modified_passes()
+    passes = Table(title=f"passes ({len(changed)} of {len(report.passes)} changed the model)")
+    shown = changed or report.passes
+    show_macs = any(r.before.get("macs") != r.after.get("macs") for r in shown)
+    columns = ["step", "time", "nodes", "params"] + (["MACs"] if show_macs else []) + [
+        "verified",
+        "what changed",
+    ]
+    for col in columns:
+        if col in ("time", "nodes", "params", "MACs"):
+            passes.add_column(col, justify="right", no_wrap=True)
+        elif col == "step":
+            passes.add_column(col, min_width=22, overflow="fold")
+        else:
+            passes.add_column(col, overflow="fold", min_width=16, ratio=1)
     for record in shown:
         stats = ", ".join(f"{k}={v}" for k, v in record.stats.items() if v)
         verified = record.verification.status
         if record.metrics:
             verified += " " + ", ".join(f"{k}={v:.4g}" for k, v in list(record.metrics.items())[:3])
-        passes.add_row(
-            record.step,
+        row = [
+            _step_label(record.step),
             f"{record.seconds:.2f}s",
-            fmt_delta(record.before.get("nodes"), record.after.get("nodes")),
-            fmt_delta(record.before.get("params"), record.after.get("params")),
-            fmt_delta(record.before.get("macs"), record.after.get("macs")),
-            ("[red]" if record.error else "") + verified,
-            stats[:80],
-        )
+            fmt_delta(record.before.get("nodes"), record.after.get("nodes"), percent=False),
+            fmt_delta(record.before.get("params"), record.after.get("params"), percent=False),
+        ]
+        if show_macs:
+            row.append(fmt_delta(record.before.get("macs"), record.after.get("macs"), percent=False))
+        row += [("[red]" if record.error else "") + verified, stats[:120]]
+        passes.add_row(*row)
     totals = Table(title="before / after")
     for col in ("", "before", "after", "ratio"):
         totals.add_column(col, justify="left" if not col else "right")
