@@ -119,6 +119,8 @@ def _summary_tables(report: RunReport) -> list[Table]:
     for col in columns:
         if col in ("time", "nodes", "params", "MACs"):
             passes.add_column(col, justify="right", no_wrap=True)
+        elif col == "verified":
+            passes.add_column(col, overflow="fold", max_width=24)
         elif col == "step":
             passes.add_column(col, min_width=22, overflow="fold")
         else:
