@@ -11,15 +11,17 @@ shape is a constant: static dims as they are and ``-1`` for the unknown one. The
 computation then has no other consumer and ``eliminate_dead`` removes it.
 
 Left alone: Reshapes whose shape input already is a constant, ``allowzero=1``, outputs with
-unknown rank, more than one unknown dimension, or a static dimension of 0 (``-1`` cannot be
-inferred next to a zero). Relies on the shapes ``infer_shapes`` annotated; run it first. Works
-in If/Loop/Scan bodies too (the new shape is a Constant node there, an initializer in the main
-graph).
+unknown rank, more than one unknown dimension, a static dimension of 0 (``-1`` cannot be
+inferred next to a zero), an input of unknown shape, and annotations that contradict the
+input (different static element counts when both are static or share their one symbolic dim).
+Relies on the shapes ``infer_shapes`` annotated; run it first. Works in If/Loop/Scan bodies too
+(the new shape is a Constant node there, an initializer in the main graph).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import onnx_ir as ir
@@ -56,9 +58,31 @@ def _constant_shape(node: ir.Node) -> np.ndarray | None:
         else:
             unknown += 1
             dims.append(-1)
-    if unknown > 1:
+    if unknown > 1 or not _consistent(node.inputs[0], out_shape):
         return None
     return np.array(dims, dtype=np.int64)
+
+
+def _consistent(data: ir.Value | None, out_shape: ir.Shape) -> bool:
+    """Whether the annotated output shape can be trusted against the input's shape.
+
+    Annotations may come from the exporter rather than from inference; a Reshape preserves the
+    number of elements, so static element counts (and the symbolic dims) must agree.
+    """
+    if data is None or data.shape is None:
+        return False
+    in_dims, out_dims = list(data.shape), list(out_shape)
+    in_symbolic = [d for d in in_dims if not isinstance(d, int)]
+    out_symbolic = [d for d in out_dims if not isinstance(d, int)]
+    in_static = math.prod(d for d in in_dims if isinstance(d, int))
+    out_static = math.prod(d for d in out_dims if isinstance(d, int))
+    if not in_symbolic:
+        return not out_symbolic and in_static == out_static
+    if len(out_symbolic) != 1:
+        return False
+    if len(in_symbolic) == 1 and in_symbolic[0] == out_symbolic[0] and in_symbolic[0].value:
+        return in_static == out_static
+    return True
 
 
 @register

@@ -74,11 +74,9 @@ class SimplifyWithOnnxsimPass(IrpassPass):
             self.stats["failed_check"] += 1
             return ir.passes.PassResult(model, modified=False)
         result = ir.from_proto(simplified)
-        model.graph = result.graph
+        model.graph = result.graph  # the opset imports live on the graph and come along
         model.functions.clear()
         model.functions.update(result.functions)
-        model.opset_imports.clear()
-        model.opset_imports.update(result.opset_imports)
         model.ir_version = result.ir_version
         after = count_nodes(model)
         self.stats["nodes_removed"] += max(0, before - after)
