@@ -877,7 +877,8 @@ def model_summary_cost(model: ir.Model) -> dict[str, Any]:
         try:
             cost = model_cost(model)
             data = cost.to_dict() if hasattr(cost, "to_dict") else dataclasses.asdict(cost)
-            return dict(data)
+            # per-layer rows would make every diff as large as the model; totals suffice here
+            return {k: v for k, v in data.items() if k != "layers"}
         except Exception as exc:  # noqa: BLE001 - a diff is still useful without costs
             logger.warning("cost analysis failed (%s); using initializer counts", exc)
     params = 0

@@ -2,12 +2,12 @@
 
 :func:`numeric_diff` runs both models on the same inputs (given, or seeded random ones from
 :func:`irpass.verify.random_feeds`) and reports, per output and per *matched intermediate
-tensor* (pairs of node outputs that :func:`irpass.diff.diff_models` matched and whose shapes
-agree), the cosine similarity, max/mean absolute error and whether the difference exceeds the
-manager's dtype-aware tolerance (:func:`irpass.verify.compare_outputs`). Intermediates are read
-by exposing them as extra graph outputs on shallow copies of the models; the caller's models
-are not touched. The first diverging intermediate in topological order of A is the layer where
-the results start to differ.
+tensor* (the activations that nodes matched by :func:`irpass.diff.diff_models` consume, where
+shapes agree), the cosine similarity, max/mean absolute error and whether the difference
+exceeds the manager's dtype-aware tolerance (:func:`irpass.verify.tolerance_for`).
+Intermediates are read by exposing them as extra graph outputs on shallow copies of the
+models; the caller's models are not touched. The first diverging intermediate in
+topological order of A is the layer where the results start to differ.
 """
 
 from __future__ import annotations
@@ -191,6 +191,37 @@ def _feeds_for_b(feeds_a: Mapping[str, np.ndarray], a_inputs: Sequence[Any],
     return feeds
 
 
+def _tensor_pairs(diff: GraphDiff) -> tuple[list[tuple[str, str, str, str, int]], list[str]]:
+    """Tensor pairs that matched nodes consume: (A name, B name, B producer, its op, A order).
+
+    Pairing what a matched consumer reads, rather than what a matched producer writes, keeps
+    rewrites that move computation between nodes from looking like divergence: after BN
+    folding, A's BatchNormalization output and B's Conv output both feed the matched Relu and
+    are compared, while A's bare Conv output (consumed by the removed BN) is not.
+    """
+    producer_a = {t.name: n for n in diff.nodes_a for t in n.outputs if t.name}
+    producer_b = {t.name: n for n in diff.nodes_b for t in n.outputs if t.name}
+    pairs: dict[tuple[str, str], tuple[str, str, int]] = {}
+    skipped: list[str] = []
+    for match in diff.matches:
+        if match.a.op_type in CONSTANT_OPS:
+            continue
+        for slot in range(min(len(match.a.inputs), len(match.b.inputs))):
+            ta, tb = match.a.inputs[slot], match.b.inputs[slot]
+            if ta is None or tb is None or slot in match.a.weights or slot in match.b.weights:
+                continue
+            pa, pb = producer_a.get(ta.name), producer_b.get(tb.name)
+            if pa is None or pb is None or (ta.name, tb.name) in pairs:
+                continue  # graph inputs are the feeds themselves
+            if ta.shape is not None and tb.shape is not None and ta.shape != tb.shape:
+                skipped.append(f"{pb.label} -> {match.b.label}: shapes differ "
+                               f"{list(ta.shape)} vs {list(tb.shape)}")
+                continue
+            pairs[(ta.name, tb.name)] = (pb.label, pb.op_type, pa.index)
+    ordered = sorted(((a, b, *rest) for (a, b), rest in pairs.items()), key=lambda p: p[4])
+    return ordered, skipped
+
+
 def numeric_diff(
     a: ir.Model,
     b: ir.Model,
@@ -214,18 +245,7 @@ def numeric_diff(
     if intermediates:
         if diff is None:
             diff = diff_models(a, b, compare_values=False, with_cost=False)
-        for match in diff.matches:
-            if match.a.op_type in CONSTANT_OPS:
-                continue
-            for ta, tb in zip(match.a.outputs, match.b.outputs, strict=False):
-                if not ta.name or not tb.name:
-                    continue
-                if ta.shape is not None and tb.shape is not None and ta.shape != tb.shape:
-                    skipped.append(f"{match.a.label}: shapes differ "
-                                   f"{list(ta.shape)} vs {list(tb.shape)}")
-                    continue
-                pairs.append((ta.name, tb.name, match.b.label, match.b.op_type, match.a.index))
-        pairs.sort(key=lambda p: p[4])
+        pairs, skipped = _tensor_pairs(diff)
         if len(pairs) > max_intermediates:
             skipped.append(f"{len(pairs) - max_intermediates} intermediates beyond the first "
                            f"{max_intermediates} not compared")
@@ -292,14 +312,20 @@ def numeric_diff(
 
 
 def feeds_from_file(
-    path: str | os.PathLike[str], input_names: Sequence[str], input_ranks: Sequence[int],
+    path: str | os.PathLike[str],
+    inputs: Mapping[str, Sequence[int | str | None] | None],
     max_samples: int = 16,
 ) -> list[dict[str, np.ndarray]]:
-    """Read ``.npz`` (arrays keyed by input name) or ``.npy`` (single-input model) samples.
+    """Read ``.npz`` (arrays keyed by input name) or ``.npy`` (single-input model) feeds.
 
-    An array with one more dimension than its input holds several samples along axis 0.
+    ``inputs`` maps each model input to its shape (None entries or dims when unknown).
+    Samples go along axis 0, as in :mod:`irpass.data`: an array of one more dimension than its
+    input holds one feed per row; an array of the input's rank whose first dimension is a
+    multiple of a fixed batch size is split into feeds of that batch size. At most
+    ``max_samples`` feeds are returned.
     """
     path = pathlib.Path(path)
+    names = list(inputs)
     if not path.exists():
         raise DataError(f"{path}: no such file", hint="give a .npz or .npy file of inputs")
     try:
@@ -307,26 +333,34 @@ def feeds_from_file(
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {k: archive[k] for k in archive.files}
         elif path.suffix == ".npy":
-            if len(input_names) != 1:
+            if len(names) != 1:
                 raise DataError(f"{path}: a .npy file can only feed a single-input model "
-                                f"(this one has {len(input_names)})",
+                                f"(this one has {len(names)})",
                                 hint="use a .npz keyed by input name")
-            arrays = {input_names[0]: np.load(path, allow_pickle=False)}
+            arrays = {names[0]: np.load(path, allow_pickle=False)}
         else:
             raise DataError(f"{path}: unsupported data format {path.suffix!r}",
                             hint="give a .npz (keyed by input name) or .npy file")
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read ({exc})", hint="is it a numpy .npz/.npy?") from exc
-    missing = [n for n in input_names if n not in arrays]
-    if missing and len(arrays) == len(input_names) == 1:
-        arrays = {input_names[0]: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    if missing and len(arrays) == len(names) == 1:
+        arrays = {names[0]: next(iter(arrays.values()))}
         missing = []
     if missing:
         raise DataError(f"{path}: no array for input(s) {missing}; it has {sorted(arrays)}",
                         hint="name the arrays after the model's inputs")
-    ranks = dict(zip(input_names, input_ranks, strict=True))
-    batched = [arrays[n].ndim == ranks[n] + 1 for n in input_names]
-    if all(batched):
-        count = min(min(arrays[n].shape[0] for n in input_names), max_samples)
-        return [{n: arrays[n][k] for n in input_names} for k in range(count)]
-    return [{n: arrays[n] for n in input_names}]
+    chunks: dict[str, list[np.ndarray]] = {}
+    for name in names:
+        array, shape = arrays[name], inputs[name]
+        rank = len(shape) if shape is not None else array.ndim
+        batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+        if array.ndim == rank + 1:
+            chunks[name] = [array[k] for k in range(array.shape[0])]
+        elif array.ndim == rank and batch and array.shape[0] > batch and (
+                array.shape[0] % batch == 0):
+            chunks[name] = [array[k:k + batch] for k in range(0, array.shape[0], batch)]
+        else:
+            chunks[name] = [array]
+    count = min(min(len(c) for c in chunks.values()), max_samples)
+    return [{name: chunks[name][k] for name in names} for k in range(count)]

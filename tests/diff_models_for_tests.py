@@ -110,3 +110,45 @@ def light_resnet_folded_renamed() -> tuple[ir.Model, ir.Model]:
     for k, node in enumerate(b.graph):
         node.name = f"renamed_{k}"
     return a, b
+
+
+def sample_report(diff: dict | None = None) -> dict:
+    """A report dict shaped like ``RunReport.to_dict()`` with every section filled in."""
+    def cost(nodes: int, params: int, weight_bytes: int, macs: int) -> dict:
+        return {"nodes": nodes, "params": params, "weight_bytes": weight_bytes, "macs": macs,
+                "peak_activation_bytes": 4096, "ops": {"Conv": 2}}
+
+    def record(step, lossless, before, after, status="ok", error=None, metrics=None, mae=None):
+        return {"step": step, "name": step.split("/")[-1], "lossless": lossless,
+                "modified": before != after, "seconds": 0.25, "before": before, "after": after,
+                "stats": {"rewrites": 1} if before != after else {},
+                "verification": {"status": status, "checker": True, "ort_load": True,
+                                 "max_abs_error": mae, "detail": ""},
+                "metrics": metrics, "error": error}
+
+    c0, c1 = cost(5, 1000, 4000, 100_000), cost(4, 990, 3960, 99_000)
+    c2, c3 = cost(4, 700, 2800, 70_000), cost(7, 700, 1000, 70_000)
+    return {
+        "irpass_version": "0.1.0", "input": "models/net.onnx", "output": "out/model.onnx",
+        "pipeline": "fixpoint(fold_constants,fold_batchnorm),prune_channels,quantize_int8",
+        "target": "jetson-orin", "seconds": 1.5, "before": c0, "after": c3,
+        "metrics_before": {"top1": 0.712}, "metrics_after": {"top1": 0.701},
+        "passes": [
+            record("fixpoint#1/fold_constants", True, c0, c0, mae=0.0),
+            record("fixpoint#1/fold_batchnorm", True, c0, c1, mae=2e-6,
+                   metrics={"top1": 0.712}),
+            record("prune_channels", False, c1, c2, status="skipped", metrics={"top1": 0.706}),
+            record("quantize_int8", False, c2, c3, status="failed", metrics={"top1": 0.701},
+                   error="ORT rejected <QLinearConv> & rolled back"),
+        ],
+        "diff": diff,
+        "target_checks": [
+            {"name": "TensorRT rule check", "status": "pass", "detail": "Q/DQ zero points are 0"},
+            {"name": "NNAPI coverage", "status": "warn", "detail": "2 partitions"},
+        ],
+        "sweeps": [
+            {"label": "ratio=0.1", "size_bytes": 3500, "accuracy": 0.710},
+            {"label": "ratio=0.25", "size_bytes": 2800, "accuracy": 0.706},
+            {"label": "ratio=0.5", "size_bytes": 2000, "accuracy": 0.650},
+        ],
+    }
