@@ -401,17 +401,20 @@ class BatchNormToMulAdd(FusionRule):
         if isinstance(affine, str):
             return result.fail(affine)
         rank = rank_of(x)
+        if rank is None:
+            rank = rank_of(bn_out)  # BN keeps the shape
         if rank is None or rank < 2:
             return result.fail("BatchNormalization input rank is unknown")
-        if x.dtype is None:
+        dtype = x.dtype or bn_out.dtype
+        if dtype is None:
             return result.fail("BatchNormalization input dtype is unknown")
         self._s, self._t = affine
-        self._rank = rank
+        self._rank, self._dtype = rank, dtype.numpy()
         return result
 
     def rewrite(self, op: Any, x: ir.Value, bn_out: ir.Value, **_: Any) -> Any:
         shape = (-1,) + (1,) * (self._rank - 2)
-        dtype = x.dtype.numpy()
+        dtype = self._dtype
         base = bn_out.producer().inputs[1].name
         s = self.new_initializer(op, self._s.reshape(shape).astype(dtype), f"{base}_scale")
         t = self.new_initializer(op, self._t.reshape(shape).astype(dtype), f"{base}_shift")
