@@ -1,8 +1,9 @@
 """Cost analysis: parameters, weight bytes, MACs and a peak activation-memory estimate.
 
 MACs are counted for the heavy ops (Conv, ConvTranspose, Gemm, MatMul and their integer /
-QLinear forms) from inferred shapes; a node whose shapes are not static counts 0 and is listed
-in ``Cost.unknown_macs_nodes``. Peak activation memory follows the graph's (topological) node
+QLinear forms) from inferred shapes. Named symbolic dimensions (a dynamic batch ``N``, a
+sequence length) count as 1, so numbers are per sample; a node whose shapes are unknown counts 0
+and is listed in ``Cost.unknown_macs_nodes``. Peak activation memory follows the graph's (topological) node
 order: a value is live from its producer to its last consumer; graph inputs and outputs are
 included, weights are not.
 """
@@ -60,19 +61,36 @@ class Cost:
         return sorted(self.layers, key=lambda c: (c.macs, c.params), reverse=True)[:count]
 
 
+#: The value a named symbolic dimension takes in cost numbers (costs are per sample).
+SYMBOLIC_DIM_VALUE = 1
+
 _CONV_LIKE = {"Conv", "ConvInteger", "QLinearConv"}
 _MATMUL_LIKE = {"MatMul", "MatMulInteger", "QLinearMatMul"}
+
+
+def _bind(shape: ir.Shape | None) -> list[int] | None:
+    """Static dims as they are, named symbolic dims (batch, sequence) as 1, unknown -> None."""
+    if shape is None:
+        return None
+    dims = []
+    for dim in shape:
+        if isinstance(dim, int):
+            dims.append(dim)
+        elif getattr(dim, "value", None) is not None:
+            dims.append(SYMBOLIC_DIM_VALUE)
+        else:
+            return None
+    return dims
 
 
 def _shape(values: dict[str, ValueInfo], value: ir.Value | None) -> list[int] | None:
     if value is None:
         return None
-    shape = value.shape
-    if shape is None or static_numel(shape) is None:
-        shape = values.get(value.name or "", (None, None))[0]
-    if shape is None or static_numel(shape) is None:
-        return None
-    return [int(d) for d in shape]  # type: ignore[arg-type]
+    own = _bind(value.shape)
+    if own is not None and static_numel(value.shape) is not None:
+        return own
+    inferred = _bind(values.get(value.name or "", (None, None))[0])
+    return inferred if inferred is not None else own
 
 
 def node_macs(node: ir.Node, values: dict[str, ValueInfo]) -> int | None:

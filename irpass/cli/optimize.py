@@ -12,7 +12,9 @@ from irpass import registry
 from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
 from irpass.context import PassContext
-from irpass.errors import OutputError
+from irpass.data import load_labels, open_data
+from irpass.errors import DataError, OutputError
+from irpass.evaluate import Evaluator
 from irpass.ir import atomic_output_path, load_model, save_model
 from irpass.manager import ManagerOptions, PassManager, report_json
 from irpass.run_report import RunReport
@@ -68,6 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-custom-ops",
         action="store_true",
         help="accept ops from unknown domains (they pass through; checks become structural)",
+    )
+    parser.add_argument(
+        "--eval-data",
+        help="evaluate after every lossy pass on these data (.npy/.npz, folder of arrays or "
+        "images, module:function, or 'random'); the first batch also drives verification",
+    )
+    parser.add_argument(
+        "--labels", help="labels for --eval-data (.npy, .npz[:key], .txt) for task metrics"
     )
     parser.add_argument("--report", type=pathlib.Path, help="also write report.json here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
@@ -166,9 +176,20 @@ def run(args: argparse.Namespace) -> int:
     model_path, directory = resolve_outputs(args.output, input_path)
     model = load_model(input_path)
     context = PassContext(seed=args.seed)
+    verification_feeds = None
+    if args.labels and not args.eval_data:
+        raise DataError("--labels needs --eval-data", hint="give the data the labels belong to")
+    if args.eval_data:
+        data = open_data(args.eval_data, model, seed=args.seed)
+        labels = load_labels(args.labels) if args.labels else None
+        context.evaluation_data = data
+        context.labels = labels
+        context.evaluator = Evaluator(model, data, labels)
+        verification_feeds = [dict(next(iter(data())))]
     options = ManagerOptions(
         verify=args.verify,
         seeds=(args.seed,),
+        feeds=verification_feeds,
         dump_dir=args.dump_dir,
         reproducer_dir=(directory or model_path.parent) / "reproducer",
         on_failure=args.on_failure,

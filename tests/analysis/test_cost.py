@@ -50,12 +50,26 @@ def test_resnet50_macs_match_the_published_4_1_gmacs() -> None:
     assert cost.ops["Conv"] == 53
 
 
-def test_unknown_shapes_are_counted_not_guessed() -> None:
+def test_named_symbolic_dims_count_as_one_sample() -> None:
     text = """
     <ir_version: 8, opset_import: ["" : 17]>
-    g (float[N, K] x, float[K, M] w) => (float[N, M] y) {
+    g (float[N, 8] x, float[8, 3] w) => (float[N, 3] y) {
         y = MatMul(x, w)
     }
     """
-    cost = model_cost(model_from_text(text))
+    model = inputs_to_random_initializers(model_from_text(text), ["w"])
+    cost = model_cost(model)
+    assert cost.macs == 24 and cost.unknown_macs_nodes == 0
+
+
+def test_unknown_shapes_are_counted_not_guessed() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float x, float[8, 3] w) => (float y) {
+        y = MatMul(x, w)
+    }
+    """
+    model = inputs_to_random_initializers(model_from_text(text), ["w"])
+    cost = model_cost(model)
+    # x has no shape at all, so neither has y: the MACs are not guessed
     assert cost.macs == 0 and cost.unknown_macs_nodes == 1
