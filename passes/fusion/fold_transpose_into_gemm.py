@@ -28,7 +28,7 @@ def is_2d_swap(transpose: ir.Node) -> bool:
     """Whether the Transpose swaps the two axes of a 2-D tensor."""
     perm = attr_ints(transpose, "perm")
     if perm is None:
-        return rank_of(transpose.inputs[0]) == 2
+        return 2 in (rank_of(transpose.inputs[0]), rank_of(transpose.outputs[0]))
     return perm == [1, 0]
 
 

@@ -30,6 +30,8 @@ def perm_of(transpose: ir.Node) -> list[int] | None:
     if perm is not None:
         return perm
     rank = rank_of(transpose.inputs[0])
+    if rank is None:
+        rank = rank_of(transpose.outputs[0])
     return None if rank is None else list(range(rank))[::-1]
 
 
