@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import pathlib
 
+import onnx_ir as ir
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -13,16 +15,28 @@ from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
 from irpass.context import PassContext
 from irpass.data import load_labels, open_data
+from irpass.diff import diff_models
 from irpass.errors import DataError, OutputError
 from irpass.evaluate import Evaluator
 from irpass.ir import atomic_output_path, load_model, save_model
 from irpass.manager import ManagerOptions, PassManager, report_json
+from irpass.report import write_report_html
 from irpass.run_report import RunReport
+
+logger = logging.getLogger(__name__)
 
 COMMAND = "optimize"
 HELP = "optimize a model with a pass pipeline, verifying every pass; writes model and report"
 
-__all__ = ["COMMAND", "HELP", "DEFAULT_PIPELINE", "add_arguments", "resolve_outputs", "run"]
+__all__ = [
+    "COMMAND",
+    "DEFAULT_PIPELINE",
+    "HELP",
+    "add_arguments",
+    "report_diff",
+    "resolve_outputs",
+    "run",
+]
 
 
 def default_pipeline() -> str:
@@ -104,6 +118,15 @@ def resolve_outputs(
     return model_path, directory
 
 
+def report_diff(original: ir.Model, optimized: ir.Model, report: RunReport) -> None:
+    """Attach the graph diff of the whole run to the report (a warning when it fails)."""
+    try:
+        report.diff = diff_models(original, optimized, a_label="input", b_label="output").to_dict()
+    except Exception as exc:  # the optimized model is still valid and verified without a diff
+        logger.warning("could not diff the input and output models: %s", exc)
+        report.warnings.append(f"no graph diff in the report: {type(exc).__name__}: {exc}")
+
+
 def _write_text(path: pathlib.Path, text: str) -> None:
     with atomic_output_path(path) as tmp:
         (tmp / path.name).write_text(text)
@@ -147,7 +170,8 @@ def _summary_tables(report: RunReport) -> list[Table]:
             fmt_delta(record.before.get("params"), record.after.get("params"), percent=False),
         ]
         if show_macs:
-            row.append(fmt_delta(record.before.get("macs"), record.after.get("macs"), percent=False))
+            macs = (record.before.get("macs"), record.after.get("macs"))
+            row.append(fmt_delta(*macs, percent=False))
         row += [("[red]" if record.error else "") + verified, stats[:120]]
         passes.add_row(*row)
     totals = Table(title="before / after")
@@ -210,13 +234,19 @@ def run(args: argparse.Namespace) -> int:
             progress.update(task, description=f"pass {index}: {label}")
 
         manager = PassManager(pipeline, context, options, progress=on_step)
+        original = model.clone()  # shares weights; the passes rewrite `model` in place
         result = manager.run(model, input_path=str(input_path))
+        if directory is not None or args.report:
+            progress.update(task, description="diffing input and output")
+            report_diff(original, result.model, result.report)
     report = result.report
     report.output = str(model_path)
     save_model(result.model, model_path)
     text = report_json(report)
     if directory is not None:
         _write_text(directory / "report.json", text)
+        with atomic_output_path(directory / "report.html") as tmp:
+            write_report_html(report.to_dict(), tmp / "report.html")
     if args.report:
         _write_text(args.report, text)
     for warning in report.warnings:
@@ -226,7 +256,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         for table in _summary_tables(report):
             console.print(table)
-        console.print(
-            f"wrote {model_path}" + (f" and {directory / 'report.json'}" if directory else "")
-        )
+        written = f" and {directory}/report.json, report.html" if directory else ""
+        console.print(f"wrote {model_path}{written}")
     return 0
