@@ -86,7 +86,8 @@ class FusionRule(orp.RewriteRuleClassBase):
         """Emit an initializer holding ``array`` with a name unique in the current graph."""
         name = unique_name(self.graph, (base or "const") + "_" + self.stat_name, self._reserved)
         self._reserved.add(name)
-        return op.initializer(ir.tensor(np.ascontiguousarray(array)), name)
+        # np.array, not np.ascontiguousarray: the latter turns a scalar into shape (1,)
+        return op.initializer(ir.tensor(np.array(array, order="C")), name)
 
     def setup(self) -> None:
         """Reset the per-graph set of reserved initializer names."""

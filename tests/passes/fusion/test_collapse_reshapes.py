@@ -1,6 +1,5 @@
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build
-
 from irpass.passes.fusion.collapse_reshapes import CollapseReshapesPass
 
 
@@ -55,7 +54,8 @@ def test_copy_zero_target_and_unknown_shapes_are_left_alone():
 def test_intermediate_with_other_users_is_left_alone():
     text = """
     <ir_version: 8, opset_import: ["" : 13]>
-    g (float[1,2,3,4] x) => (float[6,4] y, float[2,3,4] t) <int64[3] s1 = {2, 3, 4}, int64[2] s2 = {6, 4}> {
+    g (float[1,2,3,4] x) => (float[6,4] y, float[2,3,4] t)
+      <int64[3] s1 = {2, 3, 4}, int64[2] s2 = {6, 4}> {
       t = Reshape(x, s1)
       y = Reshape(t, s2)
     }"""

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build, clone, op_types, run
-
 from irpass.passes.fusion.fold_batchnorm import FoldBatchNormPass
+
 from irpass.testing import assert_equivalent
 
 BN = ["sc", "bi", "mu", "va"]
@@ -129,7 +129,8 @@ def test_conv_weight_graph_input_is_not_folded():
 def test_weight_shared_with_a_plain_conv_is_not_folded():
     text = f"""
     <ir_version: 8, opset_import: ["" : 13]>
-    g (float[1,4,5,5] x, float[6,4,3,3] W, {BN_DECL.format(c=6)}) => (float[1,6,3,3] y, float[1,6,3,3] z) {{
+    g (float[1,4,5,5] x, float[6,4,3,3] W, {BN_DECL.format(c=6)})
+      => (float[1,6,3,3] y, float[1,6,3,3] z) {{
       c = Conv(x, W)
       y = BatchNormalization(c, sc, bi, mu, va)
       z = Conv(x, W)
@@ -196,5 +197,6 @@ def test_bn_inside_if_branch_is_folded():
     assert modified and p.stats["into_producer"] == 1
     branch = model.graph.node(0).attributes["then_branch"].as_graph()
     assert "BatchNormalization" not in [n.op_type for n in branch]
-    feeds = {"cond": np.array(True), "x": np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)}
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    feeds = {"cond": np.array(True), "x": x}
     assert_equivalent(reference, model, feeds=feeds)

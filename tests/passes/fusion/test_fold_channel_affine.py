@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build
-
 from irpass.passes.fusion.fold_channel_affine import FoldChannelAffinePass
 
 CONV = """
@@ -64,7 +63,8 @@ def test_per_input_channel_scale_before_padded_conv_folds(group):
 def test_scale_before_matmul_and_gemm_fold():
     text = """
     <ir_version: 8, opset_import: ["" : 13]>
-    g (float[2,3] x, float[3] c, float[3,5] W, float[3] d, float[5,3] V) => (float[2,5] y, float[2,5] z) {
+    g (float[2,3] x, float[3] c, float[3,5] W, float[3] d, float[5,3] V)
+      => (float[2,5] y, float[2,5] z) {
       s = Mul(x, c)
       y = MatMul(s, W)
       t = Div(x, d)
@@ -126,4 +126,5 @@ def test_integer_matmul_is_not_folded():
       h = MatMul(x, W)
       y = Mul(h, c)
     }"""
-    assert_unchanged(FoldChannelAffinePass, build(text, ["W"], values={"c": np.arange(5, dtype=np.int32)}))
+    c = np.arange(5, dtype=np.int32)
+    assert_unchanged(FoldChannelAffinePass, build(text, ["W"], values={"c": c}))

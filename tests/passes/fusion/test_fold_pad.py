@@ -1,6 +1,5 @@
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build
-
 from irpass.passes.fusion.fold_pad import FoldPadPass
 
 

@@ -1,6 +1,5 @@
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build
-
 from irpass.passes.fusion.matmul_add_to_gemm import MatMulAddToGemmPass
 
 
@@ -14,7 +13,8 @@ def test_2d_matmul_add_becomes_gemm(bias_shape, bias_first):
       h = MatMul(x, W)
       y = {add}
     }}"""
-    assert_rewrites(MatMulAddToGemmPass, build(text, ["W", "b"]), {"matmul_add_to_gemm": 1}, ["Gemm"])
+    model = build(text, ["W", "b"])
+    assert_rewrites(MatMulAddToGemmPass, model, {"matmul_add_to_gemm": 1}, ["Gemm"])
 
 
 def test_non_constant_bias_is_fine():

@@ -1,9 +1,8 @@
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build, clone, op_types, run
+from irpass.passes.fusion.remove_noops import RemoveNoOpsPass
 
 from irpass.testing import assert_equivalent
-
-from irpass.passes.fusion.remove_noops import RemoveNoOpsPass
 
 
 @pytest.mark.parametrize(
@@ -50,7 +49,7 @@ def test_noop_on_graph_output_keeps_an_identity():
 @pytest.mark.parametrize(
     "x_type, expr, consts, y_type",
     [
-        ("float[3,4]", "Mul(x, one)", "float[2,3,4] one = {1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1}", "float"),
+        ("float[3,4]", "Mul(x, one)", "float[2,1,1] one = {1,1}", "float"),
         ("float[3,1]", "Add(x, zero)", "float[4] zero = {0,0,0,0}", "float"),
         ("float[3,4]", "Mul(x, two)", "float two = {2}", "float"),
         ("float[3,4]", "Cast<to=10>(x)", "float unused = {0}", "float16"),
