@@ -4,6 +4,10 @@ A thin, opinionated wrapper over ``torch.onnx.export`` (the dynamo exporter, whi
 produces an onnx-ir model):
 
 - a modern opset (:data:`DEFAULT_OPSET`, the one torch's exporter targets by default);
+- by default only constant folding and dead-code removal run after export (``optimize="fold"``),
+  so BatchNormalization and the other patterns irpass's own passes fuse stay in the graph and
+  those fusions show in irpass's report; ``"full"`` runs torch's whole optimizer (which folds
+  BatchNorm into Conv), ``"none"`` keeps the raw export;
 - the first axis of every input is a dynamic ``batch`` dimension unless told otherwise, and
   further dynamic axes can be named per input;
 - the result is self-contained: weights are copied out of torch tensors into numpy-backed
@@ -26,9 +30,10 @@ import io
 import logging
 import os
 import pathlib
+import re
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -39,6 +44,7 @@ from irpass.ir import save_model
 __all__ = [
     "DEFAULT_OPSET",
     "LoweringError",
+    "Optimize",
     "load_factory",
     "lower",
     "lower_to_file",
@@ -49,6 +55,11 @@ logger = logging.getLogger(__name__)
 
 #: The default-domain opset lowered models use (torch.onnx's own default for the dynamo exporter).
 DEFAULT_OPSET = 20
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+#: What runs after export: torch's whole optimizer, constant folding only, or nothing.
+Optimize = Literal["full", "fold", "none"]
 
 
 class LoweringError(IrpassError):
@@ -114,6 +125,22 @@ def _detach_weights(model: ir.Model) -> None:
             value.const_value = ir.Tensor(tensor.numpy(), name=tensor.name)
 
 
+def _fold(model: ir.Model) -> None:
+    """Constant folding and cleanup, but none of the fusions (BatchNorm stays)."""
+    from onnx_ir.passes import common
+    from onnxscript import optimizer
+
+    common.InlinePass()(model)
+    for _ in range(2):
+        optimizer.fold_constants(model)
+        common.RemoveUnusedNodesPass()(model)
+    ir.passes.Sequential(
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.CommonSubexpressionEliminationPass(),
+        common.RemoveUnusedNodesPass(),
+    )(model)
+
+
 def lower(
     module: Any,
     example_inputs: Any,
@@ -123,6 +150,7 @@ def lower(
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
     dynamic_axes: Mapping[int, Mapping[int, str]] | None = None,
+    optimize: Optimize = "fold",
 ) -> ir.Model:
     """Lower a ``torch.nn.Module`` to an onnx-ir model.
 
@@ -135,6 +163,8 @@ def lower(
         dynamic_batch: Make axis 0 of every input (and so of the outputs) a ``batch`` dimension.
         dynamic_axes: More dynamic axes, ``{input_index: {axis: dim_name}}``; the same name on
             two inputs means the same size.
+        optimize: ``"fold"`` (constant folding, BatchNorm kept), ``"full"`` (torch's optimizer,
+            fusions included) or ``"none"``.
 
     Returns:
         The model, with weights held in numpy arrays.
@@ -148,6 +178,8 @@ def lower(
             f"expected a torch.nn.Module, got {type(module).__name__}",
             hint="the factory must return a module or (module, example_inputs)",
         )
+    if optimize not in ("full", "fold", "none"):
+        raise LoweringError(f"optimize must be 'full', 'fold' or 'none', got {optimize!r}")
     inputs = _as_tuple(example_inputs)
     module.eval()
     shapes = _dynamic_shapes(torch, inputs, dynamic_batch, dynamic_axes)
@@ -163,11 +195,12 @@ def lower(
                 output_names=list(output_names) if output_names else None,
                 opset_version=opset,
                 dynamic_shapes=shapes,
-                optimize=True,
+                optimize=optimize == "full",
                 verbose=False,
             )
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = _ANSI.sub("", str(exc)).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise LoweringError(
             f"torch.onnx.export failed for {type(module).__name__}: {first}",
             hint="run with --debug for the exporter's full message",
@@ -178,6 +211,8 @@ def lower(
     if program is None:
         raise LoweringError(f"torch.onnx.export returned no program for {type(module).__name__}")
     model: ir.Model = program.model
+    if optimize == "fold":
+        _fold(model)
     _detach_weights(model)
     model.producer_name = "irpass.lower"
     model.producer_version = f"torch {torch.__version__}"

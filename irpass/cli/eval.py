@@ -8,6 +8,7 @@ import math
 import pathlib
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from irpass.cli import console
@@ -104,7 +105,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         console.print_json(json.dumps(result))
         return 0
-    table = Table(title=f"{args.model} on {data.description}")
+    console.print(f"model: {escape(args.model)}", soft_wrap=True)
+    if reference is not None:
+        console.print(f"reference: {escape(args.reference)}", soft_wrap=True)
+    console.print(f"data: {escape(data.description)}", soft_wrap=True)
+    table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     if reference_metrics:
