@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from irpass.cli import main
+from models import trained_eval_data, trained_paths
+
+MLP = trained_paths()["digits_mlp"]
+MLP_DATA = trained_eval_data()["digits_mlp"]
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(["eval", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_with_labels_and_reference_as_json(capsys) -> None:
+    result = run_json(
+        capsys, str(MLP), "--data", str(MLP_DATA), "--labels", "data", "--reference", str(MLP)
+    )
+    metrics = result["metrics"]
+    assert metrics["top1_agreement"] == 1.0
+    assert metrics["max_abs_error"] == 0.0
+    assert result["reference_metrics"]["accuracy"] == metrics["accuracy"]
+    assert result["indicative"] is False
+
+
+def test_eval_table(capsys) -> None:
+    assert main(["eval", str(MLP), "--data", str(MLP_DATA), "--labels", str(MLP_DATA)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "macro_f1" in out and "%" in out
+
+
+def test_eval_random_data_is_flagged(capsys) -> None:
+    result = run_json(capsys, str(MLP), "--data", "random:2", "--reference", str(MLP))
+    assert result["indicative"] is True
+    assert main(["eval", str(MLP), "--data", "random:2", "--reference", str(MLP)]) == 0
+    assert "only indicative" in capsys.readouterr().out
+
+
+def test_eval_user_metric(capsys, tmp_path: pathlib.Path, monkeypatch) -> None:
+    (tmp_path / "metric_for_cli_eval.py").write_text(
+        "def mean_logit(outputs, labels):\n    return float(outputs['logits'].mean())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = run_json(
+        capsys, str(MLP), "--data", str(MLP_DATA), "--metric", "metric_for_cli_eval:mean_logit"
+    )
+    assert set(result["metrics"]) == {"mean_logit"}
+
+
+def test_labels_of_wrong_length_fail_cleanly(capsys, tmp_path: pathlib.Path) -> None:
+    np.save(tmp_path / "labels.npy", np.zeros(7, np.int64))
+    labels = str(tmp_path / "labels.npy")
+    code = main(["eval", str(MLP), "--data", str(MLP_DATA), "--labels", labels])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "7 labels for 450 samples" in err
+    assert "Traceback" not in err
+
+
+def test_data_not_matching_the_model_names_the_input(capsys) -> None:
+    digits16 = trained_eval_data()["digits_resnet"]
+    assert main(["eval", str(MLP), "--data", str(digits16), "--labels", "data"]) == 2
+    err = capsys.readouterr().err
+    assert "input 'input' expects rank 2" in err
+
+
+def test_nothing_to_measure(capsys) -> None:
+    assert main(["eval", str(MLP), "--data", str(MLP_DATA)]) == 2
+    assert "nothing to measure" in capsys.readouterr().err
+
+
+def test_empty_data(capsys, tmp_path: pathlib.Path) -> None:
+    np.savez(tmp_path / "empty.npz", input=np.zeros((0, 64), np.float32))
+    code = main(["eval", str(MLP), "--data", str(tmp_path / "empty.npz"), "--reference", str(MLP)])
+    assert code == 2
+    assert "empty" in capsys.readouterr().err
