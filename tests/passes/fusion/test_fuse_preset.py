@@ -62,7 +62,9 @@ def test_light_model_fuses_equivalently(name):
     assert_equivalent(reference, model)
     if name == "resnet50":  # the report carries per-rule counts
         passes = result.report.to_dict()["passes"]
-        folded = sum(p["stats"].get("into_producer", 0) for p in passes if p["name"] == "fold_batchnorm")
+        folded = sum(
+            p["stats"].get("into_producer", 0) for p in passes if p["name"] == "fold_batchnorm"
+        )
         assert folded == 53
 
 
