@@ -18,7 +18,10 @@ every pair records the phase that found it (``method``) so a reader can judge it
    attributes).
 4. ``neighbourhood``: a unique Weisfeiler-Lehman hash of the op-type neighbourhood (networkx)
    among the unmatched nodes of each side.
-5. ``order``: remaining nodes of the same op type aligned by topological order (difflib).
+5. ``order`` (only with ``order_fallback=True``): remaining nodes of the same op type and
+   output types aligned by topological order (difflib). Off by default: on real optimizer
+   output (light-zoo Inception/DenseNet after BN folding) it pairs a removed node with an
+   unrelated new one of the same shape, and such pairs then look like numeric divergence.
 
 A matched pair lists its changes: op type, attributes, input/output shapes and dtypes, weight
 shapes (pruned channels), weight dtypes and quantization (an input that now comes through a
@@ -248,6 +251,7 @@ class GraphDiff:
     regions: list[dict[str, Any]]
     nodes_a: list[NodeInfo]
     nodes_b: list[NodeInfo]
+    regions_omitted: int = 0
 
     @property
     def changed(self) -> list[NodeMatch]:
@@ -312,6 +316,7 @@ class GraphDiff:
                 {"a": m.a.key, "b": m.b.key, "method": m.method} for m in self.matches
             ],
             "regions": self.regions,
+            "regions_omitted": self.regions_omitted,
         }
 
 
@@ -382,12 +387,21 @@ def _weight_info(value: ir.Value | None, via: tuple[str, ...] = ()) -> WeightInf
     if producer.op_type == "ConstantOfShape":
         shape, dtype = _constant_of_shape(producer)
         return WeightInfo(value.name or "", dtype, shape, "constant_of_shape", via)
-    if producer.op_type in ("DequantizeLinear", "Cast", "Identity") and len(via) < 3:
+    if producer.op_type in _WEIGHT_PASS_THROUGH and len(via) < 4:
         inner = _weight_info(producer.inputs[0] if producer.inputs else None,
                              via + (producer.op_type,))
         if inner is not None:
+            # the consumer sees this value's shape; the stored dtype stays the inner one
+            shape = _shape_tuple(value.shape)
+            if shape is not None and all(isinstance(d, int) for d in shape):
+                inner = dataclasses.replace(inner, shape=tuple(int(d) for d in shape))
             return inner
     return None
+
+
+#: Ops through which a constant stays a weight (quantized storage, casts, layout changes).
+_WEIGHT_PASS_THROUGH = frozenset({"DequantizeLinear", "Cast", "Identity", "Unsqueeze", "Squeeze",
+                                  "Reshape", "Flatten", "Transpose"})
 
 
 def _attribute_value(attr: ir.Attr) -> Any:
@@ -516,6 +530,11 @@ def _wl_hashes(side: _Side, iterations: int = 3) -> list[str]:
 # ----------------------------------------------------------------------------- matching
 
 
+def _order_key_of(info: NodeInfo) -> str:
+    outputs = ";".join(t.type_text() for t in info.outputs)
+    return f"{info.domain}:{info.op_type}:{outputs}"
+
+
 class _Matcher:
     def __init__(self, a: _Side, b: _Side) -> None:
         self.a = a
@@ -580,9 +599,14 @@ class _Matcher:
         shapes_a = sorted(str(w.shape) for w in ia.weights.values())
         shapes_b = sorted(str(w.shape) for w in jb.weights.values())
         if shapes_a == shapes_b:
-            score += 1.0
-        elif len(shapes_a) == len(shapes_b):
-            score += 0.5
+            score += 3.0
+        else:
+            # pruning changes channel counts, never kernel sizes: compare dims from 2 on
+            kernels_a = sorted(str((w.shape or ())[2:]) for w in ia.weights.values())
+            kernels_b = sorted(str((w.shape or ())[2:]) for w in jb.weights.values())
+            score += 1.5 if kernels_a == kernels_b else 0.0
+        if [t.shape for t in ia.outputs] == [t.shape for t in jb.outputs]:
+            score += 2.0
         if ia.attributes == jb.attributes:
             score += 1.0
         if ia.name and ia.name == jb.name:
@@ -710,22 +734,25 @@ class _Matcher:
 
     def by_order(self) -> None:
         free_a, free_b = self.free_a(), self.free_b()
-        keys_a = [f"{self.a.infos[i].domain}:{self.a.infos[i].op_type}" for i in free_a]
-        keys_b = [f"{self.b.infos[j].domain}:{self.b.infos[j].op_type}" for j in free_b]
+        # the last resort is conservative: op type *and* output types must agree, so a node
+        # removed here and a similar one created elsewhere are not paired
+        keys_a = [_order_key_of(self.a.infos[i]) for i in free_a]
+        keys_b = [_order_key_of(self.b.infos[j]) for j in free_b]
         matcher = difflib.SequenceMatcher(a=keys_a, b=keys_b, autojunk=False)
         for tag, a0, a1, b0, b1 in matcher.get_opcodes():
             if tag == "equal":
                 for i, j in zip(free_a[a0:a1], free_b[b0:b1], strict=False):
                     self.pair(i, j, "order")
 
-    def run(self) -> None:
+    def run(self, order_fallback: bool) -> None:
         self.by_name()
         self.by_outputs()
         self.propagate(self.anchors())
         self.by_neighbourhood()
         self.propagate()
-        self.by_order()
-        self.propagate()
+        if order_fallback:
+            self.by_order()
+            self.propagate()
 
 
 # ----------------------------------------------------------------------------- changes
@@ -776,9 +803,13 @@ def _node_changes(na: ir.Node, nb: ir.Node, ia: NodeInfo, ib: NodeInfo,
         wa, wb = ia.weights.get(slot), ib.weights.get(slot)
         field = f"input {slot}"
         if (ta is None) != (tb is None):
+            present = (wb or tb) if ta is None else (wa or ta)
+            kind = "weight" if (wb if ta is None else wa) is not None else "tensor"
+            assert present is not None
             changes.append(Change("input", field, ta.type_text() if ta else None,
                                   tb.type_text() if tb else None,
-                                  f"{field} {'added' if ta is None else 'removed'}"))
+                                  f"{field} {'added' if ta is None else 'removed'} "
+                                  f"({kind} {present.type_text()})"))
             continue
         if ta is None or tb is None:
             continue
@@ -788,8 +819,9 @@ def _node_changes(na: ir.Node, nb: ir.Node, ia: NodeInfo, ib: NodeInfo,
                                       list(wb.shape or ()),
                                       f"weight {field} {_fmt_shape(wa.shape)} -> "
                                       f"{_fmt_shape(wb.shape)}"))
-            if wa.dtype != wb.dtype or wa.via != wb.via:
-                quantized = "DequantizeLinear" in wb.via and "DequantizeLinear" not in wa.via
+            dq_a, dq_b = "DequantizeLinear" in wa.via, "DequantizeLinear" in wb.via
+            if wa.dtype != wb.dtype or dq_a != dq_b:
+                quantized = dq_b and not dq_a
                 changes.append(Change("quantized" if quantized else "weight_dtype", field,
                                       wa.type_text(), wb.type_text(),
                                       f"weight {field} {wa.type_text()} -> {wb.type_text()}"))
@@ -920,8 +952,12 @@ def _regions(
     changed: set[int],
     max_nodes: int,
     max_regions: int,
-) -> list[dict[str, Any]]:
-    """Build merged subgraphs around changes: changed/added/removed nodes, one hop of context."""
+) -> tuple[list[dict[str, Any]], int]:
+    """Build merged subgraphs around changes: changed/added/removed nodes, one hop of context.
+
+    A connected change larger than ``max_nodes`` is cut into parts in topological order.
+    Returns at most ``max_regions`` regions and how many were left out.
+    """
     a, b = matcher.a, matcher.b
     union = nx.DiGraph()
 
@@ -951,13 +987,16 @@ def _regions(
         else:
             union.add_edge(u, v, side="b")
 
-    interesting = [n for n, d in union.nodes(data=True) if d["status"] != "unchanged"]
+    # constant producers that appear or vanish (constant folding) are listed in the tables;
+    # drawing them would bury the compute nodes that changed
+    interesting = [n for n, d in union.nodes(data=True)
+                   if d["status"] != "unchanged" and not d["info"].is_constant]
     if not interesting:
-        return []
+        return [], 0
     keep = set(interesting)
     for n in interesting:
         for m in list(union.predecessors(n)) + list(union.successors(n)):
-            if not union.nodes[m]["info"].is_constant or union.nodes[m]["status"] != "unchanged":
+            if not union.nodes[m]["info"].is_constant:
                 keep.add(m)
     sub = union.subgraph(keep)
     components = sorted(
@@ -965,10 +1004,13 @@ def _regions(
          for c in nx.weakly_connected_components(sub)),
         key=lambda c: _order_key(union.nodes[c[0]]["order"]),
     )
+    pieces = []
+    for component in components:
+        parts = [component[k:k + max_nodes] for k in range(0, len(component), max_nodes)]
+        for k, members in enumerate(parts):
+            pieces.append((members, k + 1, len(parts), len(component)))
     regions = []
-    for component in components[:max_regions]:
-        truncated = len(component) > max_nodes
-        members = component[:max_nodes]
+    for members, part, parts, component_size in pieces[:max_regions]:
         member_set = set(members)
         nodes = []
         for n in members:
@@ -987,9 +1029,9 @@ def _regions(
             for u, v in union.edges
             if u in member_set and v in member_set
         ]
-        regions.append({"nodes": nodes, "edges": edges, "truncated": truncated,
-                        "size": len(component)})
-    return regions
+        regions.append({"nodes": nodes, "edges": edges, "size": len(members),
+                        "part": part, "parts": parts, "component_size": component_size})
+    return regions, max(0, len(pieces) - max_regions)
 
 
 def _order_key(order: tuple[int, int]) -> tuple[int, int]:
@@ -1023,14 +1065,16 @@ def diff_models(
     infer_shapes: bool = True,
     compare_values: bool = True,
     with_cost: bool = True,
-    max_region_nodes: int = 150,
+    max_region_nodes: int = 60,
     max_regions: int = 12,
+    order_fallback: bool = False,
 ) -> GraphDiff:
     """Match the main-graph nodes of ``a`` and ``b`` and describe every difference.
 
     Neither model is modified (shape inference runs on shallow copies). ``compare_values``
     also flags weights of equal shape whose values differ (up to
-    :data:`VALUE_COMPARE_LIMIT` elements each). Subgraph bodies are summarised as attributes
+    :data:`VALUE_COMPARE_LIMIT` elements each). ``order_fallback`` adds the low-confidence
+    ``order`` phase (see the module docstring). Subgraph bodies are summarised as attributes
     (node counts), not matched node by node.
     """
     cost_a = model_summary_cost(a) if with_cost else {}
@@ -1038,7 +1082,7 @@ def diff_models(
     pa, pb = _prepare(a, infer_shapes), _prepare(b, infer_shapes)
     side_a, side_b = _Side("A", pa.graph), _Side("B", pb.graph)
     matcher = _Matcher(side_a, side_b)
-    matcher.run()
+    matcher.run(order_fallback)
 
     matches: list[NodeMatch] = []
     changed: set[int] = set()
@@ -1057,6 +1101,7 @@ def diff_models(
         if va != vb:
             opsets[domain or "ai.onnx"] = (va, vb)
 
+    regions, omitted = _regions(matcher, changed, max_region_nodes, max_regions)
     return GraphDiff(
         a_label=a_label,
         b_label=b_label,
@@ -1067,8 +1112,9 @@ def diff_models(
         opset_changes=opsets,
         cost_a=cost_a,
         cost_b=cost_b,
-        regions=_regions(matcher, changed, max_region_nodes, max_regions),
+        regions=regions,
         nodes_a=side_a.infos,
         nodes_b=side_b.infos,
+        regions_omitted=omitted,
     )
 

@@ -33,6 +33,8 @@ __all__ = [
     "write_report_html",
 ]
 
+_CONSTANT_OPS = ("Constant", "ConstantOfShape")
+
 #: Rows shown per node table before the rest is summarised in one line.
 MAX_TABLE_ROWS = 400
 
@@ -572,10 +574,19 @@ def _diff_section(diff: Mapping[str, Any], heading: str = "Graph diff") -> str:
     for key, title, status in (("removed", "Removed nodes", "removed"),
                                ("added", "Added nodes", "added")):
         nodes = [n for n in _list(diff.get(key)) if isinstance(n, dict)]
-        if nodes:
-            rows = [_node_row(n, status) for n in nodes]
-            parts.append(f"<h3>{title} ({len(nodes)})</h3>" + _table(
-                ["node", "op", "outputs", "weights"], _capped(rows, 4), table_id=f"{key}-nodes"))
+        compute = [n for n in nodes if n.get("op_type") not in _CONSTANT_OPS]
+        constants = [n for n in nodes if n.get("op_type") in _CONSTANT_OPS]
+        headers = ["node", "op", "outputs", "weights"]
+        if compute:
+            parts.append(f"<h3>{title} ({len(compute)})</h3>" + _table(
+                headers, _capped([_node_row(n, status) for n in compute], 4),
+                table_id=f"{key}-nodes"))
+        if constants:
+            # constant producers (e.g. folded into initializers) are many and rarely interesting
+            parts.append(f"<details><summary>{title}: {len(constants)} constant producers "
+                         "(Constant / ConstantOfShape)</summary>" + _table(
+                             headers, _capped([_node_row(n, status) for n in constants], 4),
+                             table_id=f"{key}-constants") + "</details>")
 
     regions = [r for r in _list(diff.get("regions")) if isinstance(r, dict)]
     if regions:
@@ -589,10 +600,17 @@ def _diff_section(diff: Mapping[str, Any], heading: str = "Graph diff") -> str:
                      '<b style="color:#1f8a4c">green</b> only in B</span></p>')
         for k, region in enumerate(regions):
             size = region.get("size", len(_list(region.get("nodes"))))
-            note = " (truncated)" if region.get("truncated") else ""
+            note = ""
+            if isinstance(region.get("parts"), int) and region["parts"] > 1:
+                note = (f" (part {_e(region.get('part'))} of {_e(region['parts'])} of one "
+                        f"connected change of {_e(region.get('component_size'))} nodes)")
             parts.append(f'<h3 class="muted">Region {k + 1}: {_e(size)} nodes{note}</h3>'
                          f'<div class="region">{graph_region_svg(region, tips, f"region-{k}")}'
                          "</div>")
+        omitted = _num(diff.get("regions_omitted"))
+        if omitted:
+            parts.append(f'<p class="muted">{omitted:.0f} more regions are not drawn; the '
+                         "tables above list every change.</p>")
         parts.append("</section>")
     parts.append("</section>")
     return "".join(parts)

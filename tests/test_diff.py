@@ -133,3 +133,49 @@ def test_light_resnet50_renamed_tensors_matched_by_structure(seed):
     wrong = [m for m in diff.matches
              if original.get(m.b.outputs[0].name, m.b.outputs[0].name) != m.a.outputs[0].name]
     assert wrong == []
+
+
+def _branches(order=(0, 1, 2), channels=(16, 8, 4), prefix=""):
+    """x -> three Conv branches (1x1, 3x3, 5x5) -> Concat, nodes listed in ``order``."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    convs, inits = [], []
+    for k, (kernel, ch) in enumerate(zip((1, 3, 5), channels, strict=True)):
+        w = rng.standard_normal((ch, 3, kernel, kernel)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"{prefix}w{k}"))
+        convs.append(helper.make_node("Conv", ["x", f"{prefix}w{k}"], [f"{prefix}c{k}"],
+                                      name=f"{prefix}conv{kernel}x{kernel}",
+                                      pads=[kernel // 2] * 4))
+    concat = helper.make_node("Concat", [f"{prefix}c{k}" for k in range(3)], ["y"], axis=1,
+                              name=f"{prefix}cat")
+    graph = helper.make_graph(
+        [convs[k] for k in order] + [concat], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, sum(channels), 8, 8])],
+        inits)
+    return ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("channels", [(16, 8, 4), (16, 6, 4)])
+def test_parallel_branches_pair_by_kernel_when_renamed_and_reordered(channels):
+    diff = diff_models(_branches(), _branches((2, 0, 1), channels, prefix="new_"))
+    pairs = {(m.a.name, m.b.name) for m in diff.matches}
+    assert pairs == {("conv1x1", "new_conv1x1"), ("conv3x3", "new_conv3x3"),
+                     ("conv5x5", "new_conv5x5"), ("cat", "new_cat")}
+
+
+def test_order_fallback_is_opt_in():
+    from irpass.testing import model_from_text
+
+    a = model_from_text("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y) { n = Neg(x) \n y = Sigmoid(n) }""")
+    b = model_from_text("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2] x) => (float[2] y) { t = Tanh(x) \n m = Neg(t) \n y = Abs(m) }""")
+    # nothing anchors the two Neg nodes: by default they stay removed + added
+    strict = diff_models(a, b)
+    assert strict.matches == [] and len(strict.removed) == 2 and len(strict.added) == 3
+    loose = diff_models(a, b, order_fallback=True)
+    assert [(m.a.op_type, m.b.op_type, m.method) for m in loose.matches] == [
+        ("Neg", "Neg", "order")]

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument("--no-intermediates", action="store_true",
                         help="compare only the outputs, not every matched layer")
+    parser.add_argument("--order-fallback", action="store_true",
+                        help="also pair leftover nodes of equal op and output types by "
+                             "topological order (low confidence; off by default)")
     parser.add_argument("--limit", type=int, default=40,
                         help="rows per node table in the terminal (default 40; JSON/HTML hold all)")
 
@@ -156,8 +159,8 @@ def _io_table(diff: GraphDiff) -> Table | None:
     return table
 
 
-def _node_tables(diff: GraphDiff, limit: int) -> list[Table]:
-    tables = []
+def _node_tables(diff: GraphDiff, limit: int) -> list[Table | str]:
+    tables: list[Table | str] = []
     changed = diff.changed
     if changed:
         table = Table(title=f"changed nodes ({len(changed)})")
@@ -171,8 +174,13 @@ def _node_tables(diff: GraphDiff, limit: int) -> list[Table]:
         if len(changed) > limit:
             table.caption = f"{len(changed) - limit} more (use --json / --html or --limit)"
         tables.append(table)
-    for nodes, title, color in ((diff.removed, "removed nodes", "red"),
-                                (diff.added, "added nodes", "green")):
+    for all_nodes, title, color in ((diff.removed, "removed nodes", "red"),
+                                    (diff.added, "added nodes", "green")):
+        nodes = [n for n in all_nodes if not n.is_constant]
+        constants = len(all_nodes) - len(nodes)
+        if constants:
+            tables.append(f"{title}: {constants} constant producers (Constant/ConstantOfShape), "
+                          "listed in --json / --html")
         if not nodes:
             continue
         table = Table(title=f"{title} ({len(nodes)})")
@@ -232,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
     model_b = load_model(args.b)
     if args.samples < 1:
         raise DataError(f"--samples must be at least 1, not {args.samples}")
-    diff = diff_models(model_a, model_b, a_label=str(args.a), b_label=str(args.b))
+    diff = diff_models(model_a, model_b, a_label=str(args.a), b_label=str(args.b),
+                       order_fallback=args.order_fallback)
     numeric: NumericDiff | None = None
     if args.numeric or args.data:
         feeds = load_feeds(args.data, model_a, args.samples) if args.data else None
@@ -256,7 +265,9 @@ def run(args: argparse.Namespace) -> int:
         console.print("[green]the graphs are structurally identical[/]")
     for table in (_cost_table(diff.cost_a, diff.cost_b), _op_table(diff), _io_table(diff),
                   *_node_tables(diff, args.limit)):
-        if table is not None:
+        if isinstance(table, str):
+            console.print(table, soft_wrap=True)
+        elif table is not None:
             console.print(table)
     if numeric is not None:
         for table in _numeric_tables(numeric, args.limit):
