@@ -11,8 +11,9 @@
       dedup_initializers       equal weights -> one value (so CSE can see equal nodes)
       cse                      equal nodes -> one node
     )
-    infer_shapes             annotate what folding and merging produced
 
+No second ``infer_shapes`` at the end: folding and merging only remove nodes, and new
+initializers carry their shapes (on the light zoo it never changed anything, at up to 0.4 s).
 The order inside the fixpoint matters: dedup before cse (equal weights must be one value before
 two Convs on them compare equal), fold before the eliminations (folding leaves dead producers).
 """
@@ -26,8 +27,7 @@ __all__ = ["CANONICALIZE"]
 CANONICALIZE = (
     "inputs_to_initializers,upgrade_opset,infer_shapes,"
     "fixpoint(resolve_reshape_shapes,fold_constants,eliminate_identity,eliminate_dead,"
-    "dedup_initializers,cse),"
-    "infer_shapes"
+    "dedup_initializers,cse)"
 )
 
 register_preset(

@@ -96,3 +96,34 @@ def test_recurses_into_if_branches() -> None:
 def test_runs_inside_onnx_ir_pass_manager() -> None:
     model = model_from_text(TEMPLATE.format(dtype="float", a="1, 2, 3", b="1, 2, 3"))
     assert ir.passes.PassManager([DeduplicateInitializersPass()])(model).modified is True
+
+
+def _two_weight_model(a: np.ndarray, b: np.ndarray) -> ir.Model:
+    x = ir.Value(name="x", type=ir.TensorType(ir.DataType.FLOAT), shape=ir.Shape(a.shape))
+    graph = ir.Graph([x], [], nodes=[], opset_imports={"": 17})
+    values = []
+    for name, array in (("a", a), ("b", b)):
+        value = ir.Value(name=name, const_value=ir.tensor(array))
+        value.type = ir.TensorType(ir.DataType.FLOAT)
+        value.shape = ir.Shape(array.shape)
+        graph.register_initializer(value)
+        values.append(value)
+    add1 = ir.node("Add", inputs=[x, values[0]])
+    add2 = ir.node("Add", inputs=[add1.outputs[0], values[1]])
+    add2.outputs[0].name = "y"
+    graph.extend([add1, add2])
+    graph.outputs.append(add2.outputs[0])
+    return ir.Model(graph, ir_version=8)
+
+
+def test_arrays_differing_outside_the_fingerprint_sample_stay_apart() -> None:
+    a = np.zeros(100_003, np.float32)
+    b = a.copy()
+    b[1] = 1.0  # not one of the sampled elements
+    assert DeduplicateInitializersPass()(_two_weight_model(a, b)).modified is False
+
+
+def test_negative_zero_is_not_zero() -> None:
+    a = np.zeros(4, np.float32)
+    b = -a
+    assert DeduplicateInitializersPass()(_two_weight_model(a, b)).modified is False

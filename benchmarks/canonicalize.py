@@ -1,0 +1,214 @@
+"""irpass ``canonicalize`` vs onnx-simplifier vs onnxslim on the light zoo and magika, one run.
+
+For every model each tool starts from the same in-memory ``ModelProto`` and must hand back a
+``ModelProto`` (irpass: ``ir.from_proto`` -> passes -> ``ir.to_proto``; conversions are timed).
+Reported per model: wall time and node count (main graph) of
+
+- ``irpass``        the ``canonicalize`` preset through irpass's PassManager (verify=none);
+- ``irpass+fuse``   ``canonicalize,fuse`` (onnxsim folds BatchNorm into Conv and onnxslim fuses
+                    too; canonicalize alone does not fuse), when the ``fuse`` preset exists;
+- ``onnxsim``       ``onnxsim.simplify(model)`` (defaults: its fusions included, no ORT check);
+- ``onnxslim``      ``onnxslim.slim(model)``;
+
+and the totals, with ratios irpass/tool. Outputs of the irpass results are checked against the
+original with ONNX Runtime unless ``--no-verify``. Usage::
+
+    python benchmarks/canonicalize.py --out canonicalize.json [--models squeezenet,magika]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import logging
+import pathlib
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+from rich.console import Console
+from rich.table import Table
+
+from irpass.manager import ManagerOptions, PassManager
+from irpass.registry import get_preset
+from irpass.testing import assert_equivalent
+
+LIGHT_DIR = pathlib.Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def model_paths() -> dict[str, pathlib.Path]:
+    paths = {p.stem.removeprefix("light_"): p for p in sorted(LIGHT_DIR.glob("light_*.onnx"))}
+    spec = importlib.util.find_spec("magika")
+    if spec is not None and spec.origin is not None:
+        found = sorted(pathlib.Path(spec.origin).parent.glob("models/*/model.onnx"))
+        if found:
+            paths["magika"] = found[-1]
+    return paths
+
+
+def run_irpass(pipeline: str) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
+    def run(proto: onnx.ModelProto) -> onnx.ModelProto:
+        model = ir.from_proto(proto)
+        PassManager(pipeline, options=ManagerOptions(verify="none")).run(model)
+        return ir.to_proto(model)
+
+    return run
+
+
+def run_onnxsim(proto: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxsim
+
+    simplified, ok = onnxsim.simplify(proto)
+    if not ok:
+        raise RuntimeError("onnxsim's check failed")
+    return simplified
+
+
+def run_onnxslim(proto: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    return onnxslim.slim(proto)
+
+
+def measure(
+    tool: Callable[[onnx.ModelProto], onnx.ModelProto], path: pathlib.Path
+) -> dict[str, Any]:
+    proto = onnx.load(str(path))
+    gc.collect()
+    started = time.perf_counter()
+    try:
+        result = tool(proto)
+    except Exception as exc:  # a tool failing on a model is a result, not a crash
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "nodes": len(result.graph.node), "model": result}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("canonicalize.json"))
+    parser.add_argument("--models", help="comma-separated subset, e.g. squeezenet,magika")
+    parser.add_argument("--no-verify", action="store_true", help="skip the ORT output check")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+
+    paths = model_paths()
+    if args.models:
+        wanted = args.models.split(",")
+        unknown = [m for m in wanted if m not in paths]
+        if unknown:
+            parser.error(f"unknown models {unknown}; known: {sorted(paths)}")
+        paths = {m: paths[m] for m in wanted}
+
+    tools: dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]] = {
+        "irpass": run_irpass("canonicalize")
+    }
+    if get_preset("fuse") is not None:
+        tools["irpass+fuse"] = run_irpass("canonicalize,fuse")
+    tools["onnxsim"] = run_onnxsim
+    tools["onnxslim"] = run_onnxslim
+
+    console = Console(stderr=True)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, path in paths.items():
+        original = onnx.load(str(path))
+        row: dict[str, Any] = {"original_nodes": len(original.graph.node)}
+        for tool_name, tool in tools.items():
+            console.log(f"{name}: {tool_name}")
+            result = measure(tool, path)
+            model = result.pop("model", None)
+            if model is not None and tool_name.startswith("irpass") and not args.no_verify:
+                try:
+                    assert_equivalent(original, model, seeds=(0,))
+                    result["equivalent"] = True
+                except AssertionError as exc:
+                    result["equivalent"] = False
+                    result["error"] = str(exc)
+            row[tool_name] = result
+            del model
+        rows[name] = row
+
+    totals: dict[str, dict[str, float]] = {}
+    for tool_name in tools:
+        ok = [r[tool_name] for r in rows.values() if "seconds" in r[tool_name]]
+        totals[tool_name] = {
+            "seconds": sum(r["seconds"] for r in ok),
+            "nodes": sum(r["nodes"] for r in ok),
+            "models": len(ok),
+        }
+    ratios = {
+        f"irpass/{other}": {
+            "seconds": totals["irpass"]["seconds"] / totals[other]["seconds"],
+            "nodes": totals["irpass"]["nodes"] / totals[other]["nodes"],
+        }
+        for other in tools
+        if other != "irpass" and totals[other]["seconds"] > 0
+    }
+    if "irpass+fuse" in tools:
+        for other in ("onnxsim", "onnxslim"):
+            if totals[other]["nodes"]:
+                ratios[f"irpass+fuse/{other}"] = {
+                    "seconds": totals["irpass+fuse"]["seconds"] / totals[other]["seconds"],
+                    "nodes": totals["irpass+fuse"]["nodes"] / totals[other]["nodes"],
+                }
+
+    table = Table(title="canonicalize: nodes (seconds)")
+    table.add_column("model")
+    table.add_column("original", justify="right")
+    for tool_name in tools:
+        table.add_column(tool_name, justify="right")
+    for name, row in rows.items():
+        cells = [name, str(row["original_nodes"])]
+        for tool_name in tools:
+            r = row[tool_name]
+            if "seconds" in r:
+                mark = "" if r.get("equivalent", True) else " [red]NOT EQUAL[/red]"
+                cells.append(f"{r['nodes']} ({r['seconds']:.2f}s){mark}")
+            else:
+                cells.append(f"[red]failed[/red] {r['error'][:40]}")
+        table.add_row(*cells)
+    table.add_row(
+        "total",
+        str(sum(r["original_nodes"] for r in rows.values())),
+        *[f"{t['nodes']} ({t['seconds']:.2f}s)" for t in totals.values()],
+        style="bold",
+    )
+    out = Console()
+    out.print(table)
+    for key, ratio in ratios.items():
+        out.print(f"{key}: time x{ratio['seconds']:.2f}, nodes x{ratio['nodes']:.3f}")
+
+    report = {
+        "benchmark": "canonicalize",
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": {
+            pkg: _version(pkg) for pkg in ("onnx", "onnx-ir", "onnxscript", "onnxsim", "onnxslim")
+        },
+        "models": rows,
+        "totals": totals,
+        "ratios": ratios,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    out.print(f"wrote {args.out}")
+    return 0
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
