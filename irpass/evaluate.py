@@ -19,6 +19,7 @@ both through ONNX Runtime over the same feeds and returns flat metrics:
 
   A single-output model gets plain keys. With several outputs each metric also appears as
   ``"<output>:<metric>"``, and the plain key holds the worst value over the outputs.
+  Task metrics come first in the returned dict, then fidelity, then user metrics.
 - task metrics, on the first output, when labels are given: ``accuracy`` and ``macro_f1``
   for classification (integer labels; one-hot labels are accepted), ``mse`` for regression
   (float labels). ``task`` forces one or the other.
@@ -434,9 +435,9 @@ class Evaluator:
                 "first pass",
                 hint="the data source must give the same feeds every time",
             )
-        metrics = _combine(fidelity)
-        if task is not None:
-            metrics.update(task.result())
+        # Task metrics first: they are what a user reads first in a summary.
+        metrics = task.result() if task is not None else {}
+        metrics.update(_combine(fidelity))
         if self.metric is not None:
             metrics.update(self._user_metric(collected))
         return metrics

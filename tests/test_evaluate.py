@@ -1,18 +1,16 @@
 from __future__ import annotations
 
-import dataclasses
 import math
 
+import eval_passes_for_tests  # noqa: F401  (registers t_eval_damage)
 import numpy as np
 import onnx_ir as ir
 import pytest
 from sklearn.metrics import f1_score
 
 from irpass.data import ArraySource, CallableSource, open_data
-from irpass.errors import DataError, PipelineError
+from irpass.errors import DataError
 from irpass.evaluate import SQNR_CAP_DB, Evaluator, evaluate, macro_f1
-from irpass.pass_base import IrpassPass, option
-from irpass.registry import get_pass, register
 from irpass.testing import model_from_text
 
 LINEAR = """
@@ -207,34 +205,6 @@ def test_changed_output_shape_is_reported(data) -> None:
 
 
 # ------------------------------------------------------------- through the pass manager
-@dataclasses.dataclass(frozen=True)
-class _DamageOptions:
-    factor: float = option(0.3, "scale applied to the first float weight")
-
-
-class DamageWeightPass(IrpassPass):
-    """Scales the first float weight (a deliberately lossy test pass)."""
-
-    name = "t_eval_damage"
-    lossless = False
-    Options = _DamageOptions
-
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        for value in model.graph.initializers.values():
-            tensor = value.const_value
-            if tensor is not None and tensor.dtype == ir.DataType.FLOAT and tensor.size > 1:
-                value.const_value = ir.tensor(tensor.numpy() * self.options.factor,
-                                              name=value.name)
-                return ir.passes.PassResult(model, True)
-        return ir.passes.PassResult(model, False)
-
-
-try:
-    get_pass("t_eval_damage")
-except PipelineError:
-    register(DamageWeightPass)
-
-
 def test_damaged_model_shows_a_fidelity_drop_in_the_per_pass_report(tmp_path) -> None:
     manager = pytest.importorskip("irpass.manager")
     from irpass.context import PassContext

@@ -80,3 +80,20 @@ def test_empty_data(capsys, tmp_path: pathlib.Path) -> None:
     code = main(["eval", str(MLP), "--data", str(tmp_path / "empty.npz"), "--reference", str(MLP)])
     assert code == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_optimize_reports_the_fidelity_cost_of_a_lossy_pass(capsys, tmp_path) -> None:
+    import eval_passes_for_tests  # noqa: F401  (registers t_eval_damage)
+
+    out = tmp_path / "out"
+    code = main(
+        ["optimize", str(MLP), "-o", str(out), "--passes", "t_eval_damage",
+         "--eval-data", str(MLP_DATA), "--labels", str(MLP_DATA)]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    (damage,) = [p for p in report["passes"] if p["name"] == "t_eval_damage"]
+    assert damage["metrics"]["sqnr_db"] < 20.0
+    assert damage["metrics"]["top1_agreement"] < 1.0
+    assert "accuracy" in damage["metrics"]
+    assert "t_eval_damage" in capsys.readouterr().out
