@@ -72,7 +72,9 @@ td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-spac
 .added { background:var(--add-bg); } .removed { background:var(--rem-bg); }
 .changed { background:var(--chg-bg); }
 .charts { display:flex; flex-wrap:wrap; gap:18px; }
-.chart { border:1px solid var(--line); border-radius:8px; padding:8px; background:#fff; }
+.chart { border:1px solid var(--line); border-radius:8px; padding:8px; background:#fff;
+  max-width:100%; }
+.tablewrap { overflow-x:auto; }
 .region { border:1px solid var(--line); border-radius:8px; margin:10px 0 18px;
   overflow:auto; max-height:900px; background:#fcfcfd; }
 .legend span { display:inline-block; margin-right:14px; font-size:12.5px; }
@@ -80,6 +82,7 @@ td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; white-spac
   margin-right:5px; vertical-align:-1px; border:1px solid #999; }
 ul.changes { margin:0; padding-left:16px; }
 details summary { cursor:pointer; color:var(--acc); }
+details.table > summary h3 { display:inline; color:var(--fg); }
 """
 
 _STATUS_FILL = {
@@ -170,7 +173,8 @@ def _table(headers: Sequence[str], rows: Sequence[str], numeric: Sequence[int] =
         for k, h in enumerate(headers)
     )
     ident = f' id="{_e(table_id)}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (f'<div class="tablewrap"><table{ident}><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -208,6 +212,7 @@ def _chart_frame(width: int, height: int, title: str, body: str, chart_id: str) 
     return (
         f'<div class="chart"><svg id="{_e(chart_id)}" xmlns="http://www.w3.org/2000/svg" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'style="max-width:100%;height:auto" '
         f'aria-label="{_e(title)}"><text x="{width / 2}" y="18" text-anchor="middle" '
         f'font-size="14" font-weight="600" fill="#1d2430">{_e(title)}</text>{body}</svg></div>'
     )
@@ -241,9 +246,9 @@ def bar_chart(labels: Sequence[str], values: Sequence[float | None], title: str,
     known = [v for v in values if v is not None]
     if not known:
         return ""
-    width = max(420, 60 + 46 * len(labels))
+    width = max(420, 160 + 46 * len(labels))
     height = 330
-    x0, x1, y0, y1 = 70.0, width - 16.0, 210.0, 34.0
+    x0, x1, y0, y1 = 70.0, width - 100.0, 210.0, 34.0
     lo, hi = _axis_range(known + [0.0])
     step = (x1 - x0) / len(labels)
     parts = [_y_axis(x0, y0, y1, lo, hi, x1, fmt)]
@@ -270,9 +275,9 @@ def line_chart(labels: Sequence[str], series: Mapping[str, Sequence[float | None
     known = [v for values in series.values() for v in values if v is not None]
     if not known:
         return ""
-    width = max(420, 60 + 46 * len(labels))
+    width = max(420, 160 + 46 * len(labels))
     height = 330 + 16 * max(0, len(series) - 1)
-    x0, x1, y0, y1 = 70.0, width - 16.0, 210.0, 34.0
+    x0, x1, y0, y1 = 70.0, width - 100.0, 210.0, 34.0
     # accuracy-like series: zoom on the data, a zero-based axis would flatten every change
     lo, hi = min(known), max(known)
     pad = (hi - lo) * 0.1 or max(abs(hi) * 0.05, 1e-6)
@@ -425,7 +430,7 @@ def graph_region_svg(region: Mapping[str, Any], changes: Mapping[str, list[str]]
             y2 = vy + _NODE_H
         mid = (y1 + y2) / 2
         c1x, c2x, c1y, c2y = x1, x2, mid, mid
-        if y2 - y1 > _NODE_H + 2 * _GAP_Y:  # skips a layer: bow sideways around the nodes
+        if vy - uy > 1.5 * (_NODE_H + _GAP_Y):  # skips a layer: bow sideways around it
             bow = _NODE_W * 0.75
             c1x, c2x = x1 + bow, x2 + bow
             c1y, c2y = y1 + (y2 - y1) * 0.25, y2 - (y2 - y1) * 0.25
@@ -502,6 +507,16 @@ def _capped(rows: list[str], columns: int) -> list[str]:
     ]
 
 
+#: Tables with more rows start folded, so the drawings below them stay within reach.
+OPEN_TABLE_ROWS = 25
+
+
+def _collapsible(title: str, body: str, rows: int) -> str:
+    opened = " open" if rows <= OPEN_TABLE_ROWS else ""
+    return (f'<details class="table"{opened}><summary><h3>{_e(title)}</h3></summary>{body}'
+            "</details>")
+
+
 def _diff_section(diff: Mapping[str, Any], heading: str = "Graph diff") -> str:
     summary = _dict(diff.get("summary"))
     parts = [f'<section id="diff"><h2>{_e(heading)}</h2>']
@@ -568,9 +583,9 @@ def _diff_section(diff: Mapping[str, Any], heading: str = "Graph diff") -> str:
             rows.append(f'<tr class="changed"><td class="mono">{name}</td>'
                         f"<td>{_e(c.get('op_type'))}</td><td>{_e(c.get('method'))}</td>"
                         f'<td><ul class="changes">{items}</ul></td></tr>')
-        parts.append(f"<h3>Changed nodes ({len(changed)})</h3>" + _table(
+        parts.append(_collapsible(f"Changed nodes ({len(changed)})", _table(
             ["node (A → B)", "op", "matched by", "changes"], _capped(rows, 4),
-            table_id="changed-nodes"))
+            table_id="changed-nodes"), len(rows)))
     for key, title, status in (("removed", "Removed nodes", "removed"),
                                ("added", "Added nodes", "added")):
         nodes = [n for n in _list(diff.get(key)) if isinstance(n, dict)]
@@ -578,9 +593,9 @@ def _diff_section(diff: Mapping[str, Any], heading: str = "Graph diff") -> str:
         constants = [n for n in nodes if n.get("op_type") in _CONSTANT_OPS]
         headers = ["node", "op", "outputs", "weights"]
         if compute:
-            parts.append(f"<h3>{title} ({len(compute)})</h3>" + _table(
+            parts.append(_collapsible(f"{title} ({len(compute)})", _table(
                 headers, _capped([_node_row(n, status) for n in compute], 4),
-                table_id=f"{key}-nodes"))
+                table_id=f"{key}-nodes"), len(compute)))
         if constants:
             # constant producers (e.g. folded into initializers) are many and rarely interesting
             parts.append(f"<details><summary>{title}: {len(constants)} constant producers "
@@ -674,36 +689,47 @@ def _pass_label(record: Mapping[str, Any], k: int) -> str:
 
 def _charts_section(report: Mapping[str, Any], passes: list[dict[str, Any]]) -> str:
     charts = []
-    labels = ["input"] + [_pass_label(p, k) for k, p in enumerate(passes)]
+    notes = []
+    # passes that left the model alone add nothing to a per-pass chart but width
+    shown = [(k, p) for k, p in enumerate(passes) if p.get("modified") or p.get("metrics")]
+    labels = ["input"] + [_pass_label(p, k) for k, p in shown]
     before = _dict(report.get("before"))
-    sizes = [_num(before.get("weight_bytes"))] + [
-        _num(_dict(p.get("after")).get("weight_bytes")) for p in passes]
-    if passes:
+    if shown:
+        sizes = [_num(before.get("weight_bytes"))] + [
+            _num(_dict(p.get("after")).get("weight_bytes")) for _, p in shown]
         charts.append(bar_chart(labels, sizes, "weight bytes after each pass", _fmt_bytes,
                                 "chart-size"))
         macs = [_num(before.get("macs"))] + [_num(_dict(p.get("after")).get("macs"))
-                                             for p in passes]
+                                             for _, p in shown]
         if any(v for v in macs):
             charts.append(bar_chart(labels, macs, "MACs after each pass", _fmt_count,
                                     "chart-macs"))
         metric_names: list[str] = []
-        for p in passes:
+        for _, p in shown:
             for name in _dict(p.get("metrics")):
                 if name not in metric_names:
                     metric_names.append(name)
         metrics_before = _dict(report.get("metrics_before"))
         if metric_names:
             series = {name: [_num(metrics_before.get(name))] + [
-                _num(_dict(p.get("metrics")).get(name)) for p in passes] for name in metric_names}
+                _num(_dict(p.get("metrics")).get(name)) for _, p in shown]
+                for name in metric_names}
             charts.append(line_chart(labels, series, "accuracy / fidelity after each pass",
                                      _fmt_float, "chart-accuracy"))
         else:
             errors = [None] + [_num(_dict(p.get("verification")).get("max_abs_error"))
-                               for p in passes]
-            if any(v is not None for v in errors):
+                               for _, p in shown]
+            known = [v for v in errors if v is not None]
+            if known and any(known):
                 charts.append(line_chart(labels, {"max abs error": errors},
                                          "verification: max abs error per pass", _fmt_float,
                                          "chart-accuracy"))
+            elif known:
+                notes.append("Every verified pass reproduced the outputs exactly "
+                             "(max abs error 0); no accuracy metrics were measured.")
+        if len(shown) < len(passes):
+            notes.append(f"Charts show the {len(shown)} passes that changed the model "
+                         f"(of {len(passes)} run).")
     sweeps = [s for s in _list(report.get("sweeps")) if isinstance(s, dict)
               and _num(s.get("size_bytes")) is not None and _num(s.get("accuracy")) is not None]
     if sweeps:
@@ -713,10 +739,11 @@ def _charts_section(report: Mapping[str, Any], passes: list[dict[str, Any]]) -> 
             "accuracy vs. size of the settings tried", "model size (weight bytes)", "accuracy",
             _fmt_bytes, _fmt_float, "chart-sweeps"))
     charts = [c for c in charts if c]
-    if not charts:
+    if not charts and not notes:
         return ""
-    return ('<section id="charts"><h2>Per-pass size and accuracy</h2><div class="charts">'
-            + "".join(charts) + "</div></section>")
+    return ('<section id="charts"><h2>Per-pass size and accuracy</h2>'
+            + "".join(f'<p class="muted">{_e(n)}</p>' for n in notes)
+            + '<div class="charts">' + "".join(charts) + "</div></section>")
 
 
 def _passes_section(passes: list[dict[str, Any]]) -> str:
@@ -737,10 +764,10 @@ def _passes_section(passes: list[dict[str, Any]]) -> str:
             notes.append('<span class="pos">rolled back</span>')
         status = ver.get("status") or "–"
         cls = "" if p.get("modified") else ' class="muted"'
+        lossy = "" if p.get("lossless", True) else ' <span class="badge warn">lossy</span>'
         rows.append(
             f"<tr{cls}><td class=\"num\">{k + 1}</td><td class=\"mono\">{_e(_pass_label(p, k))}"
-            f"</td><td>{'lossless' if p.get('lossless') else 'lossy'}</td>"
-            f"<td>{'yes' if p.get('modified') else 'no'}</td>"
+            f"{lossy}</td>"
             f"<td class=\"num\">{_fmt_seconds(p.get('seconds'))}</td>"
             f"{_delta_cell(b.get('nodes'), a.get('nodes'))}"
             f"{_delta_cell(b.get('params'), a.get('params'))}"
@@ -750,10 +777,11 @@ def _passes_section(passes: list[dict[str, Any]]) -> str:
             f"<td class=\"num\">{_fmt_float(ver.get('max_abs_error'))}</td>"
             f"<td>{'; '.join(notes)}</td></tr>"
         )
-    return ('<section id="passes"><h2>Passes</h2>' + _table(
-        ["#", "step", "kind", "modified", "time", "Δ nodes", "Δ params", "Δ bytes", "Δ MACs",
-         "verification", "max abs err", "stats / metrics"],
-        rows, numeric=(0, 4, 5, 6, 7, 8, 10), table_id="passes-table") + "</section>")
+    return ('<section id="passes"><h2>Passes</h2><p class="muted">Greyed rows: the pass '
+            "changed nothing. Hover a verification badge for its detail.</p>" + _table(
+                ["#", "step", "time", "Δ nodes", "Δ params", "Δ bytes", "Δ MACs",
+                 "verification", "max abs err", "stats / metrics"],
+                rows, numeric=(0, 2, 3, 4, 5, 6, 8), table_id="passes-table") + "</section>")
 
 
 def _target_section(checks: list[Any], target: Any) -> str:

@@ -155,3 +155,18 @@ def test_large_tables_are_capped(count, monkeypatch):
     diff["added"] = diff["added"] * count
     page = render_diff_html(diff)
     assert ("more rows in the JSON output" in page) == (len(diff["added"]) > 10)
+
+
+def test_charts_skip_passes_that_changed_nothing_and_exact_verification():
+    report = sample_report()
+    del report["sweeps"]
+    for record in report["passes"]:
+        record["metrics"] = None
+        record["verification"]["max_abs_error"] = 0.0
+    page = render_report_html(report)
+    assert "reproduced the outputs exactly" in page
+    assert 'id="chart-accuracy"' not in page
+    assert "Charts show the 3 passes that changed the model (of 4 run)" in page
+    size_chart = page[page.index('id="chart-size"'):]
+    size_chart = size_chart[:size_chart.index("</svg>")]
+    assert "fixpoint#1/fold_constants" not in size_chart and "quantize_int8" in size_chart
