@@ -23,7 +23,9 @@ spec                                   what it reads
                                        over the data and yields feeds (dicts, or arrays /
                                        tuples of arrays in input order)
 ``random`` / ``random:N``              N (default 8) batches of seeded random inputs:
-                                       fidelity numbers are then only indicative
+                                       fidelity numbers are then only indicative;
+                                       ``?seed=S`` and ``?<dim>=K`` set the seed and the
+                                       size of a named dynamic dimension
 =====================================  ==================================================
 
 Any spec takes ``?batch=N`` (samples per feed for .npy/.npz/images; default: the model's fixed

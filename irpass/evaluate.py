@@ -254,7 +254,8 @@ class _OutputStore:
             logger.debug("reference outputs exceed %d bytes; spilling to %s", self.max_bytes,
                          self._dir)
         path = self._dir / f"{len(self.batches)}.npz"
-        np.savez(path, **{f"o{i}": v for i, v in enumerate(outputs.values())})
+        arrays: dict[str, Any] = {f"o{i}": v for i, v in enumerate(outputs.values())}
+        np.savez(path, **arrays)
         self.batches.append(path)
         self._names = list(outputs)
 

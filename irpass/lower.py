@@ -248,7 +248,7 @@ def load_factory(spec: str) -> tuple[Any, tuple[Any, ...]]:
             f"cannot import {module_name!r}: {exc}",
             hint="run from the folder that contains it or install the package",
         ) from exc
-    factory = py_module
+    factory: Any = py_module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
         if factory is None:
