@@ -97,3 +97,30 @@ def test_optimize_reports_the_fidelity_cost_of_a_lossy_pass(capsys, tmp_path) ->
     assert damage["metrics"]["top1_agreement"] < 1.0
     assert "accuracy" in damage["metrics"]
     assert "t_eval_damage" in capsys.readouterr().out
+
+
+def test_eval_on_a_folder_of_images(capsys, tmp_path) -> None:
+    """The digits test split as PGM files, read back with a preprocessing spec."""
+    split = np.load(trained_eval_data()["digits_resnet"])
+    pixels = np.round((split["input"][:120, 0] * 0.4 + 0.3) * 255).astype(np.uint8)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(pixels):
+        (folder / f"{i:03d}.pgm").write_bytes(b"P5 16 16 255\n" + image.tobytes())
+    (tmp_path / "labels.txt").write_text("\n".join(str(v) for v in split["labels"][:120]))
+    result = run_json(
+        capsys, str(trained_paths()["digits_resnet"]), "--data",
+        f"{folder}?mean=0.3&std=0.4&scale=255", "--labels", str(tmp_path / "labels.txt"),
+    )
+    # The same samples straight from the arrays give the same accuracy.
+    from irpass.data import ArraySource
+    from irpass.evaluate import evaluate
+    from irpass.ir import load_model
+
+    direct = evaluate(
+        load_model(trained_paths()["digits_resnet"]),
+        ArraySource({"input": split["input"][:120]}),
+        labels=split["labels"][:120],
+    )
+    assert result["metrics"]["accuracy"] == pytest.approx(direct["accuracy"])
+    assert result["metrics"]["accuracy"] > 0.9
