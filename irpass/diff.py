@@ -348,11 +348,16 @@ def _tensor_info(value: ir.Value | None) -> TensorInfo | None:
     if value is None:
         return None
     dtype = value.dtype
-    shape = value.shape
+    shape = _shape_tuple(value.shape)
     if value.const_value is not None:
         dtype = dtype or value.const_value.dtype
-        shape = shape or value.const_value.shape
-    return TensorInfo(value.name or "", _dtype_name(dtype), _shape_tuple(shape))
+        shape = shape or _static(value.const_value.shape)
+    return TensorInfo(value.name or "", _dtype_name(dtype), shape)
+
+
+def _static(shape: Any) -> tuple[int, ...]:
+    """Dims of a tensor's (static) shape as ints; a symbolic dim, which tensors lack, is -1."""
+    return tuple(d if isinstance(d, int) else -1 for d in shape)
 
 
 def _constant_of_shape(node: ir.Node) -> tuple[tuple[int, ...] | None, str | None]:
@@ -368,21 +373,21 @@ def _weight_info(value: ir.Value | None, via: tuple[str, ...] = ()) -> WeightInf
     """Trace ``value`` back to a constant; None when it is computed from graph inputs."""
     if value is None:
         return None
-    if value.const_value is not None and (value.is_initializer() or value.producer() is None
-                                          or value.producer().op_type == "Constant"):
+    producer = value.producer()
+    if value.const_value is not None and (value.is_initializer() or producer is None
+                                          or producer.op_type == "Constant"):
         tensor = value.const_value
         source = "initializer" if value.is_initializer() else "constant"
-        return WeightInfo(value.name or "", _dtype_name(tensor.dtype),
-                          tuple(int(d) for d in tensor.shape), source, via)
-    producer = value.producer()
+        return WeightInfo(value.name or "", _dtype_name(tensor.dtype), _static(tensor.shape),
+                          source, via)
     if producer is None:
         return None
     if producer.op_type == "Constant" and producer.domain in ("", "ai.onnx"):
         attr = producer.attributes.get("value")
         if attr is not None and attr.type == ir.AttributeType.TENSOR:
             tensor = attr.as_tensor()
-            return WeightInfo(value.name or "", _dtype_name(tensor.dtype),
-                              tuple(int(d) for d in tensor.shape), "constant", via)
+            return WeightInfo(value.name or "", _dtype_name(tensor.dtype), _static(tensor.shape),
+                              "constant", via)
         return WeightInfo(value.name or "", _dtype_name(value.dtype), None, "constant", via)
     if producer.op_type == "ConstantOfShape":
         shape, dtype = _constant_of_shape(producer)
@@ -392,9 +397,9 @@ def _weight_info(value: ir.Value | None, via: tuple[str, ...] = ()) -> WeightInf
                              via + (producer.op_type,))
         if inner is not None:
             # the consumer sees this value's shape; the stored dtype stays the inner one
-            shape = _shape_tuple(value.shape)
-            if shape is not None and all(isinstance(d, int) for d in shape):
-                inner = dataclasses.replace(inner, shape=tuple(int(d) for d in shape))
+            seen = _shape_tuple(value.shape)
+            if seen is not None and all(isinstance(d, int) for d in seen):
+                inner = dataclasses.replace(inner, shape=tuple(int(d or 0) for d in seen))
             return inner
     return None
 
@@ -412,7 +417,7 @@ def _attribute_value(attr: ir.Attr) -> Any:
         return [f"<graph: {len(g)} nodes>" for g in attr.as_graphs()]
     if kind == ir.AttributeType.TENSOR:
         tensor = attr.as_tensor()
-        shape = tuple(int(d) for d in tensor.shape)
+        shape = _static(tensor.shape)
         if int(np.prod(shape)) <= 16:
             try:
                 return {"tensor": _dtype_name(tensor.dtype), "shape": list(shape),
@@ -701,7 +706,8 @@ class _Matcher:
 
     def _value_pairs(self, i: int, j: int) -> list[tuple[ir.Value | None, ir.Value | None]]:
         na, nb = self.a.nodes[i], self.b.nodes[j]
-        pairs = list(zip(na.outputs, nb.outputs, strict=False))
+        pairs: list[tuple[ir.Value | None, ir.Value | None]] = list(
+            zip(na.outputs, nb.outputs, strict=False))
         ins_a = [v for v in na.inputs if v is not None and _weight_info(v) is None]
         ins_b = [v for v in nb.inputs if v is not None and _weight_info(v) is None]
         if len(ins_a) == len(ins_b):
@@ -773,7 +779,7 @@ def _weights_differ(va: ir.Value | None, vb: ir.Value | None) -> bool | None:
         return False
     if ta.dtype != tb.dtype or tuple(ta.shape) != tuple(tb.shape):
         return None
-    if int(np.prod(tuple(ta.shape))) > VALUE_COMPARE_LIMIT:
+    if int(np.prod(_static(ta.shape))) > VALUE_COMPARE_LIMIT:
         return None
     try:
         return not np.array_equal(ta.numpy(), tb.numpy())
@@ -838,8 +844,9 @@ def _node_changes(na: ir.Node, nb: ir.Node, ia: NodeInfo, ib: NodeInfo,
                                   wb.type_text() if wb else tb.type_text(),
                                   f"{field} became {'a constant' if wb else 'computed'}"))
             continue
-        prod_a = na.inputs[slot].producer() if na.inputs[slot] is not None else None
-        prod_b = nb.inputs[slot].producer() if nb.inputs[slot] is not None else None
+        in_a, in_b = na.inputs[slot], nb.inputs[slot]
+        prod_a = in_a.producer() if in_a is not None else None
+        prod_b = in_b.producer() if in_b is not None else None
         dq_a = prod_a is not None and prod_a.op_type == "DequantizeLinear"
         dq_b = prod_b is not None and prod_b.op_type == "DequantizeLinear"
         if dq_a != dq_b:
@@ -902,15 +909,16 @@ def model_summary_cost(model: ir.Model) -> dict[str, Any]:
     and Constant/ConstantOfShape weights (no MACs).
     """
     try:
-        from irpass.analysis.cost import model_cost  # type: ignore[import-not-found]
+        from irpass.analysis import cost as cost_module
     except ImportError:
-        model_cost = None
-    if model_cost is not None:
+        cost_module = None  # type: ignore[assignment]
+    if cost_module is not None:
         try:
-            cost = model_cost(model)
-            data = cost.to_dict() if hasattr(cost, "to_dict") else dataclasses.asdict(cost)
-            # per-layer rows would make every diff as large as the model; totals suffice here
-            return {k: v for k, v in data.items() if k != "layers"}
+            cost = cost_module.model_cost(model)
+            # totals and op histogram; per-layer rows would make a diff as large as the model
+            data = dict(cost.summary())
+            data["unknown_macs_nodes"] = cost.unknown_macs_nodes
+            return data
         except Exception as exc:  # noqa: BLE001 - a diff is still useful without costs
             logger.warning("cost analysis failed (%s); using initializer counts", exc)
     params = 0
@@ -920,7 +928,7 @@ def model_summary_cost(model: ir.Model) -> dict[str, Any]:
         tensor = value.const_value
         if tensor is not None and id(tensor) not in seen:
             seen.add(id(tensor))
-            params += int(np.prod(tuple(tensor.shape)))
+            params += int(np.prod(_static(tensor.shape)))
             weight_bytes += int(tensor.nbytes)
     for node in model.graph:
         if node.op_type in CONSTANT_OPS and node.outputs:
@@ -1004,22 +1012,22 @@ def _regions(
          for c in nx.weakly_connected_components(sub)),
         key=lambda c: _order_key(union.nodes[c[0]]["order"]),
     )
-    pieces = []
+    pieces: list[tuple[list[str], int, int, int]] = []
     for component in components:
-        parts = [component[k:k + max_nodes] for k in range(0, len(component), max_nodes)]
-        for k, members in enumerate(parts):
-            pieces.append((members, k + 1, len(parts), len(component)))
+        chunks = [component[k:k + max_nodes] for k in range(0, len(component), max_nodes)]
+        for k, chunk in enumerate(chunks):
+            pieces.append((chunk, k + 1, len(chunks), len(component)))
     regions = []
     for members, part, parts, component_size in pieces[:max_regions]:
         member_set = set(members)
         nodes = []
         for n in members:
             data = union.nodes[n]
-            info: NodeInfo = data["info"]
+            shown: NodeInfo = data["info"]
             nodes.append({
                 "id": n,
-                "op_type": info.op_type,
-                "label": info.label,
+                "op_type": shown.op_type,
+                "label": shown.label,
                 "status": data["status"],
                 "a": data["a"],
                 "b": data["b"],

@@ -73,6 +73,7 @@ class NumericDiff:
     outputs: list[TensorError]
     intermediates: list[TensorError]
     skipped: list[str]
+    runs: int = 1
 
     @property
     def first_divergence(self) -> TensorError | None:
@@ -89,6 +90,7 @@ class NumericDiff:
             "intermediates": [t.to_dict() for t in self.intermediates],
             "first_divergence": first.to_dict() if first is not None else None,
             "skipped": self.skipped,
+            "runs": self.runs,
         }
 
 
@@ -147,30 +149,42 @@ def _float_like(dtype: ir.DataType | None) -> bool:
     return dtype is not None and dtype.is_floating_point()
 
 
-def _expose(model: ir.Model, names: Sequence[str]) -> tuple[ir.Model, list[str]]:
-    """Return a shallow copy of ``model`` that also outputs the named values (when typed)."""
+def _typed_copy(model: ir.Model) -> tuple[ir.Model, dict[str, ir.Value]]:
+    """Return a shallow copy with inferred types and its node outputs by name."""
     from onnx_ir.passes.common import ShapeInferencePass
 
     copy = model.clone()
     try:
         ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(copy)
-    except Exception as exc:  # noqa: BLE001 - untyped values are skipped below
+    except Exception as exc:  # noqa: BLE001 - untyped values are skipped by the caller
         logger.debug("shape inference failed: %s", exc)
     values = {v.name: v for node in copy.graph for v in node.outputs if v.name}
-    present = {v.name for v in copy.graph.outputs}
-    exposed = []
-    for name in names:
-        value = values.get(name)
-        if value is None or value.type is None or value.dtype is None:
-            continue
-        if name not in present:
-            copy.graph.outputs.append(value)
-            present.add(name)
-        exposed.append(name)
-    return copy, exposed
+    return copy, values
 
 
-_FLOAT_TYPES = {
+def _value_bytes(value: ir.Value) -> int:
+    """Bytes of a typed value; unknown dimensions count as 1 (batch), unknown shapes as 4 MiB."""
+    if value.shape is None or value.dtype is None:
+        return 4 << 20
+    count = 1
+    for dim in value.shape:
+        count *= dim if isinstance(dim, int) else 1
+    return int(count * max(1, value.dtype.itemsize))
+
+
+def _with_outputs(copy: ir.Model, values: Sequence[ir.Value]) -> ir.Model:
+    """Return a shallow copy of ``copy`` whose graph also outputs ``values``."""
+    exposed = copy.clone()
+    by_name = {v.name: v for node in exposed.graph for v in node.outputs if v.name}
+    present = {v.name for v in exposed.graph.outputs}
+    for value in values:
+        if value.name not in present:
+            exposed.graph.outputs.append(by_name[value.name or ""])
+            present.add(value.name)
+    return exposed
+
+
+_FLOAT_TYPES: dict[str, np.dtype[Any]] = {
     "tensor(float)": np.dtype(np.float32),
     "tensor(float16)": np.dtype(np.float16),
     "tensor(double)": np.dtype(np.float64),
@@ -189,7 +203,7 @@ def _feeds_for_b(feeds_a: Mapping[str, np.ndarray], a_inputs: Sequence[Any],
         if value is None:
             raise DataError(f"no data for input {arg.name!r} of the second model",
                             hint="the models' inputs differ; give data with matching names")
-        dtype = _FLOAT_TYPES.get(arg.type)
+        dtype = _FLOAT_TYPES.get(str(arg.type))
         if dtype is not None and value.dtype != dtype and np.issubdtype(value.dtype, np.floating):
             value = value.astype(dtype)
         feeds[arg.name] = value
@@ -238,12 +252,15 @@ def numeric_diff(
     samples: int = 1,
     intermediates: bool = True,
     max_intermediates: int = 5000,
+    max_bytes: int = 1 << 30,
 ) -> NumericDiff:
     """Run ``a`` and ``b`` on the same inputs and measure how far B's tensors are from A's.
 
     ``feeds`` is a list of input dicts (one per sample); without it ``samples`` sets of
     seeded random inputs are drawn (``seed``, ``seed+1``, ...). ``diff`` is the structural
     diff that pairs intermediates (computed when not given and ``intermediates`` is True).
+    Intermediates are read in as many runs as needed to hold at most about ``max_bytes`` of
+    them (both models together) at a time.
     """
     skipped: list[str] = []
     pairs: list[tuple[str, str, str, str, int]] = []
@@ -256,64 +273,83 @@ def numeric_diff(
                            f"{max_intermediates} not compared")
             pairs = pairs[:max_intermediates]
 
-    model_a, exposed_a = _expose(a, [p[0] for p in pairs])
-    model_b, exposed_b = _expose(b, [p[1] for p in pairs])
-    session_a = make_session(model_a)
-    session_b = make_session(model_b)
-    if feeds is None:
-        feed_sets = [random_feeds(session_a, seed=seed + k) for k in range(samples)]
-        label = inputs_label or f"seeded random inputs (seed {seed}, {samples} sample(s))"
-    else:
-        feed_sets = [dict(f) for f in feeds]
-        label = inputs_label or f"given inputs ({len(feed_sets)} sample(s))"
-    if not feed_sets:
-        raise DataError("no input samples to run", hint="give at least one sample")
-
-    out_a = [o.name for o in a.graph.outputs]
-    out_b = [o.name for o in b.graph.outputs]
-    output_pairs = [(n, n if n in out_b else (out_b[k] if k < len(out_b) else None))
-                    for k, n in enumerate(out_a)]
-    inter_pairs = [p for p in pairs if p[0] in exposed_a and p[1] in exposed_b]
+    typed_a, values_a = _typed_copy(a)
+    typed_b, values_b = _typed_copy(b)
+    inter_pairs = []
     for p in pairs:
-        if p[0] not in exposed_a or p[1] not in exposed_b:
-            skipped.append(f"{p[2]}: type of {p[0]!r}/{p[1]!r} unknown, not exposed")
+        va, vb = values_a.get(p[0]), values_b.get(p[1])
+        if va is None or vb is None or va.type is None or vb.type is None:
+            skipped.append(f"{p[2]}: type of {p[0]!r}/{p[1]!r} unknown, not compared")
+        else:
+            inter_pairs.append((p, va, vb))
+    # one run per chunk of intermediates, so that holding them all never exceeds the budget
+    chunks: list[list[tuple[tuple[str, str, str, str, int], ir.Value, ir.Value]]] = [[]]
+    used = 0
+    for item in inter_pairs:
+        size = _value_bytes(item[1]) + _value_bytes(item[2])
+        if chunks[-1] and used + size > max_bytes:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(item)
+        used += size
 
+    out_a = [o.name or "" for o in a.graph.outputs]
+    out_b = [o.name or "" for o in b.graph.outputs]
+    output_pairs = [(n, n if n in out_b else out_b[k]) for k, n in enumerate(out_a)
+                    if n in out_b or k < len(out_b)]
     results_out: dict[str, list[tuple[float, float, float, float, bool]]] = {}
     results_int: dict[tuple[str, str], list[tuple[float, float, float, float, bool]]] = {}
     shapes: dict[str, list[int]] = {}
-    for feed in feed_sets:
-        got_a = run_model(session_a, feed)
-        got_b = run_model(session_b, _feeds_for_b(feed, session_a.get_inputs(),
-                                                  session_b.get_inputs()))
-        for name_a, name_b in output_pairs:
-            if name_b is None or name_b not in got_b:
-                continue
-            ra, rb = got_a[name_a], got_b[name_b]
-            if ra.shape != rb.shape:
-                skipped.append(f"output {name_a}: shapes differ {ra.shape} vs {rb.shape}")
-                continue
-            shapes[name_a] = list(ra.shape)
-            results_out.setdefault(name_a, []).append(_compare(ra, rb))
-        for name_a, name_b, *_ in inter_pairs:
-            ra, rb = got_a[name_a], got_b[name_b]
-            if ra.shape != rb.shape or ra.size > MAX_INTERMEDIATE_ELEMENTS:
-                continue
-            if not (np.issubdtype(ra.dtype, np.number) and np.issubdtype(rb.dtype, np.number)):
-                continue
-            shapes[name_a] = list(ra.shape)
-            results_int.setdefault((name_a, name_b), []).append(_compare(ra, rb))
+    feed_sets: list[dict[str, np.ndarray]] = []
+    label = ""
+    for number, chunk in enumerate(chunks):
+        session_a = make_session(_with_outputs(typed_a, [item[1] for item in chunk]))
+        session_b = make_session(_with_outputs(typed_b, [item[2] for item in chunk]))
+        if number == 0:
+            if feeds is None:
+                feed_sets = [random_feeds(session_a, seed=seed + k) for k in range(samples)]
+                label = inputs_label or f"seeded random inputs (seed {seed}, {samples} sample(s))"
+            else:
+                feed_sets = [dict(f) for f in feeds]
+                label = inputs_label or f"given inputs ({len(feed_sets)} sample(s))"
+            if not feed_sets:
+                raise DataError("no input samples to run", hint="give at least one sample")
+        for feed in feed_sets:
+            got_a = run_model(session_a, feed)
+            got_b = run_model(session_b, _feeds_for_b(feed, session_a.get_inputs(),
+                                                      session_b.get_inputs()))
+            if number == 0:
+                for name_a, name_b in output_pairs:
+                    ra, rb = got_a[name_a], got_b[name_b]
+                    if ra.shape != rb.shape:
+                        skipped.append(f"output {name_a}: shapes differ {ra.shape} vs {rb.shape}")
+                        continue
+                    shapes[name_a] = list(ra.shape)
+                    results_out.setdefault(name_a, []).append(_compare(ra, rb))
+            for (name_a, name_b, *_), _va, _vb in chunk:
+                ra, rb = got_a[name_a], got_b[name_b]
+                if ra.shape != rb.shape or ra.size > MAX_INTERMEDIATE_ELEMENTS:
+                    continue
+                if not (np.issubdtype(ra.dtype, np.number)
+                        and np.issubdtype(rb.dtype, np.number)):
+                    continue
+                shapes[name_a] = list(ra.shape)
+                results_int.setdefault((name_a, name_b), []).append(_compare(ra, rb))
+            del got_a, got_b
 
-    outputs = []
-    for name_a, name_b in output_pairs:
-        if name_a in results_out and name_b is not None:
-            outputs.append(TensorError(name_a, name_b, name_a, "output", -1, shapes[name_a],
-                                       *_merge(results_out[name_a])))
-    inters = []
-    for name_a, name_b, node, op_type, order in inter_pairs:
-        if (name_a, name_b) in results_int:
-            inters.append(TensorError(name_a, name_b, node, op_type, order, shapes[name_a],
-                                      *_merge(results_int[(name_a, name_b)])))
-    return NumericDiff(label, len(feed_sets), outputs, inters, list(dict.fromkeys(skipped)))
+    outputs = [
+        TensorError(name_a, name_b, name_a, "output", -1, shapes[name_a],
+                    *_merge(results_out[name_a]))
+        for name_a, name_b in output_pairs if name_a in results_out
+    ]
+    inters = [
+        TensorError(name_a, name_b, node, op_type, order, shapes[name_a],
+                    *_merge(results_int[(name_a, name_b)]))
+        for (name_a, name_b, node, op_type, order), _va, _vb in inter_pairs
+        if (name_a, name_b) in results_int
+    ]
+    return NumericDiff(label, len(feed_sets), outputs, inters, list(dict.fromkeys(skipped)),
+                       runs=len(chunks))
 
 
 def feeds_from_file(

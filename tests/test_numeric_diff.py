@@ -84,3 +84,12 @@ def test_feeds_from_file_errors(tmp_path):
     (tmp_path / "d.csv").write_text("1,2")
     with pytest.raises(DataError, match="unsupported data format"):
         feeds_from_file(tmp_path / "d.csv", X_SHAPE)
+
+
+def test_memory_budget_splits_intermediates_into_runs_with_equal_results():
+    a, b = net(), net(qdq=True)
+    whole = numeric_diff(a, b)
+    split = numeric_diff(a, b, max_bytes=1)
+    assert whole.runs == 1 and split.runs == len(split.intermediates) == 3
+    assert [t.to_dict() for t in split.intermediates] == [t.to_dict() for t in whole.intermediates]
+    assert [t.to_dict() for t in split.outputs] == [t.to_dict() for t in whole.outputs]

@@ -69,7 +69,7 @@ def load_feeds(spec: str, model: ir.Model, samples: int) -> list[dict[str, np.nd
     try:
         from irpass.data import open_data
     except ImportError:
-        open_data = None
+        open_data = None  # type: ignore[assignment]
     if open_data is None:
         inputs = {
             v.name: None if v.shape is None else [d if isinstance(d, int) else None
