@@ -55,6 +55,7 @@ __all__ = [
     "WeightInfo",
     "diff_models",
     "model_summary_cost",
+    "shapes_agree",
 ]
 
 logger = logging.getLogger(__name__)
@@ -409,12 +410,19 @@ _WEIGHT_PASS_THROUGH = frozenset({"DequantizeLinear", "Cast", "Identity", "Unsqu
                                   "Reshape", "Flatten", "Transpose"})
 
 
+def _graph_summary(graph: ir.Graph) -> str:
+    """``<graph: 3 nodes: Abs, Identity x2>``: subgraph bodies are compared by op counts."""
+    ops = collections.Counter(n.op_type for n in graph)
+    listed = ", ".join(op if k == 1 else f"{op} x{k}" for op, k in sorted(ops.items()))
+    return f"<graph: {len(graph)} nodes: {listed}>" if ops else "<graph: 0 nodes>"
+
+
 def _attribute_value(attr: ir.Attr) -> Any:
     kind = attr.type
     if kind == ir.AttributeType.GRAPH:
-        return f"<graph: {len(attr.as_graph())} nodes>"
+        return _graph_summary(attr.as_graph())
     if kind == ir.AttributeType.GRAPHS:
-        return [f"<graph: {len(g)} nodes>" for g in attr.as_graphs()]
+        return [_graph_summary(g) for g in attr.as_graphs()]
     if kind == ir.AttributeType.TENSOR:
         tensor = attr.as_tensor()
         shape = _static(tensor.shape)
@@ -610,7 +618,9 @@ class _Matcher:
             kernels_a = sorted(str((w.shape or ())[2:]) for w in ia.weights.values())
             kernels_b = sorted(str((w.shape or ())[2:]) for w in jb.weights.values())
             score += 1.5 if kernels_a == kernels_b else 0.0
-        if [t.shape for t in ia.outputs] == [t.shape for t in jb.outputs]:
+        if len(ia.outputs) == len(jb.outputs) and all(
+                shapes_agree(x.shape, y.shape) for x, y in zip(ia.outputs, jb.outputs,
+                                                               strict=True)):
             score += 2.0
         if ia.attributes == jb.attributes:
             score += 1.0
@@ -764,6 +774,26 @@ class _Matcher:
 # ----------------------------------------------------------------------------- changes
 
 
+def shapes_agree(
+    a: Sequence[int | str | None] | None, b: Sequence[int | str | None] | None
+) -> bool:
+    """True unless two shapes are known to differ.
+
+    Unknown shapes agree with anything; two symbolic dims agree whatever their names, because
+    shape inference invents fresh names (``unk__214`` / ``unk__3``) on every run; a static dim
+    against a symbolic one (e.g. a batch size fixed to 1) differs.
+    """
+    if a is None or b is None:
+        return True
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, int) or isinstance(y, int):
+            if x != y:
+                return False
+    return True
+
+
 def _fmt_shape(shape: Sequence[Any] | None) -> str:
     if shape is None:
         return "[?]"
@@ -857,7 +887,7 @@ def _node_changes(na: ir.Node, nb: ir.Node, ia: NodeInfo, ib: NodeInfo,
         if ta.dtype != tb.dtype and ta.dtype and tb.dtype:
             changes.append(Change("dtype", field, ta.dtype, tb.dtype,
                                   f"{field} dtype {ta.dtype} -> {tb.dtype}"))
-        if ta.shape != tb.shape and ta.shape is not None and tb.shape is not None:
+        if not shapes_agree(ta.shape, tb.shape):
             changes.append(Change("input_shape", field, list(ta.shape), list(tb.shape),
                                   f"{field} shape {_fmt_shape(ta.shape)} -> "
                                   f"{_fmt_shape(tb.shape)}"))
@@ -871,7 +901,7 @@ def _node_changes(na: ir.Node, nb: ir.Node, ia: NodeInfo, ib: NodeInfo,
         if ta.dtype != tb.dtype and ta.dtype and tb.dtype:
             changes.append(Change("dtype", field, ta.dtype, tb.dtype,
                                   f"{field} dtype {ta.dtype} -> {tb.dtype}"))
-        if ta.shape != tb.shape and ta.shape is not None and tb.shape is not None:
+        if not shapes_agree(ta.shape, tb.shape):
             changes.append(Change("output_shape", field, list(ta.shape), list(tb.shape),
                                   f"{field} shape {_fmt_shape(ta.shape)} -> "
                                   f"{_fmt_shape(tb.shape)}"))

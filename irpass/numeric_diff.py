@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from irpass.diff import CONSTANT_OPS, GraphDiff, diff_models
+from irpass.diff import CONSTANT_OPS, GraphDiff, diff_models, shapes_agree
 from irpass.errors import DataError
 from irpass.verify import make_session, random_feeds, run_model, tolerance_for
 
@@ -232,7 +232,7 @@ def _tensor_pairs(diff: GraphDiff) -> tuple[list[tuple[str, str, str, str, int]]
             pa, pb = producer_a.get(ta.name), producer_b.get(tb.name)
             if pa is None or pb is None or (ta.name, tb.name) in pairs:
                 continue  # graph inputs are the feeds themselves
-            if ta.shape is not None and tb.shape is not None and ta.shape != tb.shape:
+            if not shapes_agree(ta.shape, tb.shape):
                 skipped.append(f"{pb.label} -> {match.b.label}: shapes differ "
                                f"{list(ta.shape)} vs {list(tb.shape)}")
                 continue

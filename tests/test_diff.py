@@ -179,3 +179,32 @@ def test_order_fallback_is_opt_in():
     loose = diff_models(a, b, order_fallback=True)
     assert [(m.a.op_type, m.b.op_type, m.method) for m in loose.matches] == [
         ("Neg", "Neg", "order")]
+
+
+def test_subgraph_bodies_are_compared_by_op_counts():
+    from irpass.testing import model_from_text
+
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4] x, bool c) => (float[N, 4] y) {
+      r = Relu(x)
+      y = If(c) <then_branch = t () => (float[N, 4] o) { o = Neg(r) },
+                 else_branch = e () => (float[N, 4] o) { o = Abs(r) }>
+    }"""
+    a = model_from_text(text)
+    b = model_from_text(text.replace("o = Abs(r)", "o2 = Abs(r)\n o = Identity(o2)"))
+    diff = diff_models(a, b)
+    assert not diff.added and not diff.removed
+    (change,) = [c for m in diff.changed for c in m.changes]
+    assert change.field == "else_branch"
+    assert (change.before, change.after) == ("<graph: 1 nodes: Abs>",
+                                             "<graph: 2 nodes: Abs, Identity>")
+
+
+def test_shapes_agree_ignores_invented_symbolic_names():
+    from irpass.diff import shapes_agree
+
+    assert shapes_agree(("unk__214", 512, 256), ("unk__3", 512, 256))
+    assert shapes_agree(None, (1, 2))
+    assert not shapes_agree(("N", 3), (1, 3))  # batch fixed: a real change
+    assert not shapes_agree((1, 3), (1, 3, 1))
+    assert not shapes_agree((1, 8), (1, 6))

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from rich.markup import escape
 from rich.table import Table
 
 from irpass.cli import console
@@ -99,8 +100,8 @@ def _summary_table(diff: GraphDiff) -> Table:
     table = Table(title="diff", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("A", diff.a_label)
-    table.add_row("B", diff.b_label)
+    table.add_row("A", escape(diff.a_label))
+    table.add_row("B", escape(diff.b_label))
     table.add_row("nodes", f"{summary['nodes_a']} -> {summary['nodes_b']}")
     table.add_row("matched", str(summary["matched"]))
     methods = ", ".join(f"{k[len('matched_by_'):]}: {v}" for k, v in summary.items()
@@ -142,7 +143,7 @@ def _op_table(diff: GraphDiff) -> Table | None:
         table.add_column(name, justify="left" if name == "op" else "right")
     for op, (a, b) in delta.items():
         color = "green" if b > a else "red"
-        table.add_row(op, str(a), str(b), f"[{color}]{b - a:+d}[/]")
+        table.add_row(escape(op), str(a), str(b), f"[{color}]{b - a:+d}[/]")
     return table
 
 
@@ -153,7 +154,8 @@ def _io_table(diff: GraphDiff) -> Table | None:
     for name in ("", "change", "name", "A", "B"):
         table.add_column(name)
     for c in diff.io_changes:
-        table.add_row(c.kind, c.change, c.name, c.before or "-", c.after or "-")
+        table.add_row(c.kind, c.change, escape(c.name), escape(c.before or "-"),
+                      escape(c.after or "-"))
     for domain, (a, b) in diff.opset_changes.items():
         table.add_row("opset", "changed", domain, str(a), str(b))
     return table
@@ -170,7 +172,8 @@ def _node_tables(diff: GraphDiff, limit: int) -> list[Table | str]:
         table.add_column("changes", overflow="fold")
         for m in changed[:limit]:
             name = m.a.label if m.a.label == m.b.label else f"{m.a.label} -> {m.b.label}"
-            table.add_row(name, m.b.op_type, m.method, "\n".join(c.text for c in m.changes))
+            table.add_row(escape(name), m.b.op_type, m.method,
+                          escape("\n".join(c.text for c in m.changes)))
         if len(changed) > limit:
             table.caption = f"{len(changed) - limit} more (use --json / --html or --limit)"
         tables.append(table)
@@ -189,8 +192,9 @@ def _node_tables(diff: GraphDiff, limit: int) -> list[Table | str]:
         table.add_column("outputs", overflow="fold")
         table.add_column("weights", overflow="fold")
         for n in nodes[:limit]:
-            table.add_row(n.label, n.op_type, ", ".join(t.type_text() for t in n.outputs),
-                          ", ".join(w.type_text() for w in n.weights.values()))
+            table.add_row(escape(n.label), n.op_type,
+                          escape(", ".join(t.type_text() for t in n.outputs)),
+                          escape(", ".join(w.type_text() for w in n.weights.values())))
         if len(nodes) > limit:
             table.caption = f"{len(nodes) - limit} more (use --json / --html or --limit)"
         tables.append(table)
@@ -206,11 +210,12 @@ def _numeric_tables(result: NumericDiff, limit: int) -> list[Table]:
         table.add_column(name, justify="right" if name in ("cosine", "max abs", "mean abs")
                          else "left")
     for t in result.outputs:
-        table.add_row(t.a_name, str(t.shape), fmt(t.cosine), fmt(t.max_abs), fmt(t.mean_abs),
+        table.add_row(escape(t.a_name), escape(str(t.shape)), fmt(t.cosine), fmt(t.max_abs),
+                      fmt(t.mean_abs),
                       "[red]no[/]" if t.diverged else "[green]yes[/]")
     first = result.first_divergence
     if first is not None:
-        table.caption = (f"first diverging layer: {first.node} ({first.op_type}), "
+        table.caption = (f"first diverging layer: {escape(first.node)} ({first.op_type}), "
                          f"cosine {fmt(first.cosine)}, max abs {fmt(first.max_abs)}")
     elif result.intermediates:
         table.caption = f"all {len(result.intermediates)} matched layers within tolerance"
@@ -221,7 +226,7 @@ def _numeric_tables(result: NumericDiff, limit: int) -> list[Table]:
         for name in ("layer", "op", "cosine", "max abs"):
             layers.add_column(name, justify="right" if name in ("cosine", "max abs") else "left")
         for t in diverged[:limit]:
-            layers.add_row(t.node, t.op_type, fmt(t.cosine), fmt(t.max_abs))
+            layers.add_row(escape(t.node), t.op_type, fmt(t.cosine), fmt(t.max_abs))
         tables.append(layers)
     return tables
 
@@ -266,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
     for table in (_cost_table(diff.cost_a, diff.cost_b), _op_table(diff), _io_table(diff),
                   *_node_tables(diff, args.limit)):
         if isinstance(table, str):
-            console.print(table, soft_wrap=True)
+            console.print(escape(table), soft_wrap=True)
         elif table is not None:
             console.print(table)
     if numeric is not None:
@@ -274,5 +279,5 @@ def run(args: argparse.Namespace) -> int:
             console.print(table)
     for label, path in (("JSON", args.json), ("HTML", args.html)):
         if path:
-            console.print(f"{label} written to {path}", soft_wrap=True)
+            console.print(escape(f"{label} written to {path}"), soft_wrap=True)
     return 0
