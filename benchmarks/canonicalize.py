@@ -2,11 +2,14 @@
 
 For every model each tool starts from the same in-memory ``ModelProto`` and must hand back a
 ``ModelProto`` (irpass: ``ir.from_proto`` -> passes -> ``ir.to_proto``; conversions are timed).
-Reported per model: wall time and node count (main graph) of
+Reported per model: wall time, node count (main graph) and MACs (irpass.analysis.cost, untimed) of
 
-- ``irpass``        the ``canonicalize`` preset through irpass's PassManager (verify=none);
-- ``irpass+fuse``   ``canonicalize,fuse`` (onnxsim folds BatchNorm into Conv and onnxslim fuses
-                    too; canonicalize alone does not fuse), when the ``fuse`` preset exists;
+- ``irpass``        the ``canonicalize`` preset, its passes run by onnx-ir's PassManager
+                    (``fixpoint(...)`` = nested early-stopping manager): irpass as a library;
+- ``irpass(manager)`` (``--manager``) the same through irpass's PassManager with verify=none:
+                    adds cost analysis and a rollback snapshot around every pass;
+- ``irpass+fuse``   ``canonicalize,fuse`` as a library (onnxsim folds BatchNorm into Conv and
+                    onnxslim fuses too; canonicalize alone does not fuse), when ``fuse`` exists;
 - ``onnxsim``       ``onnxsim.simplify(model)`` (defaults: its fusions included, no ORT check);
 - ``onnxslim``      ``onnxslim.slim(model)``;
 
@@ -35,7 +38,10 @@ import onnx_ir as ir
 from rich.console import Console
 from rich.table import Table
 
-from irpass.manager import ManagerOptions, PassManager
+from irpass.analysis.cost import model_cost
+from irpass.context import PassContext
+from irpass.manager import ManagerOptions, PassManager, build_pass
+from irpass.pipeline import Step, expand_presets, parse_pipeline
 from irpass.registry import get_preset
 from irpass.testing import assert_equivalent
 
@@ -52,7 +58,35 @@ def model_paths() -> dict[str, pathlib.Path]:
     return paths
 
 
+def onnx_ir_passes(pipeline: str, max_iterations: int = 10) -> ir.passes.PassBase:
+    """The pipeline as plain onnx-ir passes: fixpoint(...) is a nested early-stopping manager."""
+
+    def build(steps: list[Step] | tuple[Step, ...]) -> list[ir.passes.PassBase]:
+        built: list[ir.passes.PassBase] = []
+        for step in steps:
+            if step.is_fixpoint:
+                built.append(ir.passes.PassManager(build(step.children), steps=max_iterations))
+            else:
+                built.append(build_pass(step, PassContext()))
+        return built
+
+    return ir.passes.PassManager(build(expand_presets(parse_pipeline(pipeline))))
+
+
 def run_irpass(pipeline: str) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
+    """irpass as a library: its passes inside onnx-ir's own PassManager."""
+
+    def run(proto: onnx.ModelProto) -> onnx.ModelProto:
+        model = ir.from_proto(proto)
+        onnx_ir_passes(pipeline)(model)
+        return ir.to_proto(model)
+
+    return run
+
+
+def run_irpass_manager(pipeline: str) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
+    """irpass's own PassManager (what `irpass optimize` runs), verification off."""
+
     def run(proto: onnx.ModelProto) -> onnx.ModelProto:
         model = ir.from_proto(proto)
         PassManager(pipeline, options=ManagerOptions(verify="none")).run(model)
@@ -77,17 +111,24 @@ def run_onnxslim(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def measure(
-    tool: Callable[[onnx.ModelProto], onnx.ModelProto], path: pathlib.Path
+    tool: Callable[[onnx.ModelProto], onnx.ModelProto], path: pathlib.Path, repeat: int
 ) -> dict[str, Any]:
-    proto = onnx.load(str(path))
-    gc.collect()
-    started = time.perf_counter()
-    try:
-        result = tool(proto)
-    except Exception as exc:  # a tool failing on a model is a result, not a crash
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "nodes": len(result.graph.node), "model": result}
+    """Best wall time of ``repeat`` runs, each on a freshly loaded proto."""
+    best = float("inf")
+    result: onnx.ModelProto | None = None
+    for _ in range(repeat):
+        proto = onnx.load(str(path))
+        result = None
+        gc.collect()
+        started = time.perf_counter()
+        try:
+            result = tool(proto)
+        except Exception as exc:  # a tool failing on a model is a result, not a crash
+            message = str(exc).splitlines()[0] if str(exc) else ""
+            return {"error": f"{type(exc).__name__}: {message}"}
+        best = min(best, time.perf_counter() - started)
+    assert result is not None
+    return {"seconds": best, "nodes": len(result.graph.node), "model": result}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("canonicalize.json"))
     parser.add_argument("--models", help="comma-separated subset, e.g. squeezenet,magika")
     parser.add_argument("--no-verify", action="store_true", help="skip the ORT output check")
+    parser.add_argument("--repeat", type=int, default=1, help="best of N timed runs per tool")
+    parser.add_argument(
+        "--manager",
+        action="store_true",
+        help="also time irpass's PassManager (cost analysis and snapshots per pass)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
@@ -109,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     tools: dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]] = {
         "irpass": run_irpass("canonicalize")
     }
+    if args.manager:
+        tools["irpass(manager)"] = run_irpass_manager("canonicalize")
     if get_preset("fuse") is not None:
         tools["irpass+fuse"] = run_irpass("canonicalize,fuse")
     tools["onnxsim"] = run_onnxsim
@@ -121,8 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         row: dict[str, Any] = {"original_nodes": len(original.graph.node)}
         for tool_name, tool in tools.items():
             console.log(f"{name}: {tool_name}")
-            result = measure(tool, path)
+            result = measure(tool, path, args.repeat)
             model = result.pop("model", None)
+            if model is not None:
+                try:
+                    cost = model_cost(ir.from_proto(model))
+                    result["macs"] = cost.macs
+                    result["weight_bytes"] = cost.weight_bytes
+                except Exception as exc:  # cost analysis is informative only
+                    result["cost_error"] = f"{type(exc).__name__}: {exc}"
             if model is not None and tool_name.startswith("irpass") and not args.no_verify:
                 try:
                     assert_equivalent(original, model, seeds=(0,))
@@ -140,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         totals[tool_name] = {
             "seconds": sum(r["seconds"] for r in ok),
             "nodes": sum(r["nodes"] for r in ok),
+            "macs": sum(r.get("macs", 0) for r in ok),
             "models": len(ok),
         }
     ratios = {
@@ -183,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     out.print(table)
     for key, ratio in ratios.items():
         out.print(f"{key}: time x{ratio['seconds']:.2f}, nodes x{ratio['nodes']:.3f}")
+    for tool_name, total in totals.items():
+        out.print(f"{tool_name}: total MACs {total['macs'] / 1e9:.2f} G")
 
     report = {
         "benchmark": "canonicalize",
