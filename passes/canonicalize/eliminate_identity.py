@@ -13,8 +13,9 @@ Dropout is the identity at inference (ONNX: unless ``training_mode`` is true; op
 - ``y = Identity(x)`` where y is a graph output and x a graph input (the node *is* the graph);
 - arithmetic no-ops (``x*1``, ``x+0``, no-op ``Cast``): those belong to the fusion family.
 
-Dropouts are first rewritten to Identity nodes; onnx-ir's ``IdentityEliminationPass`` then
-removes the Identity nodes of the main graph, of If/Loop/Scan bodies and of functions.
+Dropouts of the main graph and of If/Loop/Scan bodies are first rewritten to Identity nodes;
+onnx-ir's ``IdentityEliminationPass`` then removes the Identity nodes of the main graph, of
+If/Loop/Scan bodies and of model-local functions (Dropouts inside functions are left alone).
 """
 
 from __future__ import annotations
