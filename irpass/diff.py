@@ -888,7 +888,7 @@ def _node_changes(na: ir.Node, nb: ir.Node, ia: NodeInfo, ib: NodeInfo,
             changes.append(Change("dtype", field, ta.dtype, tb.dtype,
                                   f"{field} dtype {ta.dtype} -> {tb.dtype}"))
         if not shapes_agree(ta.shape, tb.shape):
-            changes.append(Change("input_shape", field, list(ta.shape), list(tb.shape),
+            changes.append(Change("input_shape", field, list(ta.shape or ()), list(tb.shape or ()),
                                   f"{field} shape {_fmt_shape(ta.shape)} -> "
                                   f"{_fmt_shape(tb.shape)}"))
     for slot in range(max(len(ia.outputs), len(ib.outputs))):
@@ -902,7 +902,7 @@ def _node_changes(na: ir.Node, nb: ir.Node, ia: NodeInfo, ib: NodeInfo,
             changes.append(Change("dtype", field, ta.dtype, tb.dtype,
                                   f"{field} dtype {ta.dtype} -> {tb.dtype}"))
         if not shapes_agree(ta.shape, tb.shape):
-            changes.append(Change("output_shape", field, list(ta.shape), list(tb.shape),
+            changes.append(Change("output_shape", field, list(ta.shape or ()), list(tb.shape or ()),
                                   f"{field} shape {_fmt_shape(ta.shape)} -> "
                                   f"{_fmt_shape(tb.shape)}"))
     return changes

@@ -234,7 +234,7 @@ def _tensor_pairs(diff: GraphDiff) -> tuple[list[tuple[str, str, str, str, int]]
                 continue  # graph inputs are the feeds themselves
             if not shapes_agree(ta.shape, tb.shape):
                 skipped.append(f"{pb.label} -> {match.b.label}: shapes differ "
-                               f"{list(ta.shape)} vs {list(tb.shape)}")
+                               f"{list(ta.shape or ())} vs {list(tb.shape or ())}")
                 continue
             pairs[(ta.name, tb.name)] = (pb.label, pb.op_type, pa.index)
     ordered = sorted(((a, b, *rest) for (a, b), rest in pairs.items()), key=lambda p: p[4])

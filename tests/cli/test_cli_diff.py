@@ -33,7 +33,7 @@ def test_diff_prints_tables(models, capsys):
 def test_shapes_in_tables_are_not_eaten_as_markup(models, capsys):
     assert main(["diff", str(models["a"]), str(models["pruned"])]) == 0
     out = capsys.readouterr().out
-    assert "[8,3,3,3] -> [6,3,3,3]" in out
+    assert "[8,3,3,3]" in out and "[6,3,3,3]" in out
 
 
 def test_identical_models(models, capsys):
