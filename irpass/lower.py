@@ -244,6 +244,8 @@ def load_factory(spec: str) -> tuple[Any, tuple[Any, ...]]:
     try:
         py_module = importlib.import_module(module_name)
     except ImportError as exc:
+        if exc.name == "torch":
+            require_torch()
         raise LoweringError(
             f"cannot import {module_name!r}: {exc}",
             hint="run from the folder that contains it or install the package",

@@ -3,6 +3,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,31 +45,46 @@ def test_factory_spec_errors(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
         load_factory("factories_for_lower:bare")
 
 
-torch = pytest.importorskip("torch")
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
-class _Small(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(4)
-        self.fc = torch.nn.Linear(4, 2)
-
-    def forward(self, x):
-        y = torch.relu(self.bn(self.conv(x)))
-        return self.fc(y.mean(dim=(2, 3)))
+needs_torch = pytest.mark.skipif(
+    not _has_torch(), reason="torch is not installed (pip install 'irpass[torch]')"
+)
 
 
-def _small():
+def _small() -> tuple[Any, tuple[Any, ...]]:
+    import torch
+
+    class Small(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            y = torch.relu(self.bn(self.conv(x)))
+            return self.fc(y.mean(dim=(2, 3)))
+
     torch.manual_seed(0)
-    module = _Small().eval()
+    module = Small().eval()
     with torch.no_grad():
         module.bn.running_mean.uniform_(-0.5, 0.5)
         module.bn.running_var.uniform_(0.5, 1.5)
     return module, (torch.randn(2, 1, 6, 6),)
 
 
+@pytest.mark.torch
+@needs_torch
 def test_lower_has_dynamic_batch_and_matches_torch() -> None:
+    import torch
+
     module, example = _small()
     model = lower(module, example, input_names=["image"], output_names=["logits"])
     check_structure(model)
@@ -87,6 +103,8 @@ def test_lower_has_dynamic_batch_and_matches_torch() -> None:
         assert isinstance(value.const_value.raw, np.ndarray)
 
 
+@pytest.mark.torch
+@needs_torch
 @pytest.mark.parametrize(
     ("optimize", "has_batchnorm"), [("fold", True), ("full", False), ("none", True)]
 )
@@ -99,7 +117,11 @@ def test_optimize_modes(optimize: str, has_batchnorm: bool) -> None:
         assert "CastLike" not in ops and "Expand" not in ops
 
 
+@pytest.mark.torch
+@needs_torch
 def test_static_batch_and_extra_dynamic_axes(tmp_path) -> None:
+    import torch
+
     class Tokens(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -120,7 +142,11 @@ def test_static_batch_and_extra_dynamic_axes(tmp_path) -> None:
     assert (tmp_path / "t.onnx").is_file()
 
 
+@pytest.mark.torch
+@needs_torch
 def test_export_failure_is_a_lowering_error() -> None:
+    import torch
+
     class Broken(torch.nn.Module):
         def forward(self, x):
             return torch.linalg.eigh(x)[0]  # no ONNX translation
@@ -134,7 +160,11 @@ def test_export_failure_is_a_lowering_error() -> None:
         lower(_small()[0], _small()[1], optimize="some")  # type: ignore[arg-type]
 
 
+@pytest.mark.torch
+@needs_torch
 def test_load_factory_accepts_tuple_and_example_attribute(tmp_path, monkeypatch) -> None:
+    import torch
+
     (tmp_path / "torch_factories_for_lower.py").write_text(
         textwrap.dedent(
             """

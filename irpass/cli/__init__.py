@@ -17,6 +17,7 @@ from types import ModuleType
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from irpass import __version__
 from irpass.errors import IrpassError
@@ -80,9 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IrpassError as exc:
         if args.debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+        # Messages quote shapes like [batch, 64] and extras like irpass[torch]: not markup.
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {exc.hint}", soft_wrap=True)
+            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")

@@ -67,7 +67,7 @@ def test_data_not_matching_the_model_names_the_input(capsys) -> None:
     digits16 = trained_eval_data()["digits_resnet"]
     assert main(["eval", str(MLP), "--data", str(digits16), "--labels", "data"]) == 2
     err = capsys.readouterr().err
-    assert "input 'input' expects rank 2" in err
+    assert "input 'input' expects rank 2 (float32 [batch, 64])" in err
 
 
 def test_nothing_to_measure(capsys) -> None:

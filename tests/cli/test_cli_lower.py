@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +14,13 @@ from irpass.testing import run_ir
 def test_lower_without_colon_fails_cleanly(capsys, tmp_path: pathlib.Path) -> None:
     assert main(["lower", "models.zoo", "-o", str(tmp_path / "m.onnx")]) == 2
     assert "package.module:factory" in capsys.readouterr().err
+
+
+def test_lower_without_torch_says_how_to_install_it(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "models.zoo", raising=False)
+    assert main(["lower", "models.zoo:mlp", "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "irpass[torch]" in capsys.readouterr().err
 
 
 def test_bad_dynamic_axis_spec(capsys, tmp_path: pathlib.Path) -> None:
