@@ -72,6 +72,7 @@ __all__ = [
     "RandomSource",
     "ValidatedSource",
     "import_callable",
+    "folder_labels",
     "input_specs",
     "load_labels",
     "open_data",
@@ -942,6 +943,28 @@ def _check_not_empty(source: DataSource) -> None:
 
 
 # ----------------------------------------------------------------------------------- labels
+def folder_labels(folder: pathlib.Path) -> np.ndarray:
+    """Class indices of the images in ``folder/<class>/...`` (classes in sorted name order).
+
+    The order matches the order in which an image folder is read, so the labels line up
+    with the samples of ``open_data(folder)``.
+    """
+    images = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not images:
+        raise DataError(f"labels {folder}: no images in this folder")
+    classes = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None
+               for p in images]
+    if any(c is None for c in classes):
+        raise DataError(
+            f"labels {folder}: images must sit in one subfolder per class",
+            hint="lay out the data as FOLDER/<class name>/<image>",
+        )
+    names = sorted(set(classes))  # type: ignore[type-var]
+    return np.array([names.index(c) for c in classes], dtype=np.int64)
+
+
 _LABEL_KEYS = ("labels", "label", "y", "targets", "target")
 
 
@@ -950,13 +973,16 @@ def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
 
     ``.npy`` arrays; ``.npz`` archives (the member ``labels``/``label``/``y``/``targets``,
     the only member, or the one named by ``file.npz:key``); ``.txt`` / ``.csv`` with one label
-    per line (integers become int64, anything else float).
+    per line (integers become int64, anything else float); a folder of images sorted into one
+    subfolder per class (see :func:`folder_labels`).
 
     Raises:
         DataError: the file is missing, unreadable or empty.
     """
     text = os.fspath(path)
     key = None
+    if pathlib.Path(text).is_dir():
+        return folder_labels(pathlib.Path(text))
     if not pathlib.Path(text).exists() and ":" in text:
         text, _, key = text.rpartition(":")
     file = pathlib.Path(text)

@@ -415,6 +415,11 @@ class Evaluator:
                         hint="the data source must give the same feeds every time",
                     )
                 ref = self._store.get(batches - 1)
+                if len(out) != len(ref):
+                    raise DataError(
+                        f"the model has {len(out)} outputs, the reference {len(ref)}",
+                        hint="a pass added or removed a graph output",
+                    )
                 for position, (name, ref_value) in enumerate(ref.items()):
                     value = out.get(name)
                     if value is None:

@@ -427,3 +427,17 @@ def test_bad_labels(tmp_path: pathlib.Path) -> None:
         load_labels(tmp_path / "e.npy")
     with pytest.raises(DataError, match="no such file"):
         load_labels(tmp_path / "missing.npy")
+
+
+def test_labels_from_class_subfolders_line_up_with_the_images(tmp_path: pathlib.Path) -> None:
+    for cls, value in (("cat", 10), ("dog", 200)):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            _write_pgm(tmp_path / cls / f"{i}.pgm", np.full((2, 2), value))
+    labels = load_labels(tmp_path)
+    assert labels.tolist() == [0, 0, 1, 1]
+    images = np.concatenate([f["input"] for f in open_data(tmp_path)()])
+    assert images[labels == 1].min() > images[labels == 0].max()
+    (tmp_path / "loose.pgm").write_bytes((tmp_path / "cat" / "0.pgm").read_bytes())
+    with pytest.raises(DataError, match="one subfolder per class"):
+        load_labels(tmp_path)

@@ -225,3 +225,15 @@ def test_damaged_model_shows_a_fidelity_drop_in_the_per_pass_report(tmp_path) ->
     assert metrics["cosine"] < 0.999
     assert metrics["top1_agreement"] < 1.0
     assert metrics["accuracy"] != evaluator.reference_metrics()["accuracy"]
+
+
+def test_changed_number_of_outputs_is_reported(data) -> None:
+    _, source = data
+    two = model_from_text(TWO_OUTPUTS.format(S="1.0"))
+    fewer = model_from_text(
+        TWO_OUTPUTS.format(S="1.0")
+        .replace(", int64[N] c)", ")")
+        .replace("    c = ArgMax<axis = 1, keepdims = 0>(b)\n", "")
+    )
+    with pytest.raises(DataError, match="2 outputs, the reference 3"):
+        Evaluator(two, source)(fewer)
