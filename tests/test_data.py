@@ -441,3 +441,18 @@ def test_labels_from_class_subfolders_line_up_with_the_images(tmp_path: pathlib.
     (tmp_path / "loose.pgm").write_bytes((tmp_path / "cat" / "0.pgm").read_bytes())
     with pytest.raises(DataError, match="one subfolder per class"):
         load_labels(tmp_path)
+
+
+def test_npz_streaming_memory_is_bounded(tmp_path: pathlib.Path, dynamic) -> None:
+    import tracemalloc
+
+    big = np.ones((400_000, 3), np.float32)  # 4.8 MB
+    np.savez_compressed(tmp_path / "big.npz", x=big)
+    del big
+    source = open_data(tmp_path / "big.npz", dynamic, batch_size=1000)
+    tracemalloc.start()
+    total = sum(f["x"].shape[0] for f in source())
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert total == 400_000
+    assert peak < 1_000_000  # a few batches of 12 kB, never the whole 4.8 MB array

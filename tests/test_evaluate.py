@@ -237,3 +237,26 @@ def test_changed_number_of_outputs_is_reported(data) -> None:
     )
     with pytest.raises(DataError, match="2 outputs, the reference 3"):
         Evaluator(two, source)(fewer)
+
+
+def test_varying_sequence_lengths_and_dense_labels() -> None:
+    from irpass.ir import load_model
+    from models import zoo_paths
+
+    transformer = load_model(zoo_paths()["transformer"])
+    rng = np.random.default_rng(0)
+    feeds = [{"tokens": rng.integers(0, 128, (2, n))} for n in (3, 17, 64)]
+    source = CallableSource(lambda: iter(feeds), ["tokens"])
+    metrics = Evaluator(transformer, source, labels=np.array([0, 1, 2, 3, 0, 1]))(transformer)
+    assert metrics["top1_agreement"] == 1.0 and metrics["sqnr_db"] == SQNR_CAP_DB
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+
+    unet = load_model(zoo_paths()["unet"])
+    x = rng.standard_normal((4, 1, 16, 16)).astype(np.float32)
+    from irpass.testing import run_ir
+
+    mask = run_ir(unet, {"input": x})["mask"]
+    pixels = mask.argmax(axis=1)  # per-pixel classes [N, H, W]
+    pixels[0, 0, :4] = 1 - pixels[0, 0, :4]
+    metrics = evaluate(unet, ArraySource({"input": x}), labels=pixels)
+    assert metrics["accuracy"] == pytest.approx(1 - 4 / pixels.size)
