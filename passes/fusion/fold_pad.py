@@ -10,9 +10,10 @@
 Conv pads with zeros, so explicit zero padding is the same; AveragePool counts its pads as
 zeros only with ``count_include_pad=1``. Left alone: non-constant mode (reflect, edge, wrap),
 a non-zero pad value, negative pads (cropping), padding of the batch or channel axes, an
-``axes`` input, ``auto_pad`` other than NOTSET, AveragePool with ``ceil_mode=1`` (windows past
-the padded border count differently) or with its own pads and ``count_include_pad=0``, and
-MaxPool (its pads act as -inf, not 0).
+``axes`` input, ``auto_pad`` other than NOTSET, pooling pads that would reach the kernel
+size (pooling requires pads < kernel), AveragePool with ``ceil_mode=1`` (windows past the
+padded border count differently) or with its own pads and ``count_include_pad=0``, and MaxPool
+(its pads act as -inf, not 0).
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ class FoldPadIntoWindowOp(FusionRule):
                 return result.fail("AveragePool excludes its own pads from the average")
         extra = pads[2:rank] + pads[rank + 2:]
         self._pads = [int(a) + int(b) for a, b in zip(own, extra, strict=True)]
+        kernel = attr_ints(node, "kernel_shape")
+        if self.consumer == "AveragePool" and (
+            kernel is None or any(p >= kernel[i % spatial] for i, p in enumerate(self._pads))
+        ):
+            return result.fail(f"pooling pads {self._pads} would not be smaller than the kernel")
         return result
 
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:

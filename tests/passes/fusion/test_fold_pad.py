@@ -48,3 +48,14 @@ def test_inexact_pad_folds_are_refused(pad, consumer):
       y = {consumer}
     }}"""
     assert_unchanged(FoldPadPass, build(text, ["W"]))
+
+
+def test_pad_as_large_as_the_pool_kernel_is_refused():
+    # found by the property test: AveragePool requires pads < kernel_shape
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[1,1,3,3] x) => (float[1,1,A,B] y) <int64[8] p = {0, 0, 0, 0, 0, 0, 0, 2}> {
+      t = Pad(x, p)
+      y = AveragePool<kernel_shape=[2,2]>(t)
+    }"""
+    assert_unchanged(FoldPadPass, build(text))
