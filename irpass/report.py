@@ -231,9 +231,20 @@ def _y_axis(x0: float, y0: float, y1: float, lo: float, hi: float, x1: float,
     return "".join(parts)
 
 
+#: Widest chart drawn; more categories than fit get thinner bars and every k-th label.
+MAX_CHART_WIDTH = 1100
+
+
+def _chart_width(count: int) -> int:
+    return min(MAX_CHART_WIDTH, max(420, 160 + 46 * count))
+
+
 def _x_labels(xs: Sequence[float], labels: Sequence[str], y: float) -> str:
     parts = []
-    for x, label in zip(xs, labels, strict=True):
+    stride = max(1, math.ceil(len(labels) * 30 / max(1.0, (xs[-1] - xs[0]) if xs else 1.0)))
+    for k, (x, label) in enumerate(zip(xs, labels, strict=True)):
+        if k % stride:
+            continue
         short = label if len(label) <= 22 else label[:21] + "…"
         parts.append(f'<text transform="translate({x:.1f},{y}) rotate(35)" font-size="11" '
                      f'fill="#394150">{_e(short)}<title>{_e(label)}</title></text>')
@@ -246,7 +257,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float | None], title: str,
     known = [v for v in values if v is not None]
     if not known:
         return ""
-    width = max(420, 160 + 46 * len(labels))
+    width = _chart_width(len(labels))
     height = 330
     x0, x1, y0, y1 = 70.0, width - 100.0, 210.0, 34.0
     lo, hi = _axis_range(known + [0.0])
@@ -270,12 +281,16 @@ def bar_chart(labels: Sequence[str], values: Sequence[float | None], title: str,
 
 
 def line_chart(labels: Sequence[str], series: Mapping[str, Sequence[float | None]], title: str,
-               fmt: Callable[[Any], str], chart_id: str) -> str:
-    """Return an SVG line chart: one line per series over categorical x labels."""
+               fmt: Callable[[Any], str], chart_id: str, highlight: int | None = None,
+               highlight_label: str = "") -> str:
+    """Return an SVG line chart: one line per series over categorical x labels.
+
+    ``highlight`` marks one x position with a red dashed line (e.g. the first diverging layer).
+    """
     known = [v for values in series.values() for v in values if v is not None]
     if not known:
         return ""
-    width = max(420, 160 + 46 * len(labels))
+    width = _chart_width(len(labels))
     height = 330 + 16 * max(0, len(series) - 1)
     x0, x1, y0, y1 = 70.0, width - 100.0, 210.0, 34.0
     # accuracy-like series: zoom on the data, a zero-based axis would flatten every change
@@ -285,6 +300,13 @@ def line_chart(labels: Sequence[str], series: Mapping[str, Sequence[float | None
     step = (x1 - x0) / max(1, len(labels))
     xs = [x0 + step * (k + 0.5) for k in range(len(labels))]
     parts = [_y_axis(x0, y0, y1, lo, hi, x1, fmt)]
+    if highlight is not None and 0 <= highlight < len(xs):
+        hx = xs[highlight]
+        parts.append(f'<line x1="{hx:.1f}" y1="{y1}" x2="{hx:.1f}" y2="{y0}" stroke="#b3261e" '
+                     f'stroke-dasharray="4,3"><title>{_e(highlight_label)}</title></line>'
+                     f'<text x="{hx + 4:.1f}" y="{y1 + 10}" font-size="11" fill="#b3261e">'
+                     f"{_e(highlight_label)}</text>")
+    radius = 3.5 if len(labels) <= 60 else 2.0
     for n, (name, values) in enumerate(series.items()):
         color = _PALETTE[n % len(_PALETTE)]
         points = [(xs[k], y0 - (y0 - y1) * (v - lo) / (hi - lo))
@@ -297,7 +319,7 @@ def line_chart(labels: Sequence[str], series: Mapping[str, Sequence[float | None
             if v is None:
                 continue
             y = y0 - (y0 - y1) * (v - lo) / (hi - lo)
-            parts.append(f'<circle cx="{xs[k]:.1f}" cy="{y:.1f}" r="3.5" fill="{color}">'
+            parts.append(f'<circle cx="{xs[k]:.1f}" cy="{y:.1f}" r="{radius}" fill="{color}">'
                          f"<title>{_e(name)} @ {_e(labels[k])}: {_e(fmt(v))}</title></circle>")
         if len(series) > 1:
             ly = height - 14 - 16 * (len(series) - 1 - n)
@@ -665,9 +687,11 @@ def _numeric_section(numeric: Mapping[str, Any]) -> str:
     inter = [t for t in _list(numeric.get("intermediates")) if isinstance(t, dict)]
     if inter:
         labels = [str(t.get("node")) for t in inter]
+        first_at = next((k for k, t in enumerate(inter) if t.get("diverged")), None)
         chart = line_chart(labels, {"cosine": [_num(t.get("cosine")) for t in inter]},
-                           "cosine similarity per matched layer", _fmt_float, "chart-cosine") \
-            if len(inter) <= 120 else ""
+                           "cosine similarity per matched layer (A order)", _fmt_float,
+                           "chart-cosine", highlight=first_at,
+                           highlight_label="first divergence")
         parts.append(f'<div class="charts">{chart}</div>' if chart else "")
         parts.append(f"<details><summary>Matched intermediate tensors ({len(inter)})</summary>"
                      + _table(headers, _capped(rows_of(inter), 7), numeric=(3, 4, 5),

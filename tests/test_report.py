@@ -170,3 +170,17 @@ def test_charts_skip_passes_that_changed_nothing_and_exact_verification():
     size_chart = page[page.index('id="chart-size"'):]
     size_chart = size_chart[:size_chart.index("</svg>")]
     assert "fixpoint#1/fold_constants" not in size_chart and "quantize_int8" in size_chart
+
+
+def test_long_charts_stay_within_the_page_and_thin_their_labels():
+    from irpass.report import MAX_CHART_WIDTH, line_chart
+
+    labels = [f"layer{k}" for k in range(500)]
+    svg = line_chart(labels, {"cosine": [1.0 - k * 1e-4 for k in range(500)]}, "t", str, "c",
+                     highlight=200, highlight_label="first divergence")
+    root = ET.fromstring(svg[svg.index("<svg"):svg.rindex("</svg>") + 6])
+    assert int(root.get("width")) <= MAX_CHART_WIDTH
+    label_texts = [t for t in root.iter(f"{SVG}text") if (t.text or "").startswith("layer")]
+    assert 10 < len(label_texts) < 60
+    assert len(root.findall(f"{SVG}circle")) == 500
+    assert "first divergence" in svg
