@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
+
 from irpass.cli import console
 from irpass.errors import DataError
 from irpass.lower import DEFAULT_OPSET, load_factory, lower_to_file
@@ -77,10 +79,16 @@ def run(args: argparse.Namespace) -> int:
         dynamic_axes=dynamic_axes,
         optimize=args.optimize,
     )
-    inputs = ", ".join(f"{v.name} {v.dtype.name if v.dtype else '?'}{list(v.shape or [])}"
-                       for v in model.graph.inputs)
+    inputs = ", ".join(
+        f"{v.name} {v.dtype.name.lower() if v.dtype else '?'}"
+        f"[{', '.join(str(d) for d in (v.shape or []))}]"
+        for v in model.graph.inputs
+    )
     console.print(
-        f"wrote {args.output}: {len(model.graph)} nodes, opset "
-        f"{model.opset_imports.get('', '?')}, inputs {inputs}"
+        escape(
+            f"wrote {args.output}: {len(model.graph)} nodes, opset "
+            f"{model.opset_imports.get('', '?')}, inputs {inputs}"
+        ),
+        soft_wrap=True,
     )
     return 0
