@@ -932,11 +932,26 @@ def _io_changes(a: ir.Graph, b: ir.Graph) -> list[IOChange]:
     return changes
 
 
-def model_summary_cost(model: ir.Model) -> dict[str, Any]:
+def _typed_values(model: ir.Model) -> dict[str, tuple[Any, Any]]:
+    """Map every named value to (shape, dtype), the form ``irpass.analysis.cost`` consumes."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for graph in model.graphs():
+        for value in list(graph.inputs) + list(graph.initializers.values()):
+            if value.name:
+                out[value.name] = (value.shape, value.dtype)
+        for node in graph:
+            for value in node.outputs:
+                if value.name:
+                    out[value.name] = (value.shape, value.dtype)
+    return out
+
+
+def model_summary_cost(model: ir.Model, inferred: ir.Model | None = None) -> dict[str, Any]:
     """Cost of a model as a dict: through ``irpass.analysis.cost.model_cost`` when available.
 
-    Without the cost module the fallback counts nodes, ops, and params/bytes of initializers
-    and Constant/ConstantOfShape weights (no MACs).
+    ``inferred`` is a shape-inferred copy of ``model`` whose value types are reused instead of
+    running shape inference again. Without the cost module the fallback counts nodes, ops,
+    and params/bytes of initializers and Constant/ConstantOfShape weights (no MACs).
     """
     try:
         from irpass.analysis import cost as cost_module
@@ -944,7 +959,8 @@ def model_summary_cost(model: ir.Model) -> dict[str, Any]:
         cost_module = None  # type: ignore[assignment]
     if cost_module is not None:
         try:
-            cost = cost_module.model_cost(model)
+            values = _typed_values(inferred) if inferred is not None else None
+            cost = cost_module.model_cost(model, values)
             # totals and op histogram; per-layer rows would make a diff as large as the model
             data = dict(cost.summary())
             data["unknown_macs_nodes"] = cost.unknown_macs_nodes
@@ -1115,9 +1131,9 @@ def diff_models(
     ``order`` phase (see the module docstring). Subgraph bodies are summarised as attributes
     (node counts), not matched node by node.
     """
-    cost_a = model_summary_cost(a) if with_cost else {}
-    cost_b = model_summary_cost(b) if with_cost else {}
     pa, pb = _prepare(a, infer_shapes), _prepare(b, infer_shapes)
+    cost_a = model_summary_cost(a, pa if infer_shapes else None) if with_cost else {}
+    cost_b = model_summary_cost(b, pb if infer_shapes else None) if with_cost else {}
     side_a, side_b = _Side("A", pa.graph), _Side("B", pb.graph)
     matcher = _Matcher(side_a, side_b)
     matcher.run(order_fallback)
