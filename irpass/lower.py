@@ -32,7 +32,8 @@ import os
 import pathlib
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -125,6 +126,24 @@ def _detach_weights(model: ir.Model) -> None:
             value.const_value = ir.Tensor(tensor.numpy(), name=tensor.name)
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's own chatter (missing torchvision ops, deprecations in torch).
+
+    Export failures still raise; what is silenced says nothing about the user's module.
+    """
+    exporter_logger = logging.getLogger("torch.onnx")
+    level = exporter_logger.level
+    exporter_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        exporter_logger.setLevel(level)
+
+
 def _fold(model: ir.Model) -> None:
     """Constant folding and cleanup, but none of the fusions (BatchNorm stays)."""
     from onnx_ir.passes import common
@@ -186,7 +205,7 @@ def lower(
     # The exporter reports progress on stdout; a library must not print.
     sink = io.StringIO()
     try:
-        with torch.no_grad(), contextlib.redirect_stdout(sink):
+        with torch.no_grad(), contextlib.redirect_stdout(sink), _quiet_exporter():
             program = torch.onnx.export(
                 module,
                 inputs,
