@@ -93,3 +93,12 @@ def test_memory_budget_splits_intermediates_into_runs_with_equal_results():
     assert whole.runs == 1 and split.runs == len(split.intermediates) == 3
     assert [t.to_dict() for t in split.intermediates] == [t.to_dict() for t in whole.intermediates]
     assert [t.to_dict() for t in split.outputs] == [t.to_dict() for t in whole.outputs]
+
+
+def test_renamed_graph_input_and_output_are_paired_by_position():
+    a, b = net(), net()
+    b.graph.inputs[0].name = "images"
+    b.graph.outputs[0].name = "logits"
+    result = numeric_diff(a, b)
+    assert [(t.a_name, t.b_name) for t in result.outputs] == [("y", "logits")]
+    assert result.outputs[0].max_abs == 0.0
