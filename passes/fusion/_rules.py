@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern as orp
+from onnxscript.rewriter._basics import MatchFailureError
 
 from irpass.pass_base import IrpassPass, all_graphs
 
@@ -83,7 +84,13 @@ class FusionRule(orp.RewriteRuleClassBase):
         return self.ctx.graph_or_function
 
     def new_initializer(self, op: Any, array: np.ndarray, base: str | None) -> ir.Value:
-        """Emit an initializer holding ``array`` with a name unique in the current graph."""
+        """Emit an initializer holding ``array`` with a name unique in the current graph.
+
+        Raises MatchFailureError inside a model-local function (functions have no initializers;
+        the rewriter would silently drop the rewrite while we counted it).
+        """
+        if isinstance(self.graph, ir.Function):
+            raise MatchFailureError("cannot add initializers inside a model-local function")
         name = unique_name(self.graph, (base or "const") + "_" + self.stat_name, self._reserved)
         self._reserved.add(name)
         # np.array, not np.ascontiguousarray: the latter turns a scalar into shape (1,)

@@ -32,6 +32,11 @@ weight shared only by linear ops that each feed a BN (how canonicalize's dedupli
 equal weights) is folded once per user and the shared original disappears. The folded constants are
 computed in float64 and stored in the weight's dtype, so the result equals the original up to
 float rounding.
+
+Written with onnxscript's rewriter (pattern/check/rewrite) but not with its ready-made
+``fuse_batchnorm`` rules: those cover Conv/ConvTranspose/Gemm producers only (no MatMul, no
+folding into the consumer, no lone BN), do not check training mode or used statistics outputs,
+and reuse the weight's name for the folded initializer.
 """
 
 from __future__ import annotations

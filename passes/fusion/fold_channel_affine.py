@@ -24,6 +24,10 @@ Add before a MatMul needs a new bias; both are left alone, as are: non-constant 
 the channel axis, ``c - y`` and ``c / y`` (not affine in the weights), weights/biases that are
 graph inputs or shared with another node, and non-float tensors. Constants are combined in
 float64 and stored in the weight's dtype.
+
+Our own rules because onnxscript's ``_fuse_conv_affine`` only folds *scalar* Mul+Add pairs
+into Conv (and before the Conv only without padding); per-channel constants, Div/Sub, Gemm and
+MatMul are not covered.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ a non-zero pad value, negative pads (cropping), padding of the batch or channel 
 size (pooling requires pads < kernel), AveragePool with ``ceil_mode=1`` (windows past the
 padded border count differently) or with its own pads and ``count_include_pad=0``, and MaxPool
 (its pads act as -inf, not 0).
+
+Our own rule because onnxscript's ``fuse_pad_into_conv`` handles Conv/ConvInteger only, not
+AveragePool, and does not bound pads for pooling.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ function; results differ by float rounding only.
 A model whose opset is older than the op keeps its decomposition: run ``upgrade_opset`` first
 (e.g. ``upgrade_opset(target=20),fuse``) when the target runtime has the op. Clip bounds are
 read from inputs (opset >= 11) or attributes (opset 6-10).
+
+Our own rules because onnxscript's ``_fuse_hardswish`` does not check the model's opset
+(HardSwish needs 14) nor read opset-10 Clip attributes, and its GELU fusions target the
+``com.microsoft`` contrib ops of ONNX Runtime rather than the standard ``Gelu``.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@
 ``C`` that would enlarge the result, and non-float types (Gemm before opset 11 only takes
 floats; integer MatMul stays). Gemm computes ``1.0 * A @ B + 1.0 * C``, the same float
 operations in the same order.
+
+Our own rule because onnxscript's ``MatMulAddToGemm`` checks only that A and B are 2-D: a bias
+that broadcasts the sum up (e.g. rank 3) or an integer MatMul would become an invalid Gemm.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@
 ``x * 1``, ``x / 1`` and ``x - 0`` are bit-exact; ``x + 0`` only differs for ``x = -0.0``
 (gives +0.0), which no float comparison can see. Left alone: a constant of unknown or larger
 rank than x (the op would broadcast x up), unknown shapes or dtypes, non-constant operands.
+
+Our own rules because onnxscript's ``no_op`` rules only match scalar constants (no
+shape-checked tensors of ones/zeros, no Cast/Expand/Reshape).
 """
 
 from __future__ import annotations
