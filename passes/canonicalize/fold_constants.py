@@ -33,7 +33,7 @@ import dataclasses
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -80,18 +80,20 @@ def _const_array(value: ir.Value | None) -> np.ndarray | None:
     return value.const_value.numpy()
 
 
-def _numel(shape: tuple[int, ...] | list[int]) -> int:
+def _numel(shape: Sequence[int]) -> int:
     return int(math.prod(int(d) for d in shape))
+
+
+def _const_shape(value: ir.Value) -> tuple[int, ...]:
+    """The (always static) shape of a constant value's tensor."""
+    assert value.const_value is not None
+    return tuple(int(d) for d in value.const_value.shape.numpy())
 
 
 def _estimate_output_elements(node: ir.Node) -> int | None:
     """Number of elements of the node's first output, from its constant inputs and shape."""
     op = node.op_type
-    shapes = [
-        tuple(v.const_value.shape)
-        for v in node.inputs
-        if v is not None and v.const_value is not None
-    ]
+    shapes = [_const_shape(v) for v in node.inputs if v is not None and v.const_value is not None]
     try:
         if op == "ConstantOfShape":
             dims = _const_array(node.inputs[0])
@@ -100,19 +102,19 @@ def _estimate_output_elements(node: ir.Node) -> int | None:
             target = _const_array(node.inputs[1])
             if target is None or node.inputs[0] is None or node.inputs[0].const_value is None:
                 return None
-            data_shape = tuple(node.inputs[0].const_value.shape)
+            data_shape = _const_shape(node.inputs[0])
             return _numel(np.broadcast_shapes(data_shape, tuple(int(d) for d in target)))
         if op == "Tile":
             repeats = _const_array(node.inputs[1])
             if repeats is None or node.inputs[0] is None or node.inputs[0].const_value is None:
                 return None
-            data_shape = tuple(node.inputs[0].const_value.shape)
+            data_shape = _const_shape(node.inputs[0])
             return _numel([d * int(r) for d, r in zip(data_shape, repeats.tolist(), strict=True)])
         if op == "Range":
             start, limit, delta = (_const_array(v) for v in node.inputs[:3])
             if start is None or limit is None or delta is None or float(delta) == 0:
                 return None
-            return max(0, math.ceil((float(limit) - float(start)) / float(delta)))
+            return max(0, int(math.ceil((float(limit) - float(start)) / float(delta))))
     except (ValueError, TypeError, IndexError):
         return None
     out = node.outputs[0]
@@ -129,11 +131,12 @@ def _estimate_output_elements(node: ir.Node) -> int | None:
 def _itemsize(node: ir.Node) -> int:
     if node.op_type == "ConstantOfShape":
         attr = node.attributes.get("value")
-        return attr.as_tensor().dtype.itemsize if attr is not None else 4
+        return max(1, math.ceil(attr.as_tensor().dtype.itemsize)) if attr is not None else 4
     dtype = node.outputs[0].dtype
     if dtype is None:
-        inputs = [v for v in node.inputs if v is not None and v.dtype is not None]
-        dtype = inputs[0].dtype if inputs else ir.DataType.FLOAT
+        known = [v.dtype for v in node.inputs if v is not None and v.dtype is not None]
+        dtype = known[0] if known else ir.DataType.FLOAT
+    assert dtype is not None
     return max(1, math.ceil(dtype.itemsize))
 
 
@@ -186,6 +189,7 @@ def _fold_constant_of_shape(model: ir.Model, should_fold: Callable[[ir.Node], bo
                 not shape_value.uses()
                 and shape_value.is_initializer()
                 and not shape_value.is_graph_output()
+                and shape_value.name is not None
                 and shape_value.name in graph.initializers
             ):
                 del graph.initializers[shape_value.name]
