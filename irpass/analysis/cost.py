@@ -1,6 +1,8 @@
 """Cost analysis: parameters, weight bytes, MACs and a peak activation-memory estimate.
 
-MACs are counted for the heavy ops (Conv, ConvTranspose, Gemm, MatMul and their integer /
+Params and weight bytes count initializers and the tensors Constant / ConstantOfShape nodes
+materialize from constants (weights of old exporters), so they are comparable before and after
+constant folding. MACs are counted for the heavy ops (Conv, ConvTranspose, Gemm, MatMul and their integer /
 QLinear forms) from inferred shapes. Named symbolic dimensions (a dynamic batch ``N``, a
 sequence length) count as 1, so numbers are per sample; a node whose shapes are unknown counts 0
 and is listed in ``Cost.unknown_macs_nodes``. Peak activation memory follows the graph's (topological) node
@@ -169,6 +171,31 @@ def _peak_activation_bytes(graph: ir.Graph, values: dict[str, ValueInfo]) -> int
     return peak
 
 
+def _constant_weight(node: ir.Node) -> tuple[int, int] | None:
+    """(elements, bytes) a Constant or constant-shaped ConstantOfShape node materializes.
+
+    Old exporters (the light model zoo) build weights this way; counting them keeps params
+    comparable before and after constant folding turns them into initializers.
+    """
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "Constant":
+        attr = node.attributes.get("value")
+        if attr is None or attr.type != ir.AttributeType.TENSOR:
+            return None
+        tensor = attr.as_tensor()
+        return math.prod(tensor.shape.numpy()), tensor.nbytes
+    if node.op_type == "ConstantOfShape" and node.inputs and node.inputs[0] is not None:
+        shape_value = node.inputs[0].const_value
+        if shape_value is None:
+            return None
+        count = math.prod(int(d) for d in shape_value.numpy().reshape(-1))
+        attr = node.attributes.get("value")
+        itemsize = attr.as_tensor().dtype.itemsize if attr is not None else 4
+        return count, int(count * itemsize)
+    return None
+
+
 def model_cost(model: ir.Model, values: dict[str, ValueInfo] | None = None) -> Cost:
     """Compute the :class:`Cost` of ``model`` without modifying it."""
     if values is None:
@@ -184,6 +211,10 @@ def model_cost(model: ir.Model, values: dict[str, ValueInfo] | None = None) -> C
                 params += math.prod(tensor.shape.numpy()) if tensor.shape.rank() else 1
                 weight_bytes += tensor.nbytes
         for node in graph:
+            produced = _constant_weight(node)
+            if produced is not None:
+                params += produced[0]
+                weight_bytes += produced[1]
             node_count += 1
             key = (
                 node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"

@@ -49,6 +49,8 @@ def test_resnet50_macs_match_the_published_4_1_gmacs() -> None:
     cost = model_cost(load_model(light_model_path("resnet50")))
     assert 4.0e9 < cost.macs < 4.2e9
     assert cost.ops["Conv"] == 53
+    # its weights are ConstantOfShape outputs: counted, so params match ResNet-50's 25.6M
+    assert 25.5e6 < cost.params < 25.7e6
 
 
 def test_named_symbolic_dims_count_as_one_sample() -> None:
