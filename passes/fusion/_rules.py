@@ -42,7 +42,9 @@ __all__ = [
     "constant_scalar",
     "either",
     "model_opset",
+    "node_of",
     "passthrough",
+    "static_dims",
     "static_shape",
     "unique_name",
 ]
@@ -74,7 +76,10 @@ class FusionRule(orp.RewriteRuleClassBase):
         """The counter name for this rule in the pass's stats."""
         return self.stat or self.name
 
-    def check(self, context: Any, **kwargs: Any) -> orp.MatchResult:
+    # onnxscript names the first parameter ``op`` but passes the match context
+    def check(  # type: ignore[override]
+        self, context: Any, *args: Any, **kwargs: Any
+    ) -> orp.MatchResult:
         """Accept every match (subclasses refine this and return ``fail(reason)``)."""
         return orp.MatchResult()
 
@@ -122,6 +127,14 @@ def unique_name(graph: Any, base: str, reserved: Iterable[str] = ()) -> str:
     return name
 
 
+def node_of(value: ir.Value) -> ir.Node:
+    """The node producing ``value`` (values bound to pattern outputs always have one)."""
+    node = value.producer()
+    if node is None:
+        raise ValueError(f"value {value.name!r} has no producer")
+    return node
+
+
 def passthrough(op: Any, x: ir.Value) -> ir.Value:
     """Replacement for ``f(x) == x`` rewrites: an Identity the pass removes afterwards.
 
@@ -129,7 +142,7 @@ def passthrough(op: Any, x: ir.Value) -> ir.Value:
     (which breaks graph inputs); the pass splices the Identity out when that is safe.
     """
     out = op.Identity(x)
-    out.producer().metadata_props[_PASSTHROUGH_TAG] = "1"
+    node_of(out).metadata_props[_PASSTHROUGH_TAG] = "1"
     return out
 
 
@@ -168,10 +181,15 @@ def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     array = const_array(value)
     if array is not None:
         return tuple(array.shape)
-    shape = value.shape
-    if shape is None or not all(isinstance(d, int) for d in shape):
+    return static_dims(value.shape)
+
+
+def static_dims(shape: Any) -> tuple[int, ...] | None:
+    """``shape`` as a tuple of ints when every dimension is a known integer, else None."""
+    if shape is None:
         return None
-    return tuple(int(d) for d in shape)
+    dims = tuple(d for d in shape if isinstance(d, int))
+    return dims if len(dims) == len(shape) else None
 
 
 def rank_of(value: ir.Value | None) -> int | None:
@@ -337,11 +355,13 @@ class RuleSetPass(IrpassPass):
             ):
                 graph.remove(node, safe=True)
         for graph, value in used_inits:
+            name = value.name
             if (
-                value.name in graph.initializers
-                and graph.initializers[value.name] is value
+                name is not None
+                and name in graph.initializers
+                and graph.initializers[name] is value
                 and not value.uses()
                 and not value.is_graph_input()
                 and not value.is_graph_output()
             ):
-                del graph.initializers[value.name]
+                del graph.initializers[name]

@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-from irpass.passes.fusion._rules import FusionRule, RuleSetPass, attr_int, const_array
+from irpass.passes.fusion._rules import (
+    FusionRule,
+    RuleSetPass,
+    attr_int,
+    const_array,
+    node_of,
+    static_dims,
+)
 from onnxscript.rewriter import pattern as orp
 
 from irpass.registry import register
@@ -50,12 +57,12 @@ class ReshapeAfterShapeOp(FusionRule):
         target = const_array(shape)
         if target is None:
             return result.fail("the target shape is not constant")
-        if attr_int(out.producer(), "allowzero", 0) == 0 and np.any(target == 0):
+        if attr_int(node_of(out), "allowzero", 0) == 0 and np.any(target == 0):
             return result.fail("the target shape copies a dimension (0) of the intermediate")
         return result
 
     def rewrite(self, op: Any, x: Any, shape: Any, out: ir.Value, **_: Any) -> Any:
-        return op.Reshape(x, shape, **out.producer().attributes)
+        return op.Reshape(x, shape, **node_of(out).attributes)
 
 
 class StaticShapeChain(FusionRule):
@@ -77,15 +84,16 @@ class StaticShapeChain(FusionRule):
 
     def check(self, context: Any, out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        shape = out.shape
-        if shape is None or not all(isinstance(d, int) for d in shape):
-            return result.fail(f"output shape {shape} is not fully static")
-        if any(int(d) == 0 for d in shape):
+        dims = static_dims(out.shape)
+        if dims is None:
+            return result.fail(f"output shape {out.shape} is not fully static")
+        if 0 in dims:
             return result.fail("output has an empty dimension")
+        self._dims = dims
         return result
 
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
-        dims = np.array([int(d) for d in out.shape], dtype=np.int64)
+        dims = np.array(self._dims, dtype=np.int64)
         shape = self.new_initializer(op, dims, f"{out.name or 'reshape'}_shape")
         return op.Reshape(x, shape)
 

@@ -37,6 +37,7 @@ from irpass.passes.fusion._rules import (
     attr_int,
     attr_str,
     model_opset,
+    node_of,
     rank_of,
 )
 from onnxscript.rewriter import pattern as orp
@@ -54,6 +55,7 @@ class _Decompose(FusionRule):
     """Shared helpers: constants in the input's dtype, Clip in the model's opset form."""
 
     def const(self, op: Any, x: ir.Value, value: float, name: str) -> ir.Value:
+        assert x.dtype is not None  # every check requires a known dtype
         return self.new_initializer(op, np.array(value, dtype=x.dtype.numpy()), name)
 
     def clip01(self, op: Any, x: ir.Value, y: Any) -> Any:
@@ -106,7 +108,7 @@ class DecomposeHardSigmoid(_Decompose):
         return _needs_dtype(x)
 
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
-        node = out.producer()
+        node = node_of(out)
         alpha, beta = attr_float(node, "alpha", 0.2), attr_float(node, "beta", 0.5)
         return self.hard_sigmoid(op, x, alpha, beta)
 
@@ -123,7 +125,7 @@ class DecomposeGelu(_Decompose):
         return _needs_dtype(x)
 
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
-        if attr_str(out.producer(), "approximate", "none") == "tanh":
+        if attr_str(node_of(out), "approximate", "none") == "tanh":
             cube = op.Pow(x, self.const(op, x, 3.0, "three"))
             poly = op.Add(x, op.Mul(cube, self.const(op, x, 0.044715, "gelu_c")))
             inner = op.Tanh(op.Mul(poly, self.const(op, x, math.sqrt(2 / math.pi), "sqrt_2_pi")))
@@ -145,7 +147,7 @@ class DecomposeLayerNorm(_Decompose):
 
     def check(self, context: Any, x: ir.Value, out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        node = out.producer()
+        node = node_of(out)
         if x.dtype not in (ir.DataType.FLOAT, ir.DataType.DOUBLE):
             return result.fail(f"input type {x.dtype} would need stash_type handling")
         if any(v.uses() or v.is_graph_output() for v in node.outputs[1:]):
@@ -166,7 +168,7 @@ class DecomposeLayerNorm(_Decompose):
         return op.ReduceMean(y, axes=self._axes, keepdims=1)
 
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
-        node = out.producer()
+        node = node_of(out)
         eps = attr_float(node, "epsilon", 1e-5)
         d = op.Sub(x, self.reduce_mean(op, x, x))
         var = self.reduce_mean(op, x, op.Mul(d, d))

@@ -53,6 +53,7 @@ from irpass.passes.fusion._rules import (
     attr_ints,
     attr_str,
     const_array,
+    node_of,
     rank_of,
     sole_user_is,
 )
@@ -118,7 +119,7 @@ def _all_users_fold(value: ir.Value) -> bool:
         if user.op_type not in _LINEAR_OPS or user.domain not in ("", "ai.onnx") or index == 0:
             return False
         out = user.outputs[0]
-        consumers = out.uses()
+        consumers = list(out.uses())
         if out.is_graph_output() or len(consumers) != 1:
             return False
         bn, bn_index = consumers[0]
@@ -142,8 +143,8 @@ def _weight_and_bias(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None] | st
     return w, b
 
 
-def _name(value: ir.Value | None) -> str | None:
-    return None if value is None else value.name
+def _name(value: ir.Value | None) -> str:
+    return (None if value is None else value.name) or "w"
 
 
 class _BnAfter(FusionRule):
@@ -162,15 +163,15 @@ class _BnAfter(FusionRule):
 
     def check(self, context: Any, x: Any, linear_out: ir.Value, bn_out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        affine = bn_affine(bn_out.producer())
+        affine = bn_affine(node_of(bn_out))
         if isinstance(affine, str):
             return result.fail(affine)
-        wb = _weight_and_bias(linear_out.producer())
+        wb = _weight_and_bias(node_of(linear_out))
         if isinstance(wb, str):
             return result.fail(wb)
         self._s, self._t = affine
         self._w, self._b = wb
-        reason = self.check_shapes(linear_out.producer())
+        reason = self.check_shapes(node_of(linear_out))
         if reason:
             return result.fail(reason)
         return result
@@ -204,7 +205,7 @@ class FoldBatchNormIntoConv(_BnAfter):
         return None
 
     def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
-        node = linear_out.producer()
+        node = node_of(linear_out)
         s, t = self._s, self._t
         w = self._w.astype(np.float64) * s.reshape((-1,) + (1,) * (self._w.ndim - 1))
         b = self.bias64(s.size).reshape(-1) * s + t
@@ -227,7 +228,7 @@ class FoldBatchNormIntoConvTranspose(_BnAfter):
         return None
 
     def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
-        node = linear_out.producer()
+        node = node_of(linear_out)
         group = attr_int(node, "group", 1)
         w = self._w.astype(np.float64)
         c_in, m_per_group = w.shape[:2]
@@ -258,7 +259,7 @@ class FoldBatchNormIntoGemm(_BnAfter):
         return None
 
     def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
-        node = linear_out.producer()
+        node = node_of(linear_out)
         s, t = self._s, self._t
         w = self._w.astype(np.float64)
         w = w * s[:, None] if attr_int(node, "transB", 0) else w * s[None, :]
@@ -280,7 +281,7 @@ class FoldBatchNormIntoMatMul(_BnAfter):
         return None
 
     def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
-        node = linear_out.producer()
+        node = node_of(linear_out)
         w = self._w.astype(np.float64) * self._s[None, :]
         dtype = self._w.dtype
         w_value = self.new_initializer(op, w.astype(dtype), _name(node.inputs[1]))
@@ -309,10 +310,10 @@ class FoldBatchNormIntoNextConv(FusionRule):
 
     def check(self, context: Any, x: Any, bn_out: ir.Value, conv_out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        affine = bn_affine(bn_out.producer())
+        affine = bn_affine(node_of(bn_out))
         if isinstance(affine, str):
             return result.fail(affine)
-        conv = conv_out.producer()
+        conv = node_of(conv_out)
         wb = _weight_and_bias(conv)
         if isinstance(wb, str):
             return result.fail(wb)
@@ -326,7 +327,7 @@ class FoldBatchNormIntoNextConv(FusionRule):
         return result
 
     def rewrite(self, op: Any, x: Any, conv_out: ir.Value, **_: Any) -> Any:
-        conv = conv_out.producer()
+        conv = node_of(conv_out)
         w = self._w.astype(np.float64)
         m, c_per_group = w.shape[:2]
         group_of_m = np.arange(m) // (m // self._group)
@@ -355,10 +356,10 @@ class FoldBatchNormIntoNextGemm(FusionRule):
 
     def check(self, context: Any, x: Any, bn_out: ir.Value, gemm_out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        affine = bn_affine(bn_out.producer())
+        affine = bn_affine(node_of(bn_out))
         if isinstance(affine, str):
             return result.fail(affine)
-        gemm = gemm_out.producer()
+        gemm = node_of(gemm_out)
         if gemm.inputs[0] is not bn_out or attr_int(gemm, "transA", 0):
             return result.fail("BN does not feed Gemm's A operand untransposed")
         if rank_of(x) != 2:
@@ -374,7 +375,7 @@ class FoldBatchNormIntoNextGemm(FusionRule):
         return result
 
     def rewrite(self, op: Any, x: Any, gemm_out: ir.Value, **_: Any) -> Any:
-        gemm = gemm_out.producer()
+        gemm = node_of(gemm_out)
         trans_b = attr_int(gemm, "transB", 0)
         w = self._w.astype(np.float64)
         b_eff = w.T if trans_b else w  # (K, N)
@@ -402,7 +403,7 @@ class BatchNormToMulAdd(FusionRule):
 
     def check(self, context: Any, x: ir.Value, bn_out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        affine = bn_affine(bn_out.producer())
+        affine = bn_affine(node_of(bn_out))
         if isinstance(affine, str):
             return result.fail(affine)
         rank = rank_of(x)
@@ -420,7 +421,7 @@ class BatchNormToMulAdd(FusionRule):
     def rewrite(self, op: Any, x: ir.Value, bn_out: ir.Value, **_: Any) -> Any:
         shape = (-1,) + (1,) * (self._rank - 2)
         dtype = self._dtype
-        base = bn_out.producer().inputs[1].name
+        base = node_of(bn_out).inputs[1].name
         s = self.new_initializer(op, self._s.reshape(shape).astype(dtype), f"{base}_scale")
         t = self.new_initializer(op, self._t.reshape(shape).astype(dtype), f"{base}_shift")
         return op.Add(op.Mul(x, s), t)

@@ -42,6 +42,7 @@ from irpass.passes.fusion._rules import (
     attr_float,
     attr_int,
     const_array,
+    node_of,
     rank_of,
     sole_user_is,
 )
@@ -85,13 +86,22 @@ def _private(value: ir.Value | None, user: ir.Node) -> np.ndarray | None:
     return array
 
 
+def _value_name(value: ir.Value | None) -> str:
+    return (value.name if value is not None else None) or "w"
+
+
 class _AffineRule(FusionRule):
     """Shared check: the linear node's weight (and bias) are private float constants."""
 
+    _w: np.ndarray
+    _b: np.ndarray | None
+
     def weights(self, node: ir.Node) -> str | None:
-        self._w = _private(node.inputs[1] if len(node.inputs) > 1 else None, node)
-        if self._w is None:
+        """Load the private float weight (and bias) of ``node``; return why not."""
+        w = _private(node.inputs[1] if len(node.inputs) > 1 else None, node)
+        if w is None:
             return "weight is not a constant used only by this node (or is a graph input)"
+        self._w = w
         bias = node.inputs[2] if len(node.inputs) > 2 else None
         self._b = None
         if bias is not None:
@@ -105,7 +115,7 @@ class _AffineRule(FusionRule):
         **overrides: Any,
     ) -> Any:
         dtype = self._w.dtype
-        base = node.inputs[1].name
+        base = _value_name(node.inputs[1])
         inputs = [x, self.new_initializer(op, w.astype(dtype), base)]
         if b is not None:
             inputs.append(self.new_initializer(op, b.astype(dtype), f"{base}_bias"))
@@ -147,7 +157,7 @@ class FoldAffineAfterLinear(_AffineRule):
 
     def check(self, context: Any, x: Any, c: ir.Value, lin_out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        node = lin_out.producer()
+        node = node_of(lin_out)
         reason = self.weights(node)
         if reason:
             return result.fail(reason)
@@ -168,7 +178,7 @@ class FoldAffineAfterLinear(_AffineRule):
         return result
 
     def rewrite(self, op: Any, x: Any, lin_out: ir.Value, **_: Any) -> Any:
-        node = lin_out.producer()
+        node = node_of(lin_out)
         c = self._c
         w = self._w.astype(np.float64)
         b = None if self._b is None else self._b.astype(np.float64)
@@ -193,7 +203,8 @@ class FoldAffineAfterLinear(_AffineRule):
             b = shift if b is None else b + shift
         if node.op_type == "MatMul":
             dtype = self._w.dtype
-            return op.MatMul(x, self.new_initializer(op, w.astype(dtype), node.inputs[1].name))
+            w_value = self.new_initializer(op, w.astype(dtype), _value_name(node.inputs[1]))
+            return op.MatMul(x, w_value)
         return self.emit(op, x, node, w, b, **overrides)
 
 
@@ -214,7 +225,7 @@ class FoldScaleBeforeLinear(_AffineRule):
     def check(self, context: Any, x: Any, c: ir.Value, scaled: ir.Value, lin_out: ir.Value,
               **_: Any) -> Any:
         result = orp.MatchResult()
-        node = lin_out.producer()
+        node = node_of(lin_out)
         if node.inputs[0] is not scaled:
             return result.fail("the scaled value is not the data input")
         reason = self.weights(node)
@@ -246,7 +257,7 @@ class FoldScaleBeforeLinear(_AffineRule):
         return result
 
     def rewrite(self, op: Any, x: Any, lin_out: ir.Value, **_: Any) -> Any:
-        node = lin_out.producer()
+        node = node_of(lin_out)
         w = self._w.astype(np.float64)
         c = self._c
         if node.op_type == "Conv":

@@ -33,6 +33,7 @@ from irpass.passes.fusion._rules import (
     attr_ints,
     attr_str,
     const_array,
+    node_of,
     rank_of,
 )
 from onnxscript.rewriter import pattern as orp
@@ -88,10 +89,10 @@ class FoldPadIntoWindowOp(FusionRule):
 
     def check(self, context: Any, x: ir.Value, padded: ir.Value, out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        node = out.producer()
+        node = node_of(out)
         if node.inputs[0] is not padded:
             return result.fail("the Pad output is not the data input")
-        pads = zero_pad_amounts(padded.producer())
+        pads = zero_pad_amounts(node_of(padded))
         if isinstance(pads, str):
             return result.fail(pads)
         rank = len(pads) // 2
@@ -118,7 +119,7 @@ class FoldPadIntoWindowOp(FusionRule):
         return result
 
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
-        node = out.producer()
+        node = node_of(out)
         attrs = dict(node.attributes)
         attrs["pads"] = ir.AttrInt64s("pads", np.asarray(self._pads, dtype=np.int64).tolist())
         if self.consumer == "AveragePool":

@@ -16,7 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 import onnx_ir as ir
-from irpass.passes.fusion._rules import FusionRule, RuleSetPass, attr_int, attr_ints, rank_of
+from irpass.passes.fusion._rules import (
+    FusionRule,
+    RuleSetPass,
+    attr_int,
+    attr_ints,
+    node_of,
+    rank_of,
+)
 from onnxscript.rewriter import pattern as orp
 
 from irpass.registry import register
@@ -48,12 +55,12 @@ class FoldTransposeIntoGemm(FusionRule):
 
     def check(self, context: Any, t_out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        if not is_2d_swap(t_out.producer()):
+        if not is_2d_swap(node_of(t_out)):
             return result.fail("the Transpose is not a 2-D swap")
         return result
 
     def rewrite(self, op: Any, x: Any, other: Any, gemm_out: ir.Value, **_: Any) -> Any:
-        gemm = gemm_out.producer()
+        gemm = node_of(gemm_out)
         flag = "transA" if self.operand == 0 else "transB"
         attrs = dict(gemm.attributes)
         attrs[flag] = 1 - attr_int(gemm, flag, 0)

@@ -38,6 +38,7 @@ from irpass.passes.fusion._rules import (
     either,
     is_close,
     model_opset,
+    node_of,
 )
 from onnxscript.rewriter import pattern as orp
 
@@ -75,7 +76,7 @@ def _relu6_of_x_plus_3(op: Any, x: Any) -> Any:
 
 
 def _check_relu6(clip: ir.Value, result: orp.MatchResult) -> Any:
-    bounds = clip_bounds(clip.producer())
+    bounds = clip_bounds(node_of(clip))
     if bounds is None or not is_close(bounds[0], 0.0) or not is_close(bounds[1], 6.0):
         return result.fail(f"Clip bounds {bounds} are not (0, 6)")
     return result
@@ -131,7 +132,7 @@ class HardSwishFromHardSigmoid(_OpsetRule):
         result = self.check_opset(context, x)
         if not result:
             return result
-        node = hsig.producer()
+        node = node_of(hsig)
         alpha, beta = attr_float(node, "alpha", 0.2), attr_float(node, "beta", 0.5)
         if not (is_close(alpha, 1.0 / 6.0) and is_close(beta, 0.5)):
             return result.fail(f"HardSigmoid(alpha={alpha}, beta={beta}) is not 1/6, 0.5")

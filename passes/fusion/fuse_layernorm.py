@@ -35,7 +35,9 @@ from irpass.passes.fusion._rules import (
     constant_scalar,
     either,
     model_opset,
+    node_of,
     rank_of,
+    static_dims,
 )
 from onnxscript.rewriter import pattern as orp
 
@@ -111,7 +113,7 @@ class LayerNormFusion(FusionRule):
         rank = rank_of(x)
         if rank is None:
             return result.fail("input rank is unknown")
-        mean_node, var_node = mean.producer(), var.producer()
+        mean_node, var_node = node_of(mean), node_of(var)
         axes_m, axes_v = reduce_axes(mean_node), reduce_axes(var_node)
         if axes_m is None or axes_v is None:
             return result.fail("ReduceMean axes are not constant (or reduce all axes)")
@@ -125,11 +127,9 @@ class LayerNormFusion(FusionRule):
         eps_value = constant_scalar(eps)
         if eps_value is None or eps_value < 0:
             return result.fail("epsilon is not a non-negative constant scalar")
-        shape = x.shape
-        norm_shape = tuple(shape[axis:]) if shape is not None else ()
-        if not all(isinstance(d, int) for d in norm_shape):
+        norm_shape = static_dims(x.shape[axis:]) if x.shape is not None else None
+        if norm_shape is None:
             return result.fail("normalized dimensions are not static")
-        norm_shape = tuple(int(d) for d in norm_shape)
         dtype = x.dtype.numpy()
         params = []
         for value, default, present in ((gamma, 1.0, self.with_scale),

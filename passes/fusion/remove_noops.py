@@ -28,6 +28,7 @@ from irpass.passes.fusion._rules import (
     RuleSetPass,
     attr_int,
     const_array,
+    node_of,
     passthrough,
     static_shape,
 )
@@ -103,7 +104,7 @@ class CastToSameType(FusionRule):
 
     def check(self, context: Any, x: ir.Value, out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        to = attr_int(out.producer(), "to", -1)
+        to = attr_int(node_of(out), "to", -1)
         if x.dtype is None or int(x.dtype) != to:
             return result.fail(f"input dtype {x.dtype} is unknown or differs from to={to}")
         return result
@@ -151,7 +152,7 @@ class ReshapeToSameShape(FusionRule):
         target = [int(v) for v in target.reshape(-1)]
         if len(target) != len(dims):
             return result.fail("Reshape changes the rank")
-        allowzero = attr_int(out.producer(), "allowzero", 0)
+        allowzero = attr_int(node_of(out), "allowzero", 0)
         resolved = [
             dims[i] if (v == 0 and not allowzero) else v for i, v in enumerate(target)
         ]

@@ -16,7 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 import onnx_ir as ir
-from irpass.passes.fusion._rules import FusionRule, RuleSetPass, attr_ints, passthrough, rank_of
+from irpass.passes.fusion._rules import (
+    FusionRule,
+    RuleSetPass,
+    attr_ints,
+    node_of,
+    passthrough,
+    rank_of,
+)
 from onnxscript.rewriter import pattern as orp
 
 from irpass.registry import register
@@ -46,7 +53,7 @@ class MergeTransposes(FusionRule):
 
     def check(self, context: Any, inner: ir.Value, outer: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        p1, p2 = perm_of(inner.producer()), perm_of(outer.producer())
+        p1, p2 = perm_of(node_of(inner)), perm_of(node_of(outer))
         if p1 is None or p2 is None or len(p1) != len(p2):
             return result.fail("a permutation is unknown")
         self._perm = [p1[i] for i in p2]
@@ -68,7 +75,7 @@ class DropIdentityTranspose(FusionRule):
 
     def check(self, context: Any, out: ir.Value, **_: Any) -> Any:
         result = orp.MatchResult()
-        perm = perm_of(out.producer())
+        perm = perm_of(node_of(out))
         if perm is None or perm != list(range(len(perm))):
             return result.fail("not an identity permutation")
         return result
