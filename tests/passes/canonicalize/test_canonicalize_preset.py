@@ -112,3 +112,29 @@ def test_legacy_opset_is_upgraded_by_the_preset(opset: int) -> None:
     """
     model = _run(model_from_text(text))
     assert model.opset_imports[""] == 17
+
+
+LOOP_MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2] x) => (float[2] y) <int64 trip = {3}, bool keep = {1}> {
+  y = Loop (trip, keep, x) <body = body_g (int64 i, bool c_in, float[2] y_in)
+                                       => (bool c_out, float[2] y_out) {
+        k = Constant <value = float[2] {1.0, 0.5}> ()
+        k2 = Add (k, k)
+        dead = Exp (y_in)
+        c_out = Identity (c_in)
+        t = Identity (y_in)
+        y_out = Add (t, k2)
+     }>
+}
+"""
+
+
+def test_canonicalize_cleans_loop_bodies() -> None:
+    model, reference = model_from_text(LOOP_MODEL), model_from_text(LOOP_MODEL)
+    _run(model)
+    loop = next(n for n in model.graph if n.op_type == "Loop")
+    body_ops = [n.op_type for n in loop.attributes["body"].as_graph()]
+    # c_out = Identity(c_in) maps a body input to a body output: it must stay
+    assert sorted(body_ops) == ["Add", "Identity"]
+    assert_equivalent(reference, model)

@@ -104,17 +104,41 @@ def test_fold_weights_false_leaves_large_weights_alone() -> None:
     assert pass_.stats["kept_large"] == 2
 
 
-def test_large_non_weight_constant_is_kept() -> None:
-    model = model_from_text(LARGE_EXPAND)
+LARGE_TILE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4,512,256] x) => (float[4,512,256] y)
+  <float[1,1,1] one = {1.0}, int64[3] reps = {4,512,256}>
+{
+  big = Tile (one, reps)
+  y = Add (x, big)
+}
+"""
+
+LARGE_CONSTANT_OF_SHAPE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[4,512,256] x) => (float[4,512,256] y) <int64[3] shape = {4,512,256}> {
+  big = ConstantOfShape <value = float[1] {1.0}> (shape)
+  y = Add (x, big)
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "text,op",
+    [(LARGE_EXPAND, "Expand"), (LARGE_TILE, "Tile"), (LARGE_CONSTANT_OF_SHAPE, "ConstantOfShape")],
+)
+def test_large_non_weight_constant_is_kept(text: str, op: str) -> None:
+    model = model_from_text(text)
     pass_ = FoldConstantsPass()
     assert pass_(model).modified is False
-    assert _ops(model) == ["Expand", "Add"]
+    assert _ops(model) == [op, "Add"]
     assert pass_.stats["kept_large"] == 1
 
 
-def test_large_non_weight_constant_folds_when_the_limit_allows() -> None:
-    model = model_from_text(LARGE_EXPAND)
-    reference = model_from_text(LARGE_EXPAND)
+@pytest.mark.parametrize("text", [LARGE_EXPAND, LARGE_TILE, LARGE_CONSTANT_OF_SHAPE])
+def test_large_non_weight_constant_folds_when_the_limit_allows(text: str) -> None:
+    model = model_from_text(text)
+    reference = model_from_text(text)
     options = FoldConstantsPass.Options(max_output_bytes=4 * 512 * 256 * 4)
     assert FoldConstantsPass(options)(model).modified is True
     assert _ops(model) == ["Add"]
