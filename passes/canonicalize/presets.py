@@ -7,6 +7,7 @@
       resolve_reshape_shapes   run-time computed Reshape shapes -> constants (batch -> -1)
       fold_constants           constant subgraphs -> initializers (weights always)
       eliminate_identity       Identity, inference Dropout
+      merge_concats            Concat(Concat(a, b), c) on one axis -> Concat(a, b, c)
       eliminate_dead           unused nodes / initializers / functions / opsets
       dedup_initializers       equal weights -> one value (so CSE can see equal nodes)
       cse                      equal nodes -> one node
@@ -26,7 +27,8 @@ __all__ = ["CANONICALIZE"]
 
 CANONICALIZE = (
     "inputs_to_initializers,upgrade_opset,infer_shapes,"
-    "fixpoint(resolve_reshape_shapes,fold_constants,eliminate_identity,eliminate_dead,"
+    "fixpoint(resolve_reshape_shapes,fold_constants,eliminate_identity,merge_concats,"
+    "eliminate_dead,"
     "dedup_initializers,cse)"
 )
 

@@ -10,10 +10,11 @@ propagation) has derived the Reshape's output shape with at most one unknown dim
 shape is a constant: static dims as they are and ``-1`` for the unknown one. The shape
 computation then has no other consumer and ``eliminate_dead`` removes it.
 
-Left alone: Reshapes whose shape input already is a constant, ``allowzero=1``, outputs with
-unknown rank, more than one unknown dimension, a static dimension of 0 (``-1`` cannot be
-inferred next to a zero), an input of unknown shape, and annotations that contradict the
-input (different static element counts when both are static or share their one symbolic dim).
+``allowzero`` does not matter: the constant never contains a 0. Left alone: Reshapes whose
+shape input already is a constant, outputs with unknown rank, more than one unknown
+dimension, a static dimension of 0 (``-1`` cannot be inferred next to a zero), an input of
+unknown shape, and annotations that contradict the input (different static element counts
+when both are static or share their one symbolic dim).
 Relies on the shapes ``infer_shapes`` annotated; run it first. Works in If/Loop/Scan bodies too
 (the new shape is a Constant node there, an initializer in the main graph).
 """
@@ -42,8 +43,6 @@ def _constant_shape(node: ir.Node) -> np.ndarray | None:
         return None
     shape_input = node.inputs[1]
     if shape_input is None or shape_input.const_value is not None:
-        return None
-    if node.attributes.get_int("allowzero", 0):
         return None
     out_shape = node.outputs[0].shape
     if out_shape is None:

@@ -98,3 +98,10 @@ def test_in_if_branch_uses_a_constant_node() -> None:
     for cond in (True, False):
         feeds = {"x": np.ones((2, 12), np.float32), "c": np.array(cond)}
         assert_equivalent(reference, model, feeds=feeds)
+
+
+def test_allowzero_reshape_is_resolved_too() -> None:
+    text = DYNAMIC_BATCH.replace("y = Reshape (x, shape)", "y = Reshape <allowzero = 1> (x, shape)")
+    model, reference = _prepared(text), model_from_text(text)
+    assert ResolveReshapeShapesPass()(model).modified is True
+    assert_equivalent(reference, model, dim_values={"N": 2})
