@@ -1,5 +1,5 @@
 """``canonicalize`` on real third-party models: the light model zoo (opset 9, IR 3, weights built
-by ConstantOfShape) and magika's trained model (opset 15, dynamic batch).
+by ConstantOfShape) and magika's trained model (opset 15, dynamic batch); plus models/zoo.
 
 For each: the ONNX checker accepts the result, ONNX Runtime loads it, outputs equal the
 original's, the opset is 17, no ConstantOfShape is left, and the node count is at most
@@ -21,6 +21,9 @@ import pytest
 from irpass.manager import ManagerOptions, PassManager
 from irpass.testing import assert_equivalent
 from tests.conftest import LIGHT_MODELS, light_model_path, magika_model_path
+
+ZOO_DIR = pathlib.Path(__file__).resolve().parent.parent / "models" / "zoo"
+ZOO_MODELS = sorted(p.stem for p in ZOO_DIR.glob("*.onnx"))
 
 #: Light models whose folded weights are hundreds of MB (ORT sessions and onnxsim take long).
 SLOW = {"vgg19", "bvlc_alexnet", "zfnet512"}
@@ -75,3 +78,13 @@ def test_magika_model() -> None:
     assert not isinstance(batch, int)  # the batch stays dynamic
     dim = {str(batch): 3} if batch is not None and str(batch) else None
     _check(reference, model, path, dim_values=dim)
+
+
+@pytest.mark.skipif(not ZOO_MODELS, reason="models/zoo has no exported models")
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_zoo_model(name: str) -> None:
+    """irpass's own zoo (torch.onnx exports, opset 20, dynamic batch)."""
+    path = ZOO_DIR / f"{name}.onnx"
+    reference, model = _canonicalize(path)
+    assert_equivalent(reference, model, dim_values={"batch": 2})
+    assert len(model.graph) <= _onnxsim_nodes(str(path))
