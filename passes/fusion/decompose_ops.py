@@ -12,6 +12,8 @@
     LayerNormalization(x, s, b, axis=a, epsilon=e)
                             -> d = x - ReduceMean(x, axes a..-1);
                                d / Sqrt(ReduceMean(d * d, axes a..-1) + e) * s + b
+    BatchNormalization(x, g, b, m, v)   (inference mode)
+                            -> Add(Mul(x, s), t),  s = g / sqrt(v + eps), t = b - m * s
 
 Which ops to decompose comes from the ``decompose`` option (e.g.
 ``decompose_ops(decompose=[HardSwish,HardSigmoid])``) and, once target profiles exist, from the
@@ -40,6 +42,7 @@ from irpass.passes.fusion._rules import (
     node_of,
     rank_of,
 )
+from irpass.passes.fusion.fold_batchnorm import BatchNormToMulAdd
 from onnxscript.rewriter import pattern as orp
 
 from irpass.pass_base import option
@@ -48,7 +51,13 @@ from irpass.registry import register
 __all__ = ["DECOMPOSABLE", "DecomposeOpsPass"]
 
 #: Op types this pass knows how to decompose.
-DECOMPOSABLE = ("HardSwish", "HardSigmoid", "Gelu", "LayerNormalization")
+DECOMPOSABLE = ("HardSwish", "HardSigmoid", "Gelu", "LayerNormalization", "BatchNormalization")
+
+
+class DecomposeBatchNorm(BatchNormToMulAdd):
+    """BatchNormalization(x) -> x * s + t (per channel), as fold_batchnorm(lone=mul_add)."""
+
+    stat = "BatchNormalization"
 
 
 class _Decompose(FusionRule):
@@ -192,7 +201,9 @@ class DecomposeOptions:
     """Options of decompose_ops."""
 
     decompose: tuple[str, ...] = option(
-        (), "op types to decompose: HardSwish, HardSigmoid, Gelu, LayerNormalization"
+        (),
+        "op types to decompose: HardSwish, HardSigmoid, Gelu, LayerNormalization, "
+        "BatchNormalization",
     )
 
     def __post_init__(self) -> None:
@@ -201,7 +212,7 @@ class DecomposeOptions:
 
 @register
 class DecomposeOpsPass(RuleSetPass):
-    """Decompose HardSwish/HardSigmoid/Gelu/LayerNormalization for targets that lack them.
+    """Decompose HardSwish/HardSigmoid/Gelu/LayerNormalization/BN for targets that lack them.
 
     The ops come from the ``decompose`` option and from the target profile's ``supported_ops``
     (when the context carries a target that has one).
@@ -232,4 +243,6 @@ class DecomposeOpsPass(RuleSetPass):
             rest.append(DecomposeGelu())
         if "LayerNormalization" in ops:
             rest.append(DecomposeLayerNorm())
+        if "BatchNormalization" in ops:
+            rest.append(DecomposeBatchNorm())
         return [first, rest]

@@ -23,7 +23,11 @@ Rewrites, tried in this order (each phase to a fixpoint):
                              only when Conv pads nothing or t == 0 (padding pads zeros, not t)
        Gemm(BN(x), B, C)  -> Gemm(x, s-scaled B, beta*C + alpha * t @ B)   (transA = 0, x 2-D)
 3. a BatchNormalization left alone becomes ``Add(Mul(x, s), t)`` with ``s``, ``t`` shaped
-   ``(C, 1, ..., 1)`` for the input's rank (which must be known).
+   ``(C, 1, ..., 1)`` for the input's rank (which must be known). By default (option
+   ``lone=if_absorbed``) only when a Conv/Gemm/MatMul consumer can absorb the Mul
+   (``fold_channel_affine`` does): elsewhere Mul+Add is two elementwise passes where BN is one
+   (measured slower on DenseNet-121's BN->Relu->Conv). ``lone=mul_add`` always decomposes
+   (for runtimes without BatchNormalization), ``lone=keep`` never.
 
 Left alone: BN in training mode or with used statistics outputs, opset-7 BN with ``spatial=0``,
 non-constant BN parameters, and (phases 1-2) a weight or bias that is a graph input, not
@@ -41,7 +45,8 @@ and reuse the weight's name for the folded initializer.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
@@ -59,6 +64,7 @@ from irpass.passes.fusion._rules import (
 )
 from onnxscript.rewriter import pattern as orp
 
+from irpass.pass_base import option
 from irpass.registry import register
 
 __all__ = ["FoldBatchNormPass"]
@@ -391,10 +397,34 @@ class FoldBatchNormIntoNextGemm(FusionRule):
         return op.Gemm(x, w_value, c_value, **attrs)
 
 
+def _feeds_constant_linear(value: ir.Value) -> bool:
+    """``value`` feeds exactly one Conv/Gemm/MatMul, as its data input, with a constant weight."""
+    uses = list(value.uses())
+    if value.is_graph_output() or len(uses) != 1:
+        return False
+    user, index = uses[0]
+    return (
+        user.op_type in ("Conv", "Gemm", "MatMul")
+        and index == 0
+        and len(user.inputs) > 1
+        and const_array(user.inputs[1]) is not None
+    )
+
+
 class BatchNormToMulAdd(FusionRule):
-    """BN(x) -> Add(Mul(x, s), t) with s, t shaped (C, 1, ..., 1) for x's rank."""
+    """BN(x) -> Add(Mul(x, s), t) with s, t shaped (C, 1, ..., 1) for x's rank.
+
+    With ``only_if_absorbed`` the rewrite happens only when the BN's single consumer is a
+    Conv/Gemm/MatMul with a constant weight, so ``fold_channel_affine`` can absorb the Mul;
+    elsewhere (e.g. BN -> Relu -> Conv in pre-activation nets) two elementwise passes would
+    replace one and the graph would get slower.
+    """
 
     stat = "to_mul_add"
+
+    def __init__(self, only_if_absorbed: bool = False) -> None:
+        super().__init__()
+        self.only_if_absorbed = only_if_absorbed
 
     def pattern(self, op: Any, x: Any) -> Any:
         return op.BatchNormalization(
@@ -406,6 +436,8 @@ class BatchNormToMulAdd(FusionRule):
         affine = bn_affine(node_of(bn_out))
         if isinstance(affine, str):
             return result.fail(affine)
+        if self.only_if_absorbed and not _feeds_constant_linear(bn_out):
+            return result.fail("no Conv/Gemm/MatMul after the BN would absorb the scale")
         rank = rank_of(x)
         if rank is None:
             rank = rank_of(bn_out)  # BN keeps the shape
@@ -427,24 +459,42 @@ class BatchNormToMulAdd(FusionRule):
         return op.Add(op.Mul(x, s), t)
 
 
+@dataclasses.dataclass(frozen=True)
+class FoldBatchNormOptions:
+    """Options of fold_batchnorm."""
+
+    lone: Literal["if_absorbed", "mul_add", "keep"] = option(
+        "if_absorbed",
+        "a BN folded into neither neighbour becomes Mul+Add: if_absorbed (only when a "
+        "following Conv/Gemm/MatMul can absorb the Mul), mul_add (always), keep (never)",
+    )
+
+
 @register
 class FoldBatchNormPass(RuleSetPass):
     """Fold inference BatchNormalization into the adjacent Conv/ConvTranspose/Gemm/MatMul.
 
     Phase 1 folds into the producing linear op, phase 2 into the consuming Conv/Gemm where
-    that is exact, phase 3 turns any BatchNormalization left into Mul+Add. See the module
-    docstring for the algebra and for the cases left alone.
+    that is exact, phase 3 turns a BatchNormalization left into Mul+Add (option ``lone``).
+    See the module docstring for the algebra and for the cases left alone.
     """
 
     name = "fold_batchnorm"
     lossless = True
-    rule_phases = (
-        (
-            FoldBatchNormIntoConv,
-            FoldBatchNormIntoConvTranspose,
-            FoldBatchNormIntoGemm,
-            FoldBatchNormIntoMatMul,
-        ),
-        (FoldBatchNormIntoNextConv, FoldBatchNormIntoNextGemm),
-        (BatchNormToMulAdd,),
-    )
+    Options = FoldBatchNormOptions
+
+    def phases(self) -> list[list[FusionRule]]:
+        """Into the producer, into the consumer, then the lone-BN rewrite the options ask for."""
+        lone: list[FusionRule] = []
+        if self.options.lone != "keep":
+            lone.append(BatchNormToMulAdd(only_if_absorbed=self.options.lone == "if_absorbed"))
+        return [
+            [
+                FoldBatchNormIntoConv(),
+                FoldBatchNormIntoConvTranspose(),
+                FoldBatchNormIntoGemm(),
+                FoldBatchNormIntoMatMul(),
+            ],
+            [FoldBatchNormIntoNextConv(), FoldBatchNormIntoNextGemm()],
+            lone,
+        ]

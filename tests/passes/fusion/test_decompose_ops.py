@@ -63,6 +63,19 @@ def test_decompose_then_fuse_round_trips():
     assert_equivalent(reference, m)
 
 
+def test_batchnorm_decomposes_into_mul_add():
+    text = """
+    <ir_version: 9, opset_import: ["" : 15]>
+    g (float[2,3,4] x, float[3] s, float[3] b, float[3] m, float[3] v) => (float[2,3,4] y) {
+      y = BatchNormalization(x, s, b, m, v)
+    }"""
+    from fusion_testlib import build as build_model
+
+    model = build_model(text, ["s", "b", "m", "v"], positive=["v"])
+    assert_rewrites(DecomposeOpsPass, model, {"BatchNormalization": 1}, ["Mul", "Add"],
+                    decompose=("BatchNormalization",))
+
+
 def test_target_without_an_op_drives_decomposition():
     @dataclasses.dataclass
     class Target:

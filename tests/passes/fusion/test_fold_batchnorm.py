@@ -106,22 +106,42 @@ def test_bn_before_gemm_folds_into_it(trans_b):
     assert_rewrites(FoldBatchNormPass, model, {"into_consumer": 1}, ["Gemm"])
 
 
-def test_lone_bn_becomes_per_channel_mul_add():
-    text = f"""
+LONE_BN = f"""
     <ir_version: 8, opset_import: ["" : 13]>
     g (float[2,4,3,3] x, {BN_DECL.format(c=4)}) => (float[2,4,3,3] y) {{
       r = Relu(x)
       y = BatchNormalization(r, sc, bi, mu, va)
     }}"""
-    model = build(text, BN, positive=["va"])
-    assert_rewrites(FoldBatchNormPass, model, {"to_mul_add": 1}, ["Relu", "Mul", "Add"])
+
+
+def test_lone_bn_becomes_per_channel_mul_add_when_asked():
+    model = build(LONE_BN, BN, positive=["va"])
+    assert_rewrites(
+        FoldBatchNormPass, model, {"to_mul_add": 1}, ["Relu", "Mul", "Add"], lone="mul_add"
+    )
+
+
+def test_lone_bn_nothing_can_absorb_is_kept_by_default():
+    # Mul+Add would be two elementwise passes where BN is one
+    assert_unchanged(FoldBatchNormPass, build(LONE_BN, BN, positive=["va"]))
+
+
+def test_lone_bn_option_keep_leaves_bn_before_padded_conv():
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[1,4,5,5] x, float[6,4,3,3] W, {BN_DECL.format(c=4)}) => (float[1,6,5,5] y) {{
+      n = BatchNormalization(x, sc, bi, mu, va)
+      y = Conv<pads=[1,1,1,1]>(n, W)
+    }}"""
+    assert_unchanged(FoldBatchNormPass, build(text, ["W", *BN], positive=["va"]), lone="keep")
 
 
 def test_conv_weight_graph_input_is_not_folded():
+    assert_unchanged(FoldBatchNormPass, build(conv_bn(1, False), BN, positive=["va"]))
     model = build(conv_bn(1, False), BN, positive=["va"])
     reference = clone(model)
-    modified, p = run(FoldBatchNormPass, model)
-    assert "into_producer" not in p.stats
+    modified, p = run(FoldBatchNormPass, model, lone="mul_add")
+    assert dict(p.stats) == {"to_mul_add": 1}
     assert op_types(model) == ["Conv", "Mul", "Add"]
     assert_equivalent(reference, model)
 
