@@ -24,10 +24,12 @@ Rewrites, tried in this order (each phase to a fixpoint):
        Gemm(BN(x), B, C)  -> Gemm(x, s-scaled B, beta*C + alpha * t @ B)   (transA = 0, x 2-D)
 3. a BatchNormalization left alone becomes ``Add(Mul(x, s), t)`` with ``s``, ``t`` shaped
    ``(C, 1, ..., 1)`` for the input's rank (which must be known). By default (option
-   ``lone=if_absorbed``) only when a Conv/Gemm/MatMul consumer can absorb the Mul
-   (``fold_channel_affine`` does): elsewhere Mul+Add is two elementwise passes where BN is one
-   (measured slower on DenseNet-121's BN->Relu->Conv). ``lone=mul_add`` always decomposes
-   (for runtimes without BatchNormalization), ``lone=keep`` never.
+   ``lone=if_absorbed``) only next to a linear op: a Conv/Gemm/MatMul consumer absorbs the Mul
+   (``fold_channel_affine`` does), and after a Conv whose weight could not be folded runtimes
+   fuse Conv+Mul+Add (so no BN is ever left after a linear op). Elsewhere Mul+Add is two
+   elementwise passes where BN is one (measured slower on DenseNet-121's BN->Relu->Conv).
+   ``lone=mul_add`` always decomposes (for runtimes without BatchNormalization), ``lone=keep``
+   never.
 
 Left alone: BN in training mode or with used statistics outputs, opset-7 BN with ``spatial=0``,
 non-constant BN parameters, and (phases 1-2) a weight or bias that is a graph input, not
@@ -411,13 +413,24 @@ def _feeds_constant_linear(value: ir.Value) -> bool:
     )
 
 
+def _made_by_linear(value: ir.Value) -> bool:
+    """Whether ``value`` comes from a Conv/ConvTranspose/Gemm/MatMul.
+
+    Its weights could not be folded (else phase 1 would have): runtimes still fuse a Mul+Add
+    into it, and no BN is left after a linear op.
+    """
+    producer = value.producer()
+    return producer is not None and producer.op_type in _LINEAR_OPS
+
+
 class BatchNormToMulAdd(FusionRule):
     """BN(x) -> Add(Mul(x, s), t) with s, t shaped (C, 1, ..., 1) for x's rank.
 
-    With ``only_if_absorbed`` the rewrite happens only when the BN's single consumer is a
-    Conv/Gemm/MatMul with a constant weight, so ``fold_channel_affine`` can absorb the Mul;
-    elsewhere (e.g. BN -> Relu -> Conv in pre-activation nets) two elementwise passes would
-    replace one and the graph would get slower.
+    With ``only_if_absorbed`` the rewrite happens only next to a linear op: when the BN's single
+    consumer is a Conv/Gemm/MatMul with a constant weight (``fold_channel_affine`` absorbs the
+    Mul) or its producer is a linear op whose weights could not be folded (shared with another
+    node; runtimes fuse Conv+Mul+Add). Elsewhere (e.g. BN -> Relu -> Conv in pre-activation
+    nets) two elementwise passes would replace one and the graph would get slower.
     """
 
     stat = "to_mul_add"
@@ -436,8 +449,10 @@ class BatchNormToMulAdd(FusionRule):
         affine = bn_affine(node_of(bn_out))
         if isinstance(affine, str):
             return result.fail(affine)
-        if self.only_if_absorbed and not _feeds_constant_linear(bn_out):
-            return result.fail("no Conv/Gemm/MatMul after the BN would absorb the scale")
+        if self.only_if_absorbed and not (
+            _feeds_constant_linear(bn_out) or _made_by_linear(x)
+        ):
+            return result.fail("no Conv/Gemm/MatMul next to the BN would absorb Mul+Add")
         rank = rank_of(x)
         if rank is None:
             rank = rank_of(bn_out)  # BN keeps the shape
@@ -465,8 +480,8 @@ class FoldBatchNormOptions:
 
     lone: Literal["if_absorbed", "mul_add", "keep"] = option(
         "if_absorbed",
-        "a BN folded into neither neighbour becomes Mul+Add: if_absorbed (only when a "
-        "following Conv/Gemm/MatMul can absorb the Mul), mul_add (always), keep (never)",
+        "a BN folded into neither neighbour becomes Mul+Add: if_absorbed (only next to a "
+        "Conv/Gemm/MatMul that absorbs it), mul_add (always), keep (never)",
     )
 
 
