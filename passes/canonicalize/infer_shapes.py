@@ -3,8 +3,11 @@
     y = Relu(x: float[1,3,224,224])          -> y: float[1,3,224,224]
     s = Shape(x); n = Gather(s, 0)           -> n: int64[] (data propagation: value known too)
 
-Wraps onnx-ir's ``ShapeInferencePass`` (which serializes the model to a protobuf *without* the
-weights above 1 KB, so it works on > 2 GB models) with ``data_prop`` on. Shape inference never
+Runs ``onnx.shape_inference.infer_shapes`` with ``data_prop`` on a protobuf made *without*
+the weights above 1 KB (onnx-ir's ``call_onnx_api``, the helper behind its
+``ShapeInferencePass``), so it works on > 2 GB models. Unlike onnx-ir's pass, which
+deserializes the whole inferred model again (most of its run time on DenseNet), only the
+inferred value infos are read back and applied to the values, node by node. Shape inference never
 fails a pipeline: with ``strict=false`` (the default) ops it cannot infer (custom domains,
 malformed nodes) are skipped; when the ONNX shape inference raises anyway the pass logs a
 warning, records ``failed`` in its stats and leaves the model unchanged (``modified=False``).
@@ -14,10 +17,12 @@ Subgraphs (If/Loop/Scan bodies) are inferred by ONNX itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
+import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
+from onnx_ir.passes.common import ShapeInferencePass, _c_api_utils
 
 from irpass.pass_base import IrpassPass, all_graphs, option
 from irpass.registry import register
@@ -34,6 +39,41 @@ def _signature(model: ir.Model) -> list[tuple[object, object]]:
         for node in graph
         for value in node.outputs
     ]
+
+
+def _merge_graph(graph: ir.Graph, proto: onnx.GraphProto) -> bool:
+    """Copy inferred types/shapes from ``proto`` onto ``graph``'s values; False on mismatch.
+
+    Nodes are paired by position (serialization keeps the order), so only value infos are
+    deserialized, never the nodes or weights again.
+    """
+    if len(graph) != len(proto.node):
+        return False
+    infos = {info.name: info for info in proto.value_info}
+    infos.update({info.name: info for info in proto.output})
+    for node, node_proto in zip(graph, proto.node, strict=True):
+        for value in node.outputs:
+            info = infos.get(value.name or "")
+            if info is None or not info.type.WhichOneof("value"):
+                continue
+            inferred_type = ir.serde.deserialize_type_proto_for_type(info.type)
+            inferred_shape = ir.serde.deserialize_type_proto_for_shape(info.type)
+            if inferred_type is not None and value.type != inferred_type:
+                value.type = inferred_type
+            if inferred_shape is not None and value.shape != inferred_shape:
+                value.shape = inferred_shape
+        for attr_proto in node_proto.attribute:
+            attr = node.attributes.get(attr_proto.name)
+            if attr is None or attr.is_ref():
+                continue
+            if attr_proto.type == onnx.AttributeProto.GRAPH:
+                if not _merge_graph(attr.as_graph(), attr_proto.g):
+                    return False
+            elif attr_proto.type == onnx.AttributeProto.GRAPHS:
+                for sub, sub_proto in zip(attr.as_graphs(), attr_proto.graphs, strict=True):
+                    if not _merge_graph(sub, sub_proto):
+                        return False
+    return True
 
 
 @register
@@ -54,15 +94,24 @@ class InferShapesPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Infer shapes; on failure log and leave the model as it is."""
         before = _signature(model)
-        inner = ShapeInferencePass(
-            check_type=False, strict_mode=self.options.strict, data_prop=self.options.data_prop
+        infer = functools.partial(
+            onnx.shape_inference.infer_shapes,
+            check_type=False,
+            strict_mode=self.options.strict,
+            data_prop=self.options.data_prop,
         )
         try:
-            inner(model)
+            inferred = _c_api_utils.call_onnx_api(infer, model)
         except Exception as exc:  # inference must never take the pipeline down
             logger.warning("shape inference failed, model left unchanged: %s", exc)
             self.stats["failed"] += 1
             return ir.passes.PassResult(model, modified=False)
+        if not _merge_graph(model.graph, inferred.graph):
+            # Should not happen (inference adds no nodes); fall back to onnx-ir's full merge.
+            logger.debug("inferred graph does not pair up with the model; full merge")
+            ShapeInferencePass(
+                check_type=False, strict_mode=self.options.strict, data_prop=self.options.data_prop
+            )(model)
         after = _signature(model)
         changed = sum(1 for a, b in zip(before, after, strict=False) if a != b)
         self.stats["values_annotated"] += changed

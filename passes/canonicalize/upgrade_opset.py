@@ -36,7 +36,7 @@ import logging
 
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxscript.version_converter import ConvertVersionPass
 
 from irpass.ir import default_opset
@@ -44,6 +44,7 @@ from irpass.pass_base import IrpassPass, all_graphs, option
 from irpass.registry import register
 
 from ._common import is_onnx_domain
+from .infer_shapes import InferShapesPass
 
 __all__ = ["UpgradeOpsetPass"]
 
@@ -164,7 +165,7 @@ def _unwrap_legacy_softmax(model: ir.Model) -> int:
     ]
     if not candidates:
         return 0
-    ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(model)
+    InferShapesPass()(model)
     count = 0
     for node in candidates:
         match = _legacy_softmax_match(node)
