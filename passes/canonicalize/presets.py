@@ -28,13 +28,13 @@ __all__ = ["CANONICALIZE"]
 CANONICALIZE = (
     "inputs_to_initializers,upgrade_opset,infer_shapes,"
     "fixpoint(resolve_reshape_shapes,fold_constants,eliminate_identity,merge_concats,"
-    "eliminate_dead,"
-    "dedup_initializers,cse)"
+    "eliminate_dead,dedup_initializers,cse)"
 )
 
 register_preset(
     "canonicalize",
     CANONICALIZE,
     "Lossless clean-up every pipeline starts with: weights as initializers, opset 17, shapes, "
-    "then constant folding, identity/dead-code removal, initializer dedup and CSE to a fixpoint.",
+    "then Reshape-shape resolution, constant folding, Identity/Dropout removal, Concat merging, "
+    "dead-code removal, initializer dedup and CSE to a fixpoint.",
 )
