@@ -9,9 +9,10 @@ It wraps onnx-ir's pass contract (every step is an ``onnx_ir.passes`` pass) and 
   pass (the cost analysis is cached and invalidated only when a pass modifies the model);
 - **evaluation**: ``context.evaluator`` (fidelity / task metrics) after every lossy pass;
 - **dumps** of the model before and after every modifying pass (``dump_dir``);
-- **failure handling**: a failing pass is named, a reproducer (the model the pass received plus
-  the pipeline text) is saved, and the model is either left as before the pass
-  (``on_failure="rollback"``) or the run stops with an error (``"error"``, the default).
+- **failure handling**: a failing pass is named, a reproducer (the input model plus the flat
+  pipeline of every pass run up to the failing one) is saved, and the model is either restored
+  to its state before the pass (``on_failure="rollback"``) or the run stops with an error
+  (``"error"``, the default).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from irpass.pipeline import (
 from irpass.run_report import PassRecord, RunReport, Verification
 from irpass.verify import (
     check_structure,
+    checked_session,
     compare_outputs,
     make_session,
     random_feeds,
@@ -152,13 +154,14 @@ class _Verifier:
 
     def verify(self, model: ir.Model, lossless: bool) -> Verification:
         result = Verification(status="failed")
-        check_structure(model)
-        result.checker = True
         if not self.numeric:
+            check_structure(model)
+            result.checker = True
             result.status = "ok"
             result.detail = "structure only (numeric check disabled)"
             return result
-        session = make_session(model)
+        session = checked_session(model)
+        result.checker = True
         result.ort_load = True
         outputs = [run_model(session, f) for f in self.feeds]
         worst = _max_abs_error(self.previous, outputs)
@@ -245,14 +248,20 @@ class PassManager:
         save_model(model, directory / name)
         return str(directory / name)
 
-    def _save_reproducer(self, model: ir.Model, step: Step, error: BaseException) -> str | None:
+    def _save_reproducer(self, state: _RunState, step: Step, error: BaseException) -> str | None:
+        """Save the model irpass received and the flat list of steps that led to the failure.
+
+        Passes are deterministic, so running ``pipeline.txt`` (every pass executed so far, in
+        order, then the failing one) on ``input.onnx`` reproduces the failure; this needs one
+        copy of the input per run instead of a snapshot before every pass.
+        """
         directory = self.options.reproducer_dir
-        if directory is None:
+        if directory is None or state.input_copy is None:
             return None
         directory = pathlib.Path(directory)
         try:
-            save_model(model, directory / "input.onnx")
-            (directory / "pipeline.txt").write_text(format_pipeline([step]) + "\n")
+            save_model(state.input_copy, directory / "input.onnx")
+            (directory / "pipeline.txt").write_text(format_pipeline(state.executed) + "\n")
             (directory / "full_pipeline.txt").write_text(self.pipeline_text + "\n")
             (directory / "error.txt").write_text(f"{type(error).__name__}: {error}\n")
         except (OSError, IrpassError) as exc:
@@ -299,7 +308,12 @@ class PassManager:
         if evaluator is not None:
             report.metrics_before = dict(evaluator(model))
         self._dump(model, "input")
-        state = _RunState(verifier=verifier, report=report, evaluator=evaluator)
+        state = _RunState(
+            verifier=verifier,
+            report=report,
+            evaluator=evaluator,
+            input_copy=model.clone() if self.options.reproducer_dir is not None else None,
+        )
         self._run_steps(model, self.steps, "", state)
         if self.options.verify == "final" or (self.options.verify == "none"):
             final = Verification(status="failed")
@@ -354,7 +368,9 @@ class PassManager:
             self.progress(label, len(state.report.passes))
         before_cost = self._current_cost(model)
         record.before = before_cost.summary()
-        snapshot = model.clone()
+        # A snapshot costs a model clone per pass: only taken when failures roll back.
+        snapshot = model.clone() if self.options.on_failure == "rollback" else None
+        state.executed.append(step)
         started = time.perf_counter()
         try:
             result = pass_(model)
@@ -391,14 +407,14 @@ class PassManager:
     def _fail(
         self,
         model: ir.Model,
-        snapshot: ir.Model,
+        snapshot: ir.Model | None,
         step: Step,
         record: PassRecord,
         exc: BaseException,
         state: _RunState,
     ) -> bool:
-        reproducer = self._save_reproducer(snapshot, step, exc)
-        if self.options.on_failure == "rollback":
+        reproducer = self._save_reproducer(state, step, exc)
+        if snapshot is not None:
             _restore(model, snapshot)
             self._invalidate()
             record.rolled_back = True
@@ -442,6 +458,8 @@ class _RunState:
     verifier: _Verifier
     report: RunReport
     evaluator: Callable[[ir.Model], Mapping[str, float]] | None
+    input_copy: ir.Model | None = None
+    executed: list[Step] = dataclasses.field(default_factory=list)
     fixpoints: int = 0
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Tolerance",
     "OutputMismatch",
     "check_structure",
+    "checked_session",
     "compare_outputs",
     "make_session",
     "random_feeds",
@@ -73,21 +74,28 @@ class OutputMismatch:
 
 def check_structure(model: ir.Model | onnx.ModelProto, full_check: bool = False) -> None:
     """Run the ONNX checker; raise VerificationError with the checker's message."""
-    proto = model if isinstance(model, onnx.ModelProto) else None
     try:
-        if proto is None:
-            assert isinstance(model, ir.Model)
-            if initializer_bytes(model) > PROTOBUF_LIMIT:
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = pathlib.Path(tmp) / "model.onnx"
-                    save_model(model, path, external_data=True)
-                    onnx.checker.check_model(str(path), full_check=full_check)
-                return
-            proto = ir.to_proto(model)
+        if isinstance(model, ir.Model) and initializer_bytes(model) > PROTOBUF_LIMIT:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = pathlib.Path(tmp) / "model.onnx"
+                save_model(model, path, external_data=True)
+                onnx.checker.check_model(str(path), full_check=full_check)
+            return
+        proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
         onnx.checker.check_model(proto, full_check=full_check)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise VerificationError(f"ONNX checker rejects the model: {first}") from exc
+
+
+def checked_session(model: ir.Model, *, optimize: bool = False) -> ort.InferenceSession:
+    """Check ``model`` with the ONNX checker and load it in ONNX Runtime, serializing once."""
+    if initializer_bytes(model) > PROTOBUF_LIMIT:
+        check_structure(model)
+        return make_session(model, optimize=optimize)
+    proto = ir.to_proto(model)
+    check_structure(proto)
+    return make_session(proto, optimize=optimize)
 
 
 def _session_options(optimize: bool, threads: int) -> ort.SessionOptions:

@@ -48,10 +48,14 @@ def test_lossless_pass_that_changes_outputs_is_caught_with_reproducer(
     assert info.value.pass_name == "t_lying_lossless"
     assert "lossless pass changed the outputs" in info.value.message
     repro = tmp_path / "repro"
-    assert (repro / "pipeline.txt").read_text().strip() == "t_lying_lossless"
+    # the reproducer is the input model plus every pass run up to and including the failing one
+    pipeline = (repro / "pipeline.txt").read_text().strip()
+    assert pipeline == "t_remove_one_identity,t_lying_lossless"
     saved = onnx.load(repro / "input.onnx")
-    # the reproducer is the model the failing pass received (one Identity already removed)
-    assert [n.op_type for n in saved.graph.node] == ["Identity", "Identity", "MatMul"]
+    assert [n.op_type for n in saved.graph.node] == ["Identity", "Identity", "Identity", "MatMul"]
+    with pytest.raises(PassFailedError) as again:
+        PassManager(pipeline).run(ir.from_proto(saved))
+    assert again.value.pass_name == "t_lying_lossless"
 
 
 def test_rollback_restores_the_model_and_continues() -> None:

@@ -1,16 +1,21 @@
 """Shape analysis that leaves the model untouched.
 
-:func:`inferred_values` runs ONNX shape inference on a shallow clone (tensors are shared, not
-copied; large weights are kept out of the protobuf by onnx-ir's ShapeInferencePass) and returns
-name -> (shape, dtype) for every value it could type.
+:func:`inferred_values` runs ONNX shape inference (with data propagation) on a protobuf built
+without the weights above 1 KB (onnx-ir's ``call_onnx_api``, the helper behind its
+``ShapeInferencePass``, which restores the model afterwards), then reads back only the inferred
+value infos, never the nodes or weights. It works on > 2 GB models and costs a fraction of a
+clone plus a full deserialization.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Iterator
 
+import onnx
 import onnx_ir as ir
-import onnx_ir.passes.common as common_passes
+from onnx_ir.passes.common import _c_api_utils
 
 __all__ = ["ValueInfo", "inferred_values", "static_numel"]
 
@@ -19,22 +24,50 @@ logger = logging.getLogger(__name__)
 ValueInfo = tuple["ir.Shape | None", "ir.DataType | None"]
 
 
+def _graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graph_protos(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _graph_protos(sub)
+
+
+def _known(
+    shape: ir.Shape | None, dtype: ir.DataType | None, out: dict[str, ValueInfo], name: str
+) -> None:
+    previous = out.get(name)
+    if previous is None or (previous[0] is None and shape is not None):
+        out[name] = (shape, dtype)
+
+
 def inferred_values(model: ir.Model) -> dict[str, ValueInfo]:
-    """Map value names (main graph and subgraphs) to their inferred (shape, dtype)."""
-    clone = model.clone()
+    """Map value names (main graph and subgraphs) to their (shape, dtype), inferred if absent."""
+    out: dict[str, ValueInfo] = {}
+    for graph in model.graphs():
+        values = list(graph.inputs) + list(graph.initializers.values())
+        values += [v for node in graph for v in node.outputs]
+        for value in values:
+            if value.name and value.shape is not None:
+                out[value.name] = (value.shape, value.dtype)
+    infer = functools.partial(
+        onnx.shape_inference.infer_shapes, check_type=False, strict_mode=False, data_prop=True
+    )
     try:
-        common_passes.ShapeInferencePass(strict_mode=False)(clone)
+        proto = _c_api_utils.call_onnx_api(infer, model)
     except Exception as exc:  # shape inference is best-effort: report what is known
         logger.debug("shape inference failed: %s", exc)
-    out: dict[str, ValueInfo] = {}
-    for graph in clone.graphs():
-        for value in list(graph.inputs) + list(graph.initializers.values()):
-            if value.name:
-                out[value.name] = (value.shape, value.dtype)
-        for node in graph:
-            for value in node.outputs:
-                if value.name:
-                    out[value.name] = (value.shape, value.dtype)
+        return out
+    for graph_proto in _graph_protos(proto.graph):
+        for info in list(graph_proto.value_info) + list(graph_proto.output):
+            if not info.type.WhichOneof("value"):
+                continue
+            shape = ir.serde.deserialize_type_proto_for_shape(info.type)
+            type_ = ir.serde.deserialize_type_proto_for_type(info.type)
+            dtype = type_.dtype if type_ is not None else None
+            _known(shape, dtype, out, info.name)
     return out
 
 
