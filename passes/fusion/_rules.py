@@ -43,7 +43,10 @@ __all__ = [
     "either",
     "model_opset",
     "node_of",
+    "one_dim_constant_matched",
     "passthrough",
+    "scalar",
+    "scalar",
     "static_dims",
     "static_shape",
     "unique_name",
@@ -114,6 +117,20 @@ def either(op: Any, op_type: str, a: Any, b: Any, tag: str) -> Any:
     """
     make = getattr(op, op_type)
     return orp.OrValue([make(a, b), make(b, a)], tag_var=tag)
+
+
+def scalar(value: float, tag: str) -> Any:
+    """Pattern for a constant equal to ``value`` held as a scalar or as shape ``(1,)``.
+
+    Exporters write both. ``tag`` (unique in the pattern) is bound to 1 when the ``(1,)`` form
+    matched; checks use :func:`one_dim_constant_matched` to make sure the shape is kept.
+    """
+    return orp.OrValue([orp.Constant(value), orp.Constant([value])], tag_var=f"k_{tag}")
+
+
+def one_dim_constant_matched(bindings: dict[str, Any]) -> bool:
+    """Whether any :func:`scalar` pattern in the match bound its shape-``(1,)`` form."""
+    return any(k.startswith("k_") and v == 1 for k, v in bindings.items())
 
 
 def unique_name(graph: Any, base: str, reserved: Iterable[str] = ()) -> str:

@@ -12,8 +12,9 @@
 The GELU forms are matched in every association the exporters produce (``(0.5*x)*(1+e)``,
 ``(x*(1+e))*0.5``, ``x*((1+e)*0.5)``, ``(x*(1+e))/2``; ``x/sqrt2`` or ``x*(1/sqrt2)``;
 ``Pow(x, 3)`` or ``x*x*x``) and every operand order of Add/Mul. Constants are compared with a
-relative tolerance of 1e-5 (they are stored as float32). The fused ops compute the same
-function; results differ by float rounding only.
+relative tolerance of 1e-5 (they are stored as float32) and may be scalars or shape-(1,)
+tensors (then x must have rank >= 1, so the fused op keeps the shape). The fused ops compute
+the same function; results differ by float rounding only.
 
 A model whose opset is older than the op keeps its decomposition: run ``upgrade_opset`` first
 (e.g. ``upgrade_opset(target=20),fuse``) when the target runtime has the op. Clip bounds are
@@ -39,6 +40,9 @@ from irpass.passes.fusion._rules import (
     is_close,
     model_opset,
     node_of,
+    one_dim_constant_matched,
+    rank_of,
+    scalar,
 )
 from onnxscript.rewriter import pattern as orp
 
@@ -68,7 +72,7 @@ def clip_bounds(clip: ir.Node) -> tuple[float | None, float | None] | None:
 
 def _relu6_of_x_plus_3(op: Any, x: Any) -> Any:
     return op.Clip(
-        either(op, "Add", x, 3.0, "add3_order"),
+        either(op, "Add", x, scalar(3.0, "three"), "add3_order"),
         _allow_other_inputs=True,
         _allow_other_attributes=True,
         _outputs=["clip"],
@@ -85,8 +89,12 @@ def _check_relu6(clip: ir.Value, result: orp.MatchResult) -> Any:
 class _OpsetRule(FusionRule):
     min_opset = 1
 
-    def check_opset(self, context: Any, x: ir.Value) -> orp.MatchResult:
+    def check_opset(
+        self, context: Any, x: ir.Value, bindings: dict[str, Any]
+    ) -> orp.MatchResult:
         result = orp.MatchResult()
+        if one_dim_constant_matched(bindings) and (rank_of(x) or 0) < 1:
+            return result.fail("a shape-(1,) constant could raise the rank of x")
         opset = model_opset(context.model)
         if opset < self.min_opset:
             return result.fail(
@@ -104,10 +112,10 @@ class HardSigmoidFromClip(_OpsetRule):
     min_opset = 6
 
     def pattern(self, op: Any, x: Any) -> Any:
-        return op.Div(_relu6_of_x_plus_3(op, x), 6.0)
+        return op.Div(_relu6_of_x_plus_3(op, x), scalar(6.0, "six"))
 
-    def check(self, context: Any, x: ir.Value, clip: ir.Value, **_: Any) -> Any:
-        result = self.check_opset(context, x)
+    def check(self, context: Any, x: ir.Value, clip: ir.Value, **bindings: Any) -> Any:
+        result = self.check_opset(context, x, bindings)
         return _check_relu6(clip, result) if result else result
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
@@ -128,8 +136,8 @@ class HardSwishFromHardSigmoid(_OpsetRule):
         hsig = op.HardSigmoid(x, _allow_other_attributes=True, _outputs=["hsig"])
         return op.Mul(hsig, x) if self.swapped else op.Mul(x, hsig)
 
-    def check(self, context: Any, x: ir.Value, hsig: ir.Value, **_: Any) -> Any:
-        result = self.check_opset(context, x)
+    def check(self, context: Any, x: ir.Value, hsig: ir.Value, **bindings: Any) -> Any:
+        result = self.check_opset(context, x, bindings)
         if not result:
             return result
         node = node_of(hsig)
@@ -149,10 +157,11 @@ class HardSwishFromClip(_OpsetRule):
     min_opset = 14
 
     def pattern(self, op: Any, x: Any) -> Any:
-        return op.Div(either(op, "Mul", x, _relu6_of_x_plus_3(op, x), "mul_order"), 6.0)
+        relu6 = _relu6_of_x_plus_3(op, x)
+        return op.Div(either(op, "Mul", x, relu6, "mul_order"), scalar(6.0, "six"))
 
-    def check(self, context: Any, x: ir.Value, clip: ir.Value, **_: Any) -> Any:
-        result = self.check_opset(context, x)
+    def check(self, context: Any, x: ir.Value, clip: ir.Value, **bindings: Any) -> Any:
+        result = self.check_opset(context, x, bindings)
         return _check_relu6(clip, result) if result else result
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
@@ -172,31 +181,35 @@ class GeluFusion(_OpsetRule):
     def pattern(self, op: Any, x: Any) -> Any:
         if self.form == "erf":
             scaled = orp.OrValue(
-                [op.Div(x, math.sqrt(2.0)), either(op, "Mul", x, 1.0 / math.sqrt(2.0), "t0")],
+                [
+                    op.Div(x, scalar(math.sqrt(2.0), "sqrt2")),
+                    either(op, "Mul", x, scalar(1.0 / math.sqrt(2.0), "rsqrt2"), "t0"),
+                ],
                 tag_var="scale_form",
             )
             inner = op.Erf(scaled)
         else:
             cube = orp.OrValue(
-                [op.Pow(x, 3.0), op.Mul(op.Mul(x, x), x), op.Mul(x, op.Mul(x, x))],
+                [op.Pow(x, scalar(3.0, "p3")), op.Mul(op.Mul(x, x), x), op.Mul(x, op.Mul(x, x))],
                 tag_var="cube_form",
             )
-            poly = either(op, "Add", x, either(op, "Mul", cube, 0.044715, "t1"), "t2")
-            inner = op.Tanh(either(op, "Mul", poly, math.sqrt(2.0 / math.pi), "t3"))
-        one_plus = either(op, "Add", inner, 1.0, "t4")
+            cubic = either(op, "Mul", cube, scalar(0.044715, "c"), "t1")
+            poly = either(op, "Add", x, cubic, "t2")
+            inner = op.Tanh(either(op, "Mul", poly, scalar(math.sqrt(2.0 / math.pi), "k"), "t3"))
+        one_plus = either(op, "Add", inner, scalar(1.0, "one"), "t4")
         # the root node cannot be an OrValue: its two operand orders are separate rules
         if self.outer == 0:
-            a, b = either(op, "Mul", x, 0.5, "t5"), one_plus
+            a, b = either(op, "Mul", x, scalar(0.5, "half"), "t5"), one_plus
         elif self.outer == 1:
-            a, b = either(op, "Mul", x, one_plus, "t5"), 0.5
+            a, b = either(op, "Mul", x, one_plus, "t5"), scalar(0.5, "half")
         elif self.outer == 2:
-            a, b = x, either(op, "Mul", one_plus, 0.5, "t5")
+            a, b = x, either(op, "Mul", one_plus, scalar(0.5, "half"), "t5")
         else:
-            return op.Div(either(op, "Mul", x, one_plus, "t5"), 2.0)
+            return op.Div(either(op, "Mul", x, one_plus, "t5"), scalar(2.0, "two"))
         return op.Mul(b, a) if self.swapped else op.Mul(a, b)
 
-    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
-        return self.check_opset(context, x)
+    def check(self, context: Any, x: ir.Value, **bindings: Any) -> Any:
+        return self.check_opset(context, x, bindings)
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
         if self.form == "erf":

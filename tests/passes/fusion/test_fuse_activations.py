@@ -87,3 +87,24 @@ def test_wrong_constants_are_not_fused():
     assert_unchanged(FuseActivationsPass, model(gelu))
     other_x = "h = HardSigmoid<alpha=0.2, beta=0.5>(x)\n y = Mul(h, x)"
     assert_unchanged(FuseActivationsPass, model(other_x, 14))
+
+
+def test_shape_1_constants_match_too():
+    one_d = CONSTS.replace("float three", "float[1] three").replace("float six", "float[1] six")
+    one_d = one_d.replace("float half", "float[1] half").replace("float sqrt2", "float[1] sqrt2")
+    for body, opset, op in [(HARDSWISH_BODIES[0], 14, "HardSwish"), (ERF_BODIES[0], 20, "Gelu")]:
+        text = f"""
+        {HEADER.format(opset=opset)}
+        g (float[2,3,4] x) => (float[2,3,4] y) {one_d} {{
+          {body}
+        }}"""
+        assert_rewrites(FuseActivationsPass, build(text), {op: 1}, [op])
+
+
+def test_shape_1_constants_are_refused_for_a_scalar_input():
+    text = f"""
+    {HEADER.format(opset=20)}
+    g (float x) => (float[1] y) {CONSTS.replace("float half", "float[1] half")} {{
+      {ERF_BODIES[0]}
+    }}"""
+    assert_unchanged(FuseActivationsPass, build(text))

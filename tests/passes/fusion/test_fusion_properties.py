@@ -158,7 +158,11 @@ def block_reshapes(b: GraphBuilder, x: str, shape: tuple) -> str:
 
 def block_activation(b: GraphBuilder, x: str, shape: tuple) -> str:
     kind = b.draw(st.sampled_from(["hardswish", "hardsigmoid", "gelu_erf", "gelu_tanh"]), "act")
-    f = lambda v: b.const(np.float32(v))  # noqa: E731
+    one_d = b.draw(st.booleans(), "one_d_constants")  # exporters write scalars or shape (1,)
+
+    def f(v: float) -> str:
+        return b.const(np.array([v], np.float32) if one_d else np.float32(v))
+
     if kind in ("hardswish", "hardsigmoid"):
         six = b.draw(st.sampled_from([6.0, 6.0, 5.0]), "six")
         a = b.node("Add", [x, f(3.0)])
