@@ -13,25 +13,31 @@ from irpass.registry import get_pass, register
 
 @dataclasses.dataclass(frozen=True)
 class _DamageOptions:
-    factor: float = option(0.3, "scale applied to the first float weight")
+    factor: float = option(0.05, "scale applied to the largest float weight")
 
 
 class DamageWeightPass(IrpassPass):
-    """Scales the first float weight (a deliberately lossy test pass)."""
+    """Scales the largest float weight (a deliberately lossy test pass)."""
 
     name = "t_eval_damage"
     lossless = False
     Options = _DamageOptions
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        for value in model.graph.initializers.values():
-            tensor = value.const_value
-            if tensor is not None and tensor.dtype == ir.DataType.FLOAT and tensor.size > 1:
-                value.const_value = ir.tensor(
-                    tensor.numpy() * self.options.factor, name=value.name
-                )
-                return ir.passes.PassResult(model, True)
-        return ir.passes.PassResult(model, False)
+        weights = [
+            value
+            for value in model.graph.initializers.values()
+            if value.const_value is not None
+            and value.const_value.dtype == ir.DataType.FLOAT
+            and value.const_value.size > 1
+        ]
+        if not weights:
+            return ir.passes.PassResult(model, False)
+        # the largest weight, so the damage does not depend on initializer order
+        value = max(weights, key=lambda v: (v.const_value.size, v.name))
+        scaled = value.const_value.numpy() * self.options.factor
+        value.const_value = ir.tensor(scaled, name=value.name)
+        return ir.passes.PassResult(model, True)
 
 
 try:

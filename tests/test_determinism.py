@@ -4,6 +4,7 @@ import json
 import pathlib
 
 from conftest import light_model_path
+
 from irpass.cli import main
 
 

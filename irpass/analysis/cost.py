@@ -1,13 +1,14 @@
 """Cost analysis: parameters, weight bytes, MACs and a peak activation-memory estimate.
 
-Params and weight bytes count initializers and the tensors Constant / ConstantOfShape nodes
-materialize from constants (weights of old exporters), so they are comparable before and after
-constant folding. MACs are counted for the heavy ops (Conv, ConvTranspose, Gemm, MatMul and their integer /
-QLinear forms) from inferred shapes. Named symbolic dimensions (a dynamic batch ``N``, a
-sequence length) count as 1, so numbers are per sample; a node whose shapes are unknown counts 0
-and is listed in ``Cost.unknown_macs_nodes``. Peak activation memory follows the graph's (topological) node
-order: a value is live from its producer to its last consumer; graph inputs and outputs are
-included, weights are not.
+- Params and weight bytes count initializers and the tensors that Constant / ConstantOfShape
+  nodes materialize from constants (weights of old exporters), so they compare before and
+  after constant folding.
+- MACs are counted for the heavy ops (Conv, ConvTranspose, Gemm, MatMul and their integer /
+  QLinear forms) from inferred shapes. Named symbolic dimensions (a dynamic batch ``N``, a
+  sequence length) count as 1, so numbers are per sample; a node whose shapes are unknown
+  counts 0 and is listed in ``Cost.unknown_macs_nodes``.
+- Peak activation memory follows the graph's (topological) node order: a value is live from
+  its producer to its last consumer; graph inputs and outputs are included, weights are not.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import _c_api_utils
 
-__all__ = ["ValueInfo", "inferred_values", "static_numel"]
+__all__ = ["ValueInfo", "infer_shapes_proto", "inferred_values", "static_numel"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,34 @@ def _known(
         out[name] = (shape, dtype)
 
 
+def _restore_initializer_order(graph: ir.Graph, order: list[str]) -> None:
+    """``call_onnx_api`` re-adds large initializers last; an analysis must not reorder them."""
+    if list(graph.initializers) == order:
+        return
+    values = [graph.initializers[name] for name in order]
+    graph.initializers.clear()
+    for value in values:
+        graph.initializers.add(value)
+
+
+def infer_shapes_proto(
+    model: ir.Model, *, strict: bool = False, data_prop: bool = True
+) -> onnx.ModelProto:
+    """ONNX shape inference on ``model`` without its weights above 1 KB; returns the proto.
+
+    The model is left exactly as it was (onnx-ir's helper removes and re-adds the large
+    initializers; their order is restored here). Raises whatever ONNX shape inference raises.
+    """
+    infer = functools.partial(
+        onnx.shape_inference.infer_shapes, check_type=False, strict_mode=strict, data_prop=data_prop
+    )
+    order = list(model.graph.initializers)
+    try:
+        return _c_api_utils.call_onnx_api(infer, model)
+    finally:
+        _restore_initializer_order(model.graph, order)
+
+
 def inferred_values(model: ir.Model) -> dict[str, ValueInfo]:
     """Map value names (main graph and subgraphs) to their (shape, dtype), inferred if absent."""
     out: dict[str, ValueInfo] = {}
@@ -52,11 +80,8 @@ def inferred_values(model: ir.Model) -> dict[str, ValueInfo]:
         for value in values:
             if value.name and value.shape is not None:
                 out[value.name] = (value.shape, value.dtype)
-    infer = functools.partial(
-        onnx.shape_inference.infer_shapes, check_type=False, strict_mode=False, data_prop=True
-    )
     try:
-        proto = _c_api_utils.call_onnx_api(infer, model)
+        proto = infer_shapes_proto(model)
     except Exception as exc:  # shape inference is best-effort: report what is known
         logger.debug("shape inference failed: %s", exc)
         return out

@@ -4,26 +4,27 @@
     s = Shape(x); n = Gather(s, 0)           -> n: int64[] (data propagation: value known too)
 
 Runs ``onnx.shape_inference.infer_shapes`` with ``data_prop`` on a protobuf made *without*
-the weights above 1 KB (onnx-ir's ``call_onnx_api``, the helper behind its
-``ShapeInferencePass``), so it works on > 2 GB models. Unlike onnx-ir's pass, which
-deserializes the whole inferred model again (most of its run time on DenseNet), only the
-inferred value infos are read back and applied to the values, node by node. Shape inference never
-fails a pipeline: with ``strict=false`` (the default) ops it cannot infer (custom domains,
-malformed nodes) are skipped; when the ONNX shape inference raises anyway the pass logs a
-warning, records ``failed`` in its stats and leaves the model unchanged (``modified=False``).
+the weights above 1 KB (``irpass.analysis.shapes.infer_shapes_proto``, over onnx-ir's
+``call_onnx_api``), so it works on > 2 GB models. Unlike onnx-ir's ``ShapeInferencePass``,
+which deserializes the whole inferred model again (most of its run time on DenseNet), only the
+inferred value infos are read back and applied to the values, node by node. Shape inference
+never fails a pipeline: with ``strict=false`` (the default) ops it cannot infer (custom
+domains, malformed nodes) are skipped; when the ONNX shape inference raises anyway the pass
+logs a warning, records ``failed`` in its stats and leaves the model unchanged
+(``modified=False``).
 Subgraphs (If/Loop/Scan bodies) are inferred by ONNX itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass, _c_api_utils
+from onnx_ir.passes.common import ShapeInferencePass
 
+from irpass.analysis.shapes import infer_shapes_proto
 from irpass.pass_base import IrpassPass, all_graphs, option
 from irpass.registry import register
 
@@ -94,14 +95,10 @@ class InferShapesPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Infer shapes; on failure log and leave the model as it is."""
         before = _signature(model)
-        infer = functools.partial(
-            onnx.shape_inference.infer_shapes,
-            check_type=False,
-            strict_mode=self.options.strict,
-            data_prop=self.options.data_prop,
-        )
         try:
-            inferred = _c_api_utils.call_onnx_api(infer, model)
+            inferred = infer_shapes_proto(
+                model, strict=self.options.strict, data_prop=self.options.data_prop
+            )
         except Exception as exc:  # inference must never take the pipeline down
             logger.warning("shape inference failed, model left unchanged: %s", exc)
             self.stats["failed"] += 1

@@ -32,6 +32,9 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter import pattern as orp
+
+from irpass.pass_base import option
 from irpass.passes.fusion._rules import (
     FusionRule,
     RuleSetPass,
@@ -43,9 +46,6 @@ from irpass.passes.fusion._rules import (
     rank_of,
 )
 from irpass.passes.fusion.fold_batchnorm import BatchNormToMulAdd
-from onnxscript.rewriter import pattern as orp
-
-from irpass.pass_base import option
 from irpass.registry import register
 
 __all__ = ["DECOMPOSABLE", "DecomposeOpsPass"]

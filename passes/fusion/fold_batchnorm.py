@@ -52,6 +52,9 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter import pattern as orp
+
+from irpass.pass_base import option
 from irpass.passes.fusion._rules import (
     FusionRule,
     RuleSetPass,
@@ -64,9 +67,6 @@ from irpass.passes.fusion._rules import (
     rank_of,
     sole_user_is,
 )
-from onnxscript.rewriter import pattern as orp
-
-from irpass.pass_base import option
 from irpass.registry import register
 
 __all__ = ["FoldBatchNormPass"]

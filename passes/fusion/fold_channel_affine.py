@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter import pattern as orp
+
 from irpass.passes.fusion._rules import (
     FusionRule,
     RuleSetPass,
@@ -46,8 +48,6 @@ from irpass.passes.fusion._rules import (
     rank_of,
     sole_user_is,
 )
-from onnxscript.rewriter import pattern as orp
-
 from irpass.registry import register
 
 __all__ = ["FoldChannelAffinePass"]

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter import pattern as orp
+
 from irpass.passes.fusion._rules import (
     FusionRule,
     RuleSetPass,
@@ -36,8 +38,6 @@ from irpass.passes.fusion._rules import (
     node_of,
     rank_of,
 )
-from onnxscript.rewriter import pattern as orp
-
 from irpass.registry import register
 
 __all__ = ["FoldPadPass"]

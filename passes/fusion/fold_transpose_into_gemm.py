@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import onnx_ir as ir
+from onnxscript.rewriter import pattern as orp
+
 from irpass.passes.fusion._rules import (
     FusionRule,
     RuleSetPass,
@@ -24,8 +26,6 @@ from irpass.passes.fusion._rules import (
     node_of,
     rank_of,
 )
-from onnxscript.rewriter import pattern as orp
-
 from irpass.registry import register
 
 __all__ = ["FoldTransposeIntoGemmPass"]

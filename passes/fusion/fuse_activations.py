@@ -31,6 +31,8 @@ import math
 from typing import Any
 
 import onnx_ir as ir
+from onnxscript.rewriter import pattern as orp
+
 from irpass.passes.fusion._rules import (
     FusionRule,
     RuleSetPass,
@@ -44,8 +46,6 @@ from irpass.passes.fusion._rules import (
     rank_of,
     scalar,
 )
-from onnxscript.rewriter import pattern as orp
-
 from irpass.registry import register
 
 __all__ = ["FuseActivationsPass", "clip_bounds"]

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter import pattern as orp
+
 from irpass.passes.fusion._rules import (
     FusionRule,
     RuleSetPass,
@@ -39,8 +41,6 @@ from irpass.passes.fusion._rules import (
     rank_of,
     static_dims,
 )
-from onnxscript.rewriter import pattern as orp
-
 from irpass.registry import register
 
 __all__ = ["FuseLayerNormPass"]

@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 import onnx_ir as ir
-from irpass.passes.fusion._rules import FusionRule, RuleSetPass, const_array
 from onnxscript.rewriter import pattern as orp
 
+from irpass.passes.fusion._rules import FusionRule, RuleSetPass, const_array
 from irpass.registry import register
 
 __all__ = ["MatMulAddToGemmPass"]

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from onnxscript.rewriter import pattern as orp
+
 from irpass.passes.fusion._rules import (
     FusionRule,
     RuleSetPass,
@@ -32,8 +34,6 @@ from irpass.passes.fusion._rules import (
     passthrough,
     static_shape,
 )
-from onnxscript.rewriter import pattern as orp
-
 from irpass.registry import register
 
 __all__ = ["RemoveNoOpsPass"]

@@ -73,3 +73,16 @@ def test_unknown_shapes_are_counted_not_guessed() -> None:
     x.shape = ir.Shape([2, 8])
     node.outputs[0].shape = ir.Shape([2, 3])
     assert node_macs(node, {}) == 48
+
+
+def test_analysis_leaves_the_model_as_it_was() -> None:
+    import onnx
+
+    from models import trained_paths
+
+    model = load_model(trained_paths()["digits_resnet"])  # weights > 1 KB between small ones
+    before = onnx.helper.printable_graph(ir.to_proto(model).graph)
+    order = list(model.graph.initializers)
+    model_cost(model)
+    assert list(model.graph.initializers) == order
+    assert onnx.helper.printable_graph(ir.to_proto(model).graph) == before

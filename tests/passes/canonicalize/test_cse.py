@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
-from irpass.passes.canonicalize.cse import EliminateCommonSubexpressionsPass
 
+from irpass.passes.canonicalize.cse import EliminateCommonSubexpressionsPass
 from irpass.testing import assert_equivalent, model_from_text
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>\n'

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
-from irpass.passes.canonicalize.eliminate_dead import EliminateDeadPass
 
+from irpass.passes.canonicalize.eliminate_dead import EliminateDeadPass
 from irpass.testing import assert_equivalent, model_from_text
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17{extra}]>\n'

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
-from irpass.passes.canonicalize.fold_constants import FoldConstantsPass, weight_bound_values
 
+from irpass.passes.canonicalize.fold_constants import FoldConstantsPass, weight_bound_values
 from irpass.testing import assert_equivalent, model_from_text
 
 WEIGHT_FROM_SHAPE = """

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from irpass.passes.canonicalize.infer_shapes import InferShapesPass
 
+from irpass.passes.canonicalize.infer_shapes import InferShapesPass
 from irpass.testing import model_from_text
 
 SIMPLE = """

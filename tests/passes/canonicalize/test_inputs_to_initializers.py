@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 import pytest
-from irpass.passes.canonicalize.inputs_to_initializers import ConvertInputsToInitializersPass
 
+from irpass.passes.canonicalize.inputs_to_initializers import ConvertInputsToInitializersPass
 from irpass.testing import assert_equivalent, model_from_text
 
 IR3 = """

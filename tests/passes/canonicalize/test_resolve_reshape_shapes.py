@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 import pytest
+
 from irpass.passes.canonicalize.eliminate_dead import EliminateDeadPass
 from irpass.passes.canonicalize.infer_shapes import InferShapesPass
 from irpass.passes.canonicalize.resolve_reshape_shapes import ResolveReshapeShapesPass
-
 from irpass.testing import assert_equivalent, model_from_text
 
 DYNAMIC_BATCH = """

@@ -5,8 +5,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 import pytest
-from irpass.passes.canonicalize.simplify_onnxsim import SimplifyWithOnnxsimPass
 
+from irpass.passes.canonicalize.simplify_onnxsim import SimplifyWithOnnxsimPass
 from irpass.testing import assert_equivalent, model_from_text
 
 pytest.importorskip("onnxsim")

@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from irpass.passes.canonicalize.upgrade_opset import UpgradeOpsetPass
 
+from irpass.passes.canonicalize.upgrade_opset import UpgradeOpsetPass
 from irpass.testing import assert_equivalent, model_from_text
 
 LEGACY = """

@@ -2,10 +2,10 @@ import dataclasses
 
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build
-from irpass.passes.fusion.decompose_ops import DecomposeOpsPass
 
 from irpass.context import PassContext
 from irpass.errors import PassOptionError
+from irpass.passes.fusion.decompose_ops import DecomposeOpsPass
 from irpass.pipeline import resolve_options
 
 
@@ -51,8 +51,8 @@ def test_layernorm_decomposes(opset, axis):
 
 def test_decompose_then_fuse_round_trips():
     from fusion_testlib import clone, op_types, run
-    from irpass.passes.fusion.fuse_activations import FuseActivationsPass
 
+    from irpass.passes.fusion.fuse_activations import FuseActivationsPass
     from irpass.testing import assert_equivalent
 
     m = model("y = Gelu(x)")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build, clone, op_types, run
-from irpass.passes.fusion.fold_batchnorm import FoldBatchNormPass
 
+from irpass.passes.fusion.fold_batchnorm import FoldBatchNormPass
 from irpass.testing import assert_equivalent
 
 BN = ["sc", "bi", "mu", "va"]

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build
+
 from irpass.passes.fusion.fold_channel_affine import FoldChannelAffinePass
 
 CONV = """

@@ -1,7 +1,7 @@
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build, clone, op_types, run
-from irpass.passes.fusion.fuse_activations import FuseActivationsPass
 
+from irpass.passes.fusion.fuse_activations import FuseActivationsPass
 from irpass.testing import assert_equivalent
 
 HEADER = '<ir_version: 9, opset_import: ["" : {opset}]>'

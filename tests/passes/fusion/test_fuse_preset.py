@@ -36,6 +36,15 @@ def _bn_after_conv(model: ir.Model) -> int:
     )
 
 
+def _onnxsim_nodes(path: pathlib.Path) -> int:
+    """Node count of onnx-simplifier's default run (constant folding plus its BN fusion)."""
+    onnx = pytest.importorskip("onnx")
+    onnxsim = pytest.importorskip("onnxsim")
+    simplified, ok = onnxsim.simplify(onnx.load(path))
+    assert ok
+    return len(simplified.graph.node)
+
+
 def canonicalize_then_fuse(model: ir.Model):
     quiet = ManagerOptions(verify="none")
     PassManager("canonicalize", options=quiet).run(model)
@@ -53,12 +62,15 @@ def test_fuse_preset_expands_to_a_fixpoint_of_the_fusion_passes():
 
 @pytest.mark.parametrize("name", LIGHT)
 def test_light_model_fuses_equivalently(name):
-    model = load_model(LIGHT_DIR / f"light_{name}.onnx")
+    path = LIGHT_DIR / f"light_{name}.onnx"
+    model = load_model(path)
     reference, before, result = canonicalize_then_fuse(model)
     if name in BN_AFTER_CONV:
         assert before == BN_AFTER_CONV[name]
     assert _bn_after_conv(model) == 0
     assert_equivalent(reference, model)
+    # the default pipeline does at least what onnx-simplifier does (it also fuses BN into Conv)
+    assert len(model.graph) <= _onnxsim_nodes(path)
     if name == "resnet50":  # the report carries per-rule counts
         passes = result.report.to_dict()["passes"]
         folded = sum(
@@ -80,4 +92,5 @@ def test_magika_model_fuses_equivalently(magika_model):
     model = load_model(magika_model)
     reference, _, _ = canonicalize_then_fuse(model)
     assert_equivalent(reference, model, dim_values=DIMS)
+    assert len(model.graph) <= _onnxsim_nodes(magika_model)
 

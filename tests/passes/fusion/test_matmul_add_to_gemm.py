@@ -1,5 +1,6 @@
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build
+
 from irpass.passes.fusion.matmul_add_to_gemm import MatMulAddToGemmPass
 
 

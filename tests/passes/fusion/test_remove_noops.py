@@ -1,7 +1,7 @@
 import pytest
 from fusion_testlib import assert_rewrites, assert_unchanged, build, clone, op_types, run
-from irpass.passes.fusion.remove_noops import RemoveNoOpsPass
 
+from irpass.passes.fusion.remove_noops import RemoveNoOpsPass
 from irpass.testing import assert_equivalent
 
 

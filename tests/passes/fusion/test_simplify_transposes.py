@@ -1,4 +1,5 @@
 from fusion_testlib import assert_rewrites, assert_unchanged, build
+
 from irpass.passes.fusion.simplify_transposes import SimplifyTransposesPass
 
 
