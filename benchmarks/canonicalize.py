@@ -7,7 +7,7 @@ Reported per model: wall time, node count (main graph) and MACs (irpass.analysis
 - ``irpass``        the ``canonicalize`` preset, its passes run by onnx-ir's PassManager
                     (``fixpoint(...)`` = nested early-stopping manager): irpass as a library;
 - ``irpass(manager)`` (``--manager``) the same through irpass's PassManager with verify=none:
-                    adds cost analysis and a rollback snapshot around every pass;
+                    adds per-pass cost analysis and the run report;
 - ``irpass+fuse``   ``canonicalize,fuse`` as a library (onnxsim folds BatchNorm into Conv and
                     onnxslim fuses too; canonicalize alone does not fuse), when ``fuse`` exists;
 - ``onnxsim``       ``onnxsim.simplify(model)`` (defaults: its fusions included, no ORT check);

@@ -74,12 +74,17 @@ def infer_shapes_proto(
 def inferred_values(model: ir.Model) -> dict[str, ValueInfo]:
     """Map value names (main graph and subgraphs) to their (shape, dtype), inferred if absent."""
     out: dict[str, ValueInfo] = {}
+    complete = True
     for graph in model.graphs():
         values = list(graph.inputs) + list(graph.initializers.values())
         values += [v for node in graph for v in node.outputs]
         for value in values:
             if value.name and value.shape is not None:
                 out[value.name] = (value.shape, value.dtype)
+            else:
+                complete = False
+    if complete:  # every value is annotated already (e.g. right after infer_shapes)
+        return out
     try:
         proto = infer_shapes_proto(model)
     except Exception as exc:  # shape inference is best-effort: report what is known
