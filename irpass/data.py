@@ -40,13 +40,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import inspect
 import json
 import logging
 import os
 import pathlib
-import sys
 import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -55,6 +53,7 @@ from typing import IO, Any
 import numpy as np
 import onnx_ir as ir
 
+from irpass import importing
 from irpass.errors import DataError
 
 __all__ = [
@@ -530,24 +529,11 @@ class ImageFolderSource(DataSource):
 # ------------------------------------------------------------------------- callable, random
 def import_callable(spec: str) -> Callable[..., Any]:
     """Import ``package.module:function`` (the current folder is importable)."""
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise DataError(
-            f"data {spec!r}: cannot import {module_name!r} ({exc})",
-            hint="give a file, a folder, 'random', or module:function importable from here",
-        ) from exc
-    target: Any = module
-    for part in attr.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise DataError(f"data {spec!r}: {module_name!r} has no attribute {attr!r}")
-    if not callable(target):
-        raise DataError(f"data {spec!r} is not callable")
-    return target
+    return importing.import_callable(
+        spec,
+        DataError,
+        hint="give a file, a folder, 'random', or module:function importable from here",
+    )
 
 
 class CallableSource(DataSource):

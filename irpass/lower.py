@@ -25,13 +25,11 @@ return.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import logging
 import os
 import pathlib
 import re
-import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -40,6 +38,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irpass.errors import IrpassError, UnsupportedModelError
+from irpass.importing import import_callable
 from irpass.ir import save_model
 
 __all__ = [
@@ -252,30 +251,18 @@ def load_factory(spec: str) -> tuple[Any, tuple[Any, ...]]:
 
     The current directory is importable, as with ``python -m``.
     """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise LoweringError(
-            f"{spec!r} is not of the form 'package.module:factory'",
-            hint="e.g. irpass lower models.zoo:resnet_cnn -o resnet.onnx",
-        )
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        py_module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if exc.name == "torch":
+        factory = import_callable(
+            spec,
+            LoweringError,
+            hint="e.g. irpass lower models.zoo:resnet_cnn -o resnet.onnx",
+            what="factory",
+        )
+    except LoweringError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ImportError) and cause.name == "torch":
             require_torch()
-        raise LoweringError(
-            f"cannot import {module_name!r}: {exc}",
-            hint="run from the folder that contains it or install the package",
-        ) from exc
-    factory: Any = py_module
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise LoweringError(f"{module_name!r} has no attribute {attr!r}")
-    if not callable(factory):
-        raise LoweringError(f"{spec} is not callable")
+        raise
     result = factory()
     if isinstance(result, tuple) and len(result) == 2:
         return result[0], _as_tuple(result[1])
