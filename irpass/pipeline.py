@@ -28,6 +28,7 @@ __all__ = [
     "FIXPOINT",
     "Step",
     "describe_type",
+    "format_value",
     "expand_presets",
     "format_pipeline",
     "parse_pipeline",
@@ -187,13 +188,14 @@ def parse_pipeline(text: str) -> list[Step]:
     return steps
 
 
-def _format_value(value: OptionValue) -> str:
+def format_value(value: OptionValue) -> str:
+    """An option value as pipeline text (``true``, ``0.3``, ``[a,b]``, quoted when needed)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, tuple):
-        return "[" + ",".join(_format_value(v) for v in value) + "]"
+        return "[" + ",".join(format_value(v) for v in value) + "]"
     text = str(value)
     needs_quotes = (
         not text
@@ -214,7 +216,7 @@ def format_pipeline(steps: list[Step] | tuple[Step, ...]) -> str:
         if step.is_fixpoint:
             parts.append(f"{FIXPOINT}({format_pipeline(step.children)})")
         elif step.options:
-            opts = ",".join(f"{k}={_format_value(v)}" for k, v in step.options)
+            opts = ",".join(f"{k}={format_value(v)}" for k, v in step.options)
             parts.append(f"{step.name}({opts})")
         else:
             parts.append(step.name)
@@ -310,7 +312,7 @@ def resolve_options(pass_name: str, options_cls: type, given: dict[str, OptionVa
         if not ok:
             raise PassOptionError(
                 f"option {key!r} of pass {pass_name!r} must be {describe_type(hints[key])}, "
-                f"got {_format_value(value)}",
+                f"got {format_value(value)}",
                 hint=f"valid options: {valid}",
             )
         kwargs[key] = converted

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from irpass import registry
 from irpass.cli import console
-from irpass.pipeline import describe_type
+from irpass.pipeline import describe_type, format_value
 
 COMMAND = "passes"
 HELP = "list every pass (options, defaults, lossless flag) and pipeline presets"
@@ -44,6 +44,9 @@ def describe_passes() -> dict[str, typing.Any]:
                     if isinstance(default, (int, float, str, bool, type(None)))
                     else repr(default),
                     "doc": field.metadata.get("doc", ""),
+                    "text": format_value(tuple(default) if isinstance(default, list) else default)
+                    if default is not None
+                    else "none",
                 }
             )
         passes.append(
@@ -68,10 +71,13 @@ def run(args: argparse.Namespace) -> int:
         console.print_json(json.dumps(info))
         return 0
     table = Table(title="passes")
-    for col in ("pass", "lossless", "subgraphs", "options (default)", "what it does"):
-        table.add_column(col)
+    table.add_column("pass", no_wrap=True)
+    table.add_column("lossless", no_wrap=True)
+    table.add_column("subgraphs", no_wrap=True)
+    table.add_column("options (default)", overflow="fold")
+    table.add_column("what it does", ratio=1)
     for item in info["passes"]:
-        options = "\n".join(f"{o['name']}={o['default']!r}" for o in item["options"]) or "-"
+        options = "\n".join(f"{o['name']}={o['text']}" for o in item["options"]) or "-"
         table.add_row(
             item["name"],
             "yes" if item["lossless"] else "[yellow]no[/]",

@@ -208,6 +208,7 @@ def test_passes_lists_options_defaults_and_lossless_flag(
             "type": "float",
             "default": 0.5,
             "doc": "multiply the first float initializer by this",
+            "text": "0.5",
         }
     ]
 
