@@ -91,7 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "images, module:function, or 'random'); the first batch also drives verification",
     )
     parser.add_argument(
-        "--labels", help="labels for --eval-data (.npy, .npz[:key], .txt) for task metrics"
+        "--labels",
+        help="labels for --eval-data (.npy, .npz[:key], .txt; 'data' = the data file's "
+        "'labels' member) for task metrics",
     )
     parser.add_argument("--report", type=pathlib.Path, help="also write report.json here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
@@ -145,10 +147,14 @@ def _summary_tables(report: RunReport) -> list[Table]:
     passes = Table(title=f"passes ({len(changed)} of {len(report.passes)} changed the model)")
     shown = changed or report.passes
     show_macs = any(r.before.get("macs") != r.after.get("macs") for r in shown)
-    columns = ["step", "time", "nodes", "params"] + (["MACs"] if show_macs else []) + [
-        "verified",
-        "what changed",
-    ]
+    columns = (
+        ["step", "time", "nodes", "params"]
+        + (["MACs"] if show_macs else [])
+        + [
+            "verified",
+            "what changed",
+        ]
+    )
     for col in columns:
         if col in ("time", "nodes", "params", "MACs"):
             passes.add_column(col, justify="right", no_wrap=True)
@@ -205,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("--labels needs --eval-data", hint="give the data the labels belong to")
     if args.eval_data:
         data = open_data(args.eval_data, model, seed=args.seed)
-        labels = load_labels(args.labels) if args.labels else None
+        labels_path = args.eval_data.partition("?")[0] if args.labels == "data" else args.labels
+        labels = load_labels(labels_path) if labels_path else None
         context.evaluation_data = data
         context.labels = labels
         context.evaluator = Evaluator(model, data, labels)
