@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -41,11 +42,21 @@ def test_passes_and_backends_import_under_the_irpass_namespace() -> None:
 
 
 def test_wheel_maps_passes_and_backends_into_irpass(tmp_path: pathlib.Path) -> None:
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+    source = tmp_path / "src"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv*", "build", "*.egg-info", "__pycache__", "models", "tests", ".*cache"
+        ),
+    )
+    wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
         check=True,
     )
-    wheel = next(tmp_path.glob("irpass-*.whl"))
+    wheel = next(wheels.glob("irpass-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "irpass/passes/__init__.py" in names
     assert "irpass/backends/__init__.py" in names
