@@ -38,6 +38,7 @@ an error too.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import dataclasses
 import inspect
@@ -140,7 +141,7 @@ def input_specs(model: ir.Model) -> list[InputSpec]:
 
 
 # ------------------------------------------------------------------------------- the protocol
-class DataSource:
+class DataSource(abc.ABC):
     """Callable returning a fresh iterator of feeds; subclasses implement :meth:`feeds`.
 
     Attributes:
@@ -152,9 +153,9 @@ class DataSource:
     description: str = "data"
     indicative: bool = False
 
+    @abc.abstractmethod
     def feeds(self) -> Iterator[dict[str, np.ndarray]]:
         """Yield feeds; each call starts over from the first sample."""
-        raise NotImplementedError
 
     def __call__(self) -> Iterator[dict[str, np.ndarray]]:
         """A fresh iterator of feeds (what the manager and the evaluator call)."""

@@ -47,6 +47,7 @@ and reuse the weight's name for the folded initializer.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, Literal
 
@@ -184,9 +185,9 @@ class _BnAfter(FusionRule):
             return result.fail(reason)
         return result
 
+    @abc.abstractmethod
     def check_shapes(self, node: ir.Node) -> str | None:
         """Why the weight does not fit the BN's channel count (None when it does)."""
-        raise NotImplementedError
 
     def emit(self, op: Any, x: ir.Value, node: ir.Node, w: np.ndarray, b: np.ndarray) -> Any:
         attrs = {k: v for k, v in node.attributes.items() if k != "beta"}
