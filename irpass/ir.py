@@ -25,7 +25,6 @@ from irpass.errors import ModelLoadError, OutputError, UnsupportedModelError
 __all__ = [
     "PROTOBUF_LIMIT",
     "MIN_OPSET",
-    "ModelLike",
     "atomic_output_path",
     "default_opset",
     "initializer_bytes",
@@ -39,8 +38,6 @@ __all__ = [
 PROTOBUF_LIMIT = 1_800_000_000
 #: The oldest default-domain opset irpass accepts (ONNX Runtime's own minimum).
 MIN_OPSET = 7
-
-ModelLike = "ir.Model | onnx.ModelProto | str | os.PathLike[str]"
 
 
 def _check_path(path: pathlib.Path) -> None:

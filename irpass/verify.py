@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -280,25 +280,3 @@ def compare_outputs(
             )
     return mismatches
 
-
-def assert_outputs_close(
-    reference: Mapping[str, np.ndarray],
-    actual: Mapping[str, np.ndarray],
-    context: str = "",
-) -> None:
-    """Raise VerificationError naming the first mismatching output."""
-    mismatches = compare_outputs(reference, actual)
-    if mismatches:
-        prefix = f"{context}: " if context else ""
-        raise VerificationError(f"{prefix}outputs changed: {mismatches[0]}")
-
-
-def outputs_for(
-    model: ir.Model | onnx.ModelProto, feeds_list: Sequence[Mapping[str, np.ndarray]]
-) -> list[dict[str, np.ndarray]]:
-    """Run a model on each feed set (convenience for tests and benchmarks)."""
-    session = make_session(model)
-    return [run_model(session, feeds) for feeds in feeds_list]
-
-
-__all__ += ["assert_outputs_close", "outputs_for"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import onnx_ir as ir
 
 from irpass.errors import PipelineError
@@ -80,7 +79,3 @@ class RemoveIdentityOncePass(IrpassPass):
                     return ir.passes.PassResult(model, True)
         return ir.passes.PassResult(model, False)
 
-
-def numpy_weight(model: ir.Model) -> np.ndarray:
-    """The first initializer's array."""
-    return next(iter(model.graph.initializers.values())).const_value.numpy()

@@ -10,7 +10,6 @@ import onnx_ir as ir
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from irpass import registry
 from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
 from irpass.context import PassContext
@@ -37,12 +36,6 @@ __all__ = [
     "resolve_outputs",
     "run",
 ]
-
-
-def default_pipeline() -> str:
-    """``canonicalize,fuse`` when both presets exist, else what exists."""
-    names = [n for n in ("canonicalize", "fuse") if registry.get_preset(n) is not None]
-    return ",".join(names) or "canonicalize"
 
 
 DEFAULT_PIPELINE = "canonicalize,fuse"
@@ -226,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         on_failure=args.on_failure,
         allow_custom_ops=args.allow_custom_ops,
     )
-    pipeline = args.passes or default_pipeline()
+    pipeline = args.passes or DEFAULT_PIPELINE
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
