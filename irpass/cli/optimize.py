@@ -18,7 +18,7 @@ from irpass.diff import diff_models
 from irpass.errors import DataError, OutputError
 from irpass.evaluate import Evaluator
 from irpass.ir import atomic_output_path, load_model, save_model
-from irpass.manager import ManagerOptions, PassManager, report_json
+from irpass.manager import PipelineRunner, RunOptions, report_json
 from irpass.report import write_report_html
 from irpass.run_report import RunReport
 
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         context.labels = labels
         context.evaluator = Evaluator(model, data, labels)
         verification_feeds = [dict(next(iter(data())))]
-    options = ManagerOptions(
+    options = RunOptions(
         verify=args.verify,
         seeds=(args.seed,),
         feeds=verification_feeds,
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         def on_step(label: str, index: int) -> None:
             progress.update(task, description=f"pass {index}: {label}")
 
-        manager = PassManager(pipeline, context, options, progress=on_step)
+        manager = PipelineRunner(pipeline, context, options, progress=on_step)
         original = model.clone()  # shares weights; the passes rewrite `model` in place
         result = manager.run(model, input_path=str(input_path))
         if directory is not None or args.report:
