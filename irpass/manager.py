@@ -38,6 +38,7 @@ from irpass.errors import (
     VerificationError,
 )
 from irpass.ir import save_model
+from irpass.metrics import compare_outputs, max_abs_error
 from irpass.pass_base import IrpassPass, all_graphs
 from irpass.pipeline import (
     Step,
@@ -50,7 +51,6 @@ from irpass.run_report import PassRecord, RunReport, Verification
 from irpass.verify import (
     check_structure,
     checked_session,
-    compare_outputs,
     make_session,
     random_feeds,
     run_model,
@@ -186,19 +186,12 @@ class _Verifier:
 def _max_abs_error(
     reference: list[dict[str, np.ndarray]], actual: list[dict[str, np.ndarray]]
 ) -> float:
+    """The largest :func:`irpass.metrics.max_abs_error` over every output of every feed."""
     worst = 0.0
     for ref, got in zip(reference, actual, strict=True):
         for name, value in ref.items():
             other = got.get(name)
-            if other is None or other.shape != value.shape:
-                return float("inf")
-            if value.dtype.kind in "fc" and value.size:
-                diff = np.abs(value.astype(np.float64) - other.astype(np.float64))
-                finite = np.isfinite(diff)
-                if finite.any():
-                    worst = max(worst, float(diff[finite].max()))
-            elif not np.array_equal(value, other):
-                return float("inf")
+            worst = max(worst, float("inf") if other is None else max_abs_error(value, other))
     return worst
 
 
