@@ -274,8 +274,9 @@ class _Builder:
 
     def roots(self, elements: np.ndarray) -> np.ndarray:
         """Class representatives of an array of element ids."""
-        return np.fromiter((self.find(int(e)) for e in elements.reshape(-1)), np.int64,
-                           count=elements.size).reshape(elements.shape)
+        return np.fromiter(
+            (self.find(int(e)) for e in elements.reshape(-1)), np.int64, count=elements.size
+        ).reshape(elements.shape)
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         """Couple ``a[i]`` with ``b[i]`` for every position ``i``."""
@@ -319,8 +320,10 @@ class _Builder:
         dims = self.dims(value)
         return None if dims is None else len(dims)
 
-    def dim(self, value: ir.Value, axis: int) -> int | None:
+    def dim(self, value: ir.Value | None, axis: int) -> int | None:
         """Length along negative ``axis``: 1 when the axis is absent (broadcast), None unknown."""
+        if value is None:
+            return None
         existing = self.maps.get(value, {}).get(axis)
         if existing is not None:
             return int(existing.size)
@@ -399,8 +402,10 @@ class _Builder:
         self._apply(producer)
         return self.map(value, axis)
 
-    def need(self, value: ir.Value, axis: int, size: int) -> np.ndarray:
+    def need(self, value: ir.Value | None, axis: int, size: int) -> np.ndarray:
         """The map of ``value`` on ``axis``, or a frozen placeholder when its size is fixed."""
+        if value is None:
+            raise ValueError("a rule asked for the channels of a missing input")
         found = self.demand(value, axis)
         if found is not None:
             if found.size != size:

@@ -45,7 +45,9 @@ class Selection:
             if removed is None or not removed.size:
                 continue
             for tensor_axis in group.axes:
-                masks[(tensor_axis.value, tensor_axis.axis)] = ~np.isin(tensor_axis.classes, removed)
+                masks[(tensor_axis.value, tensor_axis.axis)] = ~np.isin(
+                    tensor_axis.classes, removed
+                )
         return masks
 
 
@@ -121,8 +123,10 @@ def select_channels(
             normalized = values / mean if mean > 0 else np.ones_like(values)
             ranked.extend((float(s), group.id, c) for c, s in enumerate(normalized))
         ranked.sort()
-        cap = {g.id: min(g.channels - 1, int(math.floor(g.channels * max_group_ratio + 1e-9)))
-               for g in pooled}
+        cap = {
+            g.id: min(g.channels - 1, int(math.floor(g.channels * max_group_ratio + 1e-9)))
+            for g in pooled
+        }
         taken = dict.fromkeys(cap, 0)
         for _, group_id, _ in ranked:
             if target <= 0:

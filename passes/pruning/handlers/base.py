@@ -99,7 +99,7 @@ class Surgery:
     def slice_inputs(self, node: ir.Node) -> None:
         """Slice each constant input of ``node`` along its pruned axes (once per constant)."""
         for value in node.inputs:
-            if value is not None and self.pruned_axes(value):
+            if value is not None and self.pruned_axes(value) and constant_array(value) is not None:
                 self.slice_constant(value)
 
     def slice_constant(self, value: ir.Value) -> None:
@@ -162,8 +162,9 @@ class Surgery:
             return
         array = constant_array(value)
         producer = value.producer()
-        if producer is None and value.graph is not None and value.name in value.graph.initializers:
-            del value.graph.initializers[value.name]
+        graph = value.graph
+        if producer is None and graph is not None and value.name in graph.initializers:
+            del graph.initializers[str(value.name)]
         elif producer is not None and producer.op_type == "Constant" and producer.graph is not None:
             producer.graph.remove(producer, safe=True)
         else:

@@ -32,6 +32,7 @@ def _rank(value: ir.Value | None, surgery: Surgery) -> int | None:
 @register("Split")
 def split(node: ir.Node, surgery: Surgery) -> None:
     """New split sizes: the kept positions of each output (``num_outputs`` becomes ``split``)."""
+    surgery.slice_inputs(node)  # a constant data input (a sliced position table)
     x = node.inputs[0]
     rank = _rank(x, surgery)
     if rank is None:
@@ -47,7 +48,9 @@ def split(node: ir.Node, surgery: Surgery) -> None:
             raise ValueError(f"Split {node.name!r}: output {out.name!r} has no channel map")
         sizes.append(int(mask.sum()))
     if surgery.opset >= 13:
-        surgery.replace_input(node, 1, np.array(sizes, dtype=np.int64), (node.name or "split") + "_sizes")
+        surgery.replace_input(
+            node, 1, np.array(sizes, dtype=np.int64), (node.name or "split") + "_sizes"
+        )
         if "num_outputs" in node.attributes:
             del node.attributes["num_outputs"]
     else:
@@ -57,6 +60,7 @@ def split(node: ir.Node, surgery: Surgery) -> None:
 @register("Slice")
 def slice_(node: ir.Node, surgery: Surgery) -> None:
     """Bounds of a sliced channel axis count kept positions only (step 1)."""
+    surgery.slice_inputs(node)  # a constant data input (a sliced position table)
     x = node.inputs[0]
     rank = _rank(x, surgery)
     if rank is None:
@@ -86,12 +90,10 @@ def slice_(node: ir.Node, surgery: Surgery) -> None:
         surgery.set_ints_attribute(node, "ends", ends)
 
 
-def _rewrite_shape_entries(
-    node: ir.Node, shape: ir.Value | None, new_sizes: dict[int, int], surgery: Surgery
-) -> None:
-    """Write ``position -> size`` into the constants a target shape is built from."""
-    entries = channel_rules.shape_entries(surgery, shape)
-    sources = channel_rules.shape_sources(surgery, shape)
+def _rewrite_shape_entries(node: ir.Node, new_sizes: dict[int, int], surgery: Surgery) -> None:
+    """Write ``position -> size`` into the constants ``node``'s target shape is built from."""
+    entries = channel_rules.shape_entries(surgery, node.inputs[1])
+    sources = channel_rules.shape_sources(surgery, node, 1)
     if entries is None or sources is None:
         raise ValueError(f"{node.op_type} {node.name!r}: the target shape cannot be traced")
     edits: dict[tuple[ir.Node, int], dict[int, int]] = {}
@@ -100,7 +102,9 @@ def _rewrite_shape_entries(
         if entry in (-1, 0) or entry == size:
             continue
         if source is None:
-            raise ValueError(f"{node.op_type} {node.name!r}: shape entry {position} is not constant")
+            raise ValueError(
+                f"{node.op_type} {node.name!r}: shape entry {position} is not constant"
+            )
         consumer, index, offset = source
         edits.setdefault((consumer, index), {})[offset] = size
     for (consumer, index), changes in edits.items():
@@ -108,12 +112,15 @@ def _rewrite_shape_entries(
         flat = array.reshape(-1)
         for offset, size in changes.items():
             flat[offset] = size
-        surgery.replace_input(consumer, index, flat.reshape(array.shape), (node.name or "shape") + "_target")
+        surgery.replace_input(
+            consumer, index, flat.reshape(array.shape), (node.name or "shape") + "_target"
+        )
 
 
 @register("Reshape")
 def reshape(node: ir.Node, surgery: Surgery) -> None:
     """The target entry of each pruned output axis becomes its kept count."""
+    surgery.slice_inputs(node)  # a constant data input (a sliced position table)
     out = node.outputs[0]
     entries = channel_rules.shape_entries(surgery, node.inputs[1])
     rank = _rank(out, surgery) or (len(entries) if entries is not None else None)
@@ -121,12 +128,13 @@ def reshape(node: ir.Node, surgery: Surgery) -> None:
         return
     changed = {axis + rank: int(mask.sum()) for axis, mask in surgery.pruned_axes(out).items()}
     if changed:
-        _rewrite_shape_entries(node, node.inputs[1], changed, surgery)
+        _rewrite_shape_entries(node, changed, surgery)
 
 
 @register("Expand")
 def expand(node: ir.Node, surgery: Surgery) -> None:
     """A target entry equal to the old channel count becomes the kept count."""
+    surgery.slice_inputs(node)  # a constant data input (a sliced position table)
     entries = channel_rules.shape_entries(surgery, node.inputs[1])
     if entries is None:
         return
@@ -136,12 +144,13 @@ def expand(node: ir.Node, surgery: Surgery) -> None:
         if -axis <= len(entries) and entries[axis] == mask.size
     }
     if changed:
-        _rewrite_shape_entries(node, node.inputs[1], changed, surgery)
+        _rewrite_shape_entries(node, changed, surgery)
 
 
 @register("Resize")
 def resize(node: ir.Node, surgery: Surgery) -> None:
     """Explicit ``sizes`` of a pruned channel axis become its kept count."""
+    surgery.slice_inputs(node)  # a constant data input (a sliced position table)
     if surgery.opset < 11 or len(node.inputs) < 4 or node.inputs[3] is None:
         return
     sizes = surgery.const(node.inputs[3])
