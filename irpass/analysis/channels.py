@@ -23,7 +23,9 @@ stays consistent. Id ranges created together (a *space*) that are linked by unio
 :class:`ChannelGroup`; the dependency graph over spaces is a networkx graph whose edges name
 the nodes that couple them.
 
-Frozen groups (never pruned), each with the reason recorded:
+Frozen channels (never pruned), each with the reason recorded (a group may be frozen in part:
+a Concat of a graph input and a Conv output keeps the input's channels and may prune the
+Conv's):
 
 - an axis whose size cannot change takes part: a graph input or output, the output of an op
   without a channel rule, a value captured by an If/Loop/Scan body;
@@ -154,7 +156,10 @@ class ChannelGroup:
             one axis (grouped convolutions remove a channel from every group at once).
         axes: Every tensor axis in the group with its position -> class map.
         nodes: Labels of the nodes that read or write these axes.
-        frozen: Why the group must not be pruned (empty when it may be).
+        frozen: Why some or all of its classes must stay (empty when none must).
+        frozen_classes: For every class, whether it must stay. A Concat of a graph input and
+            a Conv output is one group in which the input's channels are frozen and the
+            Conv's are not.
     """
 
     id: int
@@ -162,11 +167,22 @@ class ChannelGroup:
     axes: list[TensorAxis]
     nodes: list[str]
     frozen: list[str]
+    frozen_classes: np.ndarray
+
+    @property
+    def free_channels(self) -> int:
+        """Number of classes that may be removed."""
+        return int((~self.frozen_classes).sum())
+
+    @property
+    def fully_frozen(self) -> bool:
+        """Whether no class of the group may be removed."""
+        return self.free_channels == 0
 
     @property
     def prunable(self) -> bool:
-        """Whether the group may lose channels (not frozen and more than one class)."""
-        return not self.frozen and self.channels > 1
+        """Whether the group may lose channels (a free class, and one class would remain)."""
+        return self.free_channels >= 1 and self.channels >= 2
 
     def axes_with_role(self, *roles: str) -> list[TensorAxis]:
         """The group's axes that some node uses in one of ``roles``."""
@@ -177,6 +193,7 @@ class ChannelGroup:
         return {
             "id": self.id,
             "channels": self.channels,
+            "frozen_channels": self.channels - self.free_channels,
             "prunable": self.prunable,
             "frozen": list(self.frozen),
             "nodes": list(self.nodes),
@@ -204,7 +221,7 @@ class ChannelAnalysis:
 
     def frozen(self) -> list[ChannelGroup]:
         """Groups that must keep all their channels."""
-        return [g for g in self.groups if g.frozen]
+        return [g for g in self.groups if g.fully_frozen]
 
     def group_of(self, value: ir.Value, axis: int) -> ChannelGroup | None:
         """The group holding ``value``'s ``axis`` (negative or non-negative), if any."""
@@ -407,13 +424,13 @@ class _Builder:
         if value is None:
             raise ValueError("a rule asked for the channels of a missing input")
         found = self.demand(value, axis)
-        if found is not None:
-            if found.size != size:
-                raise ValueError(
-                    f"{value.name!r} axis {axis}: channel map of size {found.size}, expected {size}"
-                )
+        if found is not None and found.size == size:
             return found
         key = (value, axis)
+        if found is not None:  # the graph disagrees with itself about this axis' size
+            self.freeze(
+                found, f"{value.name!r} axis {axis} has {found.size} channels, {size} expected"
+            )
         if key not in self.fixed:
             self.fixed[key] = self._new_space(value, axis, size, self._why_fixed(value))
         self._touch(value, axis)
@@ -559,11 +576,7 @@ class _Builder:
                 continue  # only frozen placeholders: nothing that surgery could change
             comp_roots = sorted({int(r) for _, _, el in entries for r in np.unique(root[el])})
             index_of = {r: i for i, r in enumerate(comp_roots)}
-            reasons: list[str] = []
-            for space_index in comp:
-                space = self.spaces[space_index]
-                for r in np.unique(root[space.start : space.start + space.size]):
-                    reasons.extend(frozen_roots.get(int(r), []))
+            reasons = [reason for r in comp_roots for reason in frozen_roots.get(r, [])]
             axes = [
                 TensorAxis(
                     value=value,
@@ -581,6 +594,7 @@ class _Builder:
                     axes=axes,
                     nodes=nodes,
                     frozen=list(dict.fromkeys(reasons)),
+                    frozen_classes=np.array([r in frozen_roots for r in comp_roots], dtype=bool),
                 )
             )
         return ChannelAnalysis(groups=groups, graph=graph)

@@ -55,7 +55,7 @@ from irpass.passes.pruning.importance import (
     channel_energy,
 )
 from irpass.passes.pruning.repair import repair_consumers
-from irpass.passes.pruning.selection import select_channels
+from irpass.passes.pruning.selection import Selection, select_channels
 from irpass.registry import register
 
 __all__ = ["PruneOptions", "PrunePass", "parse_ratios"]
@@ -124,23 +124,22 @@ class PrunePass(IrpassPass):
     lossless = False
     Options = PruneOptions
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        """Analyse, score, select, cut, and repair when calibration data are available."""
+    def plan(self, model: ir.Model) -> tuple[ChannelAnalysis, Selection]:
+        """Analyse, score and select without changing ``model`` (what :meth:`call` will cut).
+
+        Models of IR version < 4 must have gone through ``inputs_to_initializers`` first
+        (:meth:`call` does that); their weights are graph inputs here.
+        """
         opts: PruneOptions = self.options
-        legacy = False
-        if model.ir_version < 4:  # IR 3 lists weights as graph inputs: they are constants
-            converted = ConvertInputsToInitializersPass()
-            legacy = converted(model).modified
-            self.stats["legacy_weight_inputs"] = converted.stats["inputs_made_initializers"]
         analysis = analyze_channels(model, ignore=opts.ignore, attention=opts.attention)
         groups = analysis.prunable()
         self.stats["groups"] = len(analysis.groups)
         self.stats["groups_frozen"] = len(analysis.frozen())
-        self.stats["channels_prunable"] = sum(g.channels for g in groups)
+        self.stats["groups_partly_frozen"] = sum(1 for g in groups if g.frozen)
+        self.stats["channels_prunable"] = sum(g.free_channels for g in groups)
         if opts.ratio == 0.0 or not groups:
-            return ir.passes.PassResult(model, modified=legacy)
-        source = self._calibration()
-        scorer = self._scorer(model, groups, source)
+            return analysis, Selection({})
+        scorer = self._scorer(model, groups, self._calibration())
         scores = {g.id: np.asarray(scorer.score(g), dtype=np.float64) for g in groups}
         self.stats["groups_scored_by_fallback"] = getattr(scorer, "fallbacks", 0)
         selection = select_channels(
@@ -152,8 +151,25 @@ class PrunePass(IrpassPass):
             max_group_ratio=opts.max_group_ratio,
             group_ratios=self._group_ratios(groups),
         )
+        return analysis, selection
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        """Analyse, score, select, cut, and repair when calibration data are available."""
+        opts: PruneOptions = self.options
+        legacy = False
+        if model.ir_version < 4:  # IR 3 lists weights as graph inputs: they are constants
+            converted = ConvertInputsToInitializersPass()
+            legacy = converted(model).modified
+            self.stats["legacy_weight_inputs"] = converted.stats["inputs_made_initializers"]
+        analysis, selection = self.plan(model)
         if not selection.removed:
             return ir.passes.PassResult(model, modified=legacy)
+        source = self._calibration()
+        if source is not None and self.context.calibration_is_random:
+            self.stats["calibration_random"] = 1
+            logger.warning(
+                "prune: the calibration data are random inputs; repair fits noise, not your data"
+            )
         masks = selection.keep_masks(analysis.groups)
         original = model.clone()
         try:

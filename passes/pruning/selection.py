@@ -6,7 +6,8 @@
   layer depth), all channels of all groups are ranked together and the lowest
   ``ratio`` of the total go; groups with a per-node ratio are pruned locally.
 
-Then, per group: at most ``max_group_ratio`` of its channels go and at least one stays; the
+Frozen classes of a partly frozen group are never chosen. Then, per group: at most
+``max_group_ratio`` of its free channels go and at least one channel stays; the
 number kept is rounded to a multiple of ``round_to`` (groups smaller than ``round_to`` are left
 alone); and no tensor axis may lose every position (a Concat input whose channels all ranked
 lowest keeps its best one).
@@ -59,11 +60,17 @@ def _rounded_keep(keep: int, channels: int, round_to: int) -> int:
     return min(channels, max(round_to, round_to * int(round(keep / round_to))))
 
 
-def _bounded_count(count: int, channels: int, max_group_ratio: float, round_to: int) -> int:
+def _cap(group: ChannelGroup, max_group_ratio: float) -> int:
+    """Most classes one group may lose: a share of its free ones, and one class stays."""
+    free = group.free_channels
+    return min(free, group.channels - 1, int(math.floor(free * max_group_ratio + 1e-9)))
+
+
+def _bounded_count(count: int, group: ChannelGroup, max_group_ratio: float, round_to: int) -> int:
     """Channels to remove from one group after rounding the kept count and capping."""
+    channels = group.channels
     keep = _rounded_keep(channels - count, channels, round_to)
-    cap = min(channels - 1, int(math.floor(channels * max_group_ratio + 1e-9)))
-    removed = min(channels - keep, cap)
+    removed = min(channels - keep, _cap(group, max_group_ratio))
     if round_to > 1 and channels >= round_to:
         while removed > 0 and (channels - removed) % round_to:
             removed -= 1
@@ -113,20 +120,18 @@ def select_channels(
     pooled = [g for g in candidates if g.id not in overrides]
     for group in candidates:
         if group.id in overrides or scope == "local":
-            counts[group.id] = int(round(group.channels * overrides.get(group.id, ratio)))
+            counts[group.id] = int(round(group.free_channels * overrides.get(group.id, ratio)))
     if scope == "global" and pooled:
-        target = int(round(ratio * sum(g.channels for g in pooled)))
+        target = int(round(ratio * sum(g.free_channels for g in pooled)))
         ranked: list[tuple[float, int, int]] = []
         for group in pooled:
             values = np.asarray(scores[group.id], dtype=np.float64)
-            mean = float(values.mean())
+            free = ~group.frozen_classes
+            mean = float(values[free].mean())
             normalized = values / mean if mean > 0 else np.ones_like(values)
-            ranked.extend((float(s), group.id, c) for c, s in enumerate(normalized))
+            ranked.extend((float(normalized[c]), group.id, int(c)) for c in np.flatnonzero(free))
         ranked.sort()
-        cap = {
-            g.id: min(g.channels - 1, int(math.floor(g.channels * max_group_ratio + 1e-9)))
-            for g in pooled
-        }
+        cap = {g.id: _cap(g, max_group_ratio) for g in pooled}
         taken = dict.fromkeys(cap, 0)
         for _, group_id, _ in ranked:
             if target <= 0:
@@ -137,11 +142,12 @@ def select_channels(
         counts.update(taken)
     removed: dict[int, np.ndarray] = {}
     for group in candidates:
-        count = _bounded_count(counts.get(group.id, 0), group.channels, max_group_ratio, round_to)
+        count = _bounded_count(counts.get(group.id, 0), group, max_group_ratio, round_to)
         if count <= 0:
             continue
         group_scores = np.asarray(scores[group.id], dtype=np.float64)
-        chosen = _keep_every_axis(group, _lowest(group_scores, count), group_scores)
+        ranking = np.where(group.frozen_classes, np.inf, group_scores)  # frozen ones stay
+        chosen = _keep_every_axis(group, _lowest(ranking, count), group_scores)
         if chosen.size:
             removed[group.id] = chosen
     return Selection(removed)

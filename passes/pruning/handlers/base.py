@@ -15,6 +15,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irpass.analysis.channels import constant_array
+from irpass.analysis.shapes import ValueInfo, inferred_values
 
 __all__ = ["HANDLERS", "Handler", "Surgery", "handler_for", "register", "slice_constants"]
 
@@ -65,6 +66,7 @@ class Surgery:
         for (value, axis), mask in keep.items():
             self._keep[value][axis] = np.asarray(mask, dtype=bool)
         self._sliced: set[ir.Value] = set()
+        self._info: dict[str, ValueInfo] | None = None  # shapes inferred on first need
         self.stats: collections.Counter[str] = collections.Counter()
 
     # -- queries --------------------------------------------------------------------------
@@ -90,10 +92,17 @@ class Surgery:
         return constant_array(value)
 
     def dims(self, value: ir.Value | None) -> list[int | str | None] | None:
-        """Declared dims of ``value`` (used to follow ``Shape`` in target shapes)."""
-        if value is None or value.shape is None:
+        """Dims of ``value`` as declared, else as ONNX shape inference finds them."""
+        if value is None:
             return None
-        return [d if isinstance(d, int) else (d.value or None) for d in value.shape]
+        shape = value.shape
+        if shape is None:
+            if self._info is None:
+                self._info = inferred_values(self.model)
+            shape = self._info.get(value.name or "", (None, None))[0]
+        if shape is None:
+            return None
+        return [d if isinstance(d, int) else (d.value or None) for d in shape]
 
     # -- edits ----------------------------------------------------------------------------
     def slice_inputs(self, node: ir.Node) -> None:
