@@ -89,8 +89,10 @@ class WeightLayout:
         vector = np.asarray(vector)
         expected = self.out_channels(weight_shape)
         if vector.shape != (expected,):
-            raise ValueError(f"{self.op_type}: {vector.shape} is not one value per output "
-                             f"channel ({expected}) of a weight {list(weight_shape)}")
+            raise ValueError(
+                f"{self.op_type}: {vector.shape} is not one value per output "
+                f"channel ({expected}) of a weight {list(weight_shape)}"
+            )
         if self.op_type == "ConvTranspose" and self.groups > 1:
             c_in, m_per_group = int(weight_shape[0]), int(weight_shape[1])
             group_of_row = np.arange(c_in) // (c_in // self.groups)
@@ -107,8 +109,10 @@ class WeightLayout:
         vector = np.asarray(vector)
         expected = self.in_channels(weight_shape)
         if vector.shape != (expected,):
-            raise ValueError(f"{self.op_type}: {vector.shape} is not one value per input "
-                             f"channel ({expected}) of a weight {list(weight_shape)}")
+            raise ValueError(
+                f"{self.op_type}: {vector.shape} is not one value per input "
+                f"channel ({expected}) of a weight {list(weight_shape)}"
+            )
         if self.op_type == "Conv" and self.groups > 1:
             m, c_per_group = int(weight_shape[0]), int(weight_shape[1])
             group_of_row = np.arange(m) // (m // self.groups)

@@ -14,13 +14,17 @@ lost input channels ``R`` is repaired in two steps, both on calibration data:
 
        min_{W', b'} ||Y - X W' - b'||^2 + lambda ||W' - W_fold||^2
 
-   ``lambda = ridge * mean(diag(X^T X))``. Shrinking towards the bias-folded weights rather
-   than towards zero keeps a layer near its trained solution where the data say little.
+   ``lambda = max(ridge, features / (4 rows)) * mean(diag(X^T X))``: with few calibration rows
+   for many input features the shrinkage grows, so the refit does not memorize the
+   calibration set. Shrinking towards the bias-folded weights rather than towards zero keeps
+   a layer near its trained solution where the data say little.
 
 Only ``X^T X``, ``X^T Y`` and ``Y^T Y`` are accumulated (streamed batch by batch with
 ``irpass.analysis.activations.iter_activations``), so memory is bounded by the layer's
-fan-in, not by the data. Consumers are refitted in topological waves: a wave's inputs
-are computed with every upstream wave already repaired. Each layer's relative
+fan-in, not by the data. The original model runs once; its target rows (at most
+``rows_per_batch`` per batch and layer: a seeded subset of a convolution's positions) wait in
+a temporary folder. Consumers are refitted in topological waves, each one pass through the
+pruned model with every upstream wave already repaired. Each layer's relative
 reconstruction error ``||Y - Y_hat||^2 / ||Y||^2`` on the calibration data is reported
 before repair, after the fold and after the refit; the refit never increases it on that data
 (the ridge objective is minimized, and ``W_fold`` has no penalty).
@@ -35,6 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pathlib
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -164,10 +170,11 @@ def _find_layers(model: ir.Model, masks: Masks, report: list[LayerRepair]) -> li
             continue
         x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
         weight = constant_array(w)
-        if x is None or w is None or weight is None or x.shape is None:
+        if x is None or w is None or weight is None:
             continue
-        rank_x = len(x.shape)
-        x_axis = layout.act_in_axis if layout.act_in_axis < 0 else layout.act_in_axis - rank_x
+        # the data rank: a Conv's is its weight's, a Gemm's is 2, a MatMul's axes are negative
+        rank = weight.ndim if node.op_type in ("Conv", "ConvTranspose") else 2
+        x_axis = layout.act_in_axis if layout.act_in_axis < 0 else layout.act_in_axis - rank
         in_mask = masks.get((x, x_axis))
         if in_mask is None or in_mask.all():
             continue
@@ -177,8 +184,7 @@ def _find_layers(model: ir.Model, masks: Masks, report: list[LayerRepair]) -> li
         if reason:
             entry.status = f"skipped: {reason}"
             continue
-        out_rank = len(y.shape) if y.shape is not None else rank_x
-        y_axis = layout.act_out_axis if layout.act_out_axis < 0 else layout.act_out_axis - out_rank
+        y_axis = layout.act_out_axis if layout.act_out_axis < 0 else layout.act_out_axis - rank
         outputs = int(weight.shape[layout.out_axis])
         out_mask = masks.get((y, y_axis), np.ones(outputs, dtype=bool))
         entry.outputs = int(out_mask.sum())
@@ -275,69 +281,90 @@ def _targets(layer: _Layer, y: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class _Stats:
-    xtx: np.ndarray
-    xty: np.ndarray
+    xtx: np.ndarray | None = None
+    xty: np.ndarray | None = None
     yty: float = 0.0
-    removed_mean: np.ndarray | None = None
+    removed_sum: np.ndarray | None = None
     rows: int = 0
 
+    @property
+    def removed_mean(self) -> np.ndarray:
+        assert self.removed_sum is not None
+        return self.removed_sum / max(self.rows, 1)
 
-def _accumulate(
+
+def _fits(layer: _Layer, max_features: int) -> bool:
+    return _features_width(layer) + int(layer.intercept) <= max_features
+
+
+def _record_targets(
     original: ir.Model,
+    layers: list[_Layer],
+    source: FeedSource,
+    max_samples: int | None,
+    rows_per_batch: int,
+    folder: pathlib.Path,
+) -> dict[int, _Stats]:
+    """One pass through the original model: each layer's target rows go to ``folder``.
+
+    Per batch and layer, at most ``rows_per_batch`` rows are kept (a seeded random subset of a
+    convolution's positions); the removed input channels' sums feed the bias fold.
+    """
+    names = sorted({n for layer in layers for n in (layer.x.name, layer.y.name) if n})
+    stats = {id(layer.node): _Stats() for layer in layers}
+    batches = iter_activations(original, names, source, max_samples=max_samples)
+    for number, batch in enumerate(batches):
+        rng = np.random.default_rng(number)
+        for index, layer in enumerate(layers):
+            entry = stats[id(layer.node)]
+            y = _targets(layer, np.asarray(batch[layer.y.name or ""], dtype=np.float64))
+            rows = np.arange(y.shape[0])
+            if rows.size > rows_per_batch:  # convolutions: a random subset of positions
+                rows = np.sort(rng.choice(rows.size, rows_per_batch, replace=False))
+            y = y[rows]
+            x = np.asarray(batch[layer.x.name or ""], dtype=np.float32)
+            removed = np.moveaxis(np.moveaxis(x, layer.x_axis, 0)[~layer.in_mask], 0, layer.x_axis)
+            removed_rows = _features(layer, removed)[rows].sum(axis=0, dtype=np.float64)
+            entry.removed_sum = removed_rows + (
+                0 if entry.removed_sum is None else entry.removed_sum
+            )
+            entry.yty += float((y**2).sum())
+            entry.rows += y.shape[0]
+            np.save(folder / f"{index}_{number}_rows.npy", rows)
+            np.save(folder / f"{index}_{number}_y.npy", y.astype(np.float32))
+    return stats
+
+
+def _accumulate_wave(
     pruned: ir.Model,
+    layers: list[_Layer],
     wave: list[_Layer],
+    stats: dict[int, _Stats],
     source: FeedSource,
     max_samples: int | None,
     max_features: int,
-    rows_per_batch: int,
-) -> dict[int, _Stats]:
-    """Stream the calibration data once through both models and sum each layer's products."""
-    names_orig = sorted({n for layer in wave for n in (layer.x.name, layer.y.name) if n})
-    names_pruned = sorted({layer.x.name for layer in wave if layer.x.name})
-    stats: dict[int, _Stats] = {}
-    batches = zip(
-        iter_activations(original, names_orig, source, max_samples=max_samples),
-        iter_activations(pruned, names_pruned, source, max_samples=max_samples),
-        strict=False,
-    )
-    for number, (orig_batch, pruned_batch) in enumerate(batches):
-        rng = np.random.default_rng(number)  # the same rows in every wave and run
-        for layer in wave:
-            x_orig = np.asarray(orig_batch[layer.x.name or ""], dtype=np.float32)
-            y = _targets(layer, np.asarray(orig_batch[layer.y.name or ""], dtype=np.float64))
-            rows = np.arange(y.shape[0])
-            if rows.size > rows_per_batch:  # conv layers: a random subset of positions
-                rows = np.sort(rng.choice(rows.size, rows_per_batch, replace=False))
-            y = y[rows]
-            removed = np.moveaxis(x_orig, layer.x_axis, 0)[~layer.in_mask]
-            removed_rows = _features(layer, np.moveaxis(removed, 0, layer.x_axis))[rows]
-            width = _features_width(layer)
-            fit = width + int(layer.intercept) <= max_features
-            entry = stats.get(id(layer.node))
-            if entry is None:
-                size = width + int(layer.intercept) if fit else 1
-                entry = stats[id(layer.node)] = _Stats(
-                    np.zeros((size, size)), np.zeros((size, y.shape[1]))
-                )
-                entry.removed_mean = np.zeros(removed_rows.shape[1])
-            assert entry.removed_mean is not None
-            entry.removed_mean += removed_rows.sum(axis=0, dtype=np.float64)
-            entry.yty += float((y**2).sum())
-            entry.rows += y.shape[0]
-            if fit:
-                x_new = np.asarray(pruned_batch[layer.x.name or ""], dtype=np.float32)
-                features = _features(layer, x_new)[rows]
-                if layer.intercept:
-                    features = np.concatenate(
-                        [features, np.ones((features.shape[0], 1), np.float32)], 1
-                    )
-                # float32 products per batch (fast BLAS), float64 sums across batches
-                entry.xtx += features.T @ features
-                entry.xty += features.T @ y.astype(np.float32)
-    for entry in stats.values():
-        if entry.rows and entry.removed_mean is not None:
-            entry.removed_mean /= entry.rows
-    return stats
+    folder: pathlib.Path,
+) -> None:
+    """One pass through the pruned model (upstream waves repaired): sum X'X and X'Y."""
+    fitted = [layer for layer in wave if _fits(layer, max_features)]
+    names = sorted({layer.x.name for layer in fitted if layer.x.name})
+    if not names:
+        return
+    for number, batch in enumerate(
+        iter_activations(pruned, names, source, max_samples=max_samples)
+    ):
+        for layer in fitted:
+            index = layers.index(layer)
+            rows = np.load(folder / f"{index}_{number}_rows.npy")
+            y = np.load(folder / f"{index}_{number}_y.npy")
+            features = _features(layer, np.asarray(batch[layer.x.name or ""], np.float32))[rows]
+            if layer.intercept:
+                features = np.concatenate([features, np.ones((rows.size, 1), np.float32)], 1)
+            entry = stats[id(layer.node)]
+            # float32 products per batch (fast BLAS), float64 sums across batches
+            xtx, xty = features.T @ features, features.T @ y
+            entry.xtx = xtx.astype(np.float64) + (0 if entry.xtx is None else entry.xtx)
+            entry.xty = xty.astype(np.float64) + (0 if entry.xty is None else entry.xty)
 
 
 def _features_width(layer: _Layer) -> int:
@@ -347,6 +374,7 @@ def _features_width(layer: _Layer) -> int:
 
 def _error(theta: np.ndarray, stats: _Stats) -> float:
     """Relative squared error of ``rows @ theta`` against the targets, from the sums."""
+    assert stats.xtx is not None and stats.xty is not None
     residual = (
         stats.yty
         - 2 * float((theta * stats.xty).sum())
@@ -364,14 +392,13 @@ def _removed_columns(layer: _Layer) -> np.ndarray:
 def _solve(layer: _Layer, stats: _Stats, ridge: float, fit: bool) -> tuple[np.ndarray, np.ndarray]:
     """New (weight, bias) for the layer; fills in its report entry."""
     report = layer.report
-    assert stats.removed_mean is not None
     report.samples = stats.rows
     if layer.intercept:
         removed_weight = layer.original_weight[:, _removed_columns(layer)]
         folded_bias = layer.bias + removed_weight @ stats.removed_mean
     else:
         folded_bias = layer.bias
-    if not fit:
+    if not fit or stats.xtx is None or stats.xty is None:
         report.status = "bias fold only: too many input features to refit"
         return layer.weight, folded_bias
 
@@ -387,7 +414,9 @@ def _solve(layer: _Layer, stats: _Stats, ridge: float, fit: bool) -> tuple[np.nd
     size = stats.xtx.shape[0]
     features = size - int(layer.intercept)
     diag = np.diag(stats.xtx)[:features]
-    strength = ridge * (float(diag.mean()) if diag.size else 1.0) + 1e-12
+    # few rows for many features over-fit the calibration set: shrink more when rows are few
+    scale = max(ridge, 0.25 * features / max(stats.rows, 1))
+    strength = scale * (float(diag.mean()) if diag.size else 1.0) + 1e-12
     penalty = np.eye(size) * strength
     if layer.intercept:
         penalty[-1, -1] = 0.0
@@ -459,7 +488,7 @@ def repair_consumers(
     ridge: float = 1e-2,
     max_samples: int | None = None,
     max_features: int = 4096,
-    rows_per_batch: int = 1024,
+    rows_per_batch: int = 512,
     progress: Callable[[str], None] | None = None,
 ) -> list[LayerRepair]:
     """Repair every consumer of pruned channels in ``pruned`` (in place); returns the report.
@@ -468,7 +497,8 @@ def repair_consumers(
         original: The model before pruning (same value names as ``pruned``).
         pruned: The pruned model, modified in place.
         masks: ``(value, axis) -> kept positions`` of the pruning (values of ``pruned``).
-        source: Calibration feeds (called once per wave).
+        source: Calibration feeds (read once for the original model's targets, which are kept
+            in a temporary folder, then once per wave).
         ridge: Ridge strength relative to the mean diagonal of ``X^T X``.
         max_samples: Bound on the calibration samples used.
         max_features: Widest layer input (channels x kernel taps + 1) refitted by least
@@ -486,20 +516,24 @@ def repair_consumers(
             continue
         layer.original_weight = weight
         layers.append(layer)
-    for number, wave in enumerate(_waves(pruned, layers), 1):
+    if not layers:
+        return report
+    with tempfile.TemporaryDirectory(prefix="irpass-repair-") as tmp:
+        folder = pathlib.Path(tmp)
         if progress is not None:
-            progress(f"repair wave {number}: {len(wave)} layer(s)")
-        stats = _accumulate(
-            original, pruned, wave, source, max_samples, max_features, rows_per_batch
-        )
-        for layer in wave:
-            entry = stats.get(id(layer.node))
-            if entry is None or not entry.rows:
-                layer.report.status = "skipped: no calibration data reached the layer"
-                continue
-            fit = _features_width(layer) + 1 <= max_features
-            weight, bias = _solve(layer, entry, ridge, fit)
-            _write(layer, weight, bias)
+            progress(f"repair: targets of {len(layers)} layer(s) from the original model")
+        stats = _record_targets(original, layers, source, max_samples, rows_per_batch, folder)
+        for number, wave in enumerate(_waves(pruned, layers), 1):
+            if progress is not None:
+                progress(f"repair wave {number}: {len(wave)} layer(s)")
+            _accumulate_wave(pruned, layers, wave, stats, source, max_samples, max_features, folder)
+            for layer in wave:
+                entry = stats[id(layer.node)]
+                if not entry.rows:
+                    layer.report.status = "skipped: no calibration data reached the layer"
+                    continue
+                weight, bias = _solve(layer, entry, ridge, _fits(layer, max_features))
+                _write(layer, weight, bias)
     return report
 
 

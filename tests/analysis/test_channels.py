@@ -31,7 +31,9 @@ def _reasons(analysis: object, name: str, axis: int) -> str:
 
 
 # -- residual adds --------------------------------------------------------------------------
-RESIDUAL = HEAD + """
+RESIDUAL = (
+    HEAD
+    + """
 g (float[N, 3, 8, 8] x, float[8, 3, 3, 3] w1, float[8, 8, 3, 3] w2, float[8, 3, 1, 1] w3,
    float[4, 8, 1, 1] w4) => (float[N, 4, 8, 8] y) {
     a = Conv <pads = [1, 1, 1, 1]> (x, w1)
@@ -43,6 +45,7 @@ g (float[N, 3, 8, 8] x, float[8, 3, 3, 3] w1, float[8, 8, 3, 3] w2, float[8, 3, 
     y = Conv (t, w4)
 }
 """
+)
 
 
 def test_residual_add_couples_its_producers() -> None:
@@ -68,7 +71,9 @@ def test_residual_add_with_a_graph_input_is_frozen() -> None:
 
 
 # -- concat, split ----------------------------------------------------------------------------
-CONCAT = HEAD + """
+CONCAT = (
+    HEAD
+    + """
 g (float[N, 3, 6, 6] x, float[4, 3, 3, 3] w1, float[6, 3, 1, 1] w2, float[5, 10, 1, 1] w3)
    => (float[N, 5, 6, 6] y) {
     c1 = Conv <pads = [1, 1, 1, 1]> (x, w1)
@@ -78,6 +83,7 @@ g (float[N, 3, 6, 6] x, float[4, 3, 3, 3] w1, float[6, 3, 1, 1] w2, float[5, 10,
     y = Conv (r, w3)
 }
 """
+)
 
 
 def test_concat_places_each_input_at_its_offset() -> None:
@@ -91,8 +97,9 @@ def test_concat_places_each_input_at_its_offset() -> None:
 
 def test_concat_with_a_graph_input_freezes_only_the_input_part() -> None:
     text = CONCAT.replace("float[5, 10, 1, 1] w3", "float[5, 9, 1, 1] w3")
-    model = build(text.replace("Concat <axis = 1> (c1, c2)", "Concat <axis = 1> (x, c2)"),
-                  ["w1", "w2", "w3"])
+    model = build(
+        text.replace("Concat <axis = 1> (c1, c2)", "Concat <axis = 1> (x, c2)"), ["w1", "w2", "w3"]
+    )
     analysis = analyze(model)
     group = group_with(analysis, "w3", -3)
     assert group.frozen and group.prunable
@@ -102,7 +109,9 @@ def test_concat_with_a_graph_input_freezes_only_the_input_part() -> None:
     assert model.graph.initializers["w3"].const_value.shape[1] == 3 + 3
 
 
-SPLIT = HEAD + """
+SPLIT = (
+    HEAD
+    + """
 g (float[N, 3, 6, 6] x, float[8, 3, 3, 3] w1, float[4, 3, 1, 1] w2, float[4, 5, 1, 1] w3,
    int64[2] sizes) => (float[N, 4, 6, 6] y) {
     c = Conv <pads = [1, 1, 1, 1]> (x, w1)
@@ -112,6 +121,7 @@ g (float[N, 3, 6, 6] x, float[8, 3, 3, 3] w1, float[4, 3, 1, 1] w2, float[4, 5, 
     y = Add (y1, y2)
 }
 """
+)
 
 
 def test_split_gives_each_output_its_range() -> None:
@@ -150,7 +160,9 @@ def test_split_with_sizes_from_a_graph_input_is_frozen() -> None:
 
 
 # -- depthwise and grouped convolutions, channel shuffle --------------------------------------
-DEPTHWISE = HEAD + """
+DEPTHWISE = (
+    HEAD
+    + """
 g (float[N, 3, 6, 6] x, float[8, 3, 1, 1] w1, float[8, 1, 3, 3] wd, float[8] bd,
    float[4, 8, 1, 1] w2) => (float[N, 4, 6, 6] y) {
     c = Conv (x, w1)
@@ -159,6 +171,7 @@ g (float[N, 3, 6, 6] x, float[8, 3, 1, 1] w1, float[8, 1, 3, 3] wd, float[8] bd,
     y = Conv (r, w2)
 }
 """
+)
 
 
 def test_depthwise_conv_couples_input_and_output_and_changes_group() -> None:
@@ -184,7 +197,9 @@ def test_grouped_conv_removes_a_channel_from_every_group() -> None:
     assert grouped.attributes.get_int("group", 1) == 2
 
 
-SHUFFLE = HEAD + """
+SHUFFLE = (
+    HEAD
+    + """
 g (float[1, 4, 6, 6] x, float[8, 2, 1, 1] w1, float[8, 4, 1, 1] w2, int64[5] split_shape,
    int64[4] merge_shape) => (float[1, 8, 6, 6] y) {
     c = Conv <group = 2> (x, w1)
@@ -195,6 +210,7 @@ g (float[1, 4, 6, 6] x, float[8, 2, 1, 1] w1, float[8, 4, 1, 1] w2, int64[5] spl
     y = Conv <group = 2> (m, w2)
 }
 """
+)
 
 
 def _shape_constants(model: object) -> None:
@@ -230,7 +246,9 @@ def test_channel_split_without_group_structure_is_frozen_as_ambiguous() -> None:
 
 
 # -- resampling, flatten, transpose -----------------------------------------------------------
-RESIZE = HEAD + """
+RESIZE = (
+    HEAD
+    + """
 g (float[N, 3, 8, 8] x, float[6, 3, 3, 3] w1, float[4, 3, 1, 1] w2, float[2, 10, 1, 1] w3,
    float[4] scales) => (float[N, 2, 8, 8] y) {
     c1 = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (x, w1)
@@ -240,6 +258,7 @@ g (float[N, 3, 8, 8] x, float[6, 3, 3, 3] w1, float[4, 3, 1, 1] w2, float[2, 10,
     y = Conv (cat, w3)
 }
 """
+)
 
 
 def _scales(model: object, values: list[float]) -> None:
@@ -266,7 +285,9 @@ def test_resize_that_scales_channels_is_frozen() -> None:
     assert "resamples the channel axis" in _reasons(analysis, "w1", -4)
 
 
-FLATTEN = HEAD + """
+FLATTEN = (
+    HEAD
+    + """
 g (float[N, 3, 4, 4] x, float[5, 3, 3, 3] w1, float[7, 80] wg, float[7] bg)
    => (float[N, 7] y) {
     c = Conv <pads = [1, 1, 1, 1]> (x, w1)
@@ -275,6 +296,7 @@ g (float[N, 3, 4, 4] x, float[5, 3, 3, 3] w1, float[7, 80] wg, float[7] bg)
     y = Gemm <transB = 1> (f, wg, bg)
 }
 """
+)
 
 
 def test_flatten_into_gemm_expands_each_channel_to_its_block() -> None:
@@ -288,8 +310,9 @@ def test_flatten_into_gemm_expands_each_channel_to_its_block() -> None:
 
 def test_reshape_to_features_rewrites_its_target_shape() -> None:
     text = FLATTEN.replace("float[7] bg)", "float[7] bg, int64[2] shape)")
-    model = build(text.replace("f = Flatten <axis = 1> (r)", "f = Reshape (r, shape)"),
-                  ["w1", "wg", "bg"])
+    model = build(
+        text.replace("f = Flatten <axis = 1> (r)", "f = Reshape (r, shape)"), ["w1", "wg", "bg"]
+    )
     import onnx_ir as ir
 
     value = next(v for v in model.graph.inputs if v.name == "shape")
@@ -303,8 +326,9 @@ def test_reshape_to_features_rewrites_its_target_shape() -> None:
 
 def test_reshape_with_a_run_time_target_is_frozen() -> None:
     text = FLATTEN.replace("float[7] bg)", "float[7] bg, int64[2] shape)")
-    model = build(text.replace("f = Flatten <axis = 1> (r)", "f = Reshape (r, shape)"),
-                  ["w1", "wg", "bg"])
+    model = build(
+        text.replace("f = Flatten <axis = 1> (r)", "f = Reshape (r, shape)"), ["w1", "wg", "bg"]
+    )
     analysis = analyze(model)
     assert "computed at run time" in _reasons(analysis, "w1", -4)
 
@@ -317,13 +341,16 @@ def test_flatten_that_merges_channels_into_the_batch_is_frozen() -> None:
 
 
 def test_transpose_to_channels_last_feeds_a_matmul() -> None:
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     g (float[N, 3, 4, 4] x, float[8, 3, 1, 1] w1, float[8, 4] wm) => (float[N, 4, 4, 4] y) {
         c = Conv (x, w1)
         t = Transpose <perm = [0, 2, 3, 1]> (c)
         y = MatMul (t, wm)
     }
     """
+    )
     model = build(text, ["w1", "wm"])
     analysis = analyze(model)
     assert np.array_equal(classes_of(analysis, "w1", -4), classes_of(analysis, "wm", -2))
@@ -331,13 +358,16 @@ def test_transpose_to_channels_last_feeds_a_matmul() -> None:
 
 
 # -- ops that mix channels, unknown ops, boundaries -------------------------------------------
-MIXER = HEAD + """
+MIXER = (
+    HEAD
+    + """
 g (float[N, 3, 4, 4] x, float[6, 3, 1, 1] w1, float[2, 6, 1, 1] w2) => (float[N, 2, 4, 4] y) {
     c = Conv (x, w1)
     m = {op} (c)
     y = Conv (m, w2)
 }
 """
+)
 
 
 @pytest.mark.parametrize(
@@ -360,7 +390,7 @@ def test_op_that_passes_or_mixes_channels(op: str, prunable: bool, reason: str) 
     if "ReduceMean <axes = [1]" in op:
         text = text.replace("float[2, 6, 1, 1] w2", "float[2, 1, 1, 1] w2")
     if op.startswith("Pad"):
-        text = HEAD.replace("17", "10") + text[len(HEAD):]
+        text = HEAD.replace("17", "10") + text[len(HEAD) :]
         text = text.replace("float[2, 6, 1, 1] w2", "float[2, 7, 1, 1] w2")
     if op.startswith("ReduceMean <axes = [2]"):
         text = text.replace("=> (float[N, 2, 4, 4] y)", "=> (float[N, 2, 1, 4] y)")
@@ -385,7 +415,9 @@ def test_ignored_nodes_and_op_types_are_frozen() -> None:
 
 
 def test_value_read_inside_a_subgraph_is_frozen() -> None:
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     g (float[N, 3, 4, 4] x, float[6, 3, 1, 1] w1, float[2, 6, 1, 1] w2, bool cond)
        => (float[N, 2, 4, 4] y, float[N, 6, 4, 4] z) {
         c = Conv (x, w1)
@@ -396,13 +428,16 @@ def test_value_read_inside_a_subgraph_is_frozen() -> None:
         >
     }
     """
+    )
     model = build(text, ["w1", "w2"])
     analysis = analyze(model)
     assert "read inside a subgraph" in _reasons(analysis, "w1", -4)
 
 
 # -- MLPs, norms, embeddings, attention ---------------------------------------------------------
-MLP = HEAD + """
+MLP = (
+    HEAD
+    + """
 g (float[N, 16] x, float[16, 32] w1, float[32] b1, float[32, 4] w2) => (float[N, 4] y) {
     h = MatMul (x, w1)
     hb = Add (h, b1)
@@ -410,6 +445,7 @@ g (float[N, 16] x, float[16, 32] w1, float[32] b1, float[32, 4] w2) => (float[N,
     y = MatMul (r, w2)
 }
 """
+)
 
 
 def test_matmul_hidden_units_couple_weights_and_bias() -> None:
@@ -433,7 +469,9 @@ def test_layer_norm_over_channels_couples_its_parameters() -> None:
 
 
 def test_batch_norm_parameters_follow_the_conv() -> None:
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     g (float[N, 3, 4, 4] x, float[6, 3, 1, 1] w1, float[6] s, float[6] b, float[6] m,
        float[6] v, float[2, 6, 1, 1] w2) => (float[N, 2, 4, 4] y) {
         c = Conv (x, w1)
@@ -441,6 +479,7 @@ def test_batch_norm_parameters_follow_the_conv() -> None:
         y = Conv (n, w2)
     }
     """
+    )
     model = build(text, ["w1", "s", "b", "m", "w2"])
     import onnx_ir as ir
 
@@ -455,12 +494,15 @@ def test_batch_norm_parameters_follow_the_conv() -> None:
 
 
 def test_embedding_dimension_is_a_group() -> None:
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     g (int64[N, T] tokens, float[10, 16] table, float[16, 3] w) => (float[N, T, 3] y) {
         e = Gather (table, tokens)
         y = MatMul (e, w)
     }
     """
+    )
     model = build(text, ["table", "w"])
     analysis = analyze(model)
     assert group_with(analysis, "table", -1) is group_with(analysis, "w", -2)
@@ -478,5 +520,6 @@ def test_attention_heads_are_frozen_unless_asked_for() -> None:
     asked = analyze(model, attention=True)
     head_groups = [g for g in asked.groups if g.prunable and g.channels == 4]
     assert len(head_groups) == 2  # four heads per layer
-    prune_and_check(model, ratio=0.5, scope="local", attention=True, ignore=["LayerNormalization"],
-                    exact=False)
+    prune_and_check(
+        model, ratio=0.5, scope="local", attention=True, ignore=["LayerNormalization"], exact=False
+    )

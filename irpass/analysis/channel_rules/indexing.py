@@ -121,7 +121,9 @@ def _transpose(ctx: Context, node: ir.Node) -> None:
         ctx.set(out, perm.index(axis + rank) - rank, elements)
 
 
-def _inverse_transpose(ctx: Context, node: ir.Node, axis: int) -> tuple[ir.Value | None, int] | None:
+def _inverse_transpose(
+    ctx: Context, node: ir.Node, axis: int
+) -> tuple[ir.Value | None, int] | None:
     rank = ctx.rank(node.inputs[0])
     if rank is None:
         return None
@@ -157,7 +159,9 @@ def _unsqueeze(ctx: Context, node: ir.Node) -> None:
         ctx.set(out, kept[axis + rank] - out_rank, elements)
 
 
-def _inverse_unsqueeze(ctx: Context, node: ir.Node, axis: int) -> tuple[ir.Value | None, int] | None:
+def _inverse_unsqueeze(
+    ctx: Context, node: ir.Node, axis: int
+) -> tuple[ir.Value | None, int] | None:
     out_rank, rank = ctx.rank(node.outputs[0]), ctx.rank(node.inputs[0])
     if out_rank is None or rank is None:
         return None
