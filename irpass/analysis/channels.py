@@ -570,7 +570,7 @@ class _Builder:
                 if elements.size:
                     number = element_component[int(root[elements[0]])]
                     mapped[number].append((value, axis, elements))
-        for number, comp in enumerate(components):
+        for number in range(len(components)):
             entries = mapped.get(number, [])
             if not entries:
                 continue  # only frozen placeholders: nothing that surgery could change
