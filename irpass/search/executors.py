@@ -183,7 +183,7 @@ class RayExecutor(Executor):
     def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]:  # noqa: D102
         if not jobs:
             return []
-        remote = self._ray.remote(_call)
+        remote: Any = self._ray.remote(_call)
         return list(self._ray.get([remote.remote(fn, job) for job in jobs]))
 
     def close(self) -> None:  # noqa: D102
