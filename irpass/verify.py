@@ -24,7 +24,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from irpass.errors import VerificationError
-from irpass.ir import PROTOBUF_LIMIT, initializer_bytes, save_model
+from irpass.ir import PROTOBUF_LIMIT, initializer_bytes, save_model, to_proto
 
 __all__ = [
     "Tolerance",
@@ -81,7 +81,7 @@ def check_structure(model: ir.Model | onnx.ModelProto, full_check: bool = False)
                 save_model(model, path, external_data=True)
                 onnx.checker.check_model(str(path), full_check=full_check)
             return
-        proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
+        proto = to_proto(model) if isinstance(model, ir.Model) else model
         onnx.checker.check_model(proto, full_check=full_check)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
@@ -93,7 +93,7 @@ def checked_session(model: ir.Model, *, optimize: bool = False) -> ort.Inference
     if initializer_bytes(model) > PROTOBUF_LIMIT:
         check_structure(model)
         return make_session(model, optimize=optimize)
-    proto = ir.to_proto(model)
+    proto = to_proto(model)
     check_structure(proto)
     return make_session(proto, optimize=optimize)
 
@@ -129,7 +129,7 @@ def make_session(
                 session = ort.InferenceSession(str(path), options, providers=providers)
                 session._irpass_tmp = tmp  # type: ignore[attr-defined]  # keep files alive
                 return session
-            model = ir.to_proto(model)
+            model = to_proto(model)
         if isinstance(model, onnx.ModelProto):
             model = model.SerializeToString()
         if isinstance(model, pathlib.Path):
