@@ -385,6 +385,8 @@ class PassManager:
             raise PassFailedError(
                 f"pass {step.name!r} returned a different model object although it is in-place",
                 pass_name=step.name,
+                hint="an in-place pass must return the model it was given; this is a bug in the "
+                "pass",
             )
         if not record.modified:
             record.after = record.before

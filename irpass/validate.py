@@ -170,8 +170,11 @@ class _GraphChecker:
             path.append(predecessor[path[-1]])
         if predecessor.get(path[-1]) in path:
             path = path[path.index(predecessor[path[-1]]) :]
-        cycle = " -> ".join(_node_label(nodes[i], i) for i in reversed(path))
-        first = _node_label(nodes[path[-1]], path[-1])
+        ring = list(reversed(path))  # producer before consumer
+        start_at = ring.index(min(ring))
+        ring = ring[start_at:] + ring[:start_at]
+        cycle = " -> ".join(_node_label(nodes[i], i) for i in ring)
+        first = _node_label(nodes[ring[0]], ring[0])
         raise self.error(f"{label} has a cycle: {cycle} -> {first}")
 
     def check_tensor(self, tensor: onnx.TensorProto, label: str) -> None:

@@ -85,7 +85,11 @@ def check_structure(model: ir.Model | onnx.ModelProto, full_check: bool = False)
         onnx.checker.check_model(proto, full_check=full_check)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise VerificationError(f"ONNX checker rejects the model: {first}") from exc
+        raise VerificationError(
+            f"ONNX checker rejects the model: {first}",
+            hint="irpass checks every model it writes; run the ONNX checker on the input to see "
+            "the full message",
+        ) from exc
 
 
 def checked_session(model: ir.Model, *, optimize: bool = False) -> ort.InferenceSession:
@@ -139,7 +143,11 @@ def make_session(
         raise
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VerificationError(f"ONNX Runtime cannot load the model: {message}") from exc
+        raise VerificationError(
+            f"ONNX Runtime cannot load the model: {message}",
+            hint="the model must load in ONNX Runtime (CPU) for irpass to verify it; --verify "
+            "none skips that",
+        ) from exc
 
 
 _ORT_TO_NUMPY = {
@@ -206,7 +214,10 @@ def run_model(
         values = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VerificationError(f"ONNX Runtime failed to run the model: {message}") from exc
+        raise VerificationError(
+            f"ONNX Runtime failed to run the model: {message}",
+            hint='check that the inputs fit the model (irpass inspect shows its signature)',
+        ) from exc
     return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}
 
 

@@ -79,3 +79,20 @@ class RemoveIdentityOncePass(IrpassPass):
                     return ir.passes.PassResult(model, True)
         return ir.passes.PassResult(model, False)
 
+
+
+@_register
+class SleepPass(IrpassPass):
+    """Touches the file named by IRPASS_TEST_MARKER, then sleeps (for interruption tests)."""
+
+    name = "t_sleep"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        import os
+        import pathlib
+        import time
+
+        pathlib.Path(os.environ["IRPASS_TEST_MARKER"]).write_text("running")
+        time.sleep(60)
+        return ir.passes.PassResult(model, False)

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         help="evaluation data: .npy/.npz file, folder of arrays or images (?size=HxW&mean=..), "
-        "module:function, or random[:N]",
+        "py:module:function, or random[:N]",
     )
     parser.add_argument(
         "--labels",

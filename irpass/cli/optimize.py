@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-data",
         help="evaluate after every lossy pass on these data (.npy/.npz, folder of arrays or "
-        "images, module:function, or 'random'); the first batch also drives verification",
+        "images, py:module:function, or 'random'); the first batch also drives verification",
     )
     parser.add_argument(
         "--labels",
