@@ -207,8 +207,8 @@ def open_data(
             dim_values=dims,
         )
         logger.warning(
-            "evaluating on random inputs: fidelity numbers are only indicative of what real "
-            "data would show, and task metrics need real data with labels"
+            "using random inputs: fidelity numbers and calibration statistics are only "
+            "indicative of what real data would show, and task metrics need real data with labels"
         )
     elif base.startswith(CALLABLE_PREFIX):
         source = _open_callable(base, model, specs)
