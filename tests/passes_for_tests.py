@@ -148,3 +148,20 @@ class DropHiddenUnitsPass(IrpassPass):
 def _sole_consumer(node: ir.Node) -> ir.Node | None:
     uses = list(node.outputs[0].uses())
     return uses[0][0] if len(uses) == 1 else None
+
+
+@_register
+class SleepPass(IrpassPass):
+    """Touches the file named by IRPASS_TEST_MARKER, then sleeps (for interruption tests)."""
+
+    name = "t_sleep"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        import os
+        import pathlib
+        import time
+
+        pathlib.Path(os.environ["IRPASS_TEST_MARKER"]).write_text("running")
+        time.sleep(60)
+        return ir.passes.PassResult(model, False)
