@@ -69,12 +69,14 @@ def search_pipeline(
     max_candidates: int = 60,
     only: list[str] | None = None,
     backend: str | None = None,
+    plugins: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
 ) -> SearchOutcome:
     """Search the lossy knobs of ``pipeline`` on ``model`` (not modified) within ``budget``.
 
     ``labels == "data"`` takes the ``labels`` member of ``eval_data``. ``backend`` selects the
-    per-precision costs of the ``cost`` objective (``tensorrt``, ``nnapi``, ...).
+    per-precision costs of the ``cost`` objective (``tensorrt``, ``nnapi``, ...). ``plugins``
+    are modules every worker imports first (they register passes of their own).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
@@ -107,6 +109,7 @@ def search_pipeline(
                 seed=seed,
                 precision_costs=precision_costs_for(backend),
                 return_model=objective == "latency",
+                plugins=tuple(plugins),
             )
             options = SearchOptions(objective=objective, budget_seconds=budget_seconds,
                                     max_candidates=max_candidates)

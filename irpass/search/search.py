@@ -138,6 +138,8 @@ class SearchResult:
             "budget": self.budget.text,
             "budget_metric": self.budget.metric,
             "budget_described": self.budget.describe(),
+            "threshold": (self.budget.threshold(self.baseline.result.metrics)
+                          if self.budget.metric in self.baseline.result.metrics else None),
             "objective": self.objective,
             "knobs": self.knobs,
             "found": self.found,
