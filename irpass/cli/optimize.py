@@ -323,7 +323,9 @@ def _optimize(
                 progress.update(task, description=esc(f"search: {message}"))
 
             pipeline, search = search_for(args, model, pipeline, None, on_search)
-        manager = PipelineRunner(pipeline or [], context, options, progress=on_step)
+        # a search that kept nothing of an all-lossy pipeline leaves no pass to run
+        steps = [] if search is not None and not pipeline else pipeline
+        manager = PipelineRunner(steps, context, options, progress=on_step)
         original = model.clone()  # shares weights; the passes rewrite `model` in place
         try:
             result = manager.run(model, input_path=str(input_path))
