@@ -1,4 +1,4 @@
-"""Verification of a model: structural checks and numeric equivalence through ONNX Runtime.
+"""ONNX checker, ONNX Runtime sessions and runs: the mechanics under verification.
 
 The manager calls these after every pass:
 
