@@ -378,6 +378,8 @@ class PipelineRunner:
             raise PassFailedError(
                 f"pass {step.name!r} returned a different model object although it is in-place",
                 pass_name=step.name,
+                hint="an in-place pass must return the model it was given; this is a bug in the "
+                "pass",
             )
         if not record.modified:
             record.after = record.before

@@ -99,3 +99,20 @@ class CountCalibrationPass(IrpassPass):
         if self.context.calibration_is_random:
             self.stats["random"] += 1
         return ir.passes.PassResult(model, False)
+
+
+@_register
+class SleepPass(IrpassPass):
+    """Touches the file named by IRPASS_TEST_MARKER, then sleeps (for interruption tests)."""
+
+    name = "t_sleep"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        import os
+        import pathlib
+        import time
+
+        pathlib.Path(os.environ["IRPASS_TEST_MARKER"]).write_text("running")
+        time.sleep(60)
+        return ir.passes.PassResult(model, False)

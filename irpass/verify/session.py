@@ -23,7 +23,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from irpass.errors import VerificationError
-from irpass.ir import PROTOBUF_LIMIT, initializer_bytes, save_model
+from irpass.ir import PROTOBUF_LIMIT, initializer_bytes, save_model, to_proto
 
 __all__ = [
     "check_structure",
@@ -43,11 +43,15 @@ def check_structure(model: ir.Model | onnx.ModelProto, full_check: bool = False)
                 save_model(model, path, external_data=True)
                 onnx.checker.check_model(str(path), full_check=full_check)
             return
-        proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
+        proto = to_proto(model) if isinstance(model, ir.Model) else model
         onnx.checker.check_model(proto, full_check=full_check)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise VerificationError(f"ONNX checker rejects the model: {first}") from exc
+        raise VerificationError(
+            f"ONNX checker rejects the model: {first}",
+            hint="irpass checks every model it writes; run the ONNX checker on the input to see "
+            "the full message",
+        ) from exc
 
 
 def checked_session(model: ir.Model, *, optimize: bool = False) -> ort.InferenceSession:
@@ -55,7 +59,7 @@ def checked_session(model: ir.Model, *, optimize: bool = False) -> ort.Inference
     if initializer_bytes(model) > PROTOBUF_LIMIT:
         check_structure(model)
         return make_session(model, optimize=optimize)
-    proto = ir.to_proto(model)
+    proto = to_proto(model)
     check_structure(proto)
     return make_session(proto, optimize=optimize)
 
@@ -92,7 +96,7 @@ def make_session(
                 session = ort.InferenceSession(str(path), options, providers=providers)
                 session._irpass_tmp = tmp  # type: ignore[attr-defined]  # keep files alive
                 return session
-            model = ir.to_proto(model)
+            model = to_proto(model)
         if isinstance(model, onnx.ModelProto):
             model = model.SerializeToString()
         if isinstance(model, pathlib.Path):
@@ -102,7 +106,11 @@ def make_session(
         raise
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VerificationError(f"ONNX Runtime cannot load the model: {message}") from exc
+        raise VerificationError(
+            f"ONNX Runtime cannot load the model: {message}",
+            hint="the model must load in ONNX Runtime (CPU) for irpass to verify it; --verify "
+            "none skips that",
+        ) from exc
 
 
 _ORT_TO_NUMPY = {
@@ -169,5 +177,8 @@ def run_model(
         values = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VerificationError(f"ONNX Runtime failed to run the model: {message}") from exc
+        raise VerificationError(
+            f"ONNX Runtime failed to run the model: {message}",
+            hint='check that the inputs fit the model (irpass inspect shows its signature)',
+        ) from exc
     return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}
