@@ -1,4 +1,4 @@
-"""Verification of a model: structural checks and numeric equivalence through ONNX Runtime.
+"""ONNX checker, ONNX Runtime sessions and runs: the mechanics under verification.
 
 The manager calls these after every pass:
 
@@ -73,7 +73,8 @@ def _session_options(optimize: bool, threads: int) -> ort.SessionOptions:
     )
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    # failures surface as exceptions with the message; ORT's own log would print them twice
+    options.log_severity_level = 4
     return options
 
 
