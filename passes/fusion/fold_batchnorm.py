@@ -155,6 +155,12 @@ def _name(value: ir.Value | None) -> str:
     return (None if value is None else value.name) or "w"
 
 
+def _bias_name(node: ir.Node) -> str:
+    """The replaced bias's name, or ``<weight>_bias`` when the node had none."""
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    return bias.name if bias is not None and bias.name else _name(node.inputs[1]) + "_bias"
+
+
 @dataclasses.dataclass(frozen=True)
 class _Fold:
     """What folding a BN into a linear node needs: its affine map and the node's constants."""
@@ -204,9 +210,8 @@ class _BnAfter(FusionRule):
         node = fold.node
         attrs = {k: v for k, v in node.attributes.items() if k != "beta"}
         dtype = fold.w.dtype
-        base = _name(node.inputs[1])
-        w_value = self.new_initializer(op, w.astype(dtype), base, node)
-        b_value = self.new_initializer(op, b.astype(dtype), base + "_bias", node)
+        w_value = self.new_initializer(op, w.astype(dtype), _name(node.inputs[1]), node)
+        b_value = self.new_initializer(op, b.astype(dtype), _bias_name(node), node)
         return op.op(node.op_type, x, w_value, b_value, **attrs)
 
 
@@ -358,9 +363,8 @@ class FoldBatchNormIntoNextConv(FusionRule):
         kernel_sum = w.reshape(m, c_per_group, -1).sum(axis=2)
         b = fold.bias64(m) + (kernel_sum * fold.t[channel]).sum(axis=1)
         dtype = fold.w.dtype
-        base = _name(conv.inputs[1])
-        w_value = self.new_initializer(op, w_new.astype(dtype), base, conv)
-        b_value = self.new_initializer(op, b.astype(dtype), base + "_bias", conv)
+        w_value = self.new_initializer(op, w_new.astype(dtype), _name(conv.inputs[1]), conv)
+        b_value = self.new_initializer(op, b.astype(dtype), _bias_name(conv), conv)
         return op.Conv(x, w_value, b_value, **conv.attributes)
 
 
@@ -408,9 +412,8 @@ class FoldBatchNormIntoNextGemm(FusionRule):
         c = c + alpha * (fold.t @ b_eff)
         dtype = fold.w.dtype
         attrs = {k: v for k, v in gemm.attributes.items() if k != "beta"}
-        base = _name(gemm.inputs[1])
-        w_value = self.new_initializer(op, w_new.astype(dtype), base, gemm)
-        c_value = self.new_initializer(op, c.astype(dtype), base + "_bias", gemm)
+        w_value = self.new_initializer(op, w_new.astype(dtype), _name(gemm.inputs[1]), gemm)
+        c_value = self.new_initializer(op, c.astype(dtype), _bias_name(gemm), gemm)
         return op.Gemm(x, w_value, c_value, **attrs)
 
 
