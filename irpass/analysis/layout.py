@@ -139,7 +139,14 @@ def _rank(value: ir.Value | None) -> int | None:
     tensor = ir.convenience.get_const_tensor(value)
     if tensor is not None:
         return len(tensor.shape)
-    return len(value.shape) if value.shape is not None else None
+    if value.shape is not None:
+        return len(value.shape)
+    producer = value.producer()
+    if producer is not None and producer.op_type == "ConstantOfShape" and producer.inputs:
+        # weights of old exporters: the rank is the length of the (constant) shape input
+        shape = ir.convenience.get_const_tensor(producer.inputs[0]) if producer.inputs[0] else None
+        return int(shape.shape[0]) if shape is not None and len(shape.shape) == 1 else None
+    return None
 
 
 def _input(node: ir.Node, index: int) -> ir.Value | None:

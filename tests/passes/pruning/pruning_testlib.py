@@ -9,7 +9,12 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from irpass.analysis.channels import ChannelAnalysis, ChannelGroup, analyze_channels
+from irpass.analysis.channels import (
+    ChannelAnalysis,
+    ChannelGroup,
+    analyze_channels,
+    constant_array,
+)
 from irpass.passes.pruning.prune import PruneOptions, PrunePass
 from irpass.passes.pruning.selection import Selection
 from irpass.testing import assert_equivalent, inputs_to_random_initializers, model_from_text
@@ -54,12 +59,19 @@ def zero_removed_inputs(model: ir.Model, analysis: ChannelAnalysis, selection: S
             continue
         for tensor_axis in group.axes_with_role("weight_in"):
             value = tensor_axis.value
-            if value.const_value is None:
+            constant = constant_array(value)
+            if constant is None:
                 continue
-            array = np.array(value.const_value.numpy())
+            array = np.array(constant)
             moved = np.moveaxis(array, tensor_axis.axis, 0)
             moved[np.isin(tensor_axis.classes, removed)] = 0
-            value.const_value = ir.tensor(array, name=value.name)
+            if value.const_value is not None:
+                value.const_value = ir.tensor(array, name=value.name)
+                continue
+            # a Constant / ConstantOfShape output: feed its users from an initializer instead
+            masked = ir.Value(name=f"{value.name}_masked", const_value=ir.tensor(array))
+            model.graph.register_initializer(masked)
+            value.replace_all_uses_with(masked)
 
 
 def prune_and_check(model: ir.Model, *, exact: bool = True, **options: Any) -> PrunePass:
