@@ -99,3 +99,36 @@ class CountCalibrationPass(IrpassPass):
         if self.context.calibration_is_random:
             self.stats["random"] += 1
         return ir.passes.PassResult(model, False)
+
+
+@_register
+class SleepPass(IrpassPass):
+    """Touches the file named by IRPASS_TEST_MARKER, then sleeps (for interruption tests)."""
+
+    name = "t_sleep"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        import os
+        import pathlib
+        import time
+
+        pathlib.Path(os.environ["IRPASS_TEST_MARKER"]).write_text("running")
+        time.sleep(60)
+        return ir.passes.PassResult(model, False)
+
+
+@_register
+class FreezeInputsSilentlyPass(IrpassPass):
+    """Drops every overridable graph input (a lossless pass must not do that unasked)."""
+
+    name = "t_freeze_inputs"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        kept = [v for v in graph.inputs if v.name not in graph.initializers]
+        changed = len(kept) != len(graph.inputs)
+        graph.inputs.clear()
+        graph.inputs.extend(kept)
+        return ir.passes.PassResult(model, changed)
