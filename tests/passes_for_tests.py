@@ -79,3 +79,56 @@ class RemoveIdentityOncePass(IrpassPass):
                     return ir.passes.PassResult(model, True)
         return ir.passes.PassResult(model, False)
 
+
+
+@_register
+class CountCalibrationPass(IrpassPass):
+    """Counts the calibration samples the context hands over (reads data, changes nothing)."""
+
+    name = "t_count_calibration"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        source = self.context.calibration_data
+        if source is None:
+            self.stats["no_calibration_data"] += 1
+            return ir.passes.PassResult(model, False)
+        for feed in source():
+            self.stats["calibration_samples"] += int(next(iter(feed.values())).shape[0])
+            self.stats["calibration_batches"] += 1
+        if self.context.calibration_is_random:
+            self.stats["random"] += 1
+        return ir.passes.PassResult(model, False)
+
+
+@_register
+class SleepPass(IrpassPass):
+    """Touches the file named by IRPASS_TEST_MARKER, then sleeps (for interruption tests)."""
+
+    name = "t_sleep"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        import os
+        import pathlib
+        import time
+
+        pathlib.Path(os.environ["IRPASS_TEST_MARKER"]).write_text("running")
+        time.sleep(60)
+        return ir.passes.PassResult(model, False)
+
+
+@_register
+class FreezeInputsSilentlyPass(IrpassPass):
+    """Drops every overridable graph input (a lossless pass must not do that unasked)."""
+
+    name = "t_freeze_inputs"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        kept = [v for v in graph.inputs if v.name not in graph.initializers]
+        changed = len(kept) != len(graph.inputs)
+        graph.inputs.clear()
+        graph.inputs.extend(kept)
+        return ir.passes.PassResult(model, changed)
