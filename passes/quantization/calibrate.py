@@ -129,37 +129,6 @@ class TensorStats:
         self.hist += np.bincount(index, minlength=self.bins)
         self.count += int(flat.size)
 
-    def merge(self, other: TensorStats) -> None:
-        """Add another tensor's statistics (same bin count) to these."""
-        if other.empty:
-            return
-        if other.bins != self.bins:
-            raise ValueError("cannot merge histograms with different bin counts")
-        hist = other.hist.copy()
-        edge = other.edge
-        if self.empty:
-            self.hist, self.edge = hist, edge
-        else:
-            while edge < self.edge:
-                hist, edge = _doubled(hist), edge * 2
-            while self.edge < edge:
-                self._grow()
-            if not math.isclose(edge, self.edge, rel_tol=1e-9):
-                raise ValueError("histogram windows are not powers of two apart")
-            self.hist += hist
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
-        self.count += other.count
-        self.nonfinite += other.nonfinite
-
-
-def _doubled(hist: np.ndarray) -> np.ndarray:
-    quarter = hist.size // 4
-    out = np.zeros_like(hist)
-    merged = hist.reshape(-1, 2).sum(axis=1)
-    out[quarter : quarter + merged.size] = merged
-    return out
-
 
 @dataclasses.dataclass
 class ChannelStats:

@@ -51,9 +51,29 @@ class QuantizedWeight:
     params: QuantParams
 
 
-def quantize_weight(weight: np.ndarray, rules: RuleSet, axis: int | None) -> QuantizedWeight:
-    """Symmetric, round-to-nearest quantization of a weight (per-channel when ``axis``)."""
-    params = weight_params(weight, rules.weights, axis)
+#: int32 bias codes are kept below 2**30 (half the range) by raising the weight scale.
+_BIAS_LIMIT = float(2**30)
+
+
+def quantize_weight(
+    weight: np.ndarray,
+    rules: RuleSet,
+    axis: int | None,
+    *,
+    bias: np.ndarray | None = None,
+    input_scale: float | None = None,
+) -> QuantizedWeight:
+    """Symmetric, round-to-nearest quantization of a weight (per-channel when ``axis``).
+
+    With an int32 ``bias`` and the data input's scale, channels whose bias would overflow
+    int32 (``|b| / (s_in * s_w) >= 2**30``) get a larger weight scale.
+    """
+    floor: np.ndarray | float = 0.0
+    if bias is not None and input_scale is not None:
+        floor = np.abs(bias.astype(np.float64)) / (float(input_scale) * _BIAS_LIMIT)
+        if axis is None:
+            floor = float(np.max(floor)) if np.size(floor) else 0.0
+    params = weight_params(weight, rules.weights, axis, min_scale=floor)
     return QuantizedWeight(quantize(weight, params), params)
 
 
@@ -181,9 +201,28 @@ class QdqWriter:
             self._grids[key] = (scale, zero)
         return self._grids[key]
 
-    def qdq_node(self, op: str, source: ir.Value, key: str, params: QuantParams) -> ir.Node:
-        """A QuantizeLinear or DequantizeLinear of ``source`` on the grid named ``key``."""
-        scale, zero = self.grid_values(key, params)
+    def scale_value(self, key: str, params: QuantParams) -> ir.Value:
+        """The scale initializer of a grid whose zero point is implied (0 of the input type)."""
+        if key not in self._grids:
+            label = key.split("#")[0]
+            scale = self.initializer(f"{label}_scale", np.asarray(params.scale, dtype=np.float32))
+            self._grids[key] = (scale, scale)
+        return self._grids[key][0]
+
+    def qdq_node(
+        self, op: str, source: ir.Value, key: str, params: QuantParams, *, zero_point: bool = True
+    ) -> ir.Node:
+        """A QuantizeLinear or DequantizeLinear of ``source`` on the grid named ``key``.
+
+        ``zero_point=False`` (a DequantizeLinear of a symmetric weight or an int32 bias) leaves
+        the zero point out: it defaults to 0 of the stored type, which saves a byte per channel
+        for weights and four for biases.
+        """
+        if zero_point:
+            scale, zero = self.grid_values(key, params)
+            inputs: list[ir.Value | None] = [source, scale, zero]
+        else:
+            inputs = [source, self.scale_value(key, params)]
         attributes: dict[str, int] = {}
         if params.axis is not None and not params.per_tensor:
             attributes["axis"] = int(params.axis)
@@ -191,7 +230,7 @@ class QdqWriter:
             attributes["block_size"] = int(params.block_size)
         suffix = "quantized" if op == "QuantizeLinear" else "dequantized"
         label = key.split("#")[0]
-        node = ir.node(op, [source, scale, zero], attributes, name=self.names(f"{label}_{op}"))
+        node = ir.node(op, inputs, attributes, name=self.names(f"{label}_{op}"))
         output = node.outputs[0]
         output.name = self.names(f"{label}_{suffix}")
         dtype = params.qtype.ir_type if op == "QuantizeLinear" else ir.DataType.FLOAT
@@ -285,69 +324,86 @@ class QdqWriter:
         weight_value = node.inputs[plan.weight_input]
         array = _const(weight_value)
         assert weight_value is not None and array is not None
+        delta = bias_delta.get(plan.name)
+        slot = 2  # Conv, ConvTranspose and Gemm all take the bias third
+        current = _const(node.inputs[slot]) if len(node.inputs) > slot else None
+        bias: np.ndarray | None = None
+        if current is not None:
+            bias = current.astype(np.float32) + (0.0 if delta is None else delta)
+        elif delta is not None:
+            bias = delta.astype(np.float32)
+        int32_bias = plan.rule.bias == "int32" and (
+            plan.bias_input is not None or (current is None and delta is not None)
+        )
+        data = node.inputs[plan.inputs[0]]
+        input_scale = tensor_params[data.name or ""].scale if data is not None else None
         base = weight_value.name or f"{plan.name}_weight"
-        override = weights.get(plan.name)
         cache_key = (base, plan.weight_axis)
-        if override is not None:
-            stored = self.initializer(f"{base}_quantized", override.values)
-            quantized, key = override, f"{base}#{plan.name}"
-        elif cache_key in self._stored:
-            stored, quantized = self._stored[cache_key]
-            key = f"{base}#{plan.weight_axis}"
+        quantized = weights.get(plan.name)
+        if quantized is None:
+            quantized = quantize_weight(
+                array,
+                self.plan.rules,
+                plan.weight_axis,
+                bias=bias if int32_bias else None,
+                input_scale=float(input_scale) if int32_bias and input_scale is not None else None,
+            )
+        cached = self._stored.get(cache_key)
+        if cached is not None and cached[1].params.same_as(quantized.params):
+            stored = cached[0]
         else:
-            quantized = quantize_weight(array, self.plan.rules, plan.weight_axis)
             stored = self.initializer(f"{base}_quantized", quantized.values)
-            self._stored[cache_key] = (stored, quantized)
-            key = f"{base}#{plan.weight_axis}"
-            self.stats["weight_bytes_saved"] += int(array.nbytes - quantized.values.nbytes)
-        dq = self.qdq_node("DequantizeLinear", stored, key, quantized.params)
+            if cached is None:
+                self._stored[cache_key] = (stored, quantized)
+                self.stats["weight_bytes_saved"] += int(array.nbytes - quantized.values.nbytes)
+        key = f"{base}#{stored.name}"
+        # ORT fuses Conv without the (implied) zero point, but its QGemm/QLinearMatMul
+        # selectors want it spelled out
+        implicit = node.op_type in ("Conv", "ConvTranspose")
+        dq = self.qdq_node(
+            "DequantizeLinear", stored, key, quantized.params, zero_point=not implicit
+        )
         dq.outputs[0].shape = weight_value.shape
         self.graph.insert_before(node, dq)
         node.replace_input_with(plan.weight_input, dq.outputs[0])
         self.stats["weights_quantized"] += 1
-        delta = bias_delta.get(plan.name)
-        if plan.bias_input is not None:
-            self._quantize_bias(node, plan, tensor_params, quantized.params, delta)
+        if int32_bias:
+            assert bias is not None
+            self._quantize_bias(node, plan, slot, bias, tensor_params, quantized.params)
         elif delta is not None:
-            self._shift_float_bias(node, plan, delta)
+            assert bias is not None
+            self._set_bias(node, slot, self.initializer(f"{plan.name}_bias_corrected", bias))
+            self.stats["bias_corrected"] += 1
+
+    def _set_bias(self, node: ir.Node, slot: int, value: ir.Value) -> None:
+        if len(node.inputs) <= slot:
+            node.resize_inputs(slot + 1)
+        node.replace_input_with(slot, value)
 
     def _quantize_bias(
         self,
         node: ir.Node,
         plan: NodePlan,
+        slot: int,
+        bias: np.ndarray,
         tensor_params: Mapping[str, QuantParams],
         weight: QuantParams,
-        delta: np.ndarray | None,
     ) -> None:
-        assert plan.bias_input is not None
         data = node.inputs[plan.inputs[0]]
-        bias_value = node.inputs[plan.bias_input]
-        bias = _const(bias_value)
-        assert data is not None and bias is not None and bias_value is not None
-        bias = bias.astype(np.float32)
-        if delta is not None:
-            bias = bias + delta.astype(np.float32)
+        assert data is not None
         params = bias_params(tensor_params[data.name or ""].scale, weight.scale)
         exact = np.rint(bias / np.broadcast_to(params.scale, bias.shape))
         if np.any(np.abs(exact) > 2**31 - 1):
             self.stats["bias_saturated"] += 1
             logger.warning("bias of %s saturates int32; its tiny input scale clips it", plan.name)
         stored = self.initializer(f"{plan.name}_bias_quantized", quantize(bias, params))
-        dq = self.qdq_node("DequantizeLinear", stored, f"{plan.name}_bias", params)
-        dq.outputs[0].shape = bias_value.shape
+        dq = self.qdq_node(
+            "DequantizeLinear", stored, f"{plan.name}_bias", params, zero_point=False
+        )
+        dq.outputs[0].shape = ir.Shape(bias.shape)
         self.graph.insert_before(node, dq)
-        node.replace_input_with(plan.bias_input, dq.outputs[0])
+        self._set_bias(node, slot, dq.outputs[0])
         self.stats["bias_int32"] += 1
-
-    def _shift_float_bias(self, node: ir.Node, plan: NodePlan, delta: np.ndarray) -> None:
-        slot = 2  # Conv, ConvTranspose and Gemm all take the bias third
-        current = _const(node.inputs[slot]) if len(node.inputs) > slot else None
-        base = np.zeros(delta.shape, dtype=np.float32) if current is None else current
-        value = self.initializer(f"{plan.name}_bias_corrected", (base + delta).astype(np.float32))
-        if len(node.inputs) <= slot:
-            node.resize_inputs(slot + 1)
-        node.replace_input_with(slot, value)
-        self.stats["bias_corrected"] += 1
 
     def remove_unused(self, before: set[str]) -> None:
         """Drop float weights and Constant nodes that nothing reads any more."""

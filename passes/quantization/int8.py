@@ -29,7 +29,7 @@ from .rules import RuleSet
 if TYPE_CHECKING:
     from .quantize import QuantizePass
 
-__all__ = ["Int8Builder", "prepare", "quantize_int8"]
+__all__ = ["Int8Builder", "element_types", "prepare", "quantize_int8"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ class Int8Builder:
         return model
 
 
-def _dtypes(model: ir.Model) -> dict[str, ir.DataType | None]:
+def element_types(model: ir.Model) -> dict[str, ir.DataType | None]:
+    """Element type of every value ONNX shape inference can type (the planner's input)."""
     return {name: info[1] for name, info in inferred_values(model).items()}
 
 
@@ -112,13 +113,14 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
     if options.calib_samples is not None:
         source = limit_samples(source, options.calib_samples)
     modified = prepare(model, rules, stats)
-    dtypes = _dtypes(model)
+    dtypes = element_types(model)
     full = make_plan(
         model, rules, exclude=options.exclude, per_channel=options.per_channel, dtypes=dtypes
     )
-    if not full.linear() and not full.nodes:
+    if not full.nodes:
         logger.info("quantize: nothing to quantize under rules %s", rules.name)
         stats["quantized_layers"] = 0
+        _record_plan(pass_.details, full, [])
         return modified
     names = calibration_candidates(model, rules, dtypes)
     calibration: Calibration = calibrate(model, names, source)
@@ -155,6 +157,7 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
         )
         if verdict is None:  # even the best mix is slower than float: ship float
             stats["quantized_layers"] = 0
+            _record_plan(pass_.details, builder.plan(list(full.nodes)), list(full.nodes))
             return modified
         fallback = verdict
     final_plan = builder.plan(fallback)
@@ -162,10 +165,14 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
     stats["quantized_layers"] = len(final_plan.linear())
     stats["quantized_nodes"] = len(final_plan.nodes)
     stats["fallback_layers"] = len(fallback)
-    pass_.details["plan"] = {
-        "rules": rules.name,
-        "quantized": sorted(final_plan.nodes),
-        "float": sorted(fallback),
-        "skipped": dict(sorted(final_plan.skipped.items())),
-    }
+    _record_plan(pass_.details, final_plan, fallback)
     return True
+
+
+def _record_plan(details: dict[str, Any], plan: QuantPlan, fallback: list[str]) -> None:
+    details["plan"] = {
+        "rules": plan.rules.name,
+        "quantized": sorted(plan.nodes),
+        "float": sorted(fallback),
+        "skipped": dict(sorted(plan.skipped.items())),
+    }

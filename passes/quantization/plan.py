@@ -10,9 +10,11 @@ steps over the main graph, in topological order:
    an int8 kernel join when all their activation inputs are already quantized; a Relu or a
    Clip(0, c) that is the only reader of a quantized output is absorbed into that output's Q.
    TensorRT instead gets Q/DQ on the residual input of an Add fed by an anchor.
-3. **Pruning**: a non-anchor op whose output no quantized op reads is dropped again (its Q
-   would only be followed by a DQ back to float), repeatedly; optional outputs (QGemm,
-   MatMulIntegerToFloat) are quantized only when a quantized op reads them.
+3. **Pruning**: a unary or data-movement op whose output no quantized op reads is dropped
+   again (its Q would only be followed by a DQ back to float, and it costs the same in float),
+   repeatedly; binary / variadic ops stay (they read integers instead of two DQs), and
+   optional outputs (QGemm, MatMulIntegerToFloat) are quantized only when a quantized op
+   reads them.
 
 Every tensor that gets a Q has a :class:`TensorPlan` saying where its grid comes from:
 calibration, the input's grid (pass-through ops, so the runtime can drop the Q/DQ pair), a fixed
@@ -306,7 +308,9 @@ class _Planner:
             for name, plan in list(self.nodes.items()):
                 if plan.output is None or readers.get(plan.output, 0):
                     continue
-                if plan.weight_input is None and plan.rule.role != "linear":
+                # unary and data-movement ops cost the same in float; a binary op (or a fixed
+                # output grid, NNAPI Softmax) still reads integers and keeps its partition whole
+                if plan.rule.role in ("unary", "passthrough") and plan.rule.fixed_output is None:
                     del self.nodes[name]
                     self.quantized_out.pop(plan.output, None)
                     self.skip(by_name[name], "no quantized op reads its output")

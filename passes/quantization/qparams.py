@@ -149,12 +149,12 @@ def weight_params(
     qt: QType,
     axis: int | None,
     *,
-    clip_ratio: np.ndarray | float = 1.0,
+    min_scale: np.ndarray | float = 0.0,
 ) -> QuantParams:
     """Symmetric parameters for a weight: per-tensor (``axis=None``) or per channel of ``axis``.
 
-    ``clip_ratio`` (scalar or one per channel) shrinks the range below the absolute maximum,
-    as an MSE search over clipping thresholds chooses.
+    ``min_scale`` (scalar or one per channel) raises the scale where the bias would not fit an
+    int32 of scale ``s_input * s_weight`` (a nearly dead channel with a live bias).
     """
     w = np.asarray(weight, dtype=np.float32)
     if axis is None:
@@ -163,8 +163,7 @@ def weight_params(
         axis = axis % w.ndim
         reduce = tuple(i for i in range(w.ndim) if i != axis)
         bound = np.max(np.abs(w), axis=reduce).astype(np.float64) if w.size else np.zeros(0)
-    bound = bound * np.asarray(clip_ratio, dtype=np.float64)
-    scale = np.maximum(bound / qt.qmax, _MIN_SCALE).astype(np.float32)
+    scale = np.maximum(np.maximum(bound / qt.qmax, min_scale), _MIN_SCALE).astype(np.float32)
     zeros: np.ndarray = np.zeros(scale.shape, dtype=qt.numpy)
     return QuantParams(scale, zeros, qt, axis=axis)
 
@@ -174,7 +173,7 @@ def bias_params(input_scale: np.ndarray, weight_scale: np.ndarray) -> QuantParam
     scale = (np.float32(input_scale) * np.asarray(weight_scale, dtype=np.float32)).astype(
         np.float32
     )
-    scale = np.maximum(scale, np.float32(_MIN_SCALE))
+    scale = np.maximum(scale, np.finfo(np.float32).tiny)
     axis = None if scale.ndim == 0 else 0
     return QuantParams(scale, np.zeros(scale.shape, dtype=np.int32), INT32, axis=axis)
 

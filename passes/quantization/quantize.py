@@ -30,12 +30,12 @@ from typing import Any, Literal
 
 import onnx_ir as ir
 
-from irpass.errors import DataError, PassOptionError
+from irpass.errors import DataError
 from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
 from .calibrate import METHODS
-from .rules import get_rules, rule_set_names
+from .rules import RuleSet, get_rules, rule_set_names
 
 __all__ = ["QuantizePass"]
 
@@ -45,12 +45,9 @@ Mode = Literal["int8", "fp16", "int4w", "int8w"]
 
 
 def _default_rules(target: Any) -> str:
-    """The rule set a target profile names, else ONNX Runtime on this machine."""
-    for holder in (target, getattr(target, "quantization", None)):
-        name = getattr(holder, "rules", None) or getattr(holder, "quant_rules", None)
-        if isinstance(name, str):
-            return name
-    return "ort"
+    """The rule set a target profile names (``quantization_rules``), else ``ort``."""
+    name = getattr(target, "quantization_rules", None)
+    return name if isinstance(name, str) and name else "ort"
 
 
 @register
@@ -147,9 +144,6 @@ class QuantizePass(IrpassPass):
             logger.warning("calibrating on random inputs: the quantized ranges are not meaningful")
         return source
 
-    def rules(self) -> Any:
+    def rules(self) -> RuleSet:
         """The :class:`~.rules.RuleSet` of this run."""
-        try:
-            return get_rules(self.rule_set_name())
-        except PassOptionError:
-            raise
+        return get_rules(self.rule_set_name())

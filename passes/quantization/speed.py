@@ -42,9 +42,6 @@ __all__ = ["LatencyProbe", "OrtLatencyProbe", "keep_float_where_slower", "layer_
 
 logger = logging.getLogger(__name__)
 
-#: Whole-model rounds of falling back before giving up on quantization.
-MAX_ROUNDS = 4
-
 
 class LatencyProbe(Protocol):
     """Times candidates against a baseline on the same feeds."""
@@ -232,8 +229,9 @@ def keep_float_where_slower(
     if slow:
         candidates["per_layer"] = list(fallback) + slow
     remaining = [n for n in order if n not in slow]
+    base = list(fallback) + slow
     history = details.setdefault("model_latency_ratio", {})
-    for _round in range(MAX_ROUNDS):
+    while True:  # halving the remaining layers: log2(layers) rounds at most
         built = {name: builder.build(layers) for name, layers in candidates.items()}
         measured = probe.ratios(builder.float_model, built, feeds, whole=True)
         history.update(
@@ -247,9 +245,9 @@ def keep_float_where_slower(
             return chosen
         if not remaining:
             break
-        base = candidates.get("per_layer", candidates["all"])
         half = max(1, len(remaining) // 2)
-        candidates = {"fewer": base + remaining[:half]}
+        base = base + remaining[:half]
+        candidates = {"fewer": base}
         remaining = remaining[half:]
     stats["kept_float_slower"] = 1
     logger.warning("quantize: the int8 model is not faster than float on this machine; kept float")

@@ -259,7 +259,11 @@ def _unfused(model: ir.Model) -> list[Violation]:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(target)
         options.log_severity_level = 3
-        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - any load failure is the finding
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return [Violation("model", f"ONNX Runtime cannot load it: {first}")]
         optimized = onnx.load(str(target), load_external_data=False)
     producers = {out: node for node in optimized.graph.node for out in node.output}
     found = []

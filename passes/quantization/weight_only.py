@@ -163,10 +163,9 @@ def _to_matmulnbits(
     graph.remove(node, safe=True)
 
 
-def _to_dequantize(graph: ir.Graph, node: ir.Node, q: BlockQuantized) -> None:
+def _to_dequantize(graph: ir.Graph, node: ir.Node, q: BlockQuantized, rows: int) -> None:
     weight_value = node.inputs[1]
     assert weight_value is not None
-    rows = int(_const(weight_value).shape[0])  # type: ignore[union-attr]
     transposed = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
     codes = q.codes[:rows] if not transposed else q.codes[:rows].T
     dtype = ir.DataType.INT4 if q.bits == 4 else ir.DataType.INT8
@@ -202,8 +201,6 @@ def quantize_weights_only(model: ir.Model, pass_: QuantizePass) -> bool:
     options = pass_.options
     bits = 4 if options.mode == "int4w" else 8
     ort = pass_.rule_set_name().startswith("ort")
-    graph = model.graph
-    name_nodes(graph)
     if not ort and (default_opset(model) or 0) < 21:
         from irpass.passes.canonicalize.upgrade_opset import UpgradeOpsetPass
 
@@ -212,6 +209,8 @@ def quantize_weights_only(model: ir.Model, pass_: QuantizePass) -> bool:
                 "blocked DequantizeLinear needs opset 21 and the model could not be upgraded",
                 hint="use rules=ort (MatMulNBits works at any opset) or upgrade the model first",
             )
+    graph = model.graph  # after the upgrade, which may rebuild it
+    name_nodes(graph)
     before = set(graph.initializers)
     changed = 0
     for node in list(graph):
@@ -232,7 +231,7 @@ def quantize_weights_only(model: ir.Model, pass_: QuantizePass) -> bool:
         if ort:
             _to_matmulnbits(graph, node, quantized, bias, weight.shape[0])
         else:
-            _to_dequantize(graph, node, quantized)
+            _to_dequantize(graph, node, quantized, weight.shape[0])
         changed += 1
     used = {v.name for n in graph.all_nodes() for v in n.inputs if v is not None}
     for name in list(graph.initializers):
