@@ -145,7 +145,7 @@ def _rank(value: ir.Value | None) -> int | None:
     if producer is not None and producer.op_type == "ConstantOfShape" and producer.inputs:
         # weights of old exporters: the rank is the length of the (constant) shape input
         shape = ir.convenience.get_const_tensor(producer.inputs[0]) if producer.inputs[0] else None
-        return int(shape.shape[0]) if shape is not None and len(shape.shape) == 1 else None
+        return int(shape.numpy().size) if shape is not None and len(shape.shape) == 1 else None
     return None
 
 
