@@ -3,10 +3,11 @@
 Scorers implement the small :class:`Importance` protocol:
 
 - :class:`MagnitudeImportance` (``l1`` / ``l2``): group-reduced weight magnitude. Every weight
-  that owns the channel (a producer's output slice) or reads it (a consumer's input slice)
-  contributes ``sum |w|^p`` over its slice; the group's total is the score, so a residual
-  channel counts all the layers it feeds and comes from. This is Torch-Pruning's
-  ``GroupMagnitudeImportance`` up to its mean over members (same ranking within a group).
+  that owns the channel (a producer's output slice) or reads it (a consumer's input slice),
+  and every norm scale of it, contributes ``sum |w|^p`` over its slice; the group's total is
+  the score, so a residual channel counts all the layers it feeds and comes from. This is
+  Torch-Pruning's ``GroupMagnitudeImportance`` (which also counts BatchNorm / LayerNorm
+  weights) up to its mean over members.
 - :class:`BNScaleImportance` (``bn``): ``|gamma|`` of the BatchNormalization /
   InstanceNormalization / LayerNormalization scales in the group (network slimming). A group
   without a norm scale (e.g. after ``fuse`` folded BN into the Conv) falls back to ``l2``; the
@@ -39,7 +40,7 @@ __all__ = [
     "channel_energy",
 ]
 
-_WEIGHT_ROLES = ("weight_out", "weight_in")
+_WEIGHT_ROLES = ("weight_out", "weight_in", "norm_scale")
 
 
 class Importance(Protocol):
@@ -63,7 +64,7 @@ def _per_class(tensor_axis: TensorAxis, values: np.ndarray, channels: int) -> np
 
 
 class MagnitudeImportance:
-    """Group-reduced ``sum |w|^p`` over the weights that own or read each channel."""
+    """Group-reduced ``sum |w|^p`` over the weights and norm scales of each channel."""
 
     name: ClassVar[str] = "l2"
 

@@ -43,13 +43,15 @@ def test_l2_sums_producer_rows_and_consumer_columns() -> None:
     model = _model()
     group = group_with(analyze_channels(model), "w1", -4)
     scores = MagnitudeImportance(2).score(group)
-    # channel c: |W1[c]|^2 + |W2[:, c]|^2
-    np.testing.assert_allclose(scores, [2 + 1, 4 + 1, 9 + 0.25])
+    # channel c: |W1[c]|^2 + |W2[:, c]|^2 + gamma[c]^2
+    np.testing.assert_allclose(scores, [2 + 1 + 0.25, 4 + 1 + 16, 9 + 0.25 + 1])
 
 
 def test_l1_uses_absolute_values() -> None:
     group = group_with(analyze_channels(_model()), "w1", -4)
-    np.testing.assert_allclose(MagnitudeImportance(1).score(group), [2 + 1, 2 + 1, 3 + 0.5])
+    np.testing.assert_allclose(
+        MagnitudeImportance(1).score(group), [2 + 1 + 0.5, 2 + 1 + 4, 3 + 0.5 + 1]
+    )
 
 
 def test_bn_scale_is_the_absolute_gamma() -> None:
