@@ -22,6 +22,10 @@ node is worth materializing, taken per node by its consumers and sizes:
 4. otherwise (e.g. a 100 MB ``Expand``/``Tile``/``ConstantOfShape`` that only feeds an ``Add``)
    the node stays: storing its result would inflate the file and buy nothing at run time.
 
+onnxscript writes the shapes it resolves as ``Constant <value_ints=...>``, an attribute form
+that exists from opset 12 on; in older models such Constants are rewritten to the
+``value`` tensor form every opset accepts.
+
 Never folded: ``QuantizeLinear``/``DequantizeLinear`` (they *are* the quantized weight format),
 random ops, custom-domain ops (passed through untouched). Nodes whose inputs are graph inputs
 are not folded either; run ``inputs_to_initializers`` first on IR < 4 models.
@@ -46,6 +50,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.optimizer._constant_folding import FoldConstantsPass as _OnnxscriptFolder
 
+from irpass.ir import default_opset
 from irpass.pass_base import IrpassPass, all_graphs, option
 from irpass.registry import register
 
@@ -219,6 +224,31 @@ def _fold_constant_of_shape(model: ir.Model, should_fold: Callable[[ir.Node], bo
     return folded
 
 
+#: Constant attributes other than ``value`` (opset 12+), with the numpy dtype they hold.
+_CONSTANT_FORMS = {
+    "value_int": np.int64,
+    "value_ints": np.int64,
+    "value_float": np.float32,
+    "value_floats": np.float32,
+}
+
+
+def _constants_as_tensors(model: ir.Model) -> None:
+    """Rewrite ``Constant <value_ints=...>`` (and the other forms) to ``value=`` tensors."""
+    for graph in all_graphs(model):
+        for node in graph:
+            if node.op_type != "Constant" or not is_onnx_domain(node.domain):
+                continue
+            for name, dtype in _CONSTANT_FORMS.items():
+                attr = node.attributes.get(name)
+                if attr is None:
+                    continue
+                array = np.array(attr.value, dtype=dtype)
+                del node.attributes[name]
+                tensor = ir.Tensor(array, name=node.outputs[0].name)
+                node.attributes["value"] = ir.AttrTensor("value", tensor)
+
+
 @register
 class FoldConstantsPass(IrpassPass):
     """Fold constant subgraphs into initializers, by consumer and size (weights always)."""
@@ -288,6 +318,9 @@ class FoldConstantsPass(IrpassPass):
             should_fold=should_fold,
         )
         result = folder(model)
+        opset = default_opset(model)
+        if result.modified and opset is not None and opset < 12:
+            _constants_as_tensors(model)
         if kept:
             self.stats["kept_large"] += len(kept)
         removed = nodes_before - count_nodes(model)
