@@ -129,10 +129,22 @@ def name_nodes(graph: ir.Graph) -> int:
 
 
 def _const_array(value: ir.Value | None) -> np.ndarray | None:
-    if value is None:
+    """A constant's array, or None (activations, and graph inputs with a default value).
+
+    The user may feed a graph input that has a default, so it is never frozen into a
+    quantized weight.
+    """
+    if value is None or value.is_graph_input():
         return None
     tensor = ir.convenience.get_const_tensor(value)
     return None if tensor is None else tensor.numpy()
+
+
+def _scalar(array: np.ndarray | None) -> float | None:
+    """The value of a constant holding exactly one element (any rank), else None."""
+    if array is None or np.size(array) != 1:
+        return None
+    return float(np.asarray(array).reshape(-1)[0])
 
 
 def _is_float(value: ir.Value | None, dtypes: Mapping[str, ir.DataType | None]) -> bool:
@@ -279,11 +291,12 @@ class _Planner:
             return
         if node.op_type == "Clip":
             bounds = [_const_array(v) for v in node.inputs[1:3]]
-            low = bounds[0] if bounds else None
-            if low is None or float(np.asarray(low)) != 0.0:
+            # exporters write the bounds as scalars or as 1-element tensors
+            low, high = (_scalar(b) for b in (bounds + [None, None])[:2])
+            if low != 0.0:
                 self.skip(node, "only Clip(0, c) folds into a quantized output")
                 return
-            if len(bounds) > 1 and bounds[1] is not None and float(np.asarray(bounds[1])) <= 0:
+            if high is not None and high <= 0:
                 return
         producer = self.quantized_out.pop(value.name or "")
         out = node.outputs[0].name or ""
