@@ -208,7 +208,13 @@ class _Planner:
         bias = layout.bias_input
         if bias is not None:
             bias_array = _const_array(node.inputs[bias])
-            if bias_array is None or bias_array.ndim > 1:
+            # an int32 bias is one value per output channel; a scalar or broadcast bias
+            # (Gemm's C may be (), (1,) or 2-D) stays float
+            weight_array = _const_array(weight)
+            assert weight_array is not None  # checked above
+            channels = layout.out_channels(weight_array.shape)
+            vector = bias_array is not None and bias_array.shape == (channels,)
+            if not vector:
                 bias = None if bias_array is None or rule.bias == "int32" else bias
         return NodePlan(
             node.name or "",

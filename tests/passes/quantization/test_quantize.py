@@ -246,3 +246,23 @@ def test_weights_and_biases_with_defaults_stay_inputs_the_model_reads():
     assert {"w1", "b1"} <= set(model.graph.initializers)
     first = next(n for n in model.graph if n.op_type == "Conv" and n.inputs[0].name == "x")
     assert first.inputs[1].name == "w1" and first.inputs[2].name == "b1"
+
+
+@pytest.mark.parametrize(
+    "bias", ["float c = {0.5}", "float[1] c = {0.5}", "float[1,3] c = {1,2,3}"]
+)
+def test_gemm_with_a_broadcast_bias_quantizes(bias):
+    # a scalar C was quantized as a per-channel int32 bias and failed to broadcast
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,6] x, float[3,6] w) => (float[N,3] y) <{bias}> {{
+      y = Gemm<transB=1>(x, w, c)
+    }}"""
+    model = build(text, ["w"])
+    reference = build(text, ["w"])
+    options = OPTIONS + ",bias_correction=false"  # the bias stays as given, not per channel
+    pass_ = run_quantize(model, gaussian_source({"x": (4, 6)}), options)
+    assert pass_.stats["quantized_layers"] == 1
+    x = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
+    got, want = run_ir(model, {"x": x})["y"], run_ir(reference, {"x": x})["y"]
+    assert sqnr_db(want, got) > 25
