@@ -147,6 +147,11 @@ def _scalar(array: np.ndarray | None) -> float | None:
     return float(np.asarray(array).reshape(-1)[0])
 
 
+def _has_default(value: ir.Value | None) -> bool:
+    """A graph input with an initializer of the same name (overridable, IR >= 4)."""
+    return value is not None and value.is_graph_input() and value.is_initializer()
+
+
 def _is_float(value: ir.Value | None, dtypes: Mapping[str, ir.DataType | None]) -> bool:
     if value is None:
         return False
@@ -234,6 +239,10 @@ class _Planner:
                 continue
             if _excluded(node, self.exclude):
                 self.skip(node, "excluded")
+                continue
+            if any(_has_default(v) for v in node.inputs):
+                # neither a constant (the user may feed it) nor an activation calibration sees
+                self.skip(node, "reads a graph input with a default value")
                 continue
             if rule.role == "linear":
                 planned = self.anchor(node, rule)

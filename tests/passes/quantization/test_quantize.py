@@ -266,3 +266,20 @@ def test_gemm_with_a_broadcast_bias_quantizes(bias):
     x = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
     got, want = run_ir(model, {"x": x})["y"], run_ir(reference, {"x": x})["y"]
     assert sqnr_db(want, got) > 25
+
+
+def test_a_matmul_reading_a_weight_with_a_default_stays_float():
+    # the overridable weight became an activation operand whose range calibration never
+    # measured (KeyError: no calibrated range)
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,4] x, float[4,8] w, float[8,3] v) => (float[N,3] y) {
+      h = MatMul(x, w)
+      r = Relu(h)
+      y = MatMul(r, v)
+    }"""
+    model = build(text, ["w", "v"])
+    model.graph.inputs.append(model.graph.initializers["w"])
+    pass_ = run_quantize(model, gaussian_source({"x": (4, 4)}), OPTIONS)
+    assert pass_.stats["quantized_layers"] == 1
+    assert next(n for n in model.graph if n.op_type == "MatMul").inputs[1].name == "w"
