@@ -39,7 +39,7 @@ def serialized(model: ir.Model | onnx.ModelProto | bytes) -> bytes:
     if isinstance(model, bytes):
         return model
     proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
-    return proto.SerializeToString()
+    return proto.SerializeToString(deterministic=True)
 
 
 def assert_unchanged(
