@@ -36,7 +36,7 @@ from irpass.fuzz.check import VARIANTS, Case, Reference, cases, check_case
 from irpass.fuzz.graphs import models
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _results import write_results  # noqa: E402
+from _results import write_results
 
 #: Models kept per distinct (case, kind, message) finding.
 KEEP_PER_FINDING = 3

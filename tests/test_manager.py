@@ -187,6 +187,6 @@ def test_caller_built_model_out_of_order_is_sorted_and_runs() -> None:
     model = _model()
     matmul = list(model.graph)[-1]
     model.graph.remove(matmul)
-    model.graph.insert_before(list(model.graph)[0], matmul)
+    model.graph.insert_before(next(iter(model.graph)), matmul)
     result = PipelineRunner("t_remove_one_identity").run(model)
     assert [n.op_type for n in result.model.graph] == ["Identity", "Identity", "MatMul"]

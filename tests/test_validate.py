@@ -181,7 +181,7 @@ def test_ir_dangling_input_found_by_identity_even_when_a_name_matches() -> None:
 
 
 def test_ir_two_values_with_one_name_are_two_producers() -> None:
-    model, relu, neg = _chain()
+    model, _relu, neg = _chain()
     neg.outputs[0].name = "a"
     model.graph.outputs[0] = neg.outputs[0]
     with pytest.raises(
@@ -198,7 +198,7 @@ def test_ir_unproduced_graph_output() -> None:
 
 
 def test_ir_unsorted_nodes_are_reported_and_to_ir_sorts_them() -> None:
-    model, relu, neg = _chain()
+    model, relu, _neg = _chain()
     model.graph.remove(relu)
     model.graph.append(relu)
     assert validate_model(model) is True
@@ -267,5 +267,5 @@ def test_ir_function_bodies_are_checked() -> None:
     )
     model, _, _ = _chain()
     model.functions[function.identifier()] = function
-    with pytest.raises(UnsupportedModelError, match="function f::F.*reads 'q'"):
+    with pytest.raises(UnsupportedModelError, match=r"function f::F.*reads 'q'"):
         validate_model(model)

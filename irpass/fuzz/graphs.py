@@ -136,7 +136,7 @@ class Builder:
     ) -> tuple[list[str], dict[str, Any]]:
         """Axes as an attribute before opset ``since``, as an input from it on."""
         if self.opset >= since:
-            return data + [self.ints(axes)], attrs
+            return [*data, self.ints(axes)], attrs
         return data, {**attrs, "axes": axes}
 
 
@@ -165,7 +165,7 @@ def _const_shape(b: Builder, x: Val) -> tuple[int, ...]:
     options: list[tuple[int, ...]] = [(), (1,), tuple(tail[-1:])]
     if x.rank >= 2:
         options.append(tuple(tail[1:]))
-        options.append(tuple([1] + tail[1:]))
+        options.append(tuple([1, *tail[1:]]))
     if x.rank == 4:
         options.append((tail[1], 1, 1))  # per channel
         options.append((1, tail[1], 1, 1))
@@ -407,7 +407,7 @@ def matmul(b: Builder, x: Val) -> Val | None:
         return None
     k = x.shape[-1]
     n = b.draw(st.integers(1, 12), label="n")
-    y = b.node("MatMul", [x.name, b.weight((k, n), fan_in=k)], x.shape[:-1] + (n,))
+    y = b.node("MatMul", [x.name, b.weight((k, n), fan_in=k)], (*x.shape[:-1], n))
     if b.draw(st.booleans(), label="bias"):
         y = b.node(
             "Add",
@@ -471,11 +471,11 @@ def mlp_block(b: Builder, x: Val) -> Val | None:
         return None
     k = x.shape[-1]
     hidden = b.draw(st.sampled_from([16, 32, 48]), label="hidden")
-    y = b.node("MatMul", [x.name, b.weight((k, hidden), fan_in=k)], x.shape[:-1] + (hidden,))
+    y = b.node("MatMul", [x.name, b.weight((k, hidden), fan_in=k)], (*x.shape[:-1], hidden))
     y = b.node("Add", [y.name, b.weight((hidden,))], y.shape)
     y = b.node(b.draw(st.sampled_from(["Relu", "Tanh", "Sigmoid"]), label="act"), [y.name], y.shape)
     n = b.draw(st.integers(1, 8), label="n")
-    return b.node("MatMul", [y.name, b.weight((hidden, n), fan_in=hidden)], x.shape[:-1] + (n,))
+    return b.node("MatMul", [y.name, b.weight((hidden, n), fan_in=hidden)], (*x.shape[:-1], n))
 
 
 def flatten(b: Builder, x: Val) -> Val | None:
@@ -535,7 +535,7 @@ def unsqueeze_squeeze(b: Builder, x: Val) -> Val | None:
     if x.rank > 4:
         return None
     axis = b.draw(st.integers(1, x.rank), label="axis")
-    shape = x.shape[:axis] + (1,) + x.shape[axis:]
+    shape = (*x.shape[:axis], 1, *x.shape[axis:])
     inputs, attrs = b.axes_form("Unsqueeze", [x.name], [axis], since=13)
     y = b.node("Unsqueeze", inputs, shape, **attrs)
     if b.draw(st.booleans(), label="squeeze"):
@@ -673,7 +673,7 @@ def layernorm(b: Builder, x: Val) -> Val | None:
     if b.opset >= 17 and b.draw(st.booleans(), label="fused"):
         return b.node("LayerNormalization", [x.name, scale, bias], x.shape, axis=-1, epsilon=1e-5)
     inputs, attrs = b.axes_form("ReduceMean", [x.name], [-1], since=18)
-    mean = b.node("ReduceMean", inputs, x.shape[:-1] + (1,), **attrs)
+    mean = b.node("ReduceMean", inputs, (*x.shape[:-1], 1), **attrs)
     diff = b.node("Sub", [x.name, mean.name], x.shape)
     square = b.node("Mul", [diff.name, diff.name], x.shape)
     inputs, attrs = b.axes_form("ReduceMean", [square.name], [-1], since=18)
@@ -807,7 +807,8 @@ SHAPE_PRESERVING: tuple[Callable[[Builder, Val], Val | None], ...] = (
     fp16_roundtrip,
 )
 #: Every op maker the main graph draws from (weighted ops, which most passes target, twice).
-ALL_MAKERS: tuple[Callable[[Builder, Val], Val | None], ...] = SHAPE_PRESERVING + (
+ALL_MAKERS: tuple[Callable[[Builder, Val], Val | None], ...] = (
+    *SHAPE_PRESERVING,
     twice,
     conv,
     conv,

@@ -307,7 +307,7 @@ class _Planner:
         if node.op_type == "Clip":
             bounds = [_const_array(v) for v in node.inputs[1:3]]
             # exporters write the bounds as scalars or as 1-element tensors
-            low, high = (_scalar(b) for b in (bounds + [None, None])[:2])
+            low, high = (_scalar(b) for b in ([*bounds, None, None])[:2])
             if low != 0.0:
                 self.skip(node, "only Clip(0, c) folds into a quantized output")
                 return
