@@ -5,7 +5,8 @@ One :class:`Case` per registered built-in pass (default options, plus the option
 a model and returns a :class:`Finding` when a promise is broken:
 
 - ``raised``: the pass raised on a valid model (a pass may refuse a rewrite, not crash);
-- ``warning``: it let a numpy ``RuntimeWarning`` escape (users would see it printed);
+- ``warning``: it let a numpy ``RuntimeWarning`` escape, or left the model in a state
+  onnx-ir warns about when saving it (users would see either printed);
 - ``unreported``: it said it changed nothing, yet the computation differs (nodes,
   initializers, inputs or outputs; shape annotations, ``value_info`` and the dims of
   graph outputs, are not counted);
@@ -25,6 +26,7 @@ batch dimension set to 2 so that a rewrite that bakes in a batch of 1 shows.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -167,6 +169,24 @@ def _interface(proto: onnx.ModelProto) -> list[tuple[str, str, int, bool, bool]]
     ]
 
 
+class _OnnxIrWarnings(logging.Handler):
+    """Collects what onnx-ir logs at WARNING or above while the block runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _OnnxIrWarnings:
+        logging.getLogger("onnx_ir").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("onnx_ir").removeHandler(self)
+
+
 def _run(model: ir.Model, case: Case, context: PassContext) -> bool:
     """Run ``case`` on ``model`` in place; return whether it reports a change."""
     if case.pipeline:
@@ -203,7 +223,10 @@ def check_case(reference: Reference, case: Case) -> tuple[bool, Finding | None]:
     if runtime:
         where = f"{runtime[0].filename}:{runtime[0].lineno}"
         return finding("warning", f"{runtime[0].message} ({where})")
-    proto = ir.to_proto(model)
+    with _OnnxIrWarnings() as logged:
+        proto = ir.to_proto(model)
+    if logged.messages:
+        return finding("warning", f"onnx-ir on save: {logged.messages[0]}")
     if not modified:
         if _computation(proto) != reference.baseline:
             return finding("unreported", "reported no change but the model differs")

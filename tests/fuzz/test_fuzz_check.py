@@ -71,6 +71,20 @@ class _Breaks(IrpassPass):
         return ir.passes.PassResult(model, True)
 
 
+@_register
+class _Untyped(IrpassPass):
+    """Gives a value a shape but no type (onnx-ir warns when serializing it)."""
+
+    name = "t_fuzz_untyped"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        value = next(n for n in model.graph if n.op_type == "Identity").outputs[0]
+        value.type = None
+        value.shape = ir.Shape([2, 4])
+        return ir.passes.PassResult(model, True)
+
+
 @pytest.fixture(scope="module")
 def reference() -> Reference:
     return Reference(onnx.parser.parse_model(MODEL))
@@ -83,6 +97,7 @@ def reference() -> Reference:
         ("t_raise", "raised"),
         ("t_fuzz_silent_change", "unreported"),
         ("t_fuzz_warns", "warning"),
+        ("t_fuzz_untyped", "warning"),
         ("t_fuzz_breaks", "invalid"),
     ],
 )
