@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx_ir as ir
 
-from irpass.errors import IrpassError, UnsupportedModelError
+from irpass.errors import LoweringError, UnsupportedModelError
 from irpass.importing import import_callable
 from irpass.ir import save_model
 
@@ -60,10 +60,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 #: What runs after export: torch's whole optimizer, constant folding only, or nothing.
 Optimize = Literal["full", "fold", "none"]
-
-
-class LoweringError(IrpassError):
-    """A PyTorch module could not be turned into ONNX."""
 
 
 def require_torch() -> Any:

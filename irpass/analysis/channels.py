@@ -53,7 +53,6 @@ import onnx_ir as ir
 
 from irpass.analysis import channel_rules
 from irpass.analysis.shapes import ValueInfo, inferred_values
-from irpass.pass_base import all_graphs
 
 __all__ = [
     "ChannelAnalysis",
@@ -621,7 +620,7 @@ def analyze_channels(
         progress: Called with the name of each graph analysed.
     """
     builder = _Builder(model, attention=attention, ignore=ignore)
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         if progress is not None:
             progress(graph.name or "main graph")
         builder.run_graph(graph)

@@ -44,7 +44,7 @@ import onnx_ir as ir
 from irpass.analysis.channels import ChannelAnalysis, ChannelGroup, analyze_channels
 from irpass.context import limit_samples
 from irpass.errors import PassOptionError
-from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.pass_base import IrpassPass, option
 from irpass.passes.canonicalize.inputs_to_initializers import ConvertInputsToInitializersPass
 from irpass.passes.pruning.handlers import Surgery, handler_for
 from irpass.passes.pruning.importance import (
@@ -231,7 +231,7 @@ class PrunePass(IrpassPass):
 
     def _cut(self, model: ir.Model, masks: Any) -> None:
         surgery = Surgery(model, masks)
-        for graph in all_graphs(model):
+        for graph in model.graphs():
             for node in list(graph):
                 handler_for(node)(node, surgery)
         missed = surgery.unsliced_constants()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pathlib
 
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
 from irpass.ir import load_model
@@ -14,6 +13,8 @@ from irpass.search.executors import SerialExecutor
 from irpass.search.search import SearchOptions, run_search
 from irpass.search.space import Knob, SearchSpace
 from irpass.search.worker import DataRef, EvalSettings
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MLP = REPO / "models" / "trained" / "digits_mlp.onnx"
@@ -28,7 +29,7 @@ def _settings(executor) -> EvalSettings:
         reference=executor.share(MLP),
         eval_data=DataRef(str(TEST), executor.share(TEST)),
         labels=DataRef(str(TEST), executor.share(TEST)),
-        plugins=("passes_for_tests",),
+        plugins=("plugin_passes_for_tests",),
     )
 
 
