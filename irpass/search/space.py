@@ -23,7 +23,7 @@ from irpass.pipeline import OptionValue, Step, expand_presets, format_pipeline, 
 __all__ = ["Knob", "SearchSpace", "default_knobs", "split_lossless_prefix"]
 
 #: Levels tried for passes that take a fraction (pruning ratio, low-rank parameter ratio).
-RATIO_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+RATIO_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 #: Options the search varies when a pass of that name is a knob: (option, levels from gentle
 #: to aggressive). quantize's ``max_drop`` is its own fallback budget (top-1 disagreement on
