@@ -47,10 +47,15 @@ class Knob:
     option: str | None
     values: tuple[OptionValue, ...]
     fixed: tuple[tuple[str, OptionValue], ...] = ()
+    #: Per level, several options at once (e.g. a ratio and the per-layer ratios behind it);
+    #: ``values`` then only name the levels.
+    variants: tuple[tuple[tuple[str, OptionValue], ...], ...] = ()
 
     @property
     def levels(self) -> int:
         """Number of levels besides 0 (off)."""
+        if self.variants:
+            return len(self.variants)
         return len(self.values) if self.option is not None else 1
 
     def step(self, level: int) -> Step | None:
@@ -60,7 +65,9 @@ class Knob:
         if not 1 <= level <= self.levels:
             raise ValueError(f"knob {self.name} has levels 0..{self.levels}, not {level}")
         options = dict(self.fixed)
-        if self.option is not None:
+        if self.variants:
+            options.update(self.variants[level - 1])
+        elif self.option is not None:
             options[self.option] = self.values[level - 1]
         return Step(self.pass_name, tuple(options.items()))
 
