@@ -102,6 +102,9 @@ class RunOptions:
         max_fixpoint_iterations: Bound on the repetitions of a ``fixpoint(...)`` group.
         allow_custom_ops: Accept ops from unknown domains (verification is then structural).
         tolerance_scale: Multiplier of the dtype tolerances for equivalence checks.
+        feed_overridable: Also feed random values to float graph inputs that have defaults
+            (IR >= 4), so a pass that freezes one is caught; not done when the pipeline
+            freezes them on purpose (``inputs_to_initializers(freeze_overridable=true)``).
     """
 
     verify: VerifyMode = "each"
@@ -114,6 +117,7 @@ class RunOptions:
     max_fixpoint_iterations: int = 10
     allow_custom_ops: bool = False
     tolerance_scale: float = 1.0
+    feed_overridable: bool = True
 
 
 @dataclasses.dataclass
@@ -228,6 +232,7 @@ class PipelineRunner:
                 model,
                 numeric=numeric,
                 feeds=self.options.feeds,
+                overridable=self.options.feed_overridable and not _freezes_inputs(self.steps),
                 input_shapes=self.options.input_shapes or (),
                 seeds=self.options.seeds,
                 tolerance_scale=self.options.tolerance_scale,
@@ -545,6 +550,17 @@ class PipelineRunner:
             pass_name=step.name,
             reproducer=reproducer,
         ) from exc
+
+
+def _freezes_inputs(steps: list[Step] | tuple[Step, ...]) -> bool:
+    """Whether a step turns overridable graph inputs into constants on purpose."""
+    return any(
+        _freezes_inputs(step.children)
+        if step.is_fixpoint
+        else step.name == "inputs_to_initializers"
+        and bool(step.options_dict().get("freeze_overridable"))
+        for step in steps
+    )
 
 
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:

@@ -116,3 +116,19 @@ class SleepPass(IrpassPass):
         pathlib.Path(os.environ["IRPASS_TEST_MARKER"]).write_text("running")
         time.sleep(60)
         return ir.passes.PassResult(model, False)
+
+
+@_register
+class FreezeInputsSilentlyPass(IrpassPass):
+    """Drops every overridable graph input (a lossless pass must not do that unasked)."""
+
+    name = "t_freeze_inputs"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        kept = [v for v in graph.inputs if v.name not in graph.initializers]
+        changed = len(kept) != len(graph.inputs)
+        graph.inputs.clear()
+        graph.inputs.extend(kept)
+        return ir.passes.PassResult(model, changed)

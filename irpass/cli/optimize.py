@@ -44,6 +44,8 @@ __all__ = [
 
 
 DEFAULT_PIPELINE = "canonicalize,fuse"
+#: The step ``--freeze-inputs`` puts in front of the pipeline.
+FREEZE_STEP = "inputs_to_initializers(freeze_overridable=true)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop at a failing pass (default) or roll it back and continue",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for verification inputs")
+    parser.add_argument(
+        "--freeze-inputs",
+        action="store_true",
+        help="freeze graph inputs that have default values (overridable initializers) into "
+        "constants; by default they stay inputs and verification feeds them",
+    )
     parser.add_argument(
         "--allow-custom-ops",
         action="store_true",
@@ -298,6 +306,8 @@ def _optimize(
         allow_custom_ops=args.allow_custom_ops,
     )
     pipeline = DEFAULT_PIPELINE if args.passes is None else args.passes
+    if args.freeze_inputs:  # recorded in the report's pipeline like any other step
+        pipeline = f"{FREEZE_STEP},{pipeline}"
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),

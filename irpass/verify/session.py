@@ -134,16 +134,27 @@ def random_feeds(
     seed: int = 0,
     dim_values: Mapping[str, int] | None = None,
     default_dim: int = 1,
+    overridable: bool = False,
 ) -> dict[str, np.ndarray]:
     """Seeded random inputs for every session input.
 
     Floats are standard normal, integers uniform in [0, 4), bools uniform. Symbolic or unknown
-    dimensions take ``dim_values[name]`` or ``default_dim``.
+    dimensions take ``dim_values[name]`` or ``default_dim``. With ``overridable``, float graph
+    inputs that have a default value (an initializer of the same name) are fed random values
+    too, so that a rewrite which froze such an input into a constant shows up; integer ones
+    keep their defaults (they are often shapes).
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     dims = dict(dim_values or {})
-    for arg in session.get_inputs():
+    args = list(session.get_inputs())
+    if overridable:
+        args += [
+            a
+            for a in session.get_overridable_initializers()
+            if np.issubdtype(_ORT_TO_NUMPY.get(a.type, np.int64), np.floating)
+        ]
+    for arg in args:
         dtype = _ORT_TO_NUMPY.get(arg.type)
         if dtype is None:
             raise VerificationError(
@@ -173,6 +184,7 @@ def run_model(
     """Run ``session`` on ``feeds`` (extra feeds are ignored); return outputs by name."""
     names = [o.name for o in session.get_outputs()]
     wanted = {i.name for i in session.get_inputs()}
+    wanted |= {i.name for i in session.get_overridable_initializers()}  # defaults fed too
     try:
         values = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
     except Exception as exc:

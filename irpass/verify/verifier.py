@@ -88,6 +88,8 @@ class Verifier:
             (``--input-shapes``).
         seeds: Seeds of the generated feeds (at least two are used).
         tolerance_scale: Multiplier of the dtype tolerances.
+        overridable: Also feed float inputs that have a default value, so that a pass which
+            freezes one into a constant is caught.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Verifier:
         input_shapes: Sequence[Mapping[str, Sequence[int]]] = (),
         seeds: Sequence[int] = (0, 1),
         tolerance_scale: float = 1.0,
+        overridable: bool = False,
     ) -> None:
         self.numeric = numeric
         self.tolerance_scale = tolerance_scale
@@ -128,6 +131,7 @@ class Verifier:
                     lambda feed: run_model(session, feed),
                     seeds=seeds,
                     input_shapes=input_shapes,
+                    overridable=overridable,
                 )
                 outputs = self.plan.outputs
             self.notes.extend(self.plan.notes)
