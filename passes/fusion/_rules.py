@@ -82,6 +82,8 @@ class FusionRule(orp.RewriteRuleClassBase):
         self._reserved: set[str] = set()
         #: (initializer, the name it should take once its source weight is gone)
         self.created: list[tuple[ir.Value, str]] = []
+        #: set by a rewrite that grows the weights (the pass reports it, see IrpassPass)
+        self.growth_reason: str | None = None
 
     @property
     def stat_name(self) -> str:
@@ -398,6 +400,8 @@ class RuleSetPass(IrpassPass):
             for rule in phase:
                 created.extend(rule.created)
                 rule.created = []
+                if rule.growth_reason and rule.growth_reason not in self.growth_reasons:
+                    self.growth_reasons.append(rule.growth_reason)
         if total:
             _remove_orphans(model, unused_inits, unused_consts)
             _take_back_names(model, created)

@@ -197,6 +197,12 @@ class _BnAfter(FusionRule):
 
     def emit(self, op: Any, x: ir.Value, node: ir.Node, w: np.ndarray, b: np.ndarray) -> Any:
         attrs = {k: v for k, v in node.attributes.items() if k != "beta"}
+        weight = node.inputs[1]
+        if weight is not None and len(weight.uses()) > 1:
+            self.growth_reason = (
+                "a weight shared by several linear ops, each followed by a BatchNormalization "
+                "(deduplication merges equal weights), is folded once per user"
+            )
         w_value = self.new_initializer(op, w.astype(self._w.dtype), _name(node.inputs[1]))
         b_value = self.new_initializer(op, b.astype(self._w.dtype), _bias_name(node))
         return op.op(node.op_type, x, w_value, b_value, **attrs)
