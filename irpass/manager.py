@@ -272,6 +272,7 @@ class PipelineRunner:
         self._dump(model, "input")
         hasher = TensorHasher()
         state = _RunState(
+            checkpoint=None,
             verifier=verifier,
             report=report,
             evaluator=evaluator,
@@ -280,6 +281,7 @@ class PipelineRunner:
             fingerprint=structure_fingerprint(model, hasher),
             hygiene=hygiene_issues(model),
         )
+        self._checkpoint(model, state)
         self._run_steps(model, self.steps, "", state)
         if self.options.verify == "final":
             self._close_segment(model, state)
@@ -380,9 +382,9 @@ class PipelineRunner:
             if not self._close_segment(model, state):
                 before_cost = self._current_cost(model)
                 record.before = before_cost.summary()
-        # a snapshot costs a clone (weights shared): taken for rollback and --verify final
-        keep = self.options.on_failure == "rollback" or self.options.verify == "final"
-        snapshot = model.clone() if keep else None
+        # the state before this pass is the last checkpoint: passes that change nothing (most
+        # of a fixpoint's) cost no clone, only a pass that changed the model does
+        snapshot = state.checkpoint
         state.executed.append(step)
         started = time.perf_counter()
         try:
@@ -397,6 +399,8 @@ class PipelineRunner:
             raise PassFailedError(
                 f"pass {step.name!r} returned a different model object although it is in-place",
                 pass_name=step.name,
+                hint="an in-place pass must return the model it was given; this is a bug in the "
+                "pass",
             )
         fingerprint = structure_fingerprint(model, state.hasher)
         changed = fingerprint != state.fingerprint
@@ -436,10 +440,16 @@ class PipelineRunner:
             return self._fail(model, snapshot, step, record, exc, state)
         self._hygiene(model, pass_, record, state)
         state.fingerprint = fingerprint
+        self._checkpoint(model, state)
         if not pass_.lossless and state.evaluator is not None:
             record.metrics = dict(state.evaluator(model))
         record.dump = self._dump(model, label)
         return True
+
+    def _checkpoint(self, model: ir.Model, state: _RunState) -> None:
+        """Keep a copy of the current state (weights shared) to roll back or bisect to."""
+        keep = self.options.on_failure == "rollback" or self.options.verify == "final"
+        state.checkpoint = model.clone() if keep else None
 
     def _hygiene(
         self, model: ir.Model, pass_: IrpassPass, record: PassRecord, state: _RunState
@@ -533,6 +543,7 @@ class PipelineRunner:
         reproducer = self._save_reproducer(state, step, exc)
         if snapshot is not None and self.options.on_failure == "rollback":
             _restore(model, snapshot)
+            self._checkpoint(model, state)  # the model now holds the snapshot's graph
             self._invalidate()
             state.fingerprint = structure_fingerprint(model, state.hasher)
             state.hygiene = hygiene_issues(model)
@@ -587,6 +598,8 @@ def _restore(model: ir.Model, snapshot: ir.Model) -> None:
 
 @dataclasses.dataclass
 class _RunState:
+    #: a clone of the current state (None when nothing can roll back)
+    checkpoint: ir.Model | None
     verifier: Verifier
     report: RunReport
     evaluator: Callable[[ir.Model], Mapping[str, float]] | None
