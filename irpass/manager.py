@@ -266,6 +266,9 @@ class PipelineRunner:
             )
         self._invalidate()
         report.before = self._current_cost(model).summary()
+        cost_shapes = _symbolic_input_shapes(model, verifier.shapes)
+        if cost_shapes:
+            report.cost_at_shapes = {"shapes": cost_shapes, "before": _cost_at(model, cost_shapes)}
         evaluator = getattr(self.context, "evaluator", None)
         if evaluator is not None:
             report.metrics_before = dict(evaluator(model))
@@ -287,6 +290,8 @@ class PipelineRunner:
             self._close_segment(model, state)
         self._finish(model, state)
         report.after = self._current_cost(model).summary()
+        if cost_shapes:
+            report.cost_at_shapes["after"] = _cost_at(model, cost_shapes)
         if evaluator is not None:
             report.metrics_after = dict(evaluator(model))
         report.seconds = time.perf_counter() - started
@@ -582,6 +587,41 @@ def _freezes_inputs(steps: list[Step] | tuple[Step, ...]) -> bool:
         and bool(step.options_dict().get("freeze_overridable"))
         for step in steps
     )
+
+
+def _symbolic_input_shapes(
+    model: ir.Model, shapes: list[dict[str, tuple[int, ...]]]
+) -> dict[str, list[int]]:
+    """The first verification feed's shapes when some graph input has symbolic dims."""
+    symbolic = any(
+        value.shape is None or any(not isinstance(d, int) for d in value.shape)
+        for value in model.graph.inputs
+        if value.name not in model.graph.initializers
+    )
+    if not symbolic or not shapes:
+        return {}
+    return {name: list(shape) for name, shape in shapes[0].items()}
+
+
+def _cost_at(model: ir.Model, shapes: Mapping[str, list[int]]) -> dict[str, int]:
+    """MACs and peak activation memory with the graph inputs bound to ``shapes``.
+
+    Symbolic dims count as 1 in the per-pass numbers; these are the numbers for real sizes
+    (the verification shapes, or ``--input-shapes``). The model is left as it was.
+    """
+    inputs = [v for v in model.graph.inputs if v.name in shapes]
+    produced = [out for graph in model.graphs() for node in graph for out in node.outputs]
+    saved = [(value, value.shape) for value in inputs + produced]
+    try:
+        for value in inputs:
+            value.shape = ir.Shape(shapes[value.name or ""])
+        for value in produced:
+            value.shape = None  # re-inferred from the concrete input shapes
+        cost = model_cost(model)
+    finally:
+        for value, shape in saved:
+            value.shape = shape
+    return {"macs": cost.macs, "peak_activation_bytes": cost.peak_activation_bytes}
 
 
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:

@@ -256,13 +256,24 @@ def _summary_tables(report: RunReport) -> list[Table]:
         ("peak_activation_bytes", fmt_bytes),
     ):
         b, a = report.before.get(key), report.after.get(key)
-        totals.add_row(key.replace("_", " "), fmt(b), fmt(a), fmt_ratio(b, a))
+        label = key.replace("_", " ")
+        at = report.cost_at_shapes
+        if key in ("macs", "peak_activation_bytes") and at.get("after"):
+            b, a = at["before"].get(key), at["after"].get(key)
+            label += " *"
+        totals.add_row(label, fmt(b), fmt(a), fmt_ratio(b, a))
     if report.metrics_before and report.metrics_after:
         for key, value in report.metrics_after.items():
             before = report.metrics_before.get(key)
             before_text = f"{before:.4g}" if before is not None else "-"
             totals.add_row(esc(key), before_text, f"{value:.4g}", "")
     totals.add_row("time", "", f"{report.seconds:.2f}s", "")
+    if report.cost_at_shapes.get("after"):
+        shapes = ", ".join(
+            f"{name}:{'x'.join(map(str, dims))}"
+            for name, dims in report.cost_at_shapes["shapes"].items()
+        )
+        totals.caption = f"* for inputs {shapes} (verification shapes; set with --input-shapes)"
     return [passes, totals]
 
 

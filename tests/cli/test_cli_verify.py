@@ -148,8 +148,17 @@ def test_input_shapes_and_verify_data_flags(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "a"
     argv = ["optimize", str(source), "-o", str(out), "--input-shapes", "images:1x3x32x48"]
     assert main(argv) == 0
-    shapes = json.loads((out / "report.json").read_text())["verification"]["shapes"]
+    report = json.loads((out / "report.json").read_text())
+    shapes = report["verification"]["shapes"]
     assert shapes[0]["images"] == [1, 3, 32, 48] and shapes[1]["images"] == [2, 3, 32, 48]
+    # MACs are reported for those shapes (symbolic dims would count as 1), and say so
+    assert report["cost_at_shapes"]["shapes"] == {"images": [1, 3, 32, 48]}
+    macs = report["cost_at_shapes"]["after"]["macs"]
+    assert macs > report["after"]["macs"]
+    out2 = tmp_path / "a2"
+    assert main(["optimize", str(source), "-o", str(out2), "--input-shapes", "images:1x3x64x96"]) == 0
+    report2 = json.loads((out2 / "report.json").read_text())
+    assert report2["cost_at_shapes"]["after"]["macs"] == 4 * macs
     data = tmp_path / "feeds.npz"
     np.savez(data, images=np.random.default_rng(0).standard_normal((3, 3, 16, 16), np.float32))
     out = tmp_path / "b"
