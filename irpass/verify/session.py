@@ -127,6 +127,8 @@ def _session_sharing_weights(
         tensor = value.const_value
         if tensor is None or tensor.nbytes <= _SHARED_WEIGHT_BYTES:
             continue
+        if not value.uses() or value.is_graph_output() or value.is_graph_input():
+            continue  # ORT drops unused initializers and then cannot replace them
         if tensor.dtype in (ir.DataType.STRING, ir.DataType.UNDEFINED):
             continue
         array = np.ascontiguousarray(tensor.numpy())

@@ -156,7 +156,8 @@ def test_input_shapes_and_verify_data_flags(tmp_path: pathlib.Path) -> None:
     macs = report["cost_at_shapes"]["after"]["macs"]
     assert macs > report["after"]["macs"]
     out2 = tmp_path / "a2"
-    assert main(["optimize", str(source), "-o", str(out2), "--input-shapes", "images:1x3x64x96"]) == 0
+    argv = ["optimize", str(source), "-o", str(out2), "--input-shapes", "images:1x3x64x96"]
+    assert main(argv) == 0
     report2 = json.loads((out2 / "report.json").read_text())
     assert report2["cost_at_shapes"]["after"]["macs"] == 4 * macs
     data = tmp_path / "feeds.npz"
