@@ -38,8 +38,9 @@ from typing import Any, Literal
 import numpy as np
 import onnx_ir as ir
 
-from irpass import __version__, registry
+from irpass import __version__
 from irpass.analysis.cost import Cost, model_cost
+from irpass.compose import build_pass
 from irpass.context import PassContext
 from irpass.errors import (
     IrpassError,
@@ -54,7 +55,6 @@ from irpass.pipeline import (
     expand_presets,
     format_pipeline,
     parse_pipeline,
-    resolve_options,
 )
 from irpass.run_report import PassRecord, RunReport, Verification
 from irpass.verify.fingerprint import TensorHasher, structure_fingerprint
@@ -139,11 +139,6 @@ def custom_ops(model: ir.Model) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-def build_pass(step: Step, context: PassContext) -> IrpassPass:
-    """Instantiate the pass a (non-fixpoint, non-preset) step names, with checked options."""
-    cls = registry.get_pass(step.name)
-    options = resolve_options(step.name, cls.Options, step.options_dict())
-    return cls(options, context)
 
 
 class PipelineRunner:

@@ -86,6 +86,7 @@ class RunReport:
     #: hygiene items left at the end, each with the pass that introduced it
     hygiene: list[dict[str, str]] = dataclasses.field(default_factory=list)
     sweeps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    search: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what report.json holds)."""

@@ -16,6 +16,7 @@ from rich.table import Table
 from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
 from irpass.cli._markup import esc
+from irpass.cli._search import add_search_arguments, search_for, search_table
 from irpass.context import FeedSource, PassContext, limit_samples
 from irpass.data import load_labels, open_data
 from irpass.diff import diff_models
@@ -138,6 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--report", type=pathlib.Path, help="also write report.json here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    add_search_arguments(parser)
 
 
 @dataclasses.dataclass
@@ -298,6 +300,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         console.print_json(text)
     else:
+        if report.search is not None:
+            console.print(search_table(report.search))
+            console.print(esc(report.search["summary"]), soft_wrap=True)
         for table in _summary_tables(report):
             console.print(table)
         written = f" and {outputs.directory}/report.json, report.html" if outputs.directory else ""
@@ -361,7 +366,16 @@ def _optimize(
         def on_step(label: str, index: int) -> None:
             progress.update(task, description=esc(f"pass {index}: {label}"))
 
-        manager = PipelineRunner(pipeline, context, options, progress=on_step)
+        search = None
+        if args.max_drop is not None:
+
+            def on_search(message: str) -> None:
+                progress.update(task, description=esc(f"search: {message}"))
+
+            pipeline, search = search_for(args, model, pipeline, None, on_search)
+        # a search that kept nothing of an all-lossy pipeline leaves no pass to run
+        steps = [] if search is not None and not pipeline else pipeline
+        manager = PipelineRunner(steps, context, options, progress=on_step)
         original = model.clone()  # shares weights; the passes rewrite `model` in place
         try:
             result = manager.run(model, input_path=str(input_path))
@@ -372,6 +386,8 @@ def _optimize(
         if outputs.directory is not None or args.report:
             progress.update(task, description="diffing input and output")
             report_diff(original, result.model, result.report)
+    if search is not None:
+        result.report.search = search.to_dict()
     result.report.output = str(outputs.model)
     written = save_model(result.model, plan.staged(outputs.model))
     result.report.before["file_bytes"] = input_bytes
