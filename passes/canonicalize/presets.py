@@ -4,6 +4,7 @@
                              Constant nodes become initializers (lift_constants)
     upgrade_opset            opset 7..16 -> 17 (per-channel QDQ needs >= 13)
     infer_shapes             types and shapes for the size-aware folder
+    unwrap_legacy_softmax    the converter's pre-13 Softmax wrapper -> Softmax where exact
     fixpoint(                repeat until nothing changes:
       resolve_reshape_shapes   run-time computed Reshape shapes -> constants (batch -> -1)
       fold_constants           constant subgraphs -> initializers (weights always)
@@ -29,6 +30,7 @@ __all__ = ["CANONICALIZE"]
 
 CANONICALIZE = (
     "inputs_to_initializers(lift_constants=true),upgrade_opset,infer_shapes,"
+    "unwrap_legacy_softmax,"
     "fixpoint(resolve_reshape_shapes,fold_constants,eliminate_identity,merge_concats,"
     "merge_slices,eliminate_dead,dedup_initializers,cse)"
 )
@@ -37,7 +39,7 @@ register_preset(
     "canonicalize",
     CANONICALIZE,
     "Lossless clean-up every pipeline starts with: weights and Constant nodes as initializers, "
-    "opset 17, shapes, then Reshape-shape resolution, constant folding, Identity/Dropout "
-    "removal, Concat and Slice merging, dead-code removal, initializer dedup and CSE to a "
-    "fixpoint.",
+    "opset 17, shapes, the converter's Softmax wrappers unwrapped, then Reshape-shape "
+    "resolution, constant folding, Identity/Dropout removal, Concat and Slice merging, "
+    "dead-code removal, initializer dedup and CSE to a fixpoint.",
 )
