@@ -274,7 +274,10 @@ class PipelineRunner:
             verifier=verifier,
             report=report,
             evaluator=evaluator,
-            input_copy=model.clone() if self.options.reproducer_dir is not None else None,
+            # reproducers and rollbacks (by replaying the passes kept so far) start from it
+            input_copy=model.clone()
+            if self.options.reproducer_dir is not None or self.options.on_failure == "rollback"
+            else None,
             hasher=hasher,
             fingerprint=structure_fingerprint(model, hasher),
             hygiene=hygiene_issues(model),
@@ -440,6 +443,7 @@ class PipelineRunner:
             return self._fail(model, snapshot, step, record, exc, state)
         self._hygiene(model, pass_, record, state)
         state.fingerprint = fingerprint
+        state.kept.append(step)
         self._checkpoint(model, state)
         if not pass_.lossless and state.evaluator is not None:
             record.metrics = dict(state.evaluator(model))
@@ -447,9 +451,22 @@ class PipelineRunner:
         return True
 
     def _checkpoint(self, model: ir.Model, state: _RunState) -> None:
-        """Keep a copy of the current state (weights shared) to roll back or bisect to."""
-        keep = self.options.on_failure == "rollback" or self.options.verify == "final"
-        state.checkpoint = model.clone() if keep else None
+        """``--verify final``: keep a copy of the current state (weights shared) to bisect to.
+
+        With ``--verify each`` nothing is copied: a failing pass is undone by replaying the
+        passes kept so far on the input copy (passes are deterministic), which costs time only
+        when something fails.
+        """
+        state.checkpoint = model.clone() if self.options.verify == "final" else None
+
+    def _replay(self, state: _RunState) -> ir.Model | None:
+        """The model before the failing pass: the input copy with every kept pass applied."""
+        if state.input_copy is None:
+            return None
+        replayed = state.input_copy.clone()
+        for step in state.kept:
+            build_pass(step, self.context)(replayed)
+        return replayed
 
     def _hygiene(
         self, model: ir.Model, pass_: IrpassPass, record: PassRecord, state: _RunState
@@ -519,6 +536,8 @@ class PipelineRunner:
                 checker=True,
                 detail="checked while bisecting its lossless segment (--verify final)",
             )
+        undone = len(segment) - low  # the culprit and the passes after it, all kept so far
+        del state.kept[len(state.kept) - undone :]
         for later, _ in segment[low + 1 :]:
             later.rolled_back = True
             later.modified = False
@@ -541,6 +560,8 @@ class PipelineRunner:
         state: _RunState,
     ) -> bool:
         reproducer = self._save_reproducer(state, step, exc)
+        if snapshot is None and self.options.on_failure == "rollback":
+            snapshot = self._replay(state)
         if snapshot is not None and self.options.on_failure == "rollback":
             _restore(model, snapshot)
             self._checkpoint(model, state)  # the model now holds the snapshot's graph
@@ -643,6 +664,8 @@ class _RunState:
     hygiene: dict[str, list[str]]
     input_copy: ir.Model | None = None
     executed: list[Step] = dataclasses.field(default_factory=list)
+    #: steps that changed the model and were kept, in order (replayed to undo a failing pass)
+    kept: list[Step] = dataclasses.field(default_factory=list)
     fixpoints: int = 0
     #: invariant -> item -> name of the pass that introduced it
     introduced: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)

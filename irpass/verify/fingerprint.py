@@ -1,7 +1,8 @@
 """Cheap fingerprints: did a pass change the model, and did it change what it computes.
 
-- :func:`structure_fingerprint` hashes everything a pass can change (opsets, signature,
-  initializers, nodes with attributes, names and value annotations, functions, subgraphs).
+- :func:`structure_fingerprint` captures everything a pass can change (opsets, signature,
+  initializers, nodes with attributes, names and value annotations, functions, subgraphs) by
+  object identity, since passes rewrite the IR in place.
   The manager takes it before and after every pass: a pass that changed the model but reported
   ``modified=False`` is caught and verified anyway, instead of a later innocent pass getting the
   blame.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ class TensorHasher:
     """Content hashes of tensors, computed once per tensor object and kept while it lives."""
 
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[Any, str, str]] = {}
+        self._cache: dict[int, tuple[Any, np.ndarray, str]] = {}
         self._seen: set[int] = set()
 
     @staticmethod
@@ -56,32 +56,33 @@ class TensorHasher:
         except Exception:  # string tensors, unreadable external data
             return None
 
-    def _sample(self, tensor: ir.TensorProtocol, array: np.ndarray | None) -> str:
-        if array is None:
-            return _digest(type(tensor).__name__, id(tensor))
+    @staticmethod
+    def _sample(array: np.ndarray) -> np.ndarray:
         flat = array.reshape(-1)
-        step = max(1, flat.size // _SAMPLES)
-        return _digest(array.dtype.str, array.shape, flat[::step][:_SAMPLES].tobytes())
+        return flat[:: max(1, flat.size // _SAMPLES)][:_SAMPLES].copy()
 
     def content(self, tensor: ir.TensorProtocol) -> str:
         """A hash of dtype, shape and every byte of ``tensor``."""
         key = id(tensor)
         self._seen.add(key)
         array = self._array(tensor)
-        sample = self._sample(tensor, array)
         cached = self._cache.get(key)
-        if cached is not None and cached[0] is tensor and cached[1] == sample:
-            return cached[2]
+        if cached is not None and cached[0] is tensor:
+            # the same tensor object: rehash only if a strided sample shows in-place changes
+            if array is None or np.array_equal(cached[1], self._sample(array), equal_nan=True):
+                return cached[2]
         if array is None:
             full = _digest("opaque", str(tensor.dtype), tuple(tensor.shape.numpy()), id(tensor))
+            sample = np.zeros(0)
         else:
             h = hashlib.blake2b(digest_size=16)
             h.update(f"{array.dtype.str}{array.shape}".encode())
             if array.dtype.kind == "O":
                 h.update(repr(array.tolist()).encode())
-            else:
-                h.update(memoryview(array).cast("B"))  # type: ignore[arg-type]
+            else:  # bytes of any dtype, bfloat16 / float8 (ml_dtypes) included
+                h.update(array.reshape(-1).view(np.uint8).data)
             full = h.hexdigest()
+            sample = self._sample(array)
         self._cache[key] = (tensor, sample, full)
         return full
 
@@ -103,8 +104,10 @@ def _since_version(op_type: str, domain: str, opset: int) -> int:
         return opset
 
 
-def _annotation(value: ir.Value) -> tuple[str, str]:
-    return (str(value.type), str(value.shape))
+def _annotation(value: ir.Value) -> tuple[Any, Any]:
+    shape = value.shape
+    dims = None if shape is None else tuple(d if isinstance(d, int) else str(d) for d in shape)
+    return (value.dtype, dims)
 
 
 class _Merkle:
@@ -201,41 +204,51 @@ def _function_digest(function: ir.Function, merkle: _Merkle) -> str:
 
 
 def structure_fingerprint(model: ir.Model, hasher: TensorHasher | None = None) -> str:
-    """Hash of everything in the model a pass can change (names and order included)."""
-    hasher = hasher or TensorHasher()
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr((model.ir_version, sorted(model.opset_imports.items()))).encode())
-    merkle = _Merkle(model, hasher)
+    """Identity of everything in the model a pass can change, compared within one run.
 
-    def graph_parts(graph: ir.Graph) -> Iterable[Any]:
-        yield [(v.name, _annotation(v)) for v in graph.inputs]
-        yield [(v.name, _annotation(v)) for v in graph.outputs]
+    The IR is rewritten in place, so object identities tell what changed: a node that was
+    replaced, rewired, given other attributes or outputs; a value renamed or re-annotated (a new
+    ``Shape`` / type object); an initializer holding another tensor (or a tensor whose strided
+    sample changed in place, through ``hasher``); opsets, signature and functions. Cheap: no
+    repr, no serialization.
+    """
+    hasher = hasher or TensorHasher()
+    parts: list[Any] = [model.ir_version, sorted(model.opset_imports.items())]
+
+    def value_part(value: ir.Value | None) -> Any:
+        if value is None:
+            return None
+        return (id(value), value.name, id(value.shape), id(value.type))
+
+    def graph_parts(graph: ir.Graph) -> None:
+        parts.append([value_part(v) for v in graph.inputs])
+        parts.append([value_part(v) for v in graph.outputs])
         for name, value in graph.initializers.items():
             tensor = value.const_value
-            yield (name, _annotation(value), hasher.content(tensor) if tensor else None)
+            parts.append((name, value_part(value), hasher.content(tensor) if tensor else None))
         for node in graph:
-            attrs = sorted(
-                (name, merkle.attribute(a) if a.type != ir.AttributeType.GRAPH else None)
-                for name, a in node.attributes.items()
-            )
-            yield (
-                node.op_type,
-                node.domain,
-                node.overload,
-                node.version,
-                attrs,
-                [v.name if v is not None else None for v in node.inputs],
-                [(v.name, _annotation(v)) for v in node.outputs],
+            parts.append(
+                (
+                    id(node),
+                    node.op_type,
+                    node.domain,
+                    node.overload,
+                    node.version,
+                    [(name, id(attr)) for name, attr in node.attributes.items()],
+                    [value_part(v) for v in node.inputs],
+                    [value_part(v) for v in node.outputs],
+                )
             )
             for attr in node.attributes.values():
                 if attr.type == ir.AttributeType.GRAPH:
-                    yield from graph_parts(attr.as_graph())
+                    graph_parts(attr.as_graph())
                 elif attr.type == ir.AttributeType.GRAPHS:
                     for sub in attr.as_graphs():
-                        yield from graph_parts(sub)
+                        graph_parts(sub)
+                elif attr.type == ir.AttributeType.TENSOR:
+                    parts.append(hasher.content(attr.value))
 
-    for part in graph_parts(model.graph):
-        h.update(repr(part).encode())
+    graph_parts(model.graph)
     for key, function in sorted(model.functions.items()):
-        h.update(repr((key, [(n.op_type, n.domain) for n in function])).encode())
-    return h.hexdigest()
+        parts.append((key, id(function), [id(n) for n in function]))
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()

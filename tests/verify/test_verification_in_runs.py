@@ -155,3 +155,16 @@ def test_hygiene_item_cleaned_up_later_in_the_pipeline_is_not_reported() -> None
     result = PipelineRunner("t_dirty,eliminate_dead").run(model_from_text(WEIGHTED))
     assert result.report.passes[0].hygiene  # attributed when it appeared ...
     assert not any(h["invariant"] == "unused_initializers" for h in result.report.hygiene)
+
+
+def test_rollback_replays_the_passes_kept_before_the_failing_one() -> None:
+    # no copy is taken before each pass: undoing replays the kept passes on the input copy
+    text = WEIGHTED.replace("a = Identity (x)", "a0 = Identity (x)\n    a = Identity (a0)")
+    model = model_from_text(text)
+    pipeline = "t_remove_one_identity,t_lying_lossless,t_remove_one_identity"
+    result = PipelineRunner(pipeline).run(model)
+    assert [r.rolled_back for r in result.report.passes] == [False, True, False]
+    assert [n.op_type for n in model.graph] == ["MatMul"]
+    weight = model.graph.initializers["w"].const_value.numpy()
+    assert np.array_equal(weight, np.arange(1, 13, dtype=np.float32).reshape(4, 3))
+    assert result.report.final_verification.status == "equal"
