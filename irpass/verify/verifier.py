@@ -109,7 +109,7 @@ class Verifier:
         self.plan: FeedPlan | None = None
         self.notes: list[str] = []
         check_light(model)
-        fingerprint = computation_fingerprint(model, self.hasher)
+        fingerprint = computation_fingerprint(model, self.hasher) if numeric else ""
         outputs: Outputs = []
         if numeric:
             session = make_session(model)
@@ -182,15 +182,15 @@ class Verifier:
         """
         check_light(model)
         result = Verification(status="structural only", checker=True)
+        if not self.numeric:  # --verify none: no proofs either, it is the cheapest mode
+            result.detail = "structure checked; numeric verification is off"
+            return result
         fingerprint = computation_fingerprint(model, self.hasher)
         self.hasher.prune()
         if fingerprint == self.last.fingerprint:
             result.status = "equal"
             result.max_abs_error = 0.0
             result.detail = "same computation (no op, weight or annotation on a path changed)"
-            return result
-        if not self.numeric:
-            result.detail = "structure checked; numeric verification is off"
             return result
         outputs = self._run(model)
         result.ort_load = True
@@ -220,13 +220,13 @@ class Verifier:
         """Full ONNX checker, then the end result against the input model, end to end."""
         check_structure(model)
         result = Verification(status="structural only", checker=True)
+        if not self.numeric:
+            result.detail = "ONNX checker passed; numeric verification is off"
+            return result
         fingerprint = computation_fingerprint(model, self.hasher)
         if fingerprint == self.original.fingerprint:
             result.status, result.max_abs_error = "equal", 0.0
             result.detail = "same computation as the input model"
-            return result
-        if not self.numeric:
-            result.detail = "ONNX checker passed; numeric verification is off"
             return result
         outputs = self.last.outputs if fingerprint == self.last.fingerprint else self._run(model)
         result.ort_load = True
