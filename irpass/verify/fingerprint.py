@@ -69,7 +69,9 @@ class TensorHasher:
         cached = self._cache.get(key)
         if cached is not None and cached[0] is tensor:
             # the same tensor object: rehash only if a strided sample shows in-place changes
-            if array is None or np.array_equal(cached[1], self._sample(array), equal_nan=True):
+            if array is None or np.array_equal(
+                cached[1], self._sample(array), equal_nan=array.dtype.kind in "fc"
+            ):
                 return cached[2]
         if array is None:
             full = _digest("opaque", str(tensor.dtype), tuple(tensor.shape.numpy()), id(tensor))

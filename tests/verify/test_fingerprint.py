@@ -53,3 +53,5 @@ def test_structure_fingerprint_sees_annotations_and_hashes_bfloat16() -> None:
     assert changed != before
     bf16 = np.arange(6, dtype=np.float32).astype(ml_dtypes.bfloat16)
     assert len(hasher.content(ir.tensor(bf16))) == 32
+    strings = ir.tensor(np.array(["a", "b"], dtype=object))
+    assert hasher.content(strings) == hasher.content(strings)  # cached, sample re-checked
