@@ -64,9 +64,9 @@ from irpass.verify.verifier import Verifier
 
 __all__ = [
     "KNOWN_DOMAINS",
+    "PipelineRunner",
     "RunOptions",
     "RunResult",
-    "PipelineRunner",
     "build_pass",
     "custom_ops",
 ]
@@ -398,6 +398,7 @@ class PipelineRunner:
             return self._fail(model, snapshot, step, record, exc, state)
         record.seconds = time.perf_counter() - started
         record.stats = {k: int(v) for k, v in sorted(pass_.stats.items())}
+        record.details = dict(pass_.details)
         if result.model is not model:
             raise PassFailedError(
                 f"pass {step.name!r} returned a different model object although it is in-place",
