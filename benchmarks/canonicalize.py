@@ -42,19 +42,19 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-import onnx  # noqa: E402
-import onnx_ir as ir  # noqa: E402
-from _results import write_results  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import onnx
+import onnx_ir as ir
+from _results import write_results
+from rich.console import Console
+from rich.table import Table
 
-from irpass.cli import main as irpass_main  # noqa: E402
-from irpass.context import PassContext  # noqa: E402
-from irpass.manager import build_pass  # noqa: E402
-from irpass.metrics import compare_outputs  # noqa: E402
-from irpass.pipeline import Step, expand_presets, parse_pipeline  # noqa: E402
-from irpass.verify import make_session, run_model  # noqa: E402
-from irpass.verify.feeds import find_feeds  # noqa: E402
+from irpass.cli import main as irpass_main
+from irpass.context import PassContext
+from irpass.manager import build_pass
+from irpass.metrics import compare_outputs
+from irpass.pipeline import Step, expand_presets, parse_pipeline
+from irpass.verify import make_session, run_model
+from irpass.verify.feeds import find_feeds
 
 LIGHT_DIR = pathlib.Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "irpass-bench"

@@ -78,12 +78,17 @@ def constant_nodes(model: ir.Model) -> list[str]:
     ]
 
 
+def _is_constant(value: ir.Value | None) -> bool:
+    if value is None:
+        return False
+    if value.const_value is not None:
+        return True
+    producer = value.producer()
+    return producer is not None and producer.op_type == "Constant"
+
+
 def _has_constant_params(node: ir.Node) -> bool:
-    return all(
-        value is not None and (value.const_value is not None or value.producer() is not None
-                               and value.producer().op_type == "Constant")  # type: ignore[union-attr]
-        for value in node.inputs[1:]
-    )
+    return all(_is_constant(value) for value in node.inputs[1:])
 
 
 def consecutive_slices(model: ir.Model) -> list[str]:
