@@ -96,7 +96,7 @@ class _ReturnsACopy(IrpassPass):
 def test_an_in_place_pass_returning_another_model_is_a_named_failure() -> None:
     with registry.registered(_ReturnsACopy):
         with pytest.raises(PassFailedError) as info:
-            PipelineRunner("t_returns_a_copy").run(_model())
+            PipelineRunner("t_returns_a_copy", options=RunOptions(on_failure="error")).run(_model())
         assert "'t_returns_a_copy'" in info.value.message
         assert "declared in-place" in info.value.message
         result = PipelineRunner("t_returns_a_copy", options=RunOptions(on_failure="rollback")).run(
