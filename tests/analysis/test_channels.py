@@ -16,6 +16,8 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "passes" / "pruning"))
 
+import itertools
+
 from pruning_testlib import (
     analyze,
     build,
@@ -66,7 +68,7 @@ def test_residual_add_couples_its_producers() -> None:
     path = nx.shortest_path(analysis.graph, spaces[("w2", -4)], spaces[("w3", -4)])
     labels = {
         label
-        for a, b in zip(path, path[1:], strict=False)
+        for a, b in itertools.pairwise(path)
         for label in analysis.graph.edges[a, b]["nodes"]
     }
     assert any(label.startswith("Add") for label in labels)
