@@ -184,6 +184,12 @@ class PrunePass(IrpassPass):
         self.stats["channels_removed"] = selection.channels_removed
         self.stats["groups_pruned"] = len(selection.removed)
         self.details["groups"] = self._group_report(analysis, selection.removed)
+        logger.info(
+            "prune: %d of %d prunable channels removed from %d groups",
+            selection.channels_removed,
+            self.stats["channels_prunable"],
+            len(selection.removed),
+        )
         if opts.repair and source is not None:
             report = repair_consumers(
                 original, model, masks, source, ridge=opts.ridge, max_samples=opts.calib_samples
