@@ -181,6 +181,37 @@ def render_canonicalize(payload: Payload) -> str:
     return "\n\n".join(parts)
 
 
+def render_pruning(payload: Payload) -> str:
+    """Per model and ratio: accuracy, params, MACs and latency of every variant; the goals."""
+    results = payload["results"]
+    rows, goals = [], []
+    for model, by_ratio in results["models"].items():
+        for ratio, entry in by_ratio.items():
+            for variant, v in entry["variants"].items():
+                latency = v["latency_ms"]
+                rows.append([model, ratio, variant, number(v["accuracy"], 4),
+                             number(v["params_ratio"]), number(v["macs_ratio"]),
+                             number(v["latency_ratio"]),
+                             f"{latency['median_ms']:.4f} ±{latency['spread']:.3f}"])
+            g = entry["goals"]
+            goals.append([model, ratio, number(g.get("tp_loss_points"), 2),
+                          number(g.get("repair_loss_points"), 2),
+                          number(g.get("no_repair_matches_tp")),
+                          number(g.get("repair_third_of_tp_loss")),
+                          number(g.get("latency_follows_macs_irpass")),
+                          number(entry.get("noise"))])
+    return "\n\n".join([
+        provenance(payload) + " Ratios are against the original model; latency is the median "
+        "with its relative p10..p90 spread.",
+        table(["model", "ratio", "variant", "accuracy", "params", "MACs", "latency",
+               "median ms ±spread"], rows),
+        "Goals per model and ratio (accuracy loss in points; A/A noise of the latency run):",
+        table(["model", "ratio", "Torch-Pruning loss", "irpass+repair loss",
+               "no repair within a point of TP", "repair <= 1/3 of TP loss",
+               "latency follows MACs (irpass)", "A/A noise"], goals),
+    ])
+
+
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
@@ -217,6 +248,7 @@ def render_generic(payload: Payload) -> str:
 RENDERERS: dict[str, Callable[[Payload], str]] = {
     "fusion": render_fusion,
     "canonicalize": render_canonicalize,
+    "pruning": render_pruning,
 }
 
 
