@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
 import onnx_ir as ir
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
 from irpass import registry
-from irpass.errors import PipelineError
 from irpass.fuzz.check import PRESETS, Case, Reference, cases, check_case
 from irpass.pass_base import IrpassPass
 
@@ -24,14 +23,6 @@ g (float[N, 4] x) => (float[N, 3] y) <float[4, 3] w = {1,2,3,4,5,6,7,8,9,10,11,1
 """
 
 
-def _register(cls: type[IrpassPass]) -> type[IrpassPass]:
-    try:
-        return registry.get_pass(cls.name)
-    except PipelineError:
-        return registry.register(cls)
-
-
-@_register
 class _SilentChange(IrpassPass):
     """Removes the Identity but reports no change."""
 
@@ -45,7 +36,6 @@ class _SilentChange(IrpassPass):
         return ir.passes.PassResult(model, False)
 
 
-@_register
 class _Warns(IrpassPass):
     """Lets a numpy RuntimeWarning escape."""
 
@@ -57,7 +47,6 @@ class _Warns(IrpassPass):
         return ir.passes.PassResult(model, False)
 
 
-@_register
 class _Breaks(IrpassPass):
     """Leaves the graph output 'y' produced by no node (the checker rejects it)."""
 
@@ -71,7 +60,6 @@ class _Breaks(IrpassPass):
         return ir.passes.PassResult(model, True)
 
 
-@_register
 class _Untyped(IrpassPass):
     """Gives a value a shape but no type (onnx-ir warns when serializing it)."""
 
@@ -83,6 +71,13 @@ class _Untyped(IrpassPass):
         value.type = None
         value.shape = ir.Shape([2, 4])
         return ir.passes.PassResult(model, True)
+
+
+@pytest.fixture
+def fuzz_passes(test_passes: None) -> Iterator[None]:
+    """The t_* test passes and the broken passes above, registered for one test."""
+    with registry.registered(_SilentChange, _Warns, _Breaks, _Untyped):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +96,7 @@ def reference() -> Reference:
         ("t_fuzz_breaks", "invalid"),
     ],
 )
+@pytest.mark.usefixtures("fuzz_passes")
 def test_each_broken_promise_is_found(reference: Reference, name: str, kind: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the harness must capture, not leak, the warning
@@ -108,6 +104,7 @@ def test_each_broken_promise_is_found(reference: Reference, name: str, kind: str
     assert finding is not None and finding.kind == kind and finding.case == name
 
 
+@pytest.mark.usefixtures("test_passes")
 def test_honest_passes_have_no_findings(reference: Reference) -> None:
     assert check_case(reference, Case("eliminate_identity", lossless=True)) == (True, None)
     assert check_case(reference, Case("fold_pad", lossless=True)) == (False, None)
