@@ -58,9 +58,9 @@ from irpass.verify import (
 
 __all__ = [
     "KNOWN_DOMAINS",
+    "PipelineRunner",
     "RunOptions",
     "RunResult",
-    "PipelineRunner",
     "build_pass",
     "custom_ops",
 ]
@@ -69,7 +69,7 @@ logger = logging.getLogger(__name__)
 
 #: Operator domains that ONNX or ONNX Runtime define; anything else is a custom op.
 KNOWN_DOMAINS = frozenset(
-    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview", "ai.onnx.preview.training"}
 )
 
 VerifyMode = Literal["each", "final", "none"]
@@ -377,6 +377,7 @@ class PipelineRunner:
         record.seconds = time.perf_counter() - started
         record.modified = bool(result.modified)
         record.stats = {k: int(v) for k, v in sorted(pass_.stats.items())}
+        record.details = dict(pass_.details)
         if result.model is not model:
             raise PassFailedError(
                 f"pass {step.name!r} returned a different model object although it is in-place",

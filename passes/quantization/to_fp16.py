@@ -291,10 +291,10 @@ class _Converter:
                 self.graph.remove(node, safe=True)
 
     def _as_half(self, value: ir.Value, reader: ir.Node) -> ir.Value:
+        producer = value.producer()
+        constant_node = producer is not None and producer.op_type == "Constant"
         if ir.convenience.get_const_tensor(value) is not None and (
-            value.is_initializer()
-            or value.producer() is not None
-            and value.producer().op_type == "Constant"  # type: ignore[union-attr]
+            value.is_initializer() or constant_node
         ):
             return self.half_constant(value)
         return self.cast(value, _F16, reader)
