@@ -148,9 +148,9 @@ def test_write_report_html(tmp_path):
 
 @pytest.mark.parametrize("count", [1, 30])
 def test_large_tables_are_capped(count, monkeypatch):
-    import irpass.report as report_module
+    import irpass.report.format as format_module
 
-    monkeypatch.setattr(report_module, "MAX_TABLE_ROWS", 10)
+    monkeypatch.setattr(format_module, "MAX_TABLE_ROWS", 10)
     diff = diff_models(net(), net(qdq=True)).to_dict()
     diff["added"] = diff["added"] * count
     page = render_diff_html(diff)
