@@ -10,8 +10,9 @@ fails at import time rather than silently disabling something:
 - ``Options``: a dataclass of options with defaults (documented in its docstring / field metadata);
 - ``recurses_into_subgraphs``: whether the pass also rewrites If/Loop/Scan bodies.
 
-``self.stats`` is a counter of what the pass did (e.g. rewrites per rule); the manager copies it
-into the report.
+``self.stats`` is a counter of what the pass did (e.g. rewrites per rule) and ``self.details`` a
+JSON-ready dict of structured facts (e.g. the per-layer errors of a lossy pass); the manager
+copies both into the pass's record in the report.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class IrpassPass(ir.passes.InPlacePass, abc.ABC):
         self.options = options
         self.context = context if context is not None else PassContext()
         self.stats: collections.Counter[str] = collections.Counter()
+        self.details: dict[str, Any] = {}
 
     @classmethod
     def summary(cls) -> str:

@@ -21,6 +21,16 @@ are still kept in proportion to the weight instead of being dropped blindly. At 
 
 When only per-feature second moments are affordable (very wide inputs), ``S`` is diagonal
 (ASVD-style activation scaling): still exact at full rank, weaker than full whitening.
+
+Sequential (error-compensating) mode: once layers upstream are factorized, this layer sees
+``x~`` instead of ``x``. Minimizing ``E ||W x - W' x~||^2 + d ||W' - W||^2`` over rank-r ``W'``
+(a reduced-rank regression, ridge towards ``W`` with the same damping ``d``) splits into the
+unconstrained optimum and a whitened truncation::
+
+    W* = W (K + d I) (C~ + d I)^-1       K = E[x x~^T],  C~ = E[x~ x~^T] = S S^T - d I
+    W' = truncation of W* S, then undo S   (the same construction with W* for W)
+
+With no upstream change (``x~ = x``) ``W* = W`` exactly, so this generalizes the above.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Decomposition", "Whitening", "decompose"]
+__all__ = ["Decomposition", "Whitening", "decompose", "regression_target", "singular_values"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,29 +55,46 @@ class Whitening:
     s: np.ndarray
     s_inv: np.ndarray
     kind: str
+    damping: float = 0.0
 
     @classmethod
     def from_moment(cls, moment: np.ndarray, damp: float = 0.01) -> Whitening:
         """Whitening for the second-moment matrix ``moment`` (n x n, symmetric PSD)."""
         moment = np.asarray(moment, dtype=np.float64)
         eigenvalues, q = np.linalg.eigh((moment + moment.T) / 2)
-        eigenvalues = _damped(eigenvalues, damp)
-        root = np.sqrt(eigenvalues)
-        return cls(s=q * root, s_inv=(q / root).T, kind="full")
+        clipped = np.clip(eigenvalues, 0.0, None)
+        delta = _damping(clipped, damp)
+        root = np.sqrt(clipped + delta)
+        return cls(s=q * root, s_inv=(q / root).T, kind="full", damping=delta)
 
     @classmethod
     def diagonal(cls, mean_square: np.ndarray, damp: float = 0.01) -> Whitening:
         """Per-feature scaling by the root mean square of each input feature."""
-        root = np.sqrt(_damped(np.asarray(mean_square, dtype=np.float64), damp))
-        return cls(s=np.diag(root), s_inv=np.diag(1.0 / root), kind="diagonal")
+        clipped = np.clip(np.asarray(mean_square, dtype=np.float64), 0.0, None)
+        delta = _damping(clipped, damp)
+        root = np.sqrt(clipped + delta)
+        return cls(s=np.diag(root), s_inv=np.diag(1.0 / root), kind="diagonal", damping=delta)
 
 
-def _damped(eigenvalues: np.ndarray, damp: float) -> np.ndarray:
-    """Clip negative round-off and add ``damp`` times the mean eigenvalue (never zero)."""
-    clipped = np.clip(eigenvalues, 0.0, None)
-    mean = float(clipped.mean()) if clipped.size else 0.0
-    # A layer whose input is identically zero still gets an invertible S.
-    return clipped + max(damp * mean, np.finfo(np.float64).tiny ** 0.5)
+def _damping(eigenvalues: np.ndarray, damp: float) -> float:
+    """``damp`` times the mean eigenvalue, floored so that ``S^-1`` stays well conditioned.
+
+    Without the floor a feature that never varies (a border pixel, a dead ReLU) would get an
+    ``S^-1`` entry of 1/sqrt(round-off) and the factors would overflow float32.
+    """
+    mean = float(eigenvalues.mean()) if eigenvalues.size else 0.0
+    largest = float(eigenvalues.max()) if eigenvalues.size else 0.0
+    return max(damp * mean, 1e-9 * largest, 1e-30)
+
+
+def regression_target(w: np.ndarray, cross: np.ndarray, whitening: Whitening) -> np.ndarray:
+    """``W* = W (K + d I) (C~ + d I)^-1``: what a layer fed ``x~`` should become (sequential).
+
+    ``cross`` is ``K = E[x x~^T]`` (reference inputs by the inputs the layer now receives) and
+    ``whitening`` is built from ``C~ = E[x~ x~^T]``.
+    """
+    k = np.asarray(cross, dtype=np.float64) + whitening.damping * np.eye(cross.shape[0])
+    return np.asarray(w, dtype=np.float64) @ k @ whitening.s_inv.T @ whitening.s_inv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,17 +137,26 @@ class Decomposition:
         return a, b
 
 
-def decompose(matrix: np.ndarray, whitening: Whitening | None = None) -> Decomposition:
-    """SVD of ``matrix @ whitening.s`` (or of ``matrix``), computed in float64."""
+def _whitened(matrix: np.ndarray, whitening: Whitening | None) -> np.ndarray:
     w = np.asarray(matrix, dtype=np.float64)
     if w.ndim != 2:
         raise ValueError(f"expected a 2-D weight matrix, got shape {w.shape}")
-    if whitening is not None:
-        if whitening.s.shape != (w.shape[1], w.shape[1]):
-            raise ValueError(
-                f"whitening of shape {whitening.s.shape} does not match a weight with "
-                f"{w.shape[1]} input features"
-            )
-        w = w @ whitening.s
-    u, singular_values, vt = np.linalg.svd(w, full_matrices=False)
-    return Decomposition(u=u, singular_values=singular_values, vt=vt, whitening=whitening)
+    if whitening is None:
+        return w
+    if whitening.s.shape != (w.shape[1], w.shape[1]):
+        raise ValueError(
+            f"whitening of shape {whitening.s.shape} does not match a weight with "
+            f"{w.shape[1]} input features"
+        )
+    return w @ whitening.s
+
+
+def decompose(matrix: np.ndarray, whitening: Whitening | None = None) -> Decomposition:
+    """SVD of ``matrix @ whitening.s`` (or of ``matrix``), computed in float64."""
+    u, values, vt = np.linalg.svd(_whitened(matrix, whitening), full_matrices=False)
+    return Decomposition(u=u, singular_values=values, vt=vt, whitening=whitening)
+
+
+def singular_values(matrix: np.ndarray, whitening: Whitening | None = None) -> np.ndarray:
+    """Just the singular values of ``matrix @ whitening.s`` (cheaper than :func:`decompose`)."""
+    return np.linalg.svd(_whitened(matrix, whitening), compute_uv=False)

@@ -41,7 +41,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irpass.analysis.layout import WeightLayout, weight_layout
-from irpass.passes.lowrank.layer import Candidate, attr_int, attr_ints, private_constant
+from irpass.passes.lowrank.layer import Candidate, attr_ints, private_constant
 from irpass.passes.lowrank.moments import conv_patches, same_pads
 from irpass.passes.lowrank.plan import LowRankPass
 from irpass.registry import register
@@ -55,6 +55,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Output positions per calibration sample whose receptive fields feed the input statistics.
+STAT_POSITIONS = 64
 
 
 def _attr_str(node: ir.Node, name: str, default: str) -> str:
@@ -88,8 +91,9 @@ def _static_spatial(value: ir.Value) -> list[int] | None:
     shape = value.shape
     if shape is None or len(shape) < 3:
         return None
-    dims = [d for d in shape[2:]]
-    return [int(d) for d in dims] if all(isinstance(d, int) for d in dims) else None
+    dims = list(shape[2:])
+    static = [d for d in dims if isinstance(d, int)]
+    return static if len(static) == len(dims) else None
 
 
 class ConvCandidate(Candidate):
@@ -115,7 +119,8 @@ class ConvCandidate(Candidate):
         per_group = activation.shape[1] // groups
         for g in range(groups):
             part = activation[:, g * per_group : (g + 1) * per_group]
-            for rows in conv_patches(part, self.kernel, strides, dilations, pads):
+            for rows in conv_patches(part, self.kernel, strides, dilations, pads,
+                                     max_positions=STAT_POSITIONS):
                 yield g, rows
 
     def rewrite(
@@ -191,7 +196,7 @@ class SpatialConvCandidate(Candidate):
         c_out, c_in, kh, kw = (int(d) for d in self.weight.shape)
         strides, dilations = self._geometry()
         spatial = _static_spatial(self.activation)
-        out_shape = self.node.outputs[0].shape
+        out_shape = self._output_shape
         if spatial is not None and out_shape is not None and isinstance(out_shape[-1], int):
             columns_in, columns_out = spatial[1], int(out_shape[-1])
         else:
@@ -211,7 +216,7 @@ class SpatialConvCandidate(Candidate):
         strides, dilations = self._geometry()
         top, _, bottom, _ = self.pads
         for rows in conv_patches(activation, [kh, 1], [strides[0], 1], [dilations[0], 1],
-                                 [top, 0, bottom, 0]):
+                                 [top, 0, bottom, 0], max_positions=STAT_POSITIONS):
             yield 0, rows
 
     def rewrite(

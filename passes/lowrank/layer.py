@@ -13,8 +13,8 @@ from __future__ import annotations
 import abc
 import itertools
 import math
-from collections.abc import Iterator, Sequence
-from typing import ClassVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx_ir as ir
@@ -92,6 +92,13 @@ class Candidate(abc.ABC):
         self.node = node
         self.layout = layout
         self.weight = weight
+        #: The weight's value (kept: the node's inputs are detached when it is replaced).
+        self.weight_value = node.inputs[layout.weight_input]
+        data = node.inputs[layout.data_input]
+        assert data is not None and data.name, "candidates have a named data input"
+        #: Name of the data input (stable while upstream layers are rewritten).
+        self.activation_name: str = data.name
+        self._output_shape = node.outputs[0].shape
         self.matrices = self._matrices()
 
     @property
@@ -101,7 +108,7 @@ class Candidate(abc.ABC):
 
     @property
     def activation(self) -> ir.Value:
-        """The data input the weight multiplies."""
+        """The data input the weight multiplies (as the graph holds it now)."""
         value = self.node.inputs[self.layout.data_input]
         assert value is not None
         return value
@@ -128,13 +135,18 @@ class Candidate(abc.ABC):
         return rank * (m + n) / (m * n)
 
     def max_rank(self, min_saving: float) -> int:
-        """Largest rank saving at least ``min_saving`` of both parameters and MACs (0: none)."""
+        """Largest rank saving at least ``min_saving`` of both parameters and MACs (0: none).
+
+        Even with ``min_saving=0`` the factors must be strictly smaller than the weight.
+        """
         slices, m, n = self.shape
         best = 0
         for rank in range(1, min(m, n)):
-            if self.params_at(rank) > (1 - min_saving) * self.params:
+            params = self.params_at(rank)
+            if params > (1 - min_saving) * self.params or params >= self.params:
                 break
-            if self.mac_ratio(rank) > 1 - min_saving:
+            ratio = self.mac_ratio(rank)
+            if ratio > 1 - min_saving or ratio >= 1:
                 break
             best = rank
         return best
@@ -169,7 +181,7 @@ class Candidate(abc.ABC):
 
     def initializer(self, array: np.ndarray, suffix: str, taken: set[str]) -> ir.Value:
         """A new initializer (weight dtype) named after the weight plus ``suffix``."""
-        base = self.node.inputs[self.layout.weight_input]
+        base = self.weight_value
         stem = (base.name if base is not None and base.name else self.name) + suffix
         name = fresh_name(self.graph, stem, taken)
         dtype = self.weight.dtype
@@ -189,7 +201,7 @@ class Candidate(abc.ABC):
 
     def make_node(
         self, op_type: str, inputs: Sequence[ir.Value | None], suffix: str,
-        attributes: dict[str, object] | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> ir.Node:
         """A default-domain node named after the layer plus ``suffix``."""
         return ir.node(op_type, list(inputs), attributes or {}, name=f"{self.name}{suffix}")

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["MomentAccumulator", "conv_patches", "same_pads"]
+__all__ = ["MomentAccumulator", "PairedMoments", "conv_patches", "same_pads"]
 
 
 class MomentAccumulator:
@@ -55,6 +55,40 @@ class MomentAccumulator:
         return moment
 
 
+class PairedMoments:
+    """Moments of the inputs ``x~`` a layer receives and their cross moment with reference ``x``.
+
+    For sequential data-aware factorization: the reference inputs come from the original
+    model, ``x~`` from the model with the upstream layers already factorized, same samples.
+    """
+
+    def __init__(self, features: int) -> None:
+        self.received = MomentAccumulator(features)
+        self.reference_sum = np.zeros(features, np.float64)
+        self.cross_sum = np.zeros((features, features), np.float64)
+
+    def update(self, reference: np.ndarray, received: np.ndarray) -> None:
+        """Add matching rows of reference and received vectors."""
+        if reference.shape != received.shape:
+            raise ValueError(f"reference rows {reference.shape} != received rows {received.shape}")
+        self.received.update(received)
+        x = reference.astype(np.float64, copy=False)
+        self.reference_sum += x.sum(axis=0)
+        self.cross_sum += x.T @ received.astype(np.float64, copy=False)
+
+    @property
+    def reference_mean(self) -> np.ndarray:
+        """``E[x]``."""
+        return self.reference_sum / max(self.received.count, 1)
+
+    def cross(self, centered: bool) -> np.ndarray:
+        """``E[x x~^T]``, minus ``E[x] E[x~]^T`` if centered."""
+        moment = self.cross_sum / max(self.received.count, 1)
+        if centered:
+            moment = moment - np.outer(self.reference_mean, self.received.mean)
+        return moment
+
+
 def same_pads(
     spatial: Sequence[int],
     kernel: Sequence[int],
@@ -84,12 +118,16 @@ def conv_patches(
     dilations: Sequence[int],
     pads: Sequence[int],
     max_elements: int = 1 << 22,
+    max_positions: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the patch vectors of ``x`` (N, C, *spatial) a Conv with these attributes reads.
 
     Each row is one output position's receptive field flattened in (channel, kernel...) order,
     the order of ``W.reshape(C_out, -1)``, zero padding included. Rows come in chunks of about
     ``max_elements`` numbers so a large activation never materializes its whole im2col matrix.
+    With ``max_positions``, each sample contributes at most that many output positions, the
+    same pseudo-random ones for the same input shape (statistics need far fewer patches than
+    a feature map holds, and paired reference / received inputs must pick the same ones).
     """
     dims = len(kernel)
     padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + dims]) for i in range(dims)])
@@ -106,6 +144,16 @@ def conv_patches(
     rows_budget = max(1, max_elements // max(features, 1))
     positions = windows.shape[1 : 1 + dims]
     per_sample = math.prod(positions)
+    if max_positions is not None and per_sample > max_positions:
+        rng = np.random.default_rng(per_sample)
+        chosen = np.sort(rng.choice(per_sample, size=max_positions, replace=False))
+        index_arrays = np.unravel_index(chosen, positions)
+        # (N, max_positions, C, *kernel): only the chosen receptive fields are copied.
+        picked = windows[(slice(None),) + tuple(index_arrays)]
+        step = max(1, rows_budget // max_positions)
+        for start in range(0, picked.shape[0], step):
+            yield np.ascontiguousarray(picked[start : start + step]).reshape(-1, features)
+        return
     if per_sample <= rows_budget or dims == 0:
         step = max(1, rows_budget // max(per_sample, 1))
         for start in range(0, windows.shape[0], step):

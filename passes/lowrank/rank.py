@@ -8,6 +8,7 @@ sensitivity (how much of that error reaches the model output; 1 unless measured)
 
 - ``energy=e``: per layer, the smallest rank keeping a fraction ``e`` of the energy, rounded up.
 - ``rank=k``: the same rank everywhere (rounded up, capped at each layer's ``max_rank``).
+- ``ranks={name: k}``: exactly these ranks for these layers (where they save), no others.
 - ``ratio=p``: the factorizable layers together keep a fraction ``p`` of their parameters.
   Ranks are allocated across layers by minimizing the summed error under that budget (a
   multiple-choice knapsack): a Lagrangian sweep ``min error + lambda * params`` per layer,
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -89,14 +90,21 @@ def select_ranks(
     energy: float | None = None,
     ratio: float | None = None,
     rank: int | None = None,
+    ranks: Mapping[str, int] | None = None,
     round_to: int = 1,
 ) -> dict[str, int | None]:
-    """Rank per layer name (None: keep the layer) under exactly one of the three criteria."""
-    given = [c for c in (energy, ratio, rank) if c is not None]
+    """Rank per layer name (None: keep the layer) under exactly one of the four criteria."""
+    given = [c for c in (energy, ratio, rank, ranks) if c is not None]
     if len(given) != 1:
-        raise ValueError("give exactly one of energy, ratio, rank")
+        raise ValueError("give exactly one of energy, ratio, rank, ranks")
     if ratio is not None:
         return allocate_ratio(layers, ratio, round_to)
+    if ranks is not None:
+        return {
+            layer.name: ranks[layer.name]
+            if layer.name in ranks and ranks[layer.name] <= layer.max_rank else None
+            for layer in layers
+        }
     choice: dict[str, int | None] = {}
     for layer in layers:
         full = layer.energy.size
@@ -119,7 +127,7 @@ def allocate_ratio(
     def pick(lam: float) -> list[int]:
         # Index of the option minimizing error + lam * params (params as a fraction of total).
         return [
-            min(range(len(opts)), key=lambda i, o=opts: o[i][2] + lam * o[i][1] / total)
+            int(np.argmin([error + lam * params / total for _, params, error in opts]))
             for opts in options
         ]
 
