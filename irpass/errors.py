@@ -17,6 +17,7 @@ __all__ = [
     "PassFailedError",
     "DataError",
     "OutputError",
+    "UsageError",
 ]
 
 
@@ -79,3 +80,7 @@ class DataError(IrpassError):
 
 class OutputError(IrpassError):
     """An output path cannot be written."""
+
+
+class UsageError(IrpassError):
+    """The command line itself is wrong (unknown option, bad choice, missing argument)."""

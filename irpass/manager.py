@@ -28,8 +28,9 @@ from typing import Any, Literal
 import numpy as np
 import onnx_ir as ir
 
-from irpass import __version__, registry
+from irpass import __version__
 from irpass.analysis.cost import Cost, model_cost
+from irpass.compose import build_pass
 from irpass.context import PassContext
 from irpass.errors import (
     IrpassError,
@@ -39,13 +40,12 @@ from irpass.errors import (
 )
 from irpass.ir import save_model
 from irpass.metrics import compare_outputs, max_abs_error
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import all_graphs
 from irpass.pipeline import (
     Step,
     expand_presets,
     format_pipeline,
     parse_pipeline,
-    resolve_options,
 )
 from irpass.run_report import PassRecord, RunReport, Verification
 from irpass.verify import (
@@ -92,6 +92,9 @@ class RunOptions:
         max_fixpoint_iterations: Bound on the repetitions of a ``fixpoint(...)`` group.
         allow_custom_ops: Accept ops from unknown domains (verification is then structural).
         tolerance_scale: Multiplier of the dtype tolerances for equivalence checks.
+        feed_overridable: Also feed random values to float graph inputs that have defaults
+            (IR >= 4), so a pass that freezes one is caught; not done when the pipeline
+            freezes them on purpose (``inputs_to_initializers(freeze_overridable=true)``).
     """
 
     verify: VerifyMode = "each"
@@ -104,6 +107,7 @@ class RunOptions:
     max_fixpoint_iterations: int = 10
     allow_custom_ops: bool = False
     tolerance_scale: float = 1.0
+    feed_overridable: bool = True
 
 
 @dataclasses.dataclass
@@ -125,13 +129,6 @@ def custom_ops(model: ir.Model) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-def build_pass(step: Step, context: PassContext) -> IrpassPass:
-    """Instantiate the pass a (non-fixpoint, non-preset) step names, with checked options."""
-    cls = registry.get_pass(step.name)
-    options = resolve_options(step.name, cls.Options, step.options_dict())
-    return cls(options, context)
-
-
 class _Verifier:
     """Holds verification inputs and the outputs the next lossless pass must reproduce."""
 
@@ -145,8 +142,11 @@ class _Verifier:
             if options.feeds:
                 self.feeds = [dict(f) for f in options.feeds]
             else:
+                overridable = options.feed_overridable and model.ir_version >= 4
                 self.feeds = [
-                    random_feeds(session, seed=s, dim_values=options.dim_values)
+                    random_feeds(
+                        session, seed=s, dim_values=options.dim_values, overridable=overridable
+                    )
                     for s in options.seeds
                 ]
             self.original = [run_model(session, f) for f in self.feeds]
@@ -277,7 +277,10 @@ class PipelineRunner:
             )
         numeric = self.options.verify != "none" and not customs
         try:
-            verifier = _Verifier(model, self.options, numeric=numeric)
+            options = self.options
+            if _freezes_inputs(self.steps):
+                options = dataclasses.replace(options, feed_overridable=False)
+            verifier = _Verifier(model, options, numeric=numeric)
         except VerificationError as exc:
             raise UnsupportedModelError(
                 f"ONNX Runtime cannot run the input model: {exc.message}",
@@ -379,6 +382,8 @@ class PipelineRunner:
             raise PassFailedError(
                 f"pass {step.name!r} returned a different model object although it is in-place",
                 pass_name=step.name,
+                hint="an in-place pass must return the model it was given; this is a bug in the "
+                "pass",
             )
         if not record.modified:
             record.after = record.before
@@ -433,6 +438,17 @@ class PipelineRunner:
             pass_name=step.name,
             reproducer=reproducer,
         ) from exc
+
+
+def _freezes_inputs(steps: list[Step] | tuple[Step, ...]) -> bool:
+    """Whether a step turns overridable graph inputs into constants on purpose."""
+    return any(
+        _freezes_inputs(step.children)
+        if step.is_fixpoint
+        else step.name == "inputs_to_initializers"
+        and bool(step.options_dict().get("freeze_overridable"))
+        for step in steps
+    )
 
 
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:

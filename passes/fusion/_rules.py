@@ -9,8 +9,13 @@ Every fusion pass is a set of onnxscript rewrite rules (pattern / check / rewrit
 - phases: rule lists applied one after another, each to a fixpoint, so a preferred rewrite
   (fold a BatchNormalization into its Conv) gets every chance before a fallback
   (BatchNormalization as Mul+Add);
-- clean-up of what the rewrites orphaned (initializers and Constant nodes that were used before
-  the pass and are not any more) and of the Identity nodes pass-through rewrites leave behind;
+- clean-up of what the rewrites orphaned: initializers and Constant nodes unused after the pass
+  that were used before it *or were created by it* (a weight folded twice in one pass, e.g.
+  Conv -> Mul -> Add, leaves an intermediate folded copy), and the Identity nodes pass-through
+  rewrites leave behind;
+- folded weights *replace* the weights they were computed from: a new initializer is named
+  ``<root>_<stat>`` while the old one still exists and takes the old name ``<root>`` back once
+  the old weight is gone, so names never grow ``_after_after`` chains across rewrites or passes;
 - ``modified`` reported from the number of rewrites actually applied.
 
 onnxscript's rewriter visits If/Loop/Scan bodies itself, so every rule set recurses into
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
@@ -28,9 +34,9 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern as orp
-from onnxscript.rewriter._basics import MatchFailureError
 
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.ir import default_opset
+from irpass.pass_base import IrpassPass
 
 __all__ = [
     "FusionRule",
@@ -41,11 +47,10 @@ __all__ = [
     "const_array",
     "constant_scalar",
     "either",
-    "model_opset",
     "node_of",
     "one_dim_constant_matched",
     "passthrough",
-    "scalar",
+    "root_name",
     "scalar",
     "static_dims",
     "static_shape",
@@ -60,19 +65,31 @@ _MAX_ROUNDS = 50
 
 
 class FusionRule(orp.RewriteRuleClassBase):
-    """A rewrite rule: ``pattern`` (what to match), ``check`` (why not), ``rewrite`` (result).
+    """A rewrite rule: ``pattern`` (what to match), ``plan`` (why not), ``rewrite`` (result).
 
-    ``stat`` names the counter the rule increments in the pass report (several rule instances,
-    e.g. variants of one algebraic pattern, may share it). ``check`` stores the match context in
-    ``self.ctx`` so that ``rewrite`` can reach the graph (unique initializer names, opset).
+    A plain onnxscript rule (``rule.rewrite_rule()`` or ``Rule.rule(...)`` gives the
+    ``RewriteRule``; any ``RewriteRuleSet`` can hold it) that keeps no state between a match's
+    ``check`` and its ``rewrite``: both derive what they need from the match bindings through
+    :meth:`plan`, a pure function of those bindings, so an instance may sit in several rule
+    sets and never sees data of another match.
+
+    ``check`` (onnxscript's hook) refuses a model whose default-domain opset is outside
+    ``min_opset``..``max_opset``, refuses inside model-local functions when the rule adds
+    initializers (functions have none; onnxscript would drop the rewrite silently), then
+    returns :meth:`plan`'s refusal reason as a failed ``MatchResult``. ``stat`` names the
+    counter the rule increments in the pass report (variants of one algebraic pattern may
+    share it).
     """
 
     stat: ClassVar[str] = ""
+    #: Whether :meth:`rewrite` emits initializers (through :meth:`new_initializer`).
+    adds_initializers: ClassVar[bool] = False
+    #: Default-domain opsets the rule applies to (the ops it emits must exist there).
+    min_opset: int = 1
+    max_opset: int | None = None
 
     def __init__(self, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name or type(self).__name__, **kwargs)
-        self.ctx: Any = None
-        self._reserved: set[str] = set()
 
     @property
     def stat_name(self) -> str:
@@ -81,32 +98,64 @@ class FusionRule(orp.RewriteRuleClassBase):
 
     # onnxscript names the first parameter ``op`` but passes the match context
     def check(  # type: ignore[override]
-        self, context: Any, *args: Any, **kwargs: Any
+        self, context: Any, **bindings: Any
     ) -> orp.MatchResult:
-        """Accept every match (subclasses refine this and return ``fail(reason)``)."""
-        return orp.MatchResult()
+        """Refuse for the opset or a function scope, else return :meth:`plan`'s verdict."""
+        result = orp.MatchResult()
+        opset = default_opset(context.model) or 0
+        if opset < self.min_opset:
+            return result.fail(
+                f"opset {opset} is older than {self.min_opset}, which {self.name} needs "
+                "(run upgrade_opset)"
+            )
+        if self.max_opset is not None and opset > self.max_opset:
+            return result.fail(f"opset {opset} is newer than {self.max_opset} ({self.name})")
+        if self.adds_initializers and isinstance(context.graph_or_function, ir.Function):
+            return result.fail("cannot add initializers inside a model-local function")
+        plan = self.plan(**bindings)
+        if isinstance(plan, str):
+            return result.fail(plan)
+        return result
 
-    @property
-    def graph(self) -> ir.Graph:
-        """The graph (or function) the current match lives in."""
-        return self.ctx.graph_or_function
+    # ``*args`` only so that subclasses may name the bindings they read (mypy accepts any
+    # override of an ``(*args: Any, **kwargs: Any)`` method); onnxscript passes keywords
+    def plan(self, *args: Any, **bindings: Any) -> Any:
+        """What the rewrite needs, derived from the bindings alone, or a str: why not.
 
-    def new_initializer(self, op: Any, array: np.ndarray, base: str | None) -> ir.Value:
-        """Emit an initializer holding ``array`` with a name unique in the current graph.
-
-        Raises MatchFailureError inside a model-local function (functions have no initializers;
-        the rewriter would silently drop the rewrite while we counted it).
+        Called by ``check`` and again by ``rewrite`` (through :meth:`planned`); it must not
+        modify anything. The default accepts every match.
         """
-        if isinstance(self.graph, ir.Function):
-            raise MatchFailureError("cannot add initializers inside a model-local function")
-        name = unique_name(self.graph, (base or "const") + "_" + self.stat_name, self._reserved)
-        self._reserved.add(name)
+        return None
+
+    def planned(self, **bindings: Any) -> Any:
+        """:meth:`plan` for a match ``check`` accepted (a refusal here is a bug, so it raises)."""
+        plan = self.plan(**bindings)
+        if isinstance(plan, str):
+            raise RuntimeError(f"{self.name}: rewrite of a match its check refused ({plan})")
+        return plan
+
+    def new_initializer(self, op: Any, array: np.ndarray, base: str, near: ir.Node) -> ir.Value:
+        """Emit an initializer holding ``array``, named uniquely in the graph of ``near``.
+
+        ``near`` is a matched node: the rewriter adds the initializer to that node's graph.
+        Names already taken by this rewrite's other new initializers are avoided too.
+        """
+        taken = {v.name for v in getattr(op, "initializers", ()) if v.name}
+        name = unique_name(near.graph, f"{root_name(base)}_{self.stat_name}", taken)
         # np.array, not np.ascontiguousarray: the latter turns a scalar into shape (1,)
         return op.initializer(ir.tensor(np.array(array, order="C")), name)
 
-    def setup(self) -> None:
-        """Reset the per-graph set of reserved initializer names."""
-        self._reserved = set()
+    def rewrite_rule(self) -> orp.RewriteRule:
+        """This rule as onnxscript's ``RewriteRule`` (what ``Rule.rule(...)`` builds)."""
+        return orp.RewriteRule(
+            self.pattern,
+            self.rewrite,
+            self.check,
+            name=self.name,
+            remove_nodes=self.remove_nodes,
+            graph_pre_visitor=self.setup,
+            graph_post_visitor=self.cleanup,
+        )
 
 
 def either(op: Any, op_type: str, a: Any, b: Any, tag: str) -> Any:
@@ -131,6 +180,27 @@ def scalar(value: float, tag: str) -> Any:
 def one_dim_constant_matched(bindings: dict[str, Any]) -> bool:
     """Whether any :func:`scalar` pattern in the match bound its shape-``(1,)`` form."""
     return any(k.startswith("k_") and v == 1 for k, v in bindings.items())
+
+
+def _stat_names() -> set[str]:
+    names: set[str] = set()
+    stack: list[type] = [FusionRule]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        stat = getattr(cls, "stat", "")
+        if stat:
+            names.add(stat)
+    return names
+
+
+def root_name(name: str) -> str:
+    """``name`` without the ``_<stat>`` / ``_<stat>_<n>`` suffixes fusion rules append."""
+    stats = "|".join(sorted((re.escape(s) for s in _stat_names()), key=len, reverse=True))
+    if not stats:
+        return name
+    root = re.sub(rf"(_(?:{stats})(?:_\d+)?)+$", "", name)
+    return root or name
 
 
 def unique_name(graph: Any, base: str, reserved: Iterable[str] = ()) -> str:
@@ -161,11 +231,6 @@ def passthrough(op: Any, x: ir.Value) -> ir.Value:
     out = op.Identity(x)
     node_of(out).metadata_props[_PASSTHROUGH_TAG] = "1"
     return out
-
-
-def model_opset(model: ir.Model) -> int:
-    """The default-domain opset of ``model`` (0 when it imports none)."""
-    return int(model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0)))
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:
@@ -256,64 +321,67 @@ def sole_user_is(value: ir.Value, node: ir.Node) -> bool:
 
 
 class _CountingRule(orp.RewriteRule):
-    """A RewriteRule that logs check refusals and counts applied rewrites per ``stat``."""
+    """``rule`` as a RewriteRule that also logs check refusals and counts applied rewrites.
 
-    def __init__(self, impl: FusionRule, counts: Counter[str]) -> None:
-        self._impl = impl
-        self._counts = counts
+    Instrumentation for :class:`RuleSetPass` only: the rule itself works the same without it.
+    """
 
+    def __init__(self, rule: FusionRule, counts: Counter[str]) -> None:
         def check(context: Any, **bindings: Any) -> Any:
-            impl.ctx = context
-            result = impl.check(context, **bindings)
+            result = rule.check(context, **bindings)
             if not result:
-                reason = getattr(result, "reason", "") or "check returned False"
                 logger.debug(
                     "%s: not rewriting at node %r (%s): %s",
-                    impl.name,
+                    rule.name,
                     context.root.name,
                     context.root.op_type,
-                    reason,
+                    getattr(result, "reason", "") or "check returned False",
                 )
             return result
 
         def rewrite(op: Any, **bindings: Any) -> Any:
-            out = impl.rewrite(op, **bindings)
+            out = rule.rewrite(op, **bindings)
             if out is not None and out is not False:
-                counts[impl.stat_name] += 1
+                counts[rule.stat_name] += 1
             return out
 
         super().__init__(
-            impl.pattern,
+            rule.pattern,
             rewrite,
             check,
-            name=impl.name,
-            remove_nodes=impl.remove_nodes,
-            graph_pre_visitor=impl.setup,
-            graph_post_visitor=impl.cleanup,
+            name=rule.name,
+            remove_nodes=rule.remove_nodes,
+            graph_pre_visitor=rule.setup,
+            graph_post_visitor=rule.cleanup,
         )
 
 
-def _used_initializers(model: ir.Model) -> list[tuple[ir.Graph, ir.Value]]:
-    used = []
-    for graph in all_graphs(model):
-        for value in graph.initializers.values():
-            if value.uses():
-                used.append((graph, value))
-    return used
+def _initializers(model: ir.Model) -> dict[int, ir.Value]:
+    """Every initializer by id (the dict keeps the values alive, so ids are not reused)."""
+    return {id(v): v for graph in model.graphs() for v in graph.initializers.values()}
 
 
-def _used_constant_nodes(model: ir.Model) -> list[tuple[ir.Graph, ir.Node]]:
-    nodes = []
-    for graph in all_graphs(model):
-        for node in graph:
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-                if any(out.uses() for out in node.outputs):
-                    nodes.append((graph, node))
-    return nodes
+def _unused_initializers(model: ir.Model) -> dict[int, ir.Value]:
+    """Initializers nobody reads, by id (not ours to remove: that is eliminate_dead's job)."""
+    return {
+        key: value
+        for key, value in _initializers(model).items()
+        if not value.uses() and not value.is_graph_output()
+    }
+
+
+def _unused_constant_nodes(model: ir.Model) -> dict[int, ir.Node]:
+    return {
+        id(node): node
+        for graph in model.graphs()
+        for node in graph
+        if node.op_type == "Constant"
+        and not any(out.uses() or out.is_graph_output() for out in node.outputs)
+    }
 
 
 def _splice_passthrough_identities(model: ir.Model) -> None:
-    for graph in all_graphs(model):
+    for graph in list(model.graphs()):
         for node in list(graph):
             if node.op_type != "Identity" or _PASSTHROUGH_TAG not in node.metadata_props:
                 continue
@@ -339,10 +407,24 @@ class RuleSetPass(IrpassPass):
         """The rule instances of each phase, in order."""
         return [[cls() for cls in phase] for phase in self.rule_phases]
 
+    def rule_set(self) -> orp.RewriteRuleSet:
+        """Every rule of every phase, in phase order, as a plain onnxscript ``RewriteRuleSet``.
+
+        For use in another compiler's rewriter (``onnxscript.rewriter.rewrite``,
+        ``RewritePass``). The pass itself adds what a flat rule set lacks: phases (a preferred
+        rewrite gets every chance before a fallback), removal of the initializers and the
+        Identity nodes the rewrites leave behind, and per-rule counts.
+        """
+        rules = [rule.rewrite_rule() for phase in self.phases() for rule in phase]
+        if not rules:
+            raise ValueError(f"{self.name} has no rules with options {self.options}")
+        return orp.RewriteRuleSet(rules, commute=self.commute)
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Apply every phase to a fixpoint; clean up what the rewrites orphaned."""
-        used_inits = _used_initializers(model)
-        used_consts = _used_constant_nodes(model)
+        before = _initializers(model)
+        unused_inits = _unused_initializers(model)
+        unused_consts = _unused_constant_nodes(model)
         total = 0
         for phase in self.phases():
             if not phase:
@@ -358,27 +440,53 @@ class RuleSetPass(IrpassPass):
             self.stats.update(counts)
             total += sum(counts.values())
         if total:
-            self._remove_orphans(used_inits, used_consts)
+            _remove_orphans(model, unused_inits, unused_consts)
+            # the initializers the rules created, in creation order, with the root of their name
+            created = [
+                (value, root_name(value.name))
+                for key, value in _initializers(model).items()
+                if key not in before and value.name
+            ]
+            _take_back_names(model, created)
         return ir.passes.PassResult(model, modified=total > 0)
 
-    @staticmethod
-    def _remove_orphans(
-        used_inits: Iterable[tuple[ir.Graph, ir.Value]],
-        used_consts: Iterable[tuple[ir.Graph, ir.Node]],
-    ) -> None:
-        for graph, node in used_consts:
-            if node.graph is graph and not any(
-                out.uses() or out.is_graph_output() for out in node.outputs
+
+def _remove_orphans(
+    model: ir.Model, unused_inits: dict[int, ir.Value], unused_consts: dict[int, ir.Node]
+) -> None:
+    """Drop initializers / Constant nodes unused now that were in use (or new) before the pass."""
+    for graph in list(model.graphs()):
+        for node in list(graph):
+            if (
+                node.op_type == "Constant"
+                and id(node) not in unused_consts
+                and not any(out.uses() or out.is_graph_output() for out in node.outputs)
             ):
                 graph.remove(node, safe=True)
-        for graph, value in used_inits:
-            name = value.name
+        for name, value in list(graph.initializers.items()):
             if (
-                name is not None
-                and name in graph.initializers
-                and graph.initializers[name] is value
+                id(value) not in unused_inits
                 and not value.uses()
                 and not value.is_graph_input()
                 and not value.is_graph_output()
             ):
                 del graph.initializers[name]
+
+
+def _take_back_names(model: ir.Model, created: list[tuple[ir.Value, str]]) -> None:
+    """Give each surviving folded weight the name of the weight it replaced, once that is free."""
+    taken: dict[int, set[str]] = {}
+    for graph in list(model.graphs()):
+        found = [v.name for v in graph.inputs] + list(graph.initializers)
+        found += [out.name for node in graph for out in node.outputs]
+        taken[id(graph)] = {n for n in found if n}
+    for value, root in created:
+        owner = value.graph
+        if owner is None or value.name == root or not value.uses():
+            continue
+        names = taken.get(id(owner))
+        if names is None or root in names or value.name not in owner.initializers:
+            continue
+        names.discard(value.name or "")
+        value.name = root
+        names.add(root)

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import pattern as orp
 
 from irpass.pass_base import option
 from irpass.passes.fusion._rules import (
@@ -41,7 +40,6 @@ from irpass.passes.fusion._rules import (
     attr_float,
     attr_int,
     attr_str,
-    model_opset,
     node_of,
     rank_of,
 )
@@ -61,47 +59,57 @@ class DecomposeBatchNorm(BatchNormToMulAdd):
 
 
 class _Decompose(FusionRule):
-    """Shared helpers: constants in the input's dtype, Clip in the model's opset form."""
+    """Shared helpers: constants in the input's dtype, Clip in the model's opset form.
 
-    def const(self, op: Any, x: ir.Value, value: float, name: str) -> ir.Value:
-        assert x.dtype is not None  # every check requires a known dtype
-        return self.new_initializer(op, np.array(value, dtype=x.dtype.numpy()), name)
+    ``clip_inputs`` picks Clip's bounds as inputs (opset >= 11) or attributes (opset 6-10);
+    a rule using Clip exists in both forms and ``min_opset``/``max_opset`` let exactly one
+    of them apply to a model.
+    """
 
-    def clip01(self, op: Any, x: ir.Value, y: Any) -> Any:
-        if model_opset(self.ctx.model) >= 11:
-            return op.Clip(y, self.const(op, x, 0.0, "zero"), self.const(op, x, 1.0, "one"))
+    adds_initializers = True
+
+    def __init__(self, name: str | None = None, *, clip_inputs: bool = True) -> None:
+        super().__init__(name)
+        self.clip_inputs = clip_inputs
+        if clip_inputs:
+            self.min_opset = max(self.min_opset, 11)
+        else:
+            self.max_opset = 10
+
+    def plan(self, *args: Any, **bindings: Any) -> Any:
+        return None if bindings["x"].dtype is not None else "input dtype is unknown"
+
+    def const(self, op: Any, x: ir.Value, value: float, name: str, near: ir.Node) -> ir.Value:
+        assert x.dtype is not None  # every plan requires a known dtype
+        return self.new_initializer(op, np.array(value, dtype=x.dtype.numpy()), name, near)
+
+    def clip01(self, op: Any, x: ir.Value, y: Any, near: ir.Node) -> Any:
+        if self.clip_inputs:
+            zero, one = self.const(op, x, 0.0, "zero", near), self.const(op, x, 1.0, "one", near)
+            return op.Clip(y, zero, one)
         return op.Clip(y, min=0.0, max=1.0)
 
-    def hard_sigmoid(self, op: Any, x: ir.Value, alpha: float, beta: float) -> Any:
-        scaled = op.Mul(x, self.const(op, x, alpha, "alpha"))
-        return self.clip01(op, x, op.Add(scaled, self.const(op, x, beta, "beta")))
-
-
-def _needs_dtype(x: ir.Value) -> orp.MatchResult:
-    result = orp.MatchResult()
-    if x.dtype is None:
-        return result.fail("input dtype is unknown")
-    return result
+    def hard_sigmoid(self, op: Any, x: ir.Value, alpha: float, beta: float, near: ir.Node) -> Any:
+        scaled = op.Mul(x, self.const(op, x, alpha, "alpha", near))
+        return self.clip01(op, x, op.Add(scaled, self.const(op, x, beta, "beta", near)), near)
 
 
 class DecomposeHardSwish(_Decompose):
     """HardSwish(x) -> x * HardSigmoid(x) (or its Clip form)."""
 
     stat = "HardSwish"
+    min_opset = 14
 
     def __init__(self, inline_hard_sigmoid: bool) -> None:
         super().__init__()
         self.inline_hard_sigmoid = inline_hard_sigmoid
 
     def pattern(self, op: Any, x: Any) -> Any:
-        return op.HardSwish(x)
+        return op.HardSwish(x, _outputs=["out"])
 
-    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
-        return _needs_dtype(x)
-
-    def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
         if self.inline_hard_sigmoid:
-            return op.Mul(x, self.hard_sigmoid(op, x, 1.0 / 6.0, 0.5))
+            return op.Mul(x, self.hard_sigmoid(op, x, 1.0 / 6.0, 0.5, node_of(out)))
         return op.Mul(x, op.HardSigmoid(x, alpha=1.0 / 6.0, beta=0.5))
 
 
@@ -110,16 +118,17 @@ class DecomposeHardSigmoid(_Decompose):
 
     stat = "HardSigmoid"
 
+    def __init__(self, *, clip_inputs: bool = True) -> None:
+        name = "DecomposeHardSigmoid" + ("" if clip_inputs else "_opset10")
+        super().__init__(name, clip_inputs=clip_inputs)
+
     def pattern(self, op: Any, x: Any) -> Any:
         return op.HardSigmoid(x, _allow_other_attributes=True, _outputs=["out"])
-
-    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
-        return _needs_dtype(x)
 
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
         node = node_of(out)
         alpha, beta = attr_float(node, "alpha", 0.2), attr_float(node, "beta", 0.5)
-        return self.hard_sigmoid(op, x, alpha, beta)
+        return self.hard_sigmoid(op, x, alpha, beta, node)
 
 
 class DecomposeGelu(_Decompose):
@@ -130,58 +139,71 @@ class DecomposeGelu(_Decompose):
     def pattern(self, op: Any, x: Any) -> Any:
         return op.Gelu(x, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
-        return _needs_dtype(x)
-
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
-        if attr_str(node_of(out), "approximate", "none") == "tanh":
-            cube = op.Pow(x, self.const(op, x, 3.0, "three"))
-            poly = op.Add(x, op.Mul(cube, self.const(op, x, 0.044715, "gelu_c")))
-            inner = op.Tanh(op.Mul(poly, self.const(op, x, math.sqrt(2 / math.pi), "sqrt_2_pi")))
+        node = node_of(out)
+
+        def const(value: float, name: str) -> ir.Value:
+            return self.const(op, x, value, name, node)
+
+        if attr_str(node, "approximate", "none") == "tanh":
+            cube = op.Pow(x, const(3.0, "three"))
+            poly = op.Add(x, op.Mul(cube, const(0.044715, "gelu_c")))
+            inner = op.Tanh(op.Mul(poly, const(math.sqrt(2 / math.pi), "sqrt_2_pi")))
         else:
-            inner = op.Erf(op.Div(x, self.const(op, x, math.sqrt(2.0), "sqrt2")))
-        one_plus = op.Add(inner, self.const(op, x, 1.0, "one"))
-        return op.Mul(op.Mul(x, self.const(op, x, 0.5, "half")), one_plus)
+            inner = op.Erf(op.Div(x, const(math.sqrt(2.0), "sqrt2")))
+        one_plus = op.Add(inner, const(1.0, "one"))
+        return op.Mul(op.Mul(x, const(0.5, "half")), one_plus)
 
 
 class DecomposeLayerNorm(_Decompose):
-    """LayerNormalization -> ReduceMean/Sub/Mul/ReduceMean/Add/Sqrt/Div/Mul/Add."""
+    """LayerNormalization -> ReduceMean/Sub/Mul/ReduceMean/Add/Sqrt/Div/Mul/Add.
+
+    ``axes_input`` picks ReduceMean's axes as an input (opset >= 18) or an attribute (17).
+    """
 
     stat = "LayerNormalization"
+
+    def __init__(self, *, axes_input: bool = True) -> None:
+        super().__init__("DecomposeLayerNorm" + ("" if axes_input else "_opset17"))
+        self.axes_input = axes_input
+        if axes_input:
+            self.min_opset = 18
+        else:
+            self.max_opset = 17
 
     def pattern(self, op: Any, x: Any) -> Any:
         return op.LayerNormalization(
             x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
         )
 
-    def check(self, context: Any, x: ir.Value, out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: ir.Value, out: ir.Value, **_: Any) -> list[int] | str:
+        """The axes to reduce over (negative, trailing), or why not."""
         node = node_of(out)
         if x.dtype not in (ir.DataType.FLOAT, ir.DataType.DOUBLE):
-            return result.fail(f"input type {x.dtype} would need stash_type handling")
+            return f"input type {x.dtype} would need stash_type handling"
         if any(v.uses() or v.is_graph_output() for v in node.outputs[1:]):
-            return result.fail("the Mean/InvStdDev outputs are used")
+            return "the Mean/InvStdDev outputs are used"
         axis = attr_int(node, "axis", -1)
         if axis >= 0:
             rank = rank_of(x)
             if rank is None:
-                return result.fail("input rank is unknown for a non-negative axis")
+                return "input rank is unknown for a non-negative axis"
             axis -= rank
-        self._axes = list(range(axis, 0))
-        return result
+        return list(range(axis, 0))
 
-    def reduce_mean(self, op: Any, x: ir.Value, y: Any) -> Any:
-        if model_opset(self.ctx.model) >= 18:
-            axes = self.new_initializer(op, np.array(self._axes, dtype=np.int64), "ln_axes")
-            return op.ReduceMean(y, axes, keepdims=1)
-        return op.ReduceMean(y, axes=self._axes, keepdims=1)
+    def reduce_mean(self, op: Any, y: Any, axes: list[int], near: ir.Node) -> Any:
+        if self.axes_input:
+            value = self.new_initializer(op, np.array(axes, dtype=np.int64), "ln_axes", near)
+            return op.ReduceMean(y, value, keepdims=1)
+        return op.ReduceMean(y, axes=axes, keepdims=1)
 
-    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **bindings: Any) -> Any:
+        axes = self.planned(x=x, out=out, **bindings)
         node = node_of(out)
         eps = attr_float(node, "epsilon", 1e-5)
-        d = op.Sub(x, self.reduce_mean(op, x, x))
-        var = self.reduce_mean(op, x, op.Mul(d, d))
-        y = op.Div(d, op.Sqrt(op.Add(var, self.const(op, x, eps, "ln_eps"))))
+        d = op.Sub(x, self.reduce_mean(op, x, axes, node))
+        var = self.reduce_mean(op, op.Mul(d, d), axes, node)
+        y = op.Div(d, op.Sqrt(op.Add(var, self.const(op, x, eps, "ln_eps", node))))
         y = op.Mul(y, node.inputs[1])
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             y = op.Add(y, node.inputs[2])
@@ -238,11 +260,11 @@ class DecomposeOpsPass(RuleSetPass):
             first.append(DecomposeHardSwish(inline_hard_sigmoid="HardSigmoid" in ops))
         rest: list[FusionRule] = []
         if "HardSigmoid" in ops:
-            rest.append(DecomposeHardSigmoid())
+            rest += [DecomposeHardSigmoid(), DecomposeHardSigmoid(clip_inputs=False)]
         if "Gelu" in ops:
             rest.append(DecomposeGelu())
         if "LayerNormalization" in ops:
-            rest.append(DecomposeLayerNorm())
+            rest += [DecomposeLayerNorm(), DecomposeLayerNorm(axes_input=False)]
         if "BatchNormalization" in ops:
             rest.append(DecomposeBatchNorm())
         return [first, rest]
