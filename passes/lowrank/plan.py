@@ -59,8 +59,8 @@ class LowRankOptions:
     energy: float | None = option(
         None, "keep this fraction of each layer's (whitened) singular-value energy")
     ratio: float | None = option(
-        None, "keep this fraction of the factorizable layers' parameters, ranks allocated "
-        "across layers by error")
+        None, "remove this fraction of the factorizable layers' parameters (0.3: 30 % "
+        "fewer), ranks allocated across layers by error")
     rank: int | None = option(None, "this rank for every layer (capped where it would not save)")
     ranks: list[str] = option(
         [], "explicit ranks as name:rank; only these layers are factorized (e.g. to compare "
@@ -87,10 +87,10 @@ class LowRankOptions:
         if len(given) > 1:
             raise ValueError(f"give one of energy, ratio, rank, ranks (got {', '.join(given)})")
         self.layer_ranks()
-        for name in ("energy", "ratio"):
-            value = getattr(self, name)
-            if value is not None and not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
+        if self.energy is not None and not 0 < self.energy <= 1:
+            raise ValueError(f"energy must be in (0, 1], got {self.energy}")
+        if self.ratio is not None and not 0 < self.ratio < 1:
+            raise ValueError(f"ratio must be in (0, 1), got {self.ratio}")
         if self.rank is not None and self.rank < 1:
             raise ValueError(f"rank must be >= 1, got {self.rank}")
         if self.round_to < 1:
@@ -362,7 +362,8 @@ class LowRankPass(IrpassPass):
             "eligible_params": eligible,
             "factorized_params_before": before,
             "factorized_params_after": after,
-            "eligible_ratio": round((eligible - before + after) / eligible, 4) if eligible else 1,
+            # Fraction of the factorizable layers' parameters left (1 - ratio at most).
+            "eligible_kept": round((eligible - before + after) / eligible, 4) if eligible else 1,
             "layers": layers,
             "skipped": refused,
         }

@@ -9,7 +9,8 @@ sensitivity (how much of that error reaches the model output; 1 unless measured)
 - ``energy=e``: per layer, the smallest rank keeping a fraction ``e`` of the energy, rounded up.
 - ``rank=k``: the same rank everywhere (rounded up, capped at each layer's ``max_rank``).
 - ``ranks={name: k}``: exactly these ranks for these layers (where they save), no others.
-- ``ratio=p``: the factorizable layers together keep a fraction ``p`` of their parameters.
+- ``ratio=p``: the factorizable layers together lose a fraction ``p`` of their parameters
+  (``ratio=0.3``: 30 % fewer; the same convention as ``prune(ratio=...)``).
   Ranks are allocated across layers by minimizing the summed error under that budget (a
   multiple-choice knapsack): a Lagrangian sweep ``min error + lambda * params`` per layer,
   bisected on ``lambda`` to the budget, then a greedy pass spends what is left on the upgrade
@@ -117,10 +118,10 @@ def select_ranks(
 def allocate_ratio(
     layers: Sequence[LayerSpectrum], ratio: float, round_to: int
 ) -> dict[str, int | None]:
-    """Ranks that keep ``ratio`` of the layers' parameters at the least summed error."""
+    """Ranks that remove ``ratio`` of the layers' parameters at the least summed error."""
     options = [_options(layer, round_to) for layer in layers]
     total = sum(layer.params for layer in layers)
-    budget = ratio * total
+    budget = (1 - ratio) * total
     if not layers or total == 0:
         return {}
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+import pytest
 
 from irpass.analysis.cost import model_cost
 from irpass.context import PassContext
@@ -79,3 +80,20 @@ def relative_error(reference: ir.Model, candidate: ir.Model,
     ref = next(iter(run_ir(reference, feeds).values())).astype(np.float64)
     got = next(iter(run_ir(candidate, feeds).values())).astype(np.float64)
     return float(np.sqrt(np.mean((got - ref) ** 2) / np.mean(ref**2)))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_blas_thread() -> Iterator[None]:
+    """One BLAS thread while a module that imports this fixture runs.
+
+    The low-rank work is many small eigendecompositions and SVDs; on a shared, loaded machine
+    OpenBLAS's spinning worker threads made it about three times slower in wall time and CPU
+    time alike. threadpoolctl comes with scikit-learn (test extra); without it no limit is set.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

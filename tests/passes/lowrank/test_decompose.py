@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lowrank_testlib import single_blas_thread  # noqa: F401  (autouse fixture)
 
 from irpass.passes.lowrank.decompose import Whitening, decompose
 

@@ -9,6 +9,7 @@ from lowrank_testlib import (
     relative_error,
     rewrite_at_full_rank,
     run_pass,
+    single_blas_thread,  # noqa: F401  (autouse fixture)
 )
 
 from irpass.errors import DataError
