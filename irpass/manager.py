@@ -69,7 +69,7 @@ logger = logging.getLogger(__name__)
 
 #: Operator domains that ONNX or ONNX Runtime define; anything else is a custom op.
 KNOWN_DOMAINS = frozenset(
-    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview", "ai.onnx.preview.training"}
 )
 
 VerifyMode = Literal["each", "final", "none"]
