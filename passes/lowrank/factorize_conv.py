@@ -41,7 +41,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irpass.analysis.layout import WeightLayout, weight_layout
-from irpass.passes.lowrank.layer import Candidate, attr_ints, private_constant
+from irpass.passes.lowrank.layer import Candidate, attr_ints, layer_name, private_constant
 from irpass.passes.lowrank.moments import conv_patches, same_pads
 from irpass.passes.lowrank.plan import LowRankPass
 from irpass.registry import register
@@ -266,7 +266,7 @@ def find_conv_candidates(
             continue
         result = _candidate(node, spatial)
         if isinstance(result, str):
-            refused[node.name or node.op_type] = result
+            refused[layer_name(node)] = result
             logger.debug("not factorizing %s: %s", node.name, result)
         else:
             found.append(result)

@@ -36,6 +36,7 @@ from irpass.passes.lowrank.layer import (
     attr_int,
     batch_index,
     constant_array,
+    layer_name,
     private_constant,
 )
 from irpass.passes.lowrank.plan import LowRankPass
@@ -244,7 +245,7 @@ def find_gemm_candidates(graph: ir.Graph) -> tuple[list[Candidate], dict[str, st
             continue
         result = _candidate(node)
         if isinstance(result, str):
-            refused[node.name or node.op_type] = result
+            refused[layer_name(node)] = result
             logger.debug("not factorizing %s: %s", node.name, result)
         else:
             found.append(result)

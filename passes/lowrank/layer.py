@@ -21,7 +21,15 @@ import onnx_ir as ir
 
 from irpass.analysis.layout import WeightLayout
 
-__all__ = ["Candidate", "attr_int", "attr_ints", "constant_array", "fresh_name", "private_constant"]
+__all__ = [
+    "Candidate",
+    "attr_int",
+    "attr_ints",
+    "constant_array",
+    "fresh_name",
+    "layer_name",
+    "private_constant",
+]
 
 
 def constant_array(value: ir.Value | None) -> np.ndarray | None:
@@ -60,6 +68,11 @@ def private_constant(value: ir.Value | None, node: ir.Node) -> np.ndarray | str:
     return array
 
 
+def layer_name(node: ir.Node) -> str:
+    """The node's name, or for an unnamed node its op type and output name (deterministic)."""
+    return node.name or f"{node.op_type}:{node.outputs[0].name}"
+
+
 def fresh_name(graph: ir.Graph, base: str, taken: set[str]) -> str:
     """A value name not used in ``graph`` (nor in ``taken``, which receives it)."""
     if not taken:
@@ -90,6 +103,8 @@ class Candidate(abc.ABC):
 
     def __init__(self, node: ir.Node, layout: WeightLayout, weight: np.ndarray) -> None:
         self.node = node
+        #: What ``ignore``, ``ranks`` and the report call the layer (see :func:`layer_name`).
+        self.name: str = layer_name(node)
         self.layout = layout
         self.weight = weight
         #: The weight's value (kept: the node's inputs are detached when it is replaced).
@@ -100,11 +115,6 @@ class Candidate(abc.ABC):
         self.activation_name: str = data.name
         self._output_shape = node.outputs[0].shape
         self.matrices = self._matrices()
-
-    @property
-    def name(self) -> str:
-        """The node's name (what ``ignore`` and the report use)."""
-        return self.node.name or f"{self.node.op_type}@{id(self.node):x}"
 
     @property
     def activation(self) -> ir.Value:

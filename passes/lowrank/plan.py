@@ -19,6 +19,7 @@ One run:
 from __future__ import annotations
 
 import abc
+import collections
 import dataclasses
 import fnmatch
 import logging
@@ -208,8 +209,11 @@ class LowRankPass(IrpassPass):
         """Candidates that are not ignored and can save ``min_saving``; reasons for the rest."""
         opts: LowRankOptions = self.options
         candidates, refused = self.find(graph)
+        names = collections.Counter(c.name for c in candidates)
         plans: list[LayerPlan] = []
         for cand in candidates:
+            if names[cand.name] > 1:  # node names need not be unique in ONNX
+                cand.name = f"{cand.name}:{cand.node.outputs[0].name}"
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in opts.ignore
                    for name in (cand.name, cand.node.op_type)):
                 refused[cand.name] = "ignored (option ignore)"

@@ -274,3 +274,24 @@ def test_main_graph_only_if_bodies_are_left_alone():
     }}""", [])
     modified, _ = run_pass(FactorizeGemmPass, model, rank=8)
     assert not modified
+
+
+def test_unnamed_and_duplicate_names_are_deterministic_and_distinct():
+    import onnx_ir as ir
+
+    text = f"""{OPSET}
+    g (float[4,64] x, float[64,48] W, float[48,64] V) => (float[4,64] y) {{
+      h = MatMul(x, W)
+      y = MatMul(h, V)
+    }}"""
+    first = build(text, ["W", "V"])
+    second = build(text, ["W", "V"])
+    _, p = run_pass(FactorizeGemmPass, first, rank=8)
+    run_pass(FactorizeGemmPass, second, rank=8)
+    assert [x["name"] for x in p.details["layers"]] == ["MatMul:h", "MatMul:y"]
+    assert ir.to_proto(first).SerializeToString() == ir.to_proto(second).SerializeToString()
+    twins = build(text, ["W", "V"])
+    for node in twins.graph:
+        node.name = "fc"
+    _, q = run_pass(FactorizeGemmPass, twins, ranks=["fc:h:8"])
+    assert [x["name"] for x in q.details["layers"]] == ["fc:h"]
