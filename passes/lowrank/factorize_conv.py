@@ -107,9 +107,10 @@ class ConvCandidate(Candidate):
         return [int(k) for k in self.weight.shape[2:]]
 
     def _matrices(self) -> np.ndarray:
+        # Conv weights are (out, in / g, k...) (layout axes 0 and 1): rows by group.
         groups = self.layout.groups
         w = self.weight.astype(np.float64)
-        return w.reshape(groups, w.shape[0] // groups, -1)
+        return w.reshape(groups, w.shape[self.layout.out_axis] // groups, -1)
 
     def vectors(self, activation: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Receptive fields (im2col rows) of each group's input channels."""

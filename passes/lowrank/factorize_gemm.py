@@ -58,8 +58,10 @@ class MatMulCandidate(Candidate):
         return self.layout.weight_input == 1
 
     def _matrices(self) -> np.ndarray:
-        w = self.weight.astype(np.float64).reshape((-1, *self.weight.shape[-2:]))
-        return np.swapaxes(w, -1, -2) if self.right else w
+        # The layout's output / input axes of the weight become each slice's rows / columns.
+        w = np.moveaxis(self.weight.astype(np.float64),
+                        (self.layout.out_axis, self.layout.in_axis), (-2, -1))
+        return w.reshape((-1, *w.shape[-2:]))
 
     def vectors(self, activation: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Rows of ``x`` (weight on the right) or columns of ``x`` (weight on the left)."""
@@ -68,9 +70,7 @@ class MatMulCandidate(Candidate):
             x = x[None, :] if self.right else x[:, None]
         features = self.shape[2]
         for flat, select in batch_index(x.shape[:-2], self.weight.shape[:-2]):
-            part = x[select]
-            if not self.right:
-                part = np.swapaxes(part, -1, -2)
+            part = np.moveaxis(x[select], self.layout.act_in_axis, -1)
             yield flat, part.reshape(-1, features)
 
     def rewrite(
@@ -150,14 +150,10 @@ class GemmCandidate(Candidate):
         return self.layout.weight_input == 1
 
     def _matrices(self) -> np.ndarray:
-        alpha = self._alpha
-        w = self.weight.astype(np.float64)
-        if self.right:
-            # B' (K x N) is W or W^T; y = B'^T x.
-            b_prime = w.T if attr_int(self.node, "transB", 0) else w
-            return (alpha * b_prime.T)[None]
-        a_prime = w.T if attr_int(self.node, "transA", 0) else w
-        return (alpha * a_prime)[None]
+        # alpha A'B' with the constant operand as (out, in) along the layout's axes.
+        w = np.moveaxis(self.weight.astype(np.float64),
+                        (self.layout.out_axis, self.layout.in_axis), (0, 1))
+        return (self._alpha * w)[None]
 
     @property
     def _alpha(self) -> float:
@@ -170,12 +166,8 @@ class GemmCandidate(Candidate):
         return 1.0 if attr is None else float(attr.as_float())
 
     def vectors(self, activation: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """Rows of A' (weight B) or columns of B' (weight A)."""
-        if self.right:
-            rows = activation.T if attr_int(self.node, "transA", 0) else activation
-        else:
-            rows = activation if attr_int(self.node, "transB", 0) else activation.T
-        yield 0, rows
+        """Rows of A' (weight B) or columns of B' (weight A): the data's channel axis last."""
+        yield 0, np.moveaxis(activation, self.layout.act_in_axis, -1)
 
     def rewrite(
         self,

@@ -11,11 +11,11 @@ sensitivity (how much of that error reaches the model output; 1 unless measured)
 - ``ranks={name: k}``: exactly these ranks for these layers (where they save), no others.
 - ``ratio=p``: the factorizable layers together lose a fraction ``p`` of their parameters
   (``ratio=0.3``: 30 % fewer; the same convention as ``prune(ratio=...)``).
-  Ranks are allocated across layers by minimizing the summed error under that budget (a
-  multiple-choice knapsack): a Lagrangian sweep ``min error + lambda * params`` per layer,
-  bisected on ``lambda`` to the budget, then a greedy pass spends what is left on the upgrade
-  with the best error reduction per parameter. Layers whose spectrum decays fast give up rank
-  first; layers that would suffer most keep theirs or stay whole.
+  Ranks are allocated across layers by minimizing the summed error under that budget, a
+  multiple-choice knapsack solved by dynamic programming over the budget (in 4096 steps,
+  params rounded up so the result always fits), then a greedy pass spends what the rounding
+  left on the upgrade with the best error reduction per parameter. Layers whose spectrum
+  decays fast give up rank first; layers that would suffer most keep theirs or stay whole.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 __all__ = [
+    "BUDGET_STEPS",
     "LayerSpectrum",
     "allocate_ratio",
     "allowed_ranks",
@@ -115,40 +116,64 @@ def select_ranks(
     return choice
 
 
+#: Budget steps of the allocation's dynamic program.
+BUDGET_STEPS = 4096
+
+
 def allocate_ratio(
     layers: Sequence[LayerSpectrum], ratio: float, round_to: int
 ) -> dict[str, int | None]:
     """Ranks that remove ``ratio`` of the layers' parameters at the least summed error."""
     options = [_options(layer, round_to) for layer in layers]
     total = sum(layer.params for layer in layers)
-    budget = (1 - ratio) * total
     if not layers or total == 0:
         return {}
-
-    def pick(lam: float) -> list[int]:
-        # Index of the option minimizing error + lam * params (params as a fraction of total).
-        return [
-            int(np.argmin([error + lam * params / total for _, params, error in opts]))
-            for opts in options
-        ]
-
-    def params_of(choice: list[int]) -> int:
-        return sum(opts[i][1] for opts, i in zip(options, choice, strict=True))
-
-    low, high = 0.0, 1.0
-    while params_of(pick(high)) > budget and high < 1e12:
-        high *= 4
-    for _ in range(80):
-        mid = (low + high) / 2
-        if params_of(pick(mid)) > budget:
-            low = mid
-        else:
-            high = mid
-    choice = pick(high)
-    _spend_leftover(options, choice, budget - params_of(choice))
+    budget = (1 - ratio) * total
+    choice = _knapsack(options, budget)
+    used = sum(opts[i][1] for opts, i in zip(options, choice, strict=True))
+    _spend_leftover(options, choice, budget - used)
     return {
         layer.name: opts[i][0] for layer, opts, i in zip(layers, options, choice, strict=True)
     }
+
+
+def _knapsack(options: list[list[tuple[int | None, int, float]]], budget: float) -> list[int]:
+    """One option per layer minimizing the summed error with summed params <= ``budget``.
+
+    Dynamic program over the budget in :data:`BUDGET_STEPS` steps, each option's params
+    rounded *up* to whole steps, so the result always fits; it is optimal among the choices
+    that still fit when every layer's params are rounded up (at most one step per layer of
+    slack). When nothing fits, every layer takes its smallest option.
+    """
+    smallest = [0] * len(options)
+    if budget <= 0:
+        return smallest
+    step = budget / BUDGET_STEPS
+    width = BUDGET_STEPS + 1
+    # best[b]: least error of the layers so far within b steps; picks[l][b]: option taken.
+    best = np.zeros(width)
+    picks = np.zeros((len(options), width), dtype=np.int64)
+    for index, opts in enumerate(options):
+        new = np.full(width, np.inf)
+        for k, (_, params, error) in enumerate(opts):
+            cost = math.ceil(params / step - 1e-9)
+            if cost >= width:
+                continue
+            candidate = np.full(width, np.inf)
+            candidate[cost:] = best[: width - cost] + error
+            better = candidate < new
+            new[better] = candidate[better]
+            picks[index][better] = k
+        best = new
+    if not np.isfinite(best[-1]):
+        return smallest
+    choice = [0] * len(options)
+    remaining = BUDGET_STEPS
+    for index in range(len(options) - 1, -1, -1):
+        k = int(picks[index][remaining])
+        choice[index] = k
+        remaining -= math.ceil(options[index][k][1] / step - 1e-9)
+    return choice
 
 
 def _options(layer: LayerSpectrum, round_to: int) -> list[tuple[int | None, int, float]]:
