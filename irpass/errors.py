@@ -8,16 +8,16 @@ exits non-zero without a traceback (unless ``--debug``).
 from __future__ import annotations
 
 __all__ = [
+    "DataError",
     "IrpassError",
     "ModelLoadError",
-    "UnsupportedModelError",
-    "PipelineError",
-    "PassOptionError",
-    "VerificationError",
-    "PassFailedError",
-    "DataError",
     "OutputError",
+    "PassFailedError",
+    "PassOptionError",
+    "PipelineError",
+    "UnsupportedModelError",
     "UsageError",
+    "VerificationError",
 ]
 
 

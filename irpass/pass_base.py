@@ -10,9 +10,9 @@ fails at import time rather than silently disabling something:
 - ``Options``: a dataclass of options with defaults (documented in its docstring / field metadata);
 - ``recurses_into_subgraphs``: whether the pass also rewrites If/Loop/Scan bodies.
 
-``self.stats`` is a counter of what the pass did (e.g. rewrites per rule) and ``self.details`` a
-JSON-ready dict of structured facts (e.g. the per-layer errors of a lossy pass); the manager
-copies both into the pass's record in the report.
+``self.stats`` is a counter of what the pass did (e.g. rewrites per rule); the manager copies it
+into the report. ``self.details`` is an optional JSON-ready section for what does not fit a
+counter (e.g. pruning's per-layer reconstruction errors); the manager copies it too.
 """
 
 from __future__ import annotations

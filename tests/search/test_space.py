@@ -11,7 +11,7 @@ from irpass.search.space import Knob, SearchSpace, default_knobs, split_lossless
 def test_prefix_split_stops_at_the_first_lossy_step() -> None:
     prefix, rest = split_lossless_prefix("canonicalize,t_scale_weight(factor=0.5),fuse")
     assert prefix and all(s.name != "t_scale_weight" for s in prefix)
-    assert [s.name for s in rest][0] == "t_scale_weight"
+    assert next(s.name for s in rest) == "t_scale_weight"
     assert split_lossless_prefix("fuse")[1] == []
 
 
@@ -35,5 +35,17 @@ def test_graded_knob_levels_render_in_order() -> None:
     space = SearchSpace((knob,))
     assert space.pipeline((2,)) == "t_drop_hidden(ratio=0.2)"
     assert space.describe((1,)) == "t_drop_hidden.ratio=0.1"
-    with pytest.raises(ValueError, match="levels 0..2"):
+    with pytest.raises(ValueError, match=r"levels 0..2"):
         knob.step(3)
+
+
+def test_int8_quantize_is_graded_over_its_fallback_budget_other_modes_are_on_off() -> None:
+    _, rest = split_lossless_prefix("canonicalize,quantize(rules=ort,method=minmax)")
+    (knob,) = default_knobs(rest, only=["quantize"]).knobs
+    assert knob.option == "max_drop" and knob.levels > 1
+    assert dict(knob.fixed) == {"rules": "ort", "method": "minmax"}
+    assert knob.step(1).options_dict()["max_drop"] < knob.step(knob.levels).options_dict()[
+        "max_drop"]
+    _, rest = split_lossless_prefix("canonicalize,quantize(mode=fp16)")
+    (knob,) = default_knobs(rest, only=["quantize"]).knobs
+    assert knob.option is None and knob.levels == 1
