@@ -195,7 +195,7 @@ class SpatialConvCandidate(Candidate):
     def mac_ratio(self, rank: int) -> float:
         """Both Convs' MACs over the original's; the kx1 Conv runs on every input column."""
         c_out, c_in, kh, kw = (int(d) for d in self.weight.shape)
-        strides, dilations = self._geometry()
+        strides, _ = self._geometry()
         spatial = _static_spatial(self.activation)
         out_shape = self._output_shape
         if spatial is not None and out_shape is not None and isinstance(out_shape[-1], int):

@@ -141,7 +141,7 @@ class Candidate(abc.ABC):
 
     def mac_ratio(self, rank: int) -> float:
         """MACs of the factorized layer over MACs of the original, at ``rank``."""
-        slices, m, n = self.shape
+        _, m, n = self.shape
         return rank * (m + n) / (m * n)
 
     def max_rank(self, min_saving: float) -> int:
@@ -149,7 +149,7 @@ class Candidate(abc.ABC):
 
         Even with ``min_saving=0`` the factors must be strictly smaller than the weight.
         """
-        slices, m, n = self.shape
+        _, m, n = self.shape
         best = 0
         for rank in range(1, min(m, n)):
             params = self.params_at(rank)

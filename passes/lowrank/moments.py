@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -149,7 +150,8 @@ def conv_patches(
         chosen = np.sort(rng.choice(per_sample, size=max_positions, replace=False))
         index_arrays = np.unravel_index(chosen, positions)
         # (N, max_positions, C, *kernel): only the chosen receptive fields are copied.
-        picked = windows[(slice(None),) + tuple(index_arrays)]
+        picked_index: tuple[Any, ...] = (slice(None), *index_arrays)
+        picked = windows[picked_index]
         step = max(1, rows_budget // max_positions)
         for start in range(0, picked.shape[0], step):
             yield np.ascontiguousarray(picked[start : start + step]).reshape(-1, features)

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -49,7 +51,7 @@ def test_plain_error_decreases_with_rank_and_matches_eckart_young():
         err = float(np.sum((w - a @ b) ** 2))
         assert err == pytest.approx(d.tail_energy(rank), abs=1e-9)
         errors.append(err)
-    assert all(e1 > e2 for e1, e2 in zip(errors, errors[1:], strict=False))
+    assert all(e1 > e2 for e1, e2 in itertools.pairwise(errors))
 
 
 def test_whitened_error_decreases_with_rank_and_is_the_output_error():
@@ -59,7 +61,7 @@ def test_whitened_error_decreases_with_rank_and_is_the_output_error():
     moment = x.T @ x / len(x)
     d = decompose(w, Whitening.from_moment(moment, damp=0.0))
     errors = [output_error(w, *d.factors(r), x) for r in range(1, d.full_rank + 1)]
-    assert all(e1 >= e2 - 1e-9 for e1, e2 in zip(errors, errors[1:], strict=False))
+    assert all(e1 >= e2 - 1e-9 for e1, e2 in itertools.pairwise(errors))
     # Without damping the truncated whitened energy is the output error energy (up to the
     # 1e-9 relative floor on eigenvalues).
     for rank in (2, 5, 8):

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from lowrank_testlib import (
@@ -136,7 +138,7 @@ def test_error_decreases_with_rank():
         candidate = clone(model)
         run_pass(FactorizeConvPass, candidate, rank=rank, round_to=4)
         errors.append(relative_error(model, candidate, x))
-    assert all(e1 > e2 for e1, e2 in zip(errors, errors[1:], strict=False))
+    assert all(e1 > e2 for e1, e2 in itertools.pairwise(errors))
 
 
 @pytest.mark.parametrize(
@@ -173,7 +175,7 @@ def test_data_aware_beats_plain_on_smooth_images():
     errors = {}
     for mode in (True, False):
         candidate = clone(model)
-        _, p = run_pass(FactorizeConvPass, candidate, calib={"x": x[:64]}, rank=8,
+        run_pass(FactorizeConvPass, candidate, calib={"x": x[:64]}, rank=8,
                         data_aware=mode)
         errors[mode] = relative_error(model, candidate, {"x": x[64:66]})
     assert errors[True] < 0.5 * errors[False]

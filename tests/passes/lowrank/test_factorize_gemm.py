@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from lowrank_testlib import (
@@ -171,7 +173,7 @@ def test_error_decreases_with_rank():
         candidate = clone(model)
         run_pass(FactorizeGemmPass, candidate, rank=rank, round_to=1)
         errors.append(relative_error(model, candidate, x))
-    assert all(e1 > e2 for e1, e2 in zip(errors, errors[1:], strict=False))
+    assert all(e1 > e2 for e1, e2 in itertools.pairwise(errors))
 
 
 @pytest.mark.parametrize(
