@@ -111,6 +111,10 @@ class IrpassPass(ir.passes.InPlacePass, abc.ABC):
         self.context = context if context is not None else PassContext()
         self.stats: collections.Counter[str] = collections.Counter()
         self.details: dict[str, Any] = {}
+        #: Why this run of the pass grew the model's weights, when it did (e.g. "materialized
+        #: ConstantOfShape weights"); a lossless pipeline that grows weights names every pass
+        #: that did so without a reason (irpass.verify.hygiene).
+        self.growth_reasons: list[str] = []
 
     @classmethod
     def summary(cls) -> str:

@@ -181,3 +181,71 @@ class FreezeInputsSilentlyPass(IrpassPass):
         graph.inputs.clear()
         graph.inputs.extend(kept)
         return ir.passes.PassResult(model, changed)
+
+
+@_register
+class BatchLiarPass(IrpassPass):
+    """Hard-codes the first computed Reshape shape to [1, 8]: right at batch 1 only."""
+
+    name = "t_batch_liar"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        for node in model.graph:
+            if node.op_type == "Reshape" and node.inputs[1].const_value is None:
+                value = ir.Value(
+                    name="liar_shape",
+                    type=ir.TensorType(ir.DataType.INT64),
+                    shape=ir.Shape([2]),
+                    const_value=ir.tensor([1, 8], dtype=ir.DataType.INT64, name="liar_shape"),
+                )
+                model.graph.register_initializer(value)
+                node.replace_input_with(1, value)
+                return ir.passes.PassResult(model, True)
+        return ir.passes.PassResult(model, False)
+
+
+@_register
+class UnderReportingPass(ScaleFirstWeightPass):
+    """Changes a weight (and so the outputs) but reports modified=False."""
+
+    name = "t_underreport"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        super().call(model)
+        return ir.passes.PassResult(model, False)
+
+
+@_register
+class DirtyPass(IrpassPass):
+    """Leaves an unused initializer and an unused opset import behind (hygiene bugs)."""
+
+    name = "t_dirty"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        junk = ir.Value(
+            name="junk",
+            type=ir.TensorType(ir.DataType.FLOAT),
+            shape=ir.Shape([4]),
+            const_value=ir.tensor([1.0, 2.0, 3.0, 4.0], dtype=ir.DataType.FLOAT, name="junk"),
+        )
+        model.graph.register_initializer(junk)
+        model.opset_imports["com.example.unused"] = 1
+        return ir.passes.PassResult(model, True)
+
+
+@_register
+class SmallChangePass(IrpassPass):
+    """Changes element 1 of the weight ``w`` from 0.01 to 0.09 (others untouched)."""
+
+    name = "t_small_change"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        value = model.graph.initializers["w"]
+        array = value.const_value.numpy().copy()
+        array[1] = 0.09
+        value.const_value = ir.tensor(array, name="w")
+        return ir.passes.PassResult(model, True)

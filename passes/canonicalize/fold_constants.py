@@ -293,4 +293,11 @@ class FoldConstantsPass(IrpassPass):
         removed = nodes_before - count_nodes(model)
         if removed > 0:
             self.stats["nodes_removed"] += removed
-        return ir.passes.PassResult(model, modified=bool(result.modified) or direct > 0)
+        modified = bool(result.modified) or direct > 0
+        if modified:
+            # results are stored before their producers die (eliminate_dead removes those)
+            self.growth_reasons.append(
+                "constant subgraphs stored as initializers (weights built at run time by "
+                "ConstantOfShape/Expand/..., folded shapes); their dead producers go next"
+            )
+        return ir.passes.PassResult(model, modified=modified)
