@@ -153,7 +153,8 @@ def test_optimize_cli_calibrates_from_calib_data_and_reports_each_layer(tmp_path
     assert code == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     (record,) = report["passes"]
-    assert record["modified"] and record["verification"]["status"] == "ok"
+    # A lossy pass is verified by measuring its drift from the input model.
+    assert record["modified"] and record["verification"]["status"].startswith("drift sqnr=")
     assert record["details"]["mode"] == "data-aware"
     expected = results("digits_transformer")["details"]["layers"]
     assert [(x["name"], x["rank"]) for x in record["details"]["layers"]] == [
