@@ -32,6 +32,7 @@ import importlib.util
 import io
 import logging
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -177,8 +178,7 @@ def measure(tool: Tool, source: pathlib.Path, workdir: pathlib.Path, repeat: int
     best = float("inf")
     target = workdir / "out.onnx"
     for _ in range(repeat):
-        for old in workdir.glob("out.onnx*"):
-            old.unlink()
+        _clear(workdir)
         gc.collect()
         started = time.perf_counter()
         try:
@@ -188,10 +188,20 @@ def measure(tool: Tool, source: pathlib.Path, workdir: pathlib.Path, repeat: int
         best = min(best, time.perf_counter() - started)
     return {
         "seconds": best,
+        # irpass rolled a failing pass back (its reproducer folder is next to the output)
+        "rolled_back": (workdir / "reproducer").is_dir(),
         "nodes": count_nodes(target),
         "file_bytes": output_bytes(target),
         "equal": equal_to(source, target),
     }
+
+
+def _clear(folder: pathlib.Path) -> None:
+    for item in folder.iterdir():
+        if item.is_dir():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
 
 
 def _ratio(totals: dict[str, dict[str, float]], a: str, b: str, key: str) -> float | None:
@@ -240,8 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 workdir = pathlib.Path(tmp) / f"{name}-{tool_name.replace(' ', '_')}"
                 workdir.mkdir()
                 row[tool_name] = measure(tool, path, workdir, args.repeat)
-                for old in workdir.glob("*"):
-                    old.unlink()
+                _clear(workdir)
             rows[name] = row
 
     complete = [r for r in rows.values() if all("seconds" in r[t] for t in tools)]

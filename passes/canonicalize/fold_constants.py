@@ -49,9 +49,13 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
+
+# Private to onnxscript, used on purpose: the public fold_constants_ir aborts the whole folding
+# when one op's evaluator raises; only a subclass of its pass can skip that node (_TolerantFolder).
+# Nothing is vendored: an onnxscript change that breaks this fails tests/passes/canonicalize.
 from onnxscript.optimizer._constant_folding import FoldConstantsPass as _OnnxscriptFolder
 
-from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
 from ._common import WEIGHT_SLOTS, count_nodes, is_onnx_domain
@@ -67,7 +71,7 @@ _NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeL
 def weight_bound_values(model: ir.Model) -> set[ir.Value]:
     """Values that reach a weight slot (see ``WEIGHT_SLOTS``) directly or through other nodes."""
     stack: list[ir.Value] = []
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for node in graph:
             if not is_onnx_domain(node.domain):
                 continue
@@ -166,7 +170,7 @@ def _freed_bytes(node: ir.Node) -> int:
 def _annotations(model: ir.Model) -> dict[int, tuple[str, str]]:
     """Type and shape of every graph input and node output, by content."""
     found: dict[int, tuple[str, str]] = {}
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         values = [*graph.inputs, *(out for node in graph for out in node.outputs)]
         for value in values:
             found[id(value)] = (str(value.type), str(value.shape))
@@ -176,7 +180,7 @@ def _annotations(model: ir.Model) -> dict[int, tuple[str, str]]:
 def _count_constant_nodes(model: ir.Model) -> int:
     return sum(
         1
-        for graph in all_graphs(model)
+        for graph in model.graphs()
         for node in graph
         if node.op_type == "Constant" and is_onnx_domain(node.domain)
     )
@@ -204,7 +208,7 @@ def _fold_constant_of_shape(model: ir.Model, should_fold: Callable[[ir.Node], bo
     (which costs about 3 ms each: the light zoo has hundreds of them).
     """
     folded = 0
-    for graph in list(all_graphs(model)):
+    for graph in list(model.graphs()):
         for node in list(graph):
             if node.op_type != "ConstantOfShape" or not is_onnx_domain(node.domain):
                 continue
