@@ -34,7 +34,7 @@ def test_the_split_covers_every_case() -> None:
 
 
 @settings(
-    max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(models())
 def test_passes_keep_their_promises(model: onnx.ModelProto) -> None:
@@ -42,7 +42,7 @@ def test_passes_keep_their_promises(model: onnx.ModelProto) -> None:
 
 
 @settings(
-    max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 @given(models(), st.sampled_from(SLOW))
 def test_slow_passes_and_presets_keep_their_promises(model: onnx.ModelProto, case: Case) -> None:
