@@ -3,19 +3,25 @@
 The manager calls these after every pass:
 
 - :func:`check_structure` runs the ONNX checker;
-- :func:`make_session` proves ONNX Runtime can load the model (serializing through a temporary
-  file with external data when the model exceeds the protobuf limit);
+- :func:`make_session` proves ONNX Runtime can load the model;
 - :func:`random_feeds` makes seeded inputs for the model's signature (dynamic dims -> 1 unless
-  given);
+  given).
+
+Neither of the first two serializes the weights of an ir.Model: large initializers reach the
+checker as references to an empty placeholder file and ONNX Runtime as the model's own
+buffers, so checking a model costs no copy of its weights and models above the 2 GB protobuf
+limit need no temporary file.
 
 Comparing outputs (tolerances, cosine, SQNR) lives in :mod:`irpass.metrics`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pathlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,7 +30,6 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from irpass.errors import VerificationError
-from irpass.ir import PROTOBUF_LIMIT, initializer_bytes, save_model, to_proto
 
 __all__ = [
     "check_structure",
@@ -34,18 +39,32 @@ __all__ = [
     "run_model",
 ]
 
+logger = logging.getLogger(__name__)
+
 
 def check_structure(model: ir.Model | onnx.ModelProto, full_check: bool = False) -> None:
-    """Run the ONNX checker; raise VerificationError with the checker's message."""
+    """Run the ONNX checker; raise VerificationError with the checker's message.
+
+    An ir.Model is checked without serializing its weights: every initializer above
+    1 KiB (and every one read from an external file) reaches the checker as an external-data
+    reference to an empty placeholder file, so checking a multi-GB model costs no copy of it.
+    The checker then checks the graph, the types and the shapes, not the weight bytes (onnx-ir
+    and :func:`irpass.validate.validate_model` check those against their shapes).
+    """
     try:
-        if isinstance(model, ir.Model) and initializer_bytes(model) > PROTOBUF_LIMIT:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = pathlib.Path(tmp) / "model.onnx"
-                save_model(model, path, external_data=True)
+        if isinstance(model, ir.Model):
+            selected = [
+                (value, value.const_value)
+                for graph in model.graphs()
+                for value in graph.initializers.values()
+                if value.const_value is not None and _by_reference(value.const_value)
+            ]
+            with _weights_by_reference(selected, {}) as (serialize, folder):
+                path = folder / "model.onnx"
+                onnx.save(serialize(model), path)
                 onnx.checker.check_model(str(path), full_check=full_check)
             return
-        proto = to_proto(model) if isinstance(model, ir.Model) else model
-        onnx.checker.check_model(proto, full_check=full_check)
+        onnx.checker.check_model(model, full_check=full_check)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise VerificationError(
@@ -56,13 +75,9 @@ def check_structure(model: ir.Model | onnx.ModelProto, full_check: bool = False)
 
 
 def checked_session(model: ir.Model, *, optimize: bool = False) -> ort.InferenceSession:
-    """Check ``model`` with the ONNX checker and load it in ONNX Runtime, serializing once."""
-    if initializer_bytes(model) > PROTOBUF_LIMIT:
-        check_structure(model)
-        return make_session(model, optimize=optimize)
-    proto = to_proto(model)
-    check_structure(proto)
-    return make_session(proto, optimize=optimize)
+    """Check ``model`` with the ONNX checker and load it in ONNX Runtime (no weight copied)."""
+    check_structure(model)
+    return make_session(model, optimize=optimize)
 
 
 def _session_options(optimize: bool, threads: int) -> ort.SessionOptions:
@@ -90,7 +105,7 @@ def make_session(
     providers = ["CPUExecutionProvider"]
     try:
         if isinstance(model, ir.Model):
-            return _session_sharing_weights(model, options, providers)
+            return _session_sharing_weights(model, optimize, threads, providers)
         if isinstance(model, onnx.ModelProto):
             model = model.SerializeToString()
         if isinstance(model, pathlib.Path):
@@ -107,54 +122,132 @@ def make_session(
         ) from exc
 
 
-#: Main-graph weights above this size reach ONNX Runtime as shared buffers, not serialized.
+#: Weights above this size are handed over by reference, never serialized.
 _SHARED_WEIGHT_BYTES = 1024
-_IN_MEMORY = "irpass-in-memory"
+#: The empty file every weight handed over by reference points at (ONNX Runtime and the
+#: checker insist that an external-data location exists).
+_PLACEHOLDER = "irpass-placeholder.bin"
+
+
+def _by_reference(tensor: ir.TensorProtocol) -> bool:
+    """Whether ``tensor`` is worth handing over by reference (large, or in an external file)."""
+    if tensor.dtype in (ir.DataType.STRING, ir.DataType.UNDEFINED):
+        return False
+    return isinstance(tensor, ir.ExternalTensor) or tensor.nbytes > _SHARED_WEIGHT_BYTES
+
+
+@contextlib.contextmanager
+def _weights_by_reference(
+    selected: list[tuple[ir.Value, ir.TensorProtocol]],
+    inline: Mapping[ir.Value, ir.TensorProtocol],
+) -> Iterator[tuple[Callable[[ir.Model], onnx.ModelProto], pathlib.Path]]:
+    """Yield a serializer and a folder holding the placeholder file.
+
+    The serializer turns the model into a ModelProto in which every ``selected`` initializer
+    is an external-data reference to the placeholder (no bytes copied) and every ``inline``
+    one is an in-memory copy of its external data (small or unshareable weights read from
+    the input's files, which the folder does not hold). The model's own tensors are put back
+    before the serializer returns.
+    """
+
+    def serialize(model: ir.Model) -> onnx.ModelProto:
+        originals = [(value, tensor) for value, tensor in selected]
+        originals += list(inline.items())
+        try:
+            for value, tensor in selected:
+                value.const_value = ir.ExternalTensor(
+                    _PLACEHOLDER,
+                    0,
+                    tensor.nbytes,
+                    tensor.dtype,
+                    shape=ir.Shape(tensor.shape.numpy()),
+                    name=value.name or "",
+                )
+            for value, tensor in inline.items():
+                value.const_value = ir.Tensor(tensor.numpy(), name=tensor.name)
+            return ir.to_proto(model)  # onnx-ir's: irpass.ir.to_proto would inline the data
+        finally:
+            for value, tensor in originals:
+                value.const_value = tensor
+
+    with tempfile.TemporaryDirectory(prefix="irpass-weights-") as tmp:
+        folder = pathlib.Path(tmp)
+        (folder / _PLACEHOLDER).touch()
+        yield serialize, folder
 
 
 def _session_sharing_weights(
-    model: ir.Model, options: ort.SessionOptions, providers: list[str]
+    model: ir.Model, optimize: bool, threads: int, providers: list[str]
 ) -> ort.InferenceSession:
-    """A session whose large weights are the model's own buffers: nothing copied or serialized.
+    """A session that reads the model's own weight buffers, without serializing them.
 
-    The graph is serialized with each large main-graph initializer as an external-data
-    placeholder, and ONNX Runtime receives the arrays through
-    ``SessionOptions.add_external_initializers`` (OrtValues sharing the numpy memory). This
-    makes a session per verification cheap and works for models above the 2 GB protobuf limit.
-    Weight prepacking is off (it would copy every weight for a session used a few times).
+    Each large main-graph initializer is serialized as a reference to a placeholder file and
+    its array (for weights loaded from an external file: the memory-mapped file itself) is
+    handed to ONNX Runtime:
+
+    - without graph optimizations (verification, calibration) as a shared initializer
+      (``SessionOptions.add_initializer``): ONNX Runtime computes on the numpy memory, so a
+      session costs no copy of the weights, whatever their size;
+    - with them (latency, evaluation), or when ONNX Runtime refuses the shared form, through
+      ``add_external_initializers``, which copies each weight into the session: ONNX
+      Runtime's optimizers read initializer bytes, which a shared initializer does not have.
+
+    Works for models above the 2 GB protobuf limit. Weight prepacking is off (it would copy
+    every weight for a session used a few times).
     """
     shared: list[tuple[ir.Value, ir.TensorProtocol, np.ndarray]] = []
-    for value in model.graph.initializers.values():
-        tensor = value.const_value
-        if tensor is None or tensor.nbytes <= _SHARED_WEIGHT_BYTES:
-            continue
-        if not value.uses() or value.is_graph_output() or value.is_graph_input():
-            continue  # ORT drops unused initializers and then cannot replace them
-        if tensor.dtype in (ir.DataType.STRING, ir.DataType.UNDEFINED):
-            continue
-        array = np.ascontiguousarray(tensor.numpy())
-        if array.dtype.kind not in "biuf":
-            continue
-        shared.append((value, tensor, array))
-    try:
-        for value, tensor, _ in shared:
-            shape = ir.Shape(tensor.shape.numpy())
-            value.const_value = ir.ExternalTensor(
-                _IN_MEMORY, 0, tensor.nbytes, tensor.dtype, shape=shape, name=value.name or ""
-            )
-        proto = ir.to_proto(model)  # onnx-ir's: irpass.ir.to_proto would inline the data
-    finally:
-        for value, tensor, _ in shared:
-            value.const_value = tensor
+    unused: list[tuple[ir.Value, ir.TensorProtocol]] = []
+    inline: dict[ir.Value, ir.TensorProtocol] = {}
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None or not _by_reference(tensor):
+                continue
+            plain = not value.is_graph_output() and not value.is_graph_input()
+            if graph is model.graph and plain and not value.uses():
+                unused.append((value, tensor))  # ORT drops it unread (and cannot share it)
+                continue
+            # ORT shares only main-graph initializers; a graph input's default is fed like an
+            # input and a graph output is returned, so those two carry their bytes
+            if graph is model.graph and plain:
+                array = np.ascontiguousarray(tensor.numpy())
+                if array.dtype.kind in "biuf":
+                    shared.append((value, tensor, array))
+                    continue
+            if isinstance(tensor, ir.ExternalTensor):
+                inline[value] = tensor
+    selected = [(value, tensor) for value, tensor, _ in shared] + unused
     names = [value.name or "" for value, _, _ in shared]
     arrays = [array for _, _, array in shared]
-    if names:
-        options.add_external_initializers(
-            names, [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
-        )
-    options.add_session_config_entry("session.disable_prepacking", "1")
-    session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
-    session._irpass_buffers = arrays  # type: ignore[attr-defined]  # keep the memory alive
+    with _weights_by_reference(selected, inline) as (serialize, folder):
+        serialized = serialize(model).SerializeToString()
+
+        def options() -> ort.SessionOptions:
+            made = _session_options(optimize, threads)
+            made.add_session_config_entry("session.disable_prepacking", "1")
+            made.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", str(folder)
+            )
+            return made
+
+        values = [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
+        session = None
+        if not optimize:
+            by_reference = options()
+            for name, ort_value in zip(names, values, strict=True):
+                by_reference.add_initializer(name, ort_value)
+            try:
+                session = ort.InferenceSession(serialized, by_reference, providers=providers)
+            except Exception:  # the copying form below reports what is really wrong
+                logger.debug("ONNX Runtime refused shared weights; handing over copies")
+        if session is None:
+            copying = options()
+            if names:
+                copying.add_external_initializers(names, values)
+            session = ort.InferenceSession(serialized, copying, providers=providers)
+    # ONNX Runtime reads the shared memory for the whole life of the session
+    session._irpass_buffers = arrays  # type: ignore[attr-defined]
+    session._irpass_ort_values = values  # type: ignore[attr-defined]
     return session
 
 

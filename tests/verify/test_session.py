@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
+import pytest
 
+from irpass.errors import VerificationError
 from irpass.testing import inputs_to_random_initializers, model_from_text
-from irpass.verify import make_session, run_model
+from irpass.verify import check_structure, make_session, run_model
 
 TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -32,3 +36,52 @@ def test_session_shares_weight_buffers_and_matches_a_serialized_copy() -> None:
     np.testing.assert_array_equal(run_model(session, {"x": x})["y"], expected)
     # the model is left exactly as it was
     assert model.graph.initializers["w"].const_value is w
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+BIG = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1, 4096] x, float[4096, 4096] w, float[4096] b) => (float[1, 4096] y) {
+    h = MatMul (x, w)
+    y = Add (h, b)
+}
+"""
+#: ORT's optimizers fold the Transpose of the weight, reading its bytes.
+FOLDABLE = BIG.replace("h = MatMul (x, w)", "t = Transpose (w)\n    h = MatMul (x, t)")
+
+
+def test_checking_and_sessions_copy_no_weight() -> None:
+    # 64 MB of weights: a copy in the checker or in either session would show in the RSS
+    model = inputs_to_random_initializers(model_from_text(BIG), ["w", "b"], seed=0)
+    weights = model.graph.initializers["w"].const_value.nbytes
+    x = np.random.default_rng(1).standard_normal((1, 4096)).astype(np.float32)
+    small = inputs_to_random_initializers(model_from_text(TEXT), ["w", "unused"], seed=0)
+    warm = {"x": np.ones((2, 64), np.float32), "shadow": np.ones(64, np.float32)}
+    run_model(make_session(small), warm)  # ORT's one-time setup
+    before = _rss_bytes()
+    check_structure(model)
+    sessions = [make_session(model), make_session(model)]
+    outputs = [run_model(s, {"x": x})["y"] for s in sessions]
+    assert _rss_bytes() - before < weights // 2
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    w, b = (model.graph.initializers[n].const_value.numpy() for n in ("w", "b"))
+    np.testing.assert_allclose(outputs[0], x @ w + b, rtol=1e-4, atol=1e-3)
+
+
+def test_optimized_sessions_get_weight_bytes_for_ort_optimizers() -> None:
+    model = inputs_to_random_initializers(model_from_text(FOLDABLE), ["w", "b"], seed=0)
+    x = np.random.default_rng(1).standard_normal((1, 4096)).astype(np.float32)
+    expected = ort.InferenceSession(ir.to_proto(model).SerializeToString()).run(None, {"x": x})[0]
+    got = run_model(make_session(model, optimize=True), {"x": x})["y"]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)  # folding reorders sums
+
+
+def test_the_checker_still_rejects_a_broken_graph_with_large_weights() -> None:
+    model = inputs_to_random_initializers(model_from_text(BIG), ["w", "b"], seed=0)
+    next(n for n in model.graph if n.op_type == "MatMul").op_type = "NoSuchOp"
+    with pytest.raises(VerificationError, match="checker rejects"):
+        check_structure(model)
