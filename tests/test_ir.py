@@ -175,6 +175,32 @@ def test_external_data_resolves_against_the_models_folder(
     assert (out / "model.onnx.data").exists()
 
 
+def test_output_keeps_external_data_when_every_weight_was_rewritten(
+    tmp_path: pathlib.Path,
+) -> None:
+    # weight-only quantization replaces the only (external) weight by an in-memory one; the
+    # output still writes its weights to a data file of its own, as the input did
+    from irpass.cli import main
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    proto = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 64] x) => (float[1, 64] y) <float[64, 64] w = {0.0}> { y = MatMul(x, w) }
+    """)
+    weight = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    proto.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(weight, "w"))
+    onnx.save(proto, folder / "model.onnx", save_as_external_data=True,
+              all_tensors_to_one_file=True, location="model.data", size_threshold=0)
+    out = tmp_path / "out"
+    assert main(["optimize", str(folder / "model.onnx"), "-o", str(out),
+                 "--passes", "quantize(mode=int8w)"]) == 0
+    written = onnx.load(out / "model.onnx", load_external_data=False)
+    assert written.graph.node[0].op_type == "MatMulNBits"
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in written.graph.initializer)
+    assert (out / "model.onnx.data").exists()
+
+
 def test_to_proto_inlines_external_weights(tmp_path: pathlib.Path) -> None:
     model = load_model(_save_with_data(tmp_path / "m", 2.0))
     proto = irpass_ir.to_proto(model)

@@ -314,7 +314,8 @@ def _optimize(
     args: argparse.Namespace, input_path: pathlib.Path, model: ir.Model, outputs: Outputs
 ) -> RunReport:
     """Run the pipeline; the optimized model is saved into the staging folder."""
-    input_bytes = _file_bytes([input_path, *external_data_paths(model)])
+    input_data = external_data_paths(model)
+    input_bytes = _file_bytes([input_path, *input_data])
     context = PassContext(seed=args.seed)
     verification_feeds = None
     if args.labels and not args.eval_data:
@@ -389,7 +390,12 @@ def _optimize(
     if search is not None:
         result.report.search = search.to_dict()
     result.report.output = str(outputs.model)
-    written = save_model(result.model, plan.staged(outputs.model))
+    # weights read from a data file are written to one (the output's own), even when every
+    # weight was rewritten (quantized) and the total is below the protobuf limit: the output
+    # keeps the input's layout, and saving never holds a serialized copy of the weights
+    written = save_model(
+        result.model, plan.staged(outputs.model), external_data=True if input_data else None
+    )
     result.report.before["file_bytes"] = input_bytes
     result.report.after["file_bytes"] = _file_bytes(written)
     return result.report
