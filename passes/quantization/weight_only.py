@@ -74,13 +74,20 @@ def block_quantize(weight: np.ndarray, bits: int, block_size: int) -> BlockQuant
         raise ValueError(f"bits must be 4 or 8, got {bits}")
     k, n = weight.shape
     blocks = -(-k // block_size)
-    padded = np.zeros((blocks * block_size, n), dtype=np.float32)
-    padded[:k] = weight
+    padded = np.asarray(weight, dtype=np.float32)
+    if blocks * block_size != k:
+        padded = np.zeros((blocks * block_size, n), dtype=np.float32)
+        padded[:k] = weight
     qmax = (1 << (bits - 1)) - 1
     grouped = padded.reshape(blocks, block_size, n)
-    scales = np.max(np.abs(grouped), axis=1) / qmax
+    # max |w| without an |w| temporary, and rint/clip in place: one float temporary per
+    # weight, which matters for multi-GB models (the weight itself may be a memory map)
+    scales = np.maximum(grouped.max(axis=1), -grouped.min(axis=1)) / qmax
     scales = np.where(scales > 0, scales, 1.0).astype(np.float32)
-    codes = np.clip(np.rint(grouped / scales[:, None, :]), -qmax, qmax).astype(np.int8)
+    scaled = grouped / scales[:, None, :]
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -qmax, qmax, out=scaled)
+    codes = scaled.astype(np.int8)
     return BlockQuantized(codes.reshape(blocks * block_size, n), scales, bits, block_size)
 
 
