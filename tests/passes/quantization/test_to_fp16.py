@@ -142,3 +142,32 @@ def test_trained_resnet_in_fp16_keeps_its_accuracy_at_half_the_weight_bytes():
     got = np.mean(run_ir(model, {"input": x})["logits"].argmax(-1) == labels)
     assert got >= expected - 0.005
     assert initializer_bytes(model) <= 0.51 * before
+
+
+def test_an_input_with_a_default_stays_an_input_with_its_default():
+    # the user may feed "s" (an overridable initializer): it is cast, not frozen into fp16
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,4] x, float[4] s) => (float[2,4] y) <float[4] s = {1.0, 2.0, 3.0, 4.0}> {
+      y = Mul(x, s)
+    }"""
+    model = ir.from_proto(onnx.parser.parse_model(text))
+    assert fp16(model).stats["fp16_nodes"] == 1
+    s = next(v for v in model.graph.inputs if v.name == "s")
+    assert s.dtype == ir.DataType.FLOAT and "s" in model.graph.initializers
+    x = np.ones((2, 4), np.float32)
+    fed = np.full(4, 5.0, np.float32)
+    np.testing.assert_allclose(run_ir(model, {"x": x, "s": fed})["y"], x * fed)
+    np.testing.assert_allclose(run_ir(model, {"x": x})["y"], x * [1, 2, 3, 4])
+
+
+def test_nothing_to_convert_changes_nothing():
+    # no float op: no change reported and none made (the node names it gave are taken back)
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (int64[4] x) => (int64[4] y) { y = Neg(x) }"""
+    model = ir.from_proto(onnx.parser.parse_model(text))
+    before = onnx.printer.to_text(ir.to_proto(model).graph)
+    pass_ = QuantizePass(QuantizePass.Options(mode="fp16"), PassContext())
+    assert pass_(model).modified is False
+    assert onnx.printer.to_text(ir.to_proto(model).graph) == before
