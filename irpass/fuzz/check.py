@@ -54,6 +54,7 @@ VARIANTS = (
     "cse(max_tensor_elements=0)",
     "quantize(mode=int8w)",
     "quantize(mode=int4w,block_size=16)",
+    "quantize(mode=fp16)",
     "quantize(rules=tensorrt,never_slower=false)",
     "quantize(rules=nnapi,never_slower=false,per_channel=false)",
     "prune(ratio=0.5,round_to=1)",
