@@ -212,6 +212,74 @@ def render_pruning(payload: Payload) -> str:
     ])
 
 
+def _gb(value: Any) -> str:
+    return f"{value / 1e9:.2f} GB"
+
+
+def render_large_model(payload: Payload) -> str:
+    """Peak RSS of ``irpass optimize`` per pipeline against the weight size."""
+    results = payload["results"]
+    weights = results["weight_bytes"]
+    baseline = results.get("baseline_peak_rss_bytes")
+    intro = (
+        f"Synthetic transformer (d_model {results['d_model']}, {results['layers']} layers): "
+        f"{_gb(weights)} of weights in an external data file, run from another folder. Goal: "
+        f"peak RSS <= {results['goal_rss_over_weights']}x the weights."
+    )
+    if baseline is not None:
+        intro += f" Fixed cost (the same command on a tiny model): {_gb(baseline)} peak RSS."
+    rows = []
+    for name, run in results["runs"].items():
+        above = run.get("rss_over_weights_above_baseline")
+        rows.append([
+            name,
+            str(run["exit_code"]),
+            _gb(run["peak_rss_bytes"]),
+            f"**{run['rss_over_weights']:.2f}x**",
+            "–" if above is None else f"{above:.2f}x",
+            f"{run['seconds']:.0f}",
+            number(run.get("ort_loads_output")),
+            number(run.get("max_abs_diff_vs_input"), 5),
+        ])
+    headers = ["pipeline", "exit", "peak RSS", "/ weights", "/ weights above fixed cost",
+               "seconds", "ORT loads output", "max abs diff vs input"]
+    return "\n\n".join([provenance(payload), intro, table(headers, rows)])
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_fuzz(payload: Payload) -> str:
+    """Counts of a fuzzing run: per case, and each distinct finding."""
+    results = payload["results"]
+    intro = (
+        f"{results['examples']} random models (seed {results['seed']}), each through "
+        f"{len(results['cases'])} cases: {results['findings']} findings in "
+        f"{len(results['cases_with_findings'])} cases, {results['generator_invalid']} invalid "
+        f"generated models, {results['seconds']:.0f} s."
+    )
+    rows = [
+        [
+            _cell(case),
+            "lossless" if row["lossless"] else "lossy",
+            str(row["runs"]),
+            str(row["modified"]),
+            ", ".join(f"{k} {v}" for k, v in sorted(row["findings"].items())) or "0",
+        ]
+        for case, row in results["cases"].items()
+    ]
+    parts = [provenance(payload), intro,
+             table(["case", "kind", "runs", "modified the model", "findings"], rows)]
+    if results["distinct_findings"]:
+        found = [
+            [_cell(f["case"]), f["kind"], str(f["count"]), _cell(f["message"])[:200]]
+            for f in results["distinct_findings"]
+        ]
+        parts.append(table(["case", "kind", "count", "first line"], found))
+    return "\n\n".join(parts)
+
+
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
@@ -249,6 +317,8 @@ RENDERERS: dict[str, Callable[[Payload], str]] = {
     "fusion": render_fusion,
     "canonicalize": render_canonicalize,
     "pruning": render_pruning,
+    "large_model": render_large_model,
+    "fuzz": render_fuzz,
 }
 
 
