@@ -65,7 +65,8 @@ def check_structure(model: ir.Model | onnx.ModelProto, full_check: bool = False)
                 onnx.checker.check_model(str(path), full_check=full_check)
             return
         onnx.checker.check_model(model, full_check=full_check)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        # full_check runs shape inference, whose errors are not ValidationErrors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise VerificationError(
             f"ONNX checker rejects the model: {first}",

@@ -85,3 +85,14 @@ def test_the_checker_still_rejects_a_broken_graph_with_large_weights() -> None:
     next(n for n in model.graph if n.op_type == "MatMul").op_type = "NoSuchOp"
     with pytest.raises(VerificationError, match="checker rejects"):
         check_structure(model)
+
+
+def test_a_shape_inference_error_of_the_full_check_is_a_verification_error() -> None:
+    # declared rank 3 where inference gives rank 2: onnx raises InferenceError, not
+    # ValidationError
+    model = model_from_text("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 3] x) => (float[2, 3, 1] y) { y = Relu (x) }
+    """)
+    with pytest.raises(VerificationError, match="checker rejects"):
+        check_structure(model, full_check=True)
