@@ -14,6 +14,7 @@ repository by default) as reproducers. The counts go to ``benchmarks/results/fuz
 
     python benchmarks/fuzz.py                      # 1000 examples, seed 0
     python benchmarks/fuzz.py --examples 200 --seed 7 --save-failures /tmp/fuzz-failures
+    python benchmarks/fuzz.py --workers 2           # two worker processes side by side
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import argparse
 import collections
 import multiprocessing
 import pathlib
+import queue
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -82,9 +85,16 @@ class _Worker:
 
 
 def fuzz(
-    examples: int, seed_value: int, failures: pathlib.Path, extra: Sequence[str] = ()
+    examples: int,
+    seed_value: int,
+    failures: pathlib.Path,
+    extra: Sequence[str] = (),
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Run the fuzzer; return the counts (never raises on a finding)."""
+    """Run the fuzzer; return the counts (never raises on a finding).
+
+    ``workers`` worker processes check models side by side (each model's cases run in one).
+    """
     all_cases = cases(variants=(*VARIANTS, *extra))
     drawn: list[onnx.ModelProto] = []
 
@@ -105,10 +115,27 @@ def fuzz(
     kinds: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     distinct: dict[tuple[str, str, str], dict[str, Any]] = {}
     totals = collections.Counter[str]()
+    lock = threading.Lock()
+    jobs: queue.Queue[onnx.ModelProto] = queue.Queue()
+    for model in drawn:
+        jobs.put(model)
     started = time.perf_counter()
-    worker = _Worker(all_cases)
-    for number, model in enumerate(drawn, 1):
-        totals["examples"] += 1
+
+    def drive() -> None:
+        """One worker process, fed models until none are left (crashes restart it)."""
+        worker = _Worker(all_cases)
+        while True:
+            try:
+                model = jobs.get_nowait()
+            except queue.Empty:
+                break
+            worker = _check_model(worker, model)
+        worker.close()
+
+    def _check_model(worker: _Worker, model: onnx.ModelProto) -> _Worker:
+        with lock:
+            totals["examples"] += 1
+            number = totals["examples"]
         pending = list(range(len(all_cases)))
         while pending:
             worker.conn.send((model.SerializeToString(), pending))
@@ -117,8 +144,10 @@ def fuzz(
                 while True:
                     message = worker.conn.recv()
                     if message[0] == "invalid":
-                        totals["generator_invalid"] += 1
-                        _keep(distinct, ("<generator>", "invalid", message[1]), model, failures)
+                        with lock:
+                            totals["generator_invalid"] += 1
+                            _keep(distinct, ("<generator>", "invalid", message[1]), model,
+                                  failures)
                         pending = []
                         break
                     if message[0] == "end":
@@ -130,12 +159,14 @@ def fuzz(
                     _, index, changed, finding = message
                     pending.remove(index)
                     text = all_cases[index].text
-                    runs[text] += 1
-                    modified[text] += changed
-                    if finding is not None:
-                        totals["findings"] += 1
-                        kinds[text][finding.kind] += 1
-                        _keep(distinct, (text, finding.kind, finding.message), model, failures)
+                    with lock:
+                        runs[text] += 1
+                        modified[text] += changed
+                        if finding is not None:
+                            totals["findings"] += 1
+                            kinds[text][finding.kind] += 1
+                            _keep(distinct, (text, finding.kind, finding.message), model,
+                                  failures)
             except (EOFError, ConnectionResetError):
                 worker.process.join()
                 code = worker.process.exitcode
@@ -143,15 +174,22 @@ def fuzz(
                     raise RuntimeError(f"the fuzz worker died outside a case ({code})") from None
                 text = all_cases[running].text
                 pending.remove(running)
-                runs[text] += 1
-                totals["findings"] += 1
-                kinds[text]["crash"] += 1
                 message = f"the process died (exit code {code}) while running this case"
-                _keep(distinct, (text, "crash", message), model, failures)
+                with lock:
+                    runs[text] += 1
+                    totals["findings"] += 1
+                    kinds[text]["crash"] += 1
+                    _keep(distinct, (text, "crash", message), model, failures)
                 worker = _Worker(all_cases)
         if number % 100 == 0:
             print(f"{number} examples, {totals['findings']} findings", flush=True)
-    worker.close()
+        return worker
+
+    threads = [threading.Thread(target=drive) for _ in range(max(1, workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     per_case = {
         case.text: {
             "lossless": case.lossless,
@@ -169,6 +207,7 @@ def fuzz(
         "cases_with_findings": sorted(k for k, v in kinds.items() if v),
         "lossy_cases": sorted(c.text for c in all_cases if not c.lossless),
         "seed": seed_value,
+        "workers": workers,
         "seconds": time.perf_counter() - started,
         "failures_folder": str(failures),
         "distinct_findings": sorted(distinct.values(), key=lambda d: -d["count"]),
@@ -209,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also run this pass step, e.g. 'quantize(mode=fp16)' (repeatable)",
     )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes side by side")
     parser.add_argument("--no-results", action="store_true", help="do not write results JSON")
     args = parser.parse_args(argv)
     failures = args.save_failures or pathlib.Path(tempfile.mkdtemp(prefix="irpass-fuzz-"))
-    data = fuzz(args.examples, args.seed, failures, args.variant)
+    data = fuzz(args.examples, args.seed, failures, args.variant, args.workers)
     print(
         f"{data['examples']} examples, {len(data['cases'])} cases each: "
         f"{data['findings']} findings in {len(data['cases_with_findings'])} cases, "
