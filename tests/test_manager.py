@@ -5,12 +5,15 @@ import pathlib
 
 import onnx
 import onnx_ir as ir
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
+from irpass import registry
 from irpass.errors import PassFailedError, PassOptionError, PipelineError, UnsupportedModelError
 from irpass.manager import PipelineRunner, RunOptions, custom_ops, report_json
+from irpass.pass_base import IrpassPass
 from irpass.testing import model_from_text
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 MODEL = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -78,6 +81,28 @@ def test_raising_pass_is_named() -> None:
     with pytest.raises(PassFailedError) as info:
         PipelineRunner("t_raise", options=RunOptions(on_failure="error")).run(_model())
     assert "'t_raise'" in info.value.message and "boom" in info.value.message
+
+
+class _ReturnsACopy(IrpassPass):
+    """Claims to work in place but returns a modified copy (onnx-ir's contract catches it)."""
+
+    name = "t_returns_a_copy"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(model.clone(), True)
+
+
+def test_an_in_place_pass_returning_another_model_is_a_named_failure() -> None:
+    with registry.registered(_ReturnsACopy):
+        with pytest.raises(PassFailedError) as info:
+            PipelineRunner("t_returns_a_copy", options=RunOptions(on_failure="error")).run(_model())
+        assert "'t_returns_a_copy'" in info.value.message
+        assert "declared in-place" in info.value.message
+        result = PipelineRunner("t_returns_a_copy", options=RunOptions(on_failure="rollback")).run(
+            _model()
+        )
+    assert [r.rolled_back for r in result.report.passes] == [True]
 
 
 def test_lossy_pass_is_measured_not_rejected() -> None:

@@ -25,8 +25,6 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
-from irpass.pass_base import all_graphs
-
 __all__ = ["INVARIANTS", "hygiene_issues"]
 
 
@@ -38,7 +36,7 @@ def unused_initializers(model: ir.Model) -> list[str]:
     """Initializers that no node reads and that are no graph output."""
     return [
         name
-        for graph in all_graphs(model)
+        for graph in model.graphs()
         for name, value in graph.initializers.items()
         if not value.uses() and not value.is_graph_output() and not value.is_graph_input()
     ]
@@ -47,7 +45,7 @@ def unused_initializers(model: ir.Model) -> list[str]:
 def unused_values(model: ir.Model) -> list[str]:
     """Outputs of dead nodes (no output read, none a graph output)."""
     found = []
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for node in graph:
             if not any(out.uses() or out.is_graph_output() for out in node.outputs):
                 found.append(node.outputs[0].name if node.outputs else node.name or node.op_type)
@@ -56,7 +54,7 @@ def unused_values(model: ir.Model) -> list[str]:
 
 def unused_opsets(model: ir.Model) -> list[str]:
     """Imported domains (other than the default one) that no node or function uses."""
-    used = {node.domain for graph in all_graphs(model) for node in graph}
+    used = {node.domain for graph in model.graphs() for node in graph}
     for function in model.functions.values():
         used.add(function.domain)
         used.update(node.domain for node in function)
@@ -94,7 +92,7 @@ def _has_constant_params(node: ir.Node) -> bool:
 def consecutive_slices(model: ir.Model) -> list[str]:
     """Slices that read a constant-parameter Slice nothing else reads."""
     found = []
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for node in graph:
             if node.op_type != "Slice" or not _onnx(node) or not node.inputs:
                 continue

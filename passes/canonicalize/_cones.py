@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterable, Mapping
 import onnx
 import onnx_ir as ir
 
-from irpass.pass_base import all_graphs
-
 from ._common import is_onnx_domain
 
 __all__ = ["Cone", "constant_cones", "stored_bytes"]
@@ -130,7 +128,7 @@ def constant_cones(model: ir.Model, weight_values: set[ir.Value]) -> dict[ir.Nod
     order: list[ir.Node] = []
     sets = _Sets()
     first_reader: dict[ir.Value, ir.Node] = {}
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for value in graph.initializers.values():
             size = stored_bytes(value)
             if size is not None:
@@ -189,7 +187,7 @@ def _cone(
         for v in sources
         if not v.is_graph_output() and all(user in members for user, _ in v.uses())
     ]
-    sizes = _result_sizes(nodes, stored, opsets)
+    sizes, shapes = _result_sizes(nodes, stored, opsets)
     result_bytes: int | None = 0
     for value in results:
         size = sizes.get(value)
@@ -203,8 +201,32 @@ def _cone(
         result_bytes=result_bytes,
         source_bytes=sum(stored[v] for v in sources),
         dying_bytes=sum(stored[v] for v in dying),
-        weight=any(v in weights for v in results),
+        weight=any(v in weights or _channel_operand(v, shapes.get(v), members) for v in results),
     )
+
+
+#: Elementwise ops whose constant operand a fusion folds into the neighbouring weight.
+_AFFINE_OPS = frozenset({"Mul", "Add", "Sub", "Div"})
+
+
+def _channel_operand(value: ir.Value, shape: tuple[int, ...] | None, members: set[ir.Node]) -> bool:
+    """A per-channel vector (one dim other than 1) that scales or shifts a computed value.
+
+    That is a weight too: ``fold_channel_affine`` folds it into the Conv / BatchNormalization
+    before it (Caffe-style Scale layers exported as ``Mul``/``Add`` after BatchNormalization).
+    """
+    if shape is None or sum(1 for d in shape if d != 1) > 1:
+        return False
+    for user, index in value.uses():
+        if user in members or user.op_type not in _AFFINE_OPS or not is_onnx_domain(user.domain):
+            continue
+        other = user.inputs[1 - index] if len(user.inputs) == 2 else None
+        if other is None or other.const_value is not None:
+            continue
+        producer = other.producer()
+        if producer is None or producer.op_type != "Constant":  # an activation
+            return True
+    return False
 
 
 def _static(shape: ir.Shape | None) -> tuple[int, ...] | None:
@@ -228,10 +250,11 @@ _Info = tuple[tuple[int, ...], ir.DataType]
 
 def _result_sizes(
     nodes: Iterable[ir.Node], stored: dict[ir.Value, int], opsets: Mapping[str, int]
-) -> dict[ir.Value, int]:
-    """Bytes of every output of the cone's nodes whose size is known (see the module doc)."""
+) -> tuple[dict[ir.Value, int], dict[ir.Value, tuple[int, ...]]]:
+    """Bytes and shapes of the cone's outputs whose size is known (see the module doc)."""
     known: dict[ir.Value, _Info] = {}
     sizes: dict[ir.Value, int] = {}
+    shapes: dict[ir.Value, tuple[int, ...]] = {}
 
     def shape_of(value: ir.Value) -> _Info | None:
         if value in known:
@@ -255,7 +278,8 @@ def _result_sizes(
             size = _nbytes(*info)
             if size is not None:
                 sizes[value] = size
-    return sizes
+            shapes[value] = info[0]
+    return sizes, shapes
 
 
 def _infer(

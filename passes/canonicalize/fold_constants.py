@@ -64,9 +64,13 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+
+# Private to onnxscript, used on purpose: the public fold_constants_ir aborts the whole folding
+# when one op's evaluator raises; only a subclass of its pass can skip that node (_TolerantFolder).
+# Nothing is vendored: an onnxscript change that breaks this fails tests/passes/canonicalize.
 from onnxscript.optimizer._constant_folding import FoldConstantsPass as _OnnxscriptFolder
 
-from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
 from ._common import WEIGHT_SLOTS, count_nodes, is_onnx_domain
@@ -85,7 +89,7 @@ _FILL_BYTES = 1024
 def weight_bound_values(model: ir.Model) -> set[ir.Value]:
     """Values that reach a weight slot (see ``WEIGHT_SLOTS``) directly or through other nodes."""
     stack: list[ir.Value] = []
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for node in graph:
             if not is_onnx_domain(node.domain):
                 continue
@@ -126,7 +130,7 @@ def _fold_constant_of_shape(model: ir.Model, should_fold: Callable[[ir.Node], bo
     (which costs about 3 ms each: the light zoo has hundreds of them).
     """
     folded = 0
-    for graph in list(all_graphs(model)):
+    for graph in list(model.graphs()):
         for node in list(graph):
             if node.op_type != "ConstantOfShape" or not is_onnx_domain(node.domain):
                 continue
@@ -160,7 +164,7 @@ def _fold_constant_of_shape(model: ir.Model, should_fold: Callable[[ir.Node], bo
 def _annotations(model: ir.Model) -> dict[ir.Value, tuple[Any, Any]]:
     """Shape and type of every value, by value (what the folder may annotate)."""
     found: dict[ir.Value, tuple[Any, Any]] = {}
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for value in graph.initializers.values():
             found[value] = (None if value.shape is None else value.shape.dims, value.type)
         for node in graph:
@@ -171,7 +175,7 @@ def _annotations(model: ir.Model) -> dict[ir.Value, tuple[Any, Any]]:
 
 def _detach_dead_users(model: ir.Model) -> None:
     """Drop the uses that nodes no longer in the model (discarded If branches) still hold."""
-    graphs = list(all_graphs(model))
+    graphs = list(model.graphs())
     live = {node for graph in graphs for node in graph}
     for graph in graphs:
         values = list(graph.inputs) + list(graph.initializers.values())
@@ -185,7 +189,7 @@ def _detach_dead_users(model: ir.Model) -> None:
 def _remove_orphans(model: ir.Model, used_before: set[ir.Value]) -> int:
     """Remove stored constants the folding left unread; returns how many went."""
     freed = 0
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for name, value in list(graph.initializers.items()):
             if value in used_before and not value.uses() and not value.is_graph_output():
                 if not value.is_graph_input():
@@ -205,7 +209,7 @@ def _remove_orphans(model: ir.Model, used_before: set[ir.Value]) -> int:
 def _stored(model: ir.Model) -> set[ir.Value]:
     """Stored constants some node reads."""
     found: set[ir.Value] = set()
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         found.update(v for v in graph.initializers.values() if v.uses())
         for node in graph:
             if node.op_type == "Constant" and node.outputs and node.outputs[0].uses():

@@ -21,7 +21,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import IrpassPass
 from irpass.registry import register
 
 from ._common import is_onnx_domain
@@ -132,7 +132,7 @@ class MergeSlicesPass(IrpassPass):
         if opset < 10:
             return ir.passes.PassResult(model, modified=False)
         count = 0
-        for graph in list(all_graphs(model)):
+        for graph in list(model.graphs()):
             for node in list(graph):
                 if node.op_type != "Slice" or not is_onnx_domain(node.domain) or not node.inputs:
                     continue

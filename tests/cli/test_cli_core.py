@@ -10,13 +10,14 @@ import sys
 import numpy as np
 import onnx
 import onnx_ir as ir
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 from conftest import light_model_path
 
 from irpass.cli import main
 from irpass.errors import ModelLoadError
 from irpass.ir import save_model
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 MODEL = """
 <ir_version: 8, opset_import: ["" : 17]>

@@ -11,7 +11,6 @@ import pathlib
 
 import onnx
 import onnx_ir as ir
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
 from irpass.cli import main
@@ -20,6 +19,8 @@ from irpass.metrics import compare_outputs
 from irpass.testing import inputs_to_random_initializers, model_from_text
 from irpass.verify import make_session, run_model
 from irpass.verify.feeds import find_feeds
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 EMBEDDING_2_ROWS = """
 <ir_version: 8, opset_import: ["" : 17]>

@@ -7,12 +7,13 @@ import pathlib
 
 import numpy as np
 import onnx_ir as ir
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
 from irpass.errors import PassFailedError
 from irpass.manager import PipelineRunner, RunOptions
 from irpass.testing import inputs_to_random_initializers, model_from_text
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 # y = Reshape(x, [N, 8]) with the shape computed from x: right at every batch size
 DYNAMIC_RESHAPE = """

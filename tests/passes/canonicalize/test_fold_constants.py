@@ -266,3 +266,28 @@ def test_weights_only_a_discarded_if_branch_read_go_with_it() -> None:
     assert _ops(model) == ["Relu"]
     assert list(model.graph.initializers) == []
     assert_equivalent(reference, model, feeds={"x": np.array([1.0, -2.0], np.float32)})
+
+
+CHANNEL_SCALE_FROM_FILL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,64,4,4] x) => (float[1,64,4,4] y) <int64[1] c = {64}, int64[1] a = {1}> {
+  s = ConstantOfShape <value = float[1] {0.5}> (c)
+  s3 = Unsqueeze (s, a)
+  s4 = Unsqueeze (s3, a)
+  y = Mul (x, s4)
+}
+"""
+
+
+def test_a_per_channel_scale_built_from_a_fill_is_materialized_as_a_weight() -> None:
+    # a Caffe-style Scale layer: fusion folds it into the Conv/BatchNorm before it, so it is a
+    # weight although Mul has no weight slot (a 256-byte result from 16 bytes)
+    model, reference = (
+        model_from_text(CHANNEL_SCALE_FROM_FILL),
+        model_from_text(CHANNEL_SCALE_FROM_FILL),
+    )
+    pass_ = FoldConstantsPass()
+    assert pass_(model).modified is True
+    assert _ops(model) == ["Mul"]
+    assert pass_.stats["weights_materialized"] == 1
+    assert_equivalent(reference, model)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-import passes_for_tests  # noqa: F401  (registers t_freeze_inputs)
 import pytest
 
 from irpass.errors import PassFailedError
 from irpass.passes.canonicalize.inputs_to_initializers import ConvertInputsToInitializersPass
 from irpass.testing import assert_equivalent, assert_unchanged, model_from_text, serialized
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 IR3 = """
 <ir_version: 3, opset_import: ["" : 9]>
