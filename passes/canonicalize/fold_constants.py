@@ -34,6 +34,10 @@ per-node shape inference through the cone):
    Storing such results buys nothing at run time either: ONNX Runtime and TensorRT fold
    constant subgraphs when they load a model.
 
+Constant nodes, the model's own and those the folder writes for values it derives from static
+shapes (``Shape``, ``Size`` of a known tensor), become initializers too, except a Constant that
+is a graph output (an output stays produced by a node).
+
 Never folded: ``QuantizeLinear``/``DequantizeLinear`` (they *are* the quantized weight format),
 random ops, custom-domain ops (passed through untouched). Nodes whose inputs are graph inputs
 are not folded either; run ``inputs_to_initializers`` first on IR < 4 models.
@@ -64,6 +68,7 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
 # Private to onnxscript, used on purpose: the public fold_constants_ir aborts the whole folding
 # when one op's evaluator raises; only a subclass of its pass can skip that node (_TolerantFolder).
@@ -74,7 +79,7 @@ from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
 from ._common import WEIGHT_SLOTS, count_nodes, is_onnx_domain
-from ._cones import NEVER_FOLD, Cone, constant_cones
+from ._cones import NEVER_FOLD, Cone, constant_cones, stored_bytes
 
 __all__ = ["FoldConstantsPass", "weight_bound_values"]
 
@@ -106,6 +111,15 @@ def weight_bound_values(model: ir.Model) -> set[ir.Value]:
         if producer is not None:
             stack.extend(v for v in producer.inputs if v is not None and v not in bound)
     return bound
+
+
+def _count_constant_nodes(model: ir.Model) -> int:
+    return sum(
+        1
+        for graph in model.graphs()
+        for node in graph
+        if node.op_type == "Constant" and is_onnx_domain(node.domain)
+    )
 
 
 class _TolerantFolder(_OnnxscriptFolder):
@@ -165,7 +179,7 @@ def _annotations(model: ir.Model) -> dict[ir.Value, tuple[Any, Any]]:
     """Shape and type of every value, by value (what the folder may annotate)."""
     found: dict[ir.Value, tuple[Any, Any]] = {}
     for graph in model.graphs():
-        for value in graph.initializers.values():
+        for value in [*graph.inputs, *graph.initializers.values()]:
             found[value] = (None if value.shape is None else value.shape.dims, value.type)
         for node in graph:
             for value in node.outputs:
@@ -206,6 +220,30 @@ def _remove_orphans(model: ir.Model, used_before: set[ir.Value]) -> int:
     return freed
 
 
+def _stored_weight_bytes(model: ir.Model) -> int:
+    """Bytes of every initializer and Constant node (what the cost report counts as weights)."""
+    total = 0
+    for graph in model.graphs():
+        total += sum(stored_bytes(v) or 0 for v in graph.initializers.values())
+        for node in graph:
+            if node.op_type == "Constant" and is_onnx_domain(node.domain) and node.outputs:
+                total += stored_bytes(node.outputs[0]) or 0
+    return total
+
+
+def _remove_unread_new(model: ir.Model, existing: set[ir.Value]) -> int:
+    """Remove initializers this pass created that nothing reads (folded chains' middles)."""
+    removed = 0
+    for graph in model.graphs():
+        for name, value in list(graph.initializers.items()):
+            if value in existing or value.uses() or value.is_graph_output():
+                continue
+            if not value.is_graph_input():
+                removed += 1
+                del graph.initializers[name]
+    return removed
+
+
 def _stored(model: ir.Model) -> set[ir.Value]:
     """Stored constants some node reads."""
     found: set[ir.Value] = set()
@@ -226,8 +264,9 @@ class FoldConstantsPass(IrpassPass):
         """Options of fold_constants."""
 
         max_output_bytes: int = option(
-            0, "also fold a constant subgraph that grows the weights if its results are at most "
-            "this many bytes"
+            0,
+            "also fold a constant subgraph that grows the weights if its results are at most "
+            "this many bytes",
         )
         fold_weights: bool = option(
             True, "materialize weights the file builds from a fill (ConstantOfShape, Range, ...)"
@@ -263,6 +302,8 @@ class FoldConstantsPass(IrpassPass):
                 decisions[id(cone)] = self._decide(cone)
         annotations = _annotations(model)
         used_before = _stored(model)
+        existing = {v for graph in model.graphs() for v in graph.initializers.values()}
+        bytes_before = _stored_weight_bytes(model)
         nodes_before = count_nodes(model)
         folded_cones: dict[int, Cone] = {}
 
@@ -276,7 +317,11 @@ class FoldConstantsPass(IrpassPass):
             if why is None:
                 logger.debug(
                     "not folding %s (%s): its cone of %d nodes would store %s bytes and free %d",
-                    node.name, node.op_type, len(cone.nodes), cone.result_bytes, cone.dying_bytes,
+                    node.name,
+                    node.op_type,
+                    len(cone.nodes),
+                    cone.result_bytes,
+                    cone.dying_bytes,
                 )
                 return False
             folded_cones[id(cone)] = cone
@@ -302,6 +347,13 @@ class FoldConstantsPass(IrpassPass):
         _detach_dead_users(model)
         orphans = _remove_orphans(model, used_before)
         kept = {id(c) for c in cones.values() if decisions[id(c)] is None}
+        # The folder writes values it derives from shapes as Constant nodes; canonical form
+        # holds constants as initializers (a Constant that is a graph output stays a node).
+        constants = _count_constant_nodes(model)
+        lifted = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+        if lifted.modified:
+            self.stats["constants_lifted"] += constants - _count_constant_nodes(model)
+        _remove_unread_new(model, existing)
         if kept:
             self.stats["kept_large"] += len(kept)
         removed = nodes_before - count_nodes(model)
@@ -320,12 +372,24 @@ class FoldConstantsPass(IrpassPass):
         )
         if annotated:
             self.stats["values_annotated"] += annotated
-        self._explain_growth(folded_cones.values(), decisions)
-        modified = bool(result.modified) or direct > 0 or orphans > 0 or annotated > 0
+        explained = self._explain_growth(folded_cones.values(), decisions)
+        self._explain_rest(_stored_weight_bytes(model) - bytes_before, explained)
+        modified = (
+            bool(result.modified) or direct > 0 or orphans > 0 or lifted.modified or annotated > 0
+        )
         return ir.passes.PassResult(model, modified=modified)
 
-    def _explain_growth(self, cones: Any, decisions: dict[int, str | None]) -> None:
-        """Say how much each kind of fold grew the weights, when it did."""
+    def _explain_rest(self, grown: int, explained: int) -> None:
+        """Name the growth the cones do not account for: values derived from static shapes."""
+        if grown > explained:
+            self.growth_reasons.append(
+                f"stored values the folder derived from static shapes (Shape/Size/Range of known "
+                f"dims, the folded nodes' inputs go with eliminate_dead), +{grown - explained} "
+                "bytes"
+            )
+
+    def _explain_growth(self, cones: Any, decisions: dict[int, str | None]) -> int:
+        """Say how much each kind of fold grew the weights, when it did; returns the bytes."""
         grown: dict[str, list[int]] = {}
         for cone in cones:
             growth = cone.growth if cone.growth is not None else cone.result_bytes or 0
@@ -341,6 +405,9 @@ class FoldConstantsPass(IrpassPass):
             "smaller than the nodes they replace",
             "allowed": "folded {n} constant subgraphs of +{b} bytes as max_output_bytes allows",
         }
+        explained = 0
         for why, (count, size) in sorted(grown.items()):
             if why in texts:
                 self.growth_reasons.append(texts[why].format(n=count, b=size))
+                explained += size
+        return explained

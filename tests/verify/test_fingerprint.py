@@ -69,3 +69,16 @@ def test_structure_snapshot_sees_weights_changed_in_place() -> None:
     before = structure_snapshot(model, hasher)
     array[0, 0] = 100.0
     assert structure_snapshot(model, hasher) != before
+
+
+def test_structure_snapshot_ignores_equal_reannotation() -> None:
+    # Constant folding re-annotates values with new but equal Shape/type objects: no change
+    # (compared by identity, a fixpoint around the folder never settled).
+    model = model_from_text(TEXT)
+    relu = next(n for n in model.graph if n.op_type == "Relu").outputs[0]
+    relu.shape, relu.type = ir.Shape(["N", 4]), ir.TensorType(ir.DataType.FLOAT)
+    before = structure_snapshot(model)
+    relu.shape, relu.type = ir.Shape(["N", 4]), ir.TensorType(ir.DataType.FLOAT)
+    assert structure_snapshot(model) == before
+    relu.type = ir.TensorType(ir.DataType.DOUBLE)
+    assert structure_snapshot(model) != before

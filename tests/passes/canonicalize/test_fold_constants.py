@@ -291,3 +291,47 @@ def test_a_per_channel_scale_built_from_a_fill_is_materialized_as_a_weight() -> 
     assert _ops(model) == ["Mul"]
     assert pass_.stats["weights_materialized"] == 1
     assert_equivalent(reference, model)
+
+
+def test_constants_the_folder_derives_become_initializers() -> None:
+    # Shape of a static tensor folds to a Constant node; it is lifted like any constant, but a
+    # Constant that is itself a graph output stays a node.
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,3] x) => (float[2] y, int64[2] s) {
+      n = Shape (x)
+      f = Cast <to = 1> (n)
+      y = Add (f, f)
+      s = Shape (x)
+    }
+    """
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = FoldConstantsPass()
+    assert pass_(model).modified is True
+    assert [n.op_type for n in model.graph] == ["Constant"]
+    assert next(iter(model.graph)).outputs[0].name == "s"
+    assert model.graph.outputs[0].const_value is not None
+    assert pass_.stats["constants_lifted"] >= 1
+    assert_equivalent(reference, model)
+
+
+def test_types_the_folder_infers_count_as_a_change() -> None:
+    # The carried value of the Loop body is declared without a type; the folder takes it from
+    # the typed Identity that copies it (ONNX case test_range_float16_type_positive_delta_expanded)
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (int64 n, bool c, float[2] x) => (float[2] y, float[?,2] s) {
+      y, s = Loop (n, c, x) <body = b (int64 i, bool c_in, prev) => (
+          bool c_out, float[2] next, float[2] seen) {
+        c_out = Identity (c_in)
+        next = Neg (prev)
+        seen = Identity (prev)
+      }>
+    }
+    """
+    model = model_from_text(text)
+    body = next(iter(model.graph)).attributes["body"].as_graph()
+    assert body.inputs[2].type is None
+    assert FoldConstantsPass()(model).modified is True
+    assert body.inputs[2].type is not None
+    assert FoldConstantsPass()(model).modified is False
