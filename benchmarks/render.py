@@ -273,6 +273,59 @@ def render_compression_headline(payload: Payload) -> str:
                                    "[docs/benchmarks.md](docs/benchmarks.md).)"])
 
 
+def render_svd(payload: Payload) -> str:
+    """Per model and setting: params, MACs, accuracy, output error, latency; the goals at 0.3."""
+    rows, goals = [], []
+    for entry in payload["results"]["models"]:
+        model, base = entry["model"], entry["base"]
+        rows.append([model, "unfactorized", "0", "1.000", "1.000", number(base["accuracy"], 4),
+                     "–", "–", "–", "–", "–"])
+        for row in entry["settings"]:
+            rows.append([
+                model, row["setting"], str(row["factorized_layers"]), number(row["params_ratio"]),
+                number(row["macs_ratio"]), number(row["accuracy"], 4),
+                number(row["accuracy_drop_points"], 2), number(row["relative_error"], 4),
+                number(row.get("error_vs_plain_equal_rank")),
+                *(_latency(row, batch) for batch in (1, 32)),
+            ])
+        g = entry["goals"]
+        if g:
+            aware = next(r for r in entry["settings"] if r["setting"] == "aware@0.3")
+            goals.append([model, number(aware["eligible_params_kept"]),
+                          number(aware["factorized_params_kept"]),
+                          number(aware["accuracy_drop_points"], 2),
+                          number(g.get("drop_at_most_1pt")),
+                          number(aware.get("error_vs_plain_equal_rank")),
+                          number(g.get("half_error_of_plain")),
+                          *(number(entry["latency"][f"batch{b}"]["noise"]) for b in (1, 32))])
+    return "\n\n".join([
+        provenance(payload) + " Reference: the model after `canonicalize,fuse`. Settings: "
+        "`plain@r` is `svd(ratio=r, data_aware=false)`, `aware@r` is `svd(ratio=r)` with the "
+        "model's calibration split, `plain@aware@r` is plain SVD at the ranks `aware@r` chose. "
+        "params/MACs/latency are ratios to the reference (latency: median, ONNX Runtime CPU, one "
+        "thread, with its verdict against the A/A noise); accuracy on the test split; drop in "
+        "points; error is the output's relative RMS error; err/plain is `aware`'s error over "
+        "`plain@aware`'s (equal ranks).",
+        table(["model", "setting", "layers", "params", "MACs", "accuracy", "drop", "error",
+               "err/plain", "latency b1", "latency b32"], rows),
+        "Goals at ratio 0.3 (issue 11): data-aware loses at most a point; its output error is "
+        "at most half of plain SVD's at equal ranks.",
+        table(["model", "factorizable params kept", "factorized layers' params kept",
+               "aware drop", "drop <= 1 point",
+               "err / plain at equal rank", "<= 0.5", "A/A noise b1", "A/A noise b32"],
+              goals),
+    ])
+
+
+def _latency(row: Mapping[str, Any], batch: int) -> str:
+    ratio = row.get(f"latency_ratio_batch{batch}")
+    if ratio is None:
+        return "–"
+    word = {"no measurable change": "noise"}.get(row[f"latency_batch{batch}"],
+                                                   row[f"latency_batch{batch}"])
+    return f"{ratio:.3f} {word}"
+
+
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
@@ -312,6 +365,7 @@ RENDERERS: dict[str, Callable[[Payload], str]] = {
     "pruning": render_pruning,
     "compression": render_compression,
     "compression.headline": render_compression_headline,
+    "svd": render_svd,
 }
 
 

@@ -119,3 +119,20 @@ def test_compression_results_render_a_table_and_a_headline_view() -> None:
     assert "**cnn** (`--target x86`): 92 % smaller, 4.00x as fast" in out
     assert "+0.50 points of macro-F1 lost" in out
     assert render.update(out, {"compression": payload}, append_missing=False) == out
+
+
+def test_svd_results_get_their_own_tables() -> None:
+    setting = {"setting": "aware@0.3", "mode": "aware", "ratio": 0.3, "factorized_layers": 2,
+               "params_ratio": 0.7, "macs_ratio": 0.72, "accuracy": 0.97,
+               "accuracy_drop_points": 0.5, "relative_error": 0.02,
+               "error_vs_plain_equal_rank": 0.25, "eligible_params_kept": 0.69,
+               "factorized_params_kept": 0.5, "latency_ratio_batch1": 0.9,
+               "latency_batch1": "no measurable change", "latency_ratio_batch32": 0.8,
+               "latency_batch32": "faster"}
+    entry = {"model": "m", "base": {"accuracy": 0.975}, "settings": [setting],
+             "latency": {"batch1": {"noise": 0.05}, "batch32": {"noise": 0.02}},
+             "goals": {"drop_at_most_1pt": True, "half_error_of_plain": True}}
+    body = render.render("svd", _payload({"ratios": [0.3], "models": [entry]}))
+    assert "| m | aware@0.3 | 2 | 0.700 | 0.720 | 0.9700 | 0.50 | 0.0200 | 0.250 | 0.900 noise " \
+           "| 0.800 faster |" in body
+    assert "| m | 0.690 | 0.500 | 0.50 | yes | 0.250 | yes | 0.050 | 0.020 |" in body
