@@ -17,6 +17,7 @@ __all__ = [
     "PassFailedError",
     "DataError",
     "OutputError",
+    "TargetError",
 ]
 
 
@@ -79,3 +80,7 @@ class DataError(IrpassError):
 
 class OutputError(IrpassError):
     """An output path cannot be written."""
+
+
+class TargetError(IrpassError):
+    """A target profile is unknown or invalid, or a model cannot be prepared for its target."""
