@@ -4,9 +4,9 @@ For every model each tool starts from the same in-memory ``ModelProto`` and must
 ``ModelProto`` (irpass: ``ir.from_proto`` -> passes -> ``ir.to_proto``; conversions are timed).
 Reported per model: wall time, node count (main graph) and MACs (irpass.analysis.cost, untimed) of
 
-- ``irpass``        the ``canonicalize`` preset, its passes run by onnx-ir's PassManager
+- ``irpass``        the ``canonicalize`` preset, its passes run by onnx-ir's PipelineRunner
                     (``fixpoint(...)`` = nested early-stopping manager): irpass as a library;
-- ``irpass(manager)`` (``--manager``) the same through irpass's PassManager with verify=none:
+- ``irpass(manager)`` (``--manager``) the same through irpass's PipelineRunner with verify=none:
                     adds per-pass cost analysis and the run report;
 - ``irpass+fuse``   ``canonicalize,fuse`` as a library (onnxsim folds BatchNorm into Conv and
                     onnxslim fuses too; canonicalize alone does not fuse), when ``fuse`` exists;
@@ -40,7 +40,7 @@ from rich.table import Table
 
 from irpass.analysis.cost import model_cost
 from irpass.context import PassContext
-from irpass.manager import ManagerOptions, PassManager, build_pass
+from irpass.manager import PipelineRunner, RunOptions, build_pass
 from irpass.pipeline import Step, expand_presets, parse_pipeline
 from irpass.registry import get_preset
 from irpass.testing import assert_equivalent
@@ -74,7 +74,7 @@ def onnx_ir_passes(pipeline: str, max_iterations: int = 10) -> ir.passes.PassBas
 
 
 def run_irpass(pipeline: str) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
-    """irpass as a library: its passes inside onnx-ir's own PassManager."""
+    """irpass as a library: its passes inside onnx-ir's own PipelineRunner."""
 
     def run(proto: onnx.ModelProto) -> onnx.ModelProto:
         model = ir.from_proto(proto)
@@ -85,11 +85,11 @@ def run_irpass(pipeline: str) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
 
 
 def run_irpass_manager(pipeline: str) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
-    """irpass's own PassManager (what `irpass optimize` runs), verification off."""
+    """irpass's own PipelineRunner (what `irpass optimize` runs), verification off."""
 
     def run(proto: onnx.ModelProto) -> onnx.ModelProto:
         model = ir.from_proto(proto)
-        PassManager(pipeline, options=ManagerOptions(verify="none")).run(model)
+        PipelineRunner(pipeline, options=RunOptions(verify="none")).run(model)
         return ir.to_proto(model)
 
     return run
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--manager",
         action="store_true",
-        help="also time irpass's PassManager (cost analysis and snapshots per pass)",
+        help="also time irpass's PipelineRunner (cost analysis and snapshots per pass)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)

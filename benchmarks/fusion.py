@@ -45,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from irpass.ir import load_model
-from irpass.manager import ManagerOptions, PassManager
+from irpass.manager import PipelineRunner, RunOptions
 from irpass.testing import assert_equivalent
 from irpass.verify import make_session, random_feeds
 
@@ -70,7 +70,7 @@ def model_paths() -> dict[str, pathlib.Path]:
 def optimize(path: pathlib.Path, pipeline: str) -> tuple[onnx.ModelProto, float, int]:
     model = load_model(path)
     start = time.perf_counter()
-    PassManager(pipeline, options=ManagerOptions(verify="none")).run(model)
+    PipelineRunner(pipeline, options=RunOptions(verify="none")).run(model)
     seconds = time.perf_counter() - start
     return ir.to_proto(model), seconds, len(model.graph)
 

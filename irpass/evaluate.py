@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import pathlib
 import shutil
 import tempfile
@@ -49,6 +48,7 @@ import onnx_ir as ir
 
 from irpass.data import DataSource
 from irpass.errors import DataError
+from irpass.metrics import SQNR_CAP_DB, FidelityAccumulator
 from irpass.verify import make_session, run_model
 
 __all__ = [
@@ -60,9 +60,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: SQNR reported for outputs identical to the reference (float32 rounding is ~140 dB).
-SQNR_CAP_DB = 200.0
 
 #: A user metric: (outputs by name, labels or None) -> a float or a mapping of floats.
 Metric = Callable[[Mapping[str, np.ndarray], np.ndarray | None], Any]
@@ -99,79 +96,6 @@ def macro_f1(confusion: np.ndarray) -> float:
     denom = predicted + actual
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
     return float(f1[present].mean())
-
-
-@dataclasses.dataclass
-class _Fidelity:
-    """Streaming fidelity statistics of one output."""
-
-    class_axis: int | None
-    is_float: bool
-    samples: int = 0
-    cosine_sum: float = 0.0
-    signal: float = 0.0
-    noise: float = 0.0
-    max_abs: float = 0.0
-    agree: int = 0
-    positions: int = 0
-    equal: int = 0
-    elements: int = 0
-
-    def update(self, ref: np.ndarray, out: np.ndarray, name: str) -> None:
-        if ref.shape != out.shape:
-            raise DataError(
-                f"output {name!r} has shape {list(out.shape)}, the reference has "
-                f"{list(ref.shape)}",
-                hint="a pass changed the model's output shape",
-            )
-        if not self.is_float:
-            self.equal += int(np.sum(ref == out))
-            self.elements += ref.size
-            if ref.size and ref.dtype.kind in "iub":
-                diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
-                self.max_abs = max(self.max_abs, float(diff.max()))
-            return
-        r = ref.astype(np.float64)
-        o = out.astype(np.float64)
-        diff = r - o
-        if diff.size:
-            self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))))
-        self.signal += float(np.sum(r * r))
-        self.noise += float(np.sum(diff * diff))
-        rows_r = r.reshape(r.shape[0], -1) if r.ndim else r.reshape(1, -1)
-        rows_o = o.reshape(rows_r.shape)
-        norms = np.linalg.norm(rows_r, axis=1) * np.linalg.norm(rows_o, axis=1)
-        dots = np.sum(rows_r * rows_o, axis=1)
-        both_zero = (np.linalg.norm(rows_r, axis=1) == 0) & (np.linalg.norm(rows_o, axis=1) == 0)
-        cos = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-        cos[both_zero] = 1.0
-        self.cosine_sum += float(cos.sum())
-        self.samples += len(cos)
-        if self.class_axis is not None:
-            agree = np.argmax(r, axis=self.class_axis) == np.argmax(o, axis=self.class_axis)
-            self.agree += int(agree.sum())
-            self.positions += agree.size
-
-    def result(self) -> dict[str, float]:
-        if not self.is_float:
-            return {
-                "exact_match": self.equal / self.elements if self.elements else 1.0,
-                "max_abs_error": self.max_abs,
-            }
-        if self.noise == 0.0:
-            sqnr = SQNR_CAP_DB
-        elif self.signal == 0.0:
-            sqnr = -SQNR_CAP_DB
-        else:
-            sqnr = min(SQNR_CAP_DB, 10.0 * math.log10(self.signal / self.noise))
-        metrics = {
-            "cosine": self.cosine_sum / self.samples if self.samples else 1.0,
-            "sqnr_db": sqnr,
-            "max_abs_error": self.max_abs,
-        }
-        if self.class_axis is not None:
-            metrics["top1_agreement"] = self.agree / self.positions if self.positions else 1.0
-        return metrics
 
 
 @dataclasses.dataclass
@@ -336,7 +260,7 @@ class Evaluator:
         )
 
     # -------------------------------------------------------------------------- internals
-    def _fidelity_for(self, name: str, ref: np.ndarray) -> _Fidelity:
+    def _fidelity_for(self, name: str, ref: np.ndarray) -> FidelityAccumulator:
         is_float = ref.dtype.kind == "f"
         axis = None
         if is_float and ref.ndim >= 2:
@@ -345,7 +269,7 @@ class Evaluator:
             )
             if ref.shape[axis] <= 1:
                 axis = None
-        return _Fidelity(axis, is_float)
+        return FidelityAccumulator(axis, is_float)
 
     def _task_acc(self) -> _Task | None:
         if self.labels is None or self.task is None:
@@ -395,7 +319,7 @@ class Evaluator:
     def _run(self, model: ir.Model) -> dict[str, float]:
         self._ensure_reference()
         session = make_session(model, optimize=True)
-        fidelity: dict[str, _Fidelity] = {}
+        fidelity: dict[str, FidelityAccumulator] = {}
         task = self._task_acc()
         collected: dict[str, list[np.ndarray]] = {}
         offset = 0
@@ -426,7 +350,13 @@ class Evaluator:
                         value = list(out.values())[position]
                     if name not in fidelity:
                         fidelity[name] = self._fidelity_for(name, ref_value)
-                    fidelity[name].update(ref_value, value, name)
+                    try:
+                        fidelity[name].update(ref_value, value)
+                    except ValueError as exc:
+                        raise DataError(
+                            f"output {name!r} {exc}",
+                            hint="a pass changed the model's output shape",
+                        ) from exc
             if task is not None and batch_labels is not None:
                 task.update(next(iter(out.values())), batch_labels)
             if self.metric is not None:
@@ -488,7 +418,7 @@ def _batch_len(feed: Mapping[str, np.ndarray], out: Mapping[str, np.ndarray]) ->
     return 1
 
 
-def _combine(fidelity: Mapping[str, _Fidelity]) -> dict[str, float]:
+def _combine(fidelity: Mapping[str, FidelityAccumulator]) -> dict[str, float]:
     results = {name: acc.result() for name, acc in fidelity.items()}
     if len(results) == 1:
         return dict(next(iter(results.values())))

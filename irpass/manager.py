@@ -1,4 +1,4 @@
-"""The irpass pass manager: runs a pipeline, verifying and measuring after every pass.
+"""The irpass pipeline runner: runs a pipeline, verifying and measuring after every pass.
 
 It wraps onnx-ir's pass contract (every step is an ``onnx_ir.passes`` pass) and adds:
 
@@ -38,6 +38,7 @@ from irpass.errors import (
     VerificationError,
 )
 from irpass.ir import save_model
+from irpass.metrics import compare_outputs, max_abs_error
 from irpass.pass_base import IrpassPass, all_graphs
 from irpass.pipeline import (
     Step,
@@ -50,7 +51,6 @@ from irpass.run_report import PassRecord, RunReport, Verification
 from irpass.verify import (
     check_structure,
     checked_session,
-    compare_outputs,
     make_session,
     random_feeds,
     run_model,
@@ -58,9 +58,9 @@ from irpass.verify import (
 
 __all__ = [
     "KNOWN_DOMAINS",
-    "ManagerOptions",
-    "ManagerResult",
-    "PassManager",
+    "RunOptions",
+    "RunResult",
+    "PipelineRunner",
     "build_pass",
     "custom_ops",
 ]
@@ -77,7 +77,7 @@ ProgressCallback = Callable[[str, int], None]
 
 
 @dataclasses.dataclass
-class ManagerOptions:
+class RunOptions:
     """How the manager verifies, dumps and reacts to failures.
 
     Attributes:
@@ -107,7 +107,7 @@ class ManagerOptions:
 
 
 @dataclasses.dataclass
-class ManagerResult:
+class RunResult:
     """The optimized model (the input object, modified in place) and the run's report."""
 
     model: ir.Model
@@ -135,7 +135,7 @@ def build_pass(step: Step, context: PassContext) -> IrpassPass:
 class _Verifier:
     """Holds verification inputs and the outputs the next lossless pass must reproduce."""
 
-    def __init__(self, model: ir.Model, options: ManagerOptions, numeric: bool) -> None:
+    def __init__(self, model: ir.Model, options: RunOptions, numeric: bool) -> None:
         self.numeric = numeric
         self.tolerance_scale = options.tolerance_scale
         self.feeds: list[dict[str, np.ndarray]] = []
@@ -186,37 +186,30 @@ class _Verifier:
 def _max_abs_error(
     reference: list[dict[str, np.ndarray]], actual: list[dict[str, np.ndarray]]
 ) -> float:
+    """The largest :func:`irpass.metrics.max_abs_error` over every output of every feed."""
     worst = 0.0
     for ref, got in zip(reference, actual, strict=True):
         for name, value in ref.items():
             other = got.get(name)
-            if other is None or other.shape != value.shape:
-                return float("inf")
-            if value.dtype.kind in "fc" and value.size:
-                diff = np.abs(value.astype(np.float64) - other.astype(np.float64))
-                finite = np.isfinite(diff)
-                if finite.any():
-                    worst = max(worst, float(diff[finite].max()))
-            elif not np.array_equal(value, other):
-                return float("inf")
+            worst = max(worst, float("inf") if other is None else max_abs_error(value, other))
     return worst
 
 
-class PassManager:
+class PipelineRunner:
     """Run a pipeline over a model with verification, measurement, dumps and reproducers."""
 
     def __init__(
         self,
         pipeline: str | list[Step],
         context: PassContext | None = None,
-        options: ManagerOptions | None = None,
+        options: RunOptions | None = None,
         progress: ProgressCallback | None = None,
     ) -> None:
         steps = parse_pipeline(pipeline) if isinstance(pipeline, str) else list(pipeline)
         self.pipeline_text = format_pipeline(steps)
         self.steps = expand_presets(steps)
         self.context = context if context is not None else PassContext()
-        self.options = options if options is not None else ManagerOptions()
+        self.options = options if options is not None else RunOptions()
         self.progress = progress
         self._validate(self.steps)  # option errors surface before any work is done
         self._cost: Cost | None = None
@@ -270,7 +263,7 @@ class PassManager:
         return str(directory)
 
     # -- running -----------------------------------------------------------------------
-    def run(self, model: ir.Model, input_path: str | None = None) -> ManagerResult:
+    def run(self, model: ir.Model, input_path: str | None = None) -> RunResult:
         """Run the pipeline on ``model`` (modified in place) and return it with the report."""
         started = time.perf_counter()
         customs = custom_ops(model)
@@ -330,7 +323,7 @@ class PassManager:
         if evaluator is not None:
             report.metrics_after = dict(evaluator(model))
         report.seconds = time.perf_counter() - started
-        return ManagerResult(model, report)
+        return RunResult(model, report)
 
     def _run_steps(
         self, model: ir.Model, steps: list[Step] | tuple[Step, ...], prefix: str, state: _RunState

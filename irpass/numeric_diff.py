@@ -4,7 +4,7 @@
 :func:`irpass.verify.random_feeds`) and reports, per output and per *matched intermediate
 tensor* (the activations that nodes matched by :func:`irpass.diff.diff_models` consume, where
 shapes agree), the cosine similarity, max/mean absolute error and whether the difference
-exceeds the manager's dtype-aware tolerance (:func:`irpass.verify.tolerance_for`).
+exceeds the manager's dtype-aware tolerance (:func:`irpass.metrics.compare_tensor`).
 Intermediates are read by exposing them as extra graph outputs on shallow copies of the
 models; the caller's models are not touched. The first diverging intermediate in
 topological order of A is the layer where the results start to differ.
@@ -24,7 +24,8 @@ import onnx_ir as ir
 
 from irpass.diff import CONSTANT_OPS, GraphDiff, diff_models, shapes_agree
 from irpass.errors import DataError
-from irpass.verify import make_session, random_feeds, run_model, tolerance_for
+from irpass.metrics import compare_tensor
+from irpass.verify import make_session, random_feeds, run_model
 
 __all__ = [
     "NumericDiff",
@@ -95,43 +96,9 @@ class NumericDiff:
 
 
 def _compare(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, float, float, bool]:
-    """cosine, max_abs, mean_abs, max|ref|, diverged for one sample.
-
-    "Diverged" uses the manager's tolerance for A's dtype (:func:`irpass.verify.tolerance_for`,
-    ``|a-b| <= atol * max(1, max|a|) + rtol * |a|``), so it means what it means there.
-    """
-    if ref.size == 0:
-        return 1.0, 0.0, 0.0, 0.0, False
-    if ref.dtype == got.dtype and np.array_equal(ref, got):
-        # lossless rewrites often reproduce tensors bit for bit: one pass instead of fifteen
-        ref_max = float(np.max(np.abs(ref))) if np.issubdtype(ref.dtype, np.number) else 0.0
-        if np.isfinite(ref_max):
-            return 1.0, 0.0, 0.0, ref_max, False
-    r = ref.astype(np.float64, copy=False).reshape(-1)
-    g = got.astype(np.float64, copy=False).reshape(-1)
-    finite_r, finite_g = np.isfinite(r), np.isfinite(g)
-    nonfinite_differs = False
-    if not (finite_r.all() and finite_g.all()):
-        nonfinite_differs = not np.array_equal(r[~finite_r], g[~finite_r], equal_nan=True) or (
-            not np.array_equal(finite_r, finite_g))
-        keep = finite_r & finite_g
-        r, g = r[keep], g[keep]
-        if r.size == 0:
-            return float("nan"), float("nan"), float("nan"), float("nan"), nonfinite_differs
-    err = np.abs(r - g)
-    abs_r = np.abs(r)
-    max_abs, mean_abs, ref_max = float(err.max()), float(err.mean()), float(abs_r.max())
-    norms = float(np.dot(r, r)) * float(np.dot(g, g))
-    if norms == 0.0:
-        cosine = 1.0 if not (r.any() or g.any()) else 0.0
-    else:
-        cosine = float(np.dot(r, g) / np.sqrt(norms))
-    tol = tolerance_for(ref.dtype)
-    if tol is None:
-        diverged = max_abs > 0.0
-    else:
-        diverged = bool(np.any(err > tol.atol * max(1.0, ref_max) + tol.rtol * abs_r))
-    return cosine, max_abs, mean_abs, ref_max, diverged or nonfinite_differs
+    """cosine, max_abs, mean_abs, max|ref|, diverged for one sample (see compare_tensor)."""
+    c = compare_tensor(ref, got)
+    return c.cosine, c.max_abs_error, c.mean_abs_error, c.reference_max, c.diverged
 
 
 def _merge(samples: Sequence[tuple[float, float, float, float, bool]]) -> tuple[

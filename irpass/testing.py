@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from irpass.metrics import compare_outputs
 from irpass.verify import (
     check_structure,
-    compare_outputs,
     make_session,
     random_feeds,
     run_model,

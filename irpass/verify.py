@@ -7,16 +7,15 @@ The manager calls these after every pass:
   file with external data when the model exceeds the protobuf limit);
 - :func:`random_feeds` makes seeded inputs for the model's signature (dynamic dims -> 1 unless
   given);
-- :func:`compare_outputs` applies a dtype-aware tolerance and reports the worst mismatch.
+
+Comparing outputs (tolerances, cosine, SQNR) lives in :mod:`irpass.metrics`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import tempfile
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import onnx
@@ -27,49 +26,12 @@ from irpass.errors import VerificationError
 from irpass.ir import PROTOBUF_LIMIT, initializer_bytes, save_model
 
 __all__ = [
-    "Tolerance",
-    "OutputMismatch",
     "check_structure",
     "checked_session",
-    "compare_outputs",
     "make_session",
     "random_feeds",
     "run_model",
-    "tolerance_for",
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerance:
-    """``|a - b| <= atol + rtol * |b|`` elementwise, with ``atol`` scaled by the output's range."""
-
-    rtol: float
-    atol: float
-
-
-_TOLERANCES: dict[Any, Tolerance] = {
-    np.dtype(np.float64): Tolerance(rtol=1e-7, atol=1e-9),
-    np.dtype(np.float32): Tolerance(rtol=1e-3, atol=1e-4),
-    np.dtype(np.float16): Tolerance(rtol=1e-2, atol=1e-3),
-}
-
-
-def tolerance_for(dtype: np.dtype) -> Tolerance | None:
-    """The tolerance for a float dtype; None means exact comparison (ints, bools, strings)."""
-    return _TOLERANCES.get(np.dtype(dtype))
-
-
-@dataclasses.dataclass(frozen=True)
-class OutputMismatch:
-    """The worst difference found for one output."""
-
-    output: str
-    max_abs_error: float
-    allowed: float
-    detail: str
-
-    def __str__(self) -> str:
-        return f"output {self.output!r}: {self.detail}"
 
 
 def check_structure(model: ir.Model | onnx.ModelProto, full_check: bool = False) -> None:
@@ -208,75 +170,3 @@ def run_model(
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise VerificationError(f"ONNX Runtime failed to run the model: {message}") from exc
     return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}
-
-
-def compare_outputs(
-    reference: Mapping[str, np.ndarray],
-    actual: Mapping[str, np.ndarray],
-    tolerance_scale: float = 1.0,
-) -> list[OutputMismatch]:
-    """Compare outputs by position-independent name; returns the mismatches (empty when equal).
-
-    Float outputs use :func:`tolerance_for` with ``atol`` multiplied by ``max(1, max|ref|)``
-    so that large-magnitude outputs (deep nets on random inputs) are judged relative to
-    their range.
-    """
-    mismatches: list[OutputMismatch] = []
-    if list(reference) != list(actual):
-        missing = [n for n in reference if n not in actual]
-        if missing or len(reference) != len(actual):
-            return [
-                OutputMismatch(
-                    ",".join(missing) or "?",
-                    float("inf"),
-                    0.0,
-                    f"outputs differ: expected {list(reference)}, got {list(actual)}",
-                )
-            ]
-    for name, ref in reference.items():
-        got = actual[name]
-        if ref.shape != got.shape:
-            mismatches.append(
-                OutputMismatch(name, float("inf"), 0.0, f"shape {got.shape} != {ref.shape}")
-            )
-            continue
-        if ref.dtype != got.dtype:
-            mismatches.append(
-                OutputMismatch(name, float("inf"), 0.0, f"dtype {got.dtype} != {ref.dtype}")
-            )
-            continue
-        tol = tolerance_for(ref.dtype)
-        if tol is None:
-            if not np.array_equal(ref, got):
-                count = int(np.sum(ref != got))
-                mismatches.append(
-                    OutputMismatch(name, float("inf"), 0.0, f"{count} elements differ exactly")
-                )
-            continue
-        ref64 = ref.astype(np.float64)
-        got64 = got.astype(np.float64)
-        finite = np.isfinite(ref64)
-        if not np.array_equal(finite, np.isfinite(got64)) or not np.array_equal(
-            ref64[~finite], got64[~finite], equal_nan=True
-        ):
-            mismatches.append(OutputMismatch(name, float("inf"), 0.0, "non-finite values differ"))
-            continue
-        if ref64.size == 0:
-            continue
-        scale = max(1.0, float(np.max(np.abs(ref64[finite]))) if finite.any() else 1.0)
-        allowed = tolerance_scale * (tol.atol * scale + tol.rtol * np.abs(ref64))
-        err = np.abs(ref64 - got64)
-        err[~finite] = 0.0
-        if np.any(err > allowed):
-            worst = int(np.argmax(err - allowed))
-            mismatches.append(
-                OutputMismatch(
-                    name,
-                    float(err.flat[worst]),
-                    float(allowed.flat[worst]),
-                    f"max abs error {float(err.max()):.3g} exceeds tolerance "
-                    f"(at flat index {worst}: {got64.flat[worst]:.6g} vs {ref64.flat[worst]:.6g})",
-                )
-            )
-    return mismatches
-

@@ -116,6 +116,27 @@ def ort_metrics(path: pathlib.Path, x: np.ndarray, y: np.ndarray) -> dict[str, f
     return {k: metrics[k] for k in ("accuracy", "macro_f1")}
 
 
+#: Calibration samples taken from the start of each (shuffled) training split.
+CALIBRATION_SAMPLES = {"digits16": 256, "digits8": 256, "power": 120}
+
+
+def write_calibration_splits() -> None:
+    """Write calibration splits (the first training samples, never test samples).
+
+    Lossy passes calibrate on these (``--calib-data``) and are evaluated on the test splits.
+    """
+    TRAINED_DIR.mkdir(exist_ok=True)
+    splits = {
+        "digits16": ("input", datasets.digits(size=16)),
+        "digits8": ("input", datasets.digits(flat=True)),
+        "power": ("trace", datasets.power_traces()),
+    }
+    for name, (input_name, split) in splits.items():
+        n = CALIBRATION_SAMPLES[name]
+        arrays = {input_name: split.x_train[:n], "labels": split.y_train[:n]}
+        np.savez_compressed(TRAINED_DIR / f"{name}_calib.npz", **arrays)  # type: ignore[arg-type]
+
+
 def train_models() -> dict[str, dict[str, object]]:
     """Train the digits and power-trace models; write ONNX, test splits and metrics.json."""
     TRAINED_DIR.mkdir(exist_ok=True)
@@ -129,6 +150,7 @@ def train_models() -> dict[str, dict[str, object]]:
         TRAINED_DIR / "digits8_test.npz", input=digits8.x_test, labels=digits8.y_test
     )
     np.savez_compressed(TRAINED_DIR / "power_test.npz", trace=power.x_test, labels=power.y_test)
+    write_calibration_splits()
     jobs = [
         ("digits_resnet", "resnet_cnn", digits16, "digits16_test.npz", 12, 3e-3, shift_image),
         ("digits_mobilenet", "mobilenet_v2", digits16, "digits16_test.npz", 20, 5e-3,
@@ -164,7 +186,7 @@ def train_models() -> dict[str, dict[str, object]]:
 def main() -> None:
     """Command line of this script."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["zoo", "trained", "all"])
+    parser.add_argument("what", choices=["zoo", "trained", "calib", "all"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -173,6 +195,8 @@ def main() -> None:
         build_zoo()
     if args.what in ("trained", "all"):
         train_models()
+    if args.what == "calib":
+        write_calibration_splits()
 
 
 if __name__ == "__main__":

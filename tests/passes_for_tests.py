@@ -79,3 +79,23 @@ class RemoveIdentityOncePass(IrpassPass):
                     return ir.passes.PassResult(model, True)
         return ir.passes.PassResult(model, False)
 
+
+
+@_register
+class CountCalibrationPass(IrpassPass):
+    """Counts the calibration samples the context hands over (reads data, changes nothing)."""
+
+    name = "t_count_calibration"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        source = self.context.calibration_data
+        if source is None:
+            self.stats["no_calibration_data"] += 1
+            return ir.passes.PassResult(model, False)
+        for feed in source():
+            self.stats["calibration_samples"] += int(next(iter(feed.values())).shape[0])
+            self.stats["calibration_batches"] += 1
+        if self.context.calibration_is_random:
+            self.stats["random"] += 1
+        return ir.passes.PassResult(model, False)

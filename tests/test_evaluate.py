@@ -216,7 +216,7 @@ def test_damaged_model_shows_a_fidelity_drop_in_the_per_pass_report(tmp_path) ->
     labels = np.load(trained_eval_data()["digits_mlp"])["labels"]
     evaluator = Evaluator(model, data, labels)
     context = PassContext(evaluation_data=data, labels=labels, evaluator=evaluator)
-    result = manager.PassManager("t_eval_damage", context=context).run(model)
+    result = manager.PipelineRunner("t_eval_damage", context=context).run(model)
     passes = result.report.to_dict()["passes"]
     (damage,) = [p for p in passes if p["name"] == "t_eval_damage"]
     metrics = damage["metrics"]

@@ -115,7 +115,7 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path: pathlib.Path) -> None:
 
 @pytest.mark.slow
 def test_model_over_2gb_loads_passes_and_saves(tmp_path: pathlib.Path) -> None:
-    from irpass.manager import ManagerOptions, PassManager
+    from irpass.manager import PipelineRunner, RunOptions
 
     text = """
     <ir_version: 8, opset_import: ["" : 17]>
@@ -141,7 +141,7 @@ def test_model_over_2gb_loads_passes_and_saves(tmp_path: pathlib.Path) -> None:
     assert isinstance(next(iter(loaded.graph.initializers.values())).const_value, ir.ExternalTensor)
     import passes_for_tests  # noqa: F401
 
-    result = PassManager("t_remove_one_identity", options=ManagerOptions(verify="each")).run(loaded)
+    result = PipelineRunner("t_remove_one_identity", options=RunOptions(verify="each")).run(loaded)
     assert result.report.passes[0].verification.status == "ok"
     save_model(result.model, tmp_path / "out.onnx")
     assert (tmp_path / "out.onnx.data").stat().st_size >= count

@@ -18,7 +18,7 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from irpass.manager import ManagerOptions, PassManager
+from irpass.manager import PipelineRunner, RunOptions
 from irpass.testing import assert_equivalent
 from tests.conftest import LIGHT_MODELS, light_model_path, magika_model_path
 
@@ -47,7 +47,7 @@ def _onnxsim_nodes(path: str) -> int:
 def _canonicalize(path: pathlib.Path) -> tuple[ir.Model, ir.Model]:
     reference = ir.load(path)
     model = ir.load(path)
-    result = PassManager("canonicalize", options=ManagerOptions(verify="none")).run(model)
+    result = PipelineRunner("canonicalize", options=RunOptions(verify="none")).run(model)
     assert result.model is model
     assert not [p for p in result.report.passes if p.error], result.report.passes
     return reference, model

@@ -9,7 +9,7 @@ import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
 from irpass.errors import PassFailedError, PassOptionError, PipelineError, UnsupportedModelError
-from irpass.manager import ManagerOptions, PassManager, custom_ops, report_json
+from irpass.manager import PipelineRunner, RunOptions, custom_ops, report_json
 from irpass.testing import model_from_text
 
 MODEL = """
@@ -28,7 +28,7 @@ def _model() -> ir.Model:
 
 
 def test_fixpoint_runs_until_nothing_changes_and_records_each_pass() -> None:
-    result = PassManager("fixpoint(t_remove_one_identity)").run(_model())
+    result = PipelineRunner("fixpoint(t_remove_one_identity)").run(_model())
     ops = [n.op_type for n in result.model.graph]
     assert ops == ["MatMul"]
     records = result.report.passes
@@ -42,9 +42,9 @@ def test_fixpoint_runs_until_nothing_changes_and_records_each_pass() -> None:
 def test_lossless_pass_that_changes_outputs_is_caught_with_reproducer(
     tmp_path: pathlib.Path,
 ) -> None:
-    options = ManagerOptions(reproducer_dir=tmp_path / "repro")
+    options = RunOptions(reproducer_dir=tmp_path / "repro")
     with pytest.raises(PassFailedError) as info:
-        PassManager("t_remove_one_identity,t_lying_lossless", options=options).run(_model())
+        PipelineRunner("t_remove_one_identity,t_lying_lossless", options=options).run(_model())
     assert info.value.pass_name == "t_lying_lossless"
     assert "lossless pass changed the outputs" in info.value.message
     repro = tmp_path / "repro"
@@ -54,15 +54,15 @@ def test_lossless_pass_that_changes_outputs_is_caught_with_reproducer(
     saved = onnx.load(repro / "input.onnx")
     assert [n.op_type for n in saved.graph.node] == ["Identity", "Identity", "Identity", "MatMul"]
     with pytest.raises(PassFailedError) as again:
-        PassManager(pipeline).run(ir.from_proto(saved))
+        PipelineRunner(pipeline).run(ir.from_proto(saved))
     assert again.value.pass_name == "t_lying_lossless"
 
 
 def test_rollback_restores_the_model_and_continues() -> None:
     model = _model()
     before = model.graph.initializers["w"].const_value.numpy().copy()
-    options = ManagerOptions(on_failure="rollback")
-    result = PassManager("t_lying_lossless,t_raise,t_remove_one_identity", options=options).run(
+    options = RunOptions(on_failure="rollback")
+    result = PipelineRunner("t_lying_lossless,t_raise,t_remove_one_identity", options=options).run(
         model
     )
     assert result.model is model
@@ -74,7 +74,7 @@ def test_rollback_restores_the_model_and_continues() -> None:
 
 def test_raising_pass_is_named() -> None:
     with pytest.raises(PassFailedError) as info:
-        PassManager("t_raise").run(_model())
+        PipelineRunner("t_raise").run(_model())
     assert "'t_raise'" in info.value.message and "boom" in info.value.message
 
 
@@ -90,7 +90,7 @@ def test_lossy_pass_is_measured_not_rejected() -> None:
 
     context = PassContext()
     context.evaluator = evaluator  # type: ignore[attr-defined]
-    result = PassManager("t_scale_weight(factor=0.5)", context=context).run(_model())
+    result = PipelineRunner("t_scale_weight(factor=0.5)", context=context).run(_model())
     record = result.report.passes[0]
     assert record.modified and not record.lossless
     assert record.verification.status == "ok"
@@ -100,8 +100,8 @@ def test_lossy_pass_is_measured_not_rejected() -> None:
 
 
 def test_dump_dir_has_model_before_and_after_every_modifying_pass(tmp_path: pathlib.Path) -> None:
-    options = ManagerOptions(dump_dir=tmp_path)
-    PassManager("fixpoint(t_remove_one_identity)", options=options).run(_model())
+    options = RunOptions(dump_dir=tmp_path)
+    PipelineRunner("fixpoint(t_remove_one_identity)", options=options).run(_model())
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names[0] == "000_input.onnx"
     assert len(names) == 4
@@ -111,9 +111,9 @@ def test_dump_dir_has_model_before_and_after_every_modifying_pass(tmp_path: path
 
 def test_option_errors_surface_before_running() -> None:
     with pytest.raises(PassOptionError):
-        PassManager("t_remove_one_identity,t_scale_weight(factr=2)")
+        PipelineRunner("t_remove_one_identity,t_scale_weight(factr=2)")
     with pytest.raises(PipelineError) as info:
-        PassManager("no_such_pass")
+        PipelineRunner("no_such_pass")
     assert info.value.hint and "t_raise" in info.value.hint
 
 
@@ -128,17 +128,17 @@ def test_custom_ops_need_permission_and_pass_through() -> None:
     model = ir.from_proto(onnx.parser.parse_model(text))
     assert custom_ops(model) == [("com.example", "Mystery")]
     with pytest.raises(UnsupportedModelError) as info:
-        PassManager("t_remove_one_identity").run(model)
+        PipelineRunner("t_remove_one_identity").run(model)
     assert "com.example::Mystery" in info.value.message
-    options = ManagerOptions(allow_custom_ops=True)
-    result = PassManager("t_remove_one_identity", options=options).run(model)
+    options = RunOptions(allow_custom_ops=True)
+    result = PipelineRunner("t_remove_one_identity", options=options).run(model)
     assert [n.op_type for n in result.model.graph] == ["Mystery"]
     assert result.report.warnings
 
 
 def test_report_json_is_deterministic() -> None:
-    a = json.loads(report_json(PassManager("t_remove_one_identity").run(_model()).report))
-    b = json.loads(report_json(PassManager("t_remove_one_identity").run(_model()).report))
+    a = json.loads(report_json(PipelineRunner("t_remove_one_identity").run(_model()).report))
+    b = json.loads(report_json(PipelineRunner("t_remove_one_identity").run(_model()).report))
     for data in (a, b):
         data.pop("seconds")
         for record in data["passes"]:

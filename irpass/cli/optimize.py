@@ -12,13 +12,13 @@ from rich.table import Table
 
 from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
-from irpass.context import PassContext
+from irpass.context import PassContext, limit_samples
 from irpass.data import load_labels, open_data
 from irpass.diff import diff_models
 from irpass.errors import DataError, OutputError
 from irpass.evaluate import Evaluator
 from irpass.ir import atomic_output_path, load_model, save_model
-from irpass.manager import ManagerOptions, PassManager, report_json
+from irpass.manager import PipelineRunner, RunOptions, report_json
 from irpass.report import write_report_html
 from irpass.run_report import RunReport
 
@@ -87,6 +87,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--labels",
         help="labels for --eval-data (.npy, .npz[:key], .txt; 'data' = the data file's "
         "'labels' member) for task metrics",
+    )
+    parser.add_argument(
+        "--calib-data",
+        help="calibration data for lossy passes (quantization ranges, pruning scores and "
+        "repair, low-rank whitening): any data spec as for --eval-data; take it from the "
+        "training split, not the evaluation data ('random' only when asked, with a warning)",
+    )
+    parser.add_argument(
+        "--calib-samples",
+        type=int,
+        default=512,
+        help="use at most this many calibration samples (default 512)",
     )
     parser.add_argument("--report", type=pathlib.Path, help="also write report.json here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
@@ -210,7 +222,16 @@ def run(args: argparse.Namespace) -> int:
         context.labels = labels
         context.evaluator = Evaluator(model, data, labels)
         verification_feeds = [dict(next(iter(data())))]
-    options = ManagerOptions(
+    if args.calib_data:
+        if args.calib_samples < 1:
+            raise DataError(
+                f"--calib-samples must be at least 1, got {args.calib_samples}",
+                hint="e.g. --calib-samples 256",
+            )
+        calibration = open_data(args.calib_data, model, seed=args.seed)
+        context.calibration_data = limit_samples(calibration, args.calib_samples)
+        context.calibration_is_random = args.calib_data.partition("?")[0].startswith("random")
+    options = RunOptions(
         verify=args.verify,
         seeds=(args.seed,),
         feeds=verification_feeds,
@@ -233,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         def on_step(label: str, index: int) -> None:
             progress.update(task, description=f"pass {index}: {label}")
 
-        manager = PassManager(pipeline, context, options, progress=on_step)
+        manager = PipelineRunner(pipeline, context, options, progress=on_step)
         original = model.clone()  # shares weights; the passes rewrite `model` in place
         result = manager.run(model, input_path=str(input_path))
         if directory is not None or args.report:

@@ -190,8 +190,8 @@ def open_data(
             dim_values=dims,
         )
         logger.warning(
-            "evaluating on random inputs: fidelity numbers are only indicative of what real "
-            "data would show, and task metrics need real data with labels"
+            "using random inputs: fidelity numbers and calibration statistics are only "
+            "indicative of what real data would show, and task metrics need real data with labels"
         )
     elif path.exists():
         source = _open_path(path, options, specs, batch)

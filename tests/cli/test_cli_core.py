@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 import passes_for_tests  # noqa: F401  (registers the t_* passes)
@@ -226,3 +227,49 @@ def test_console_script_is_installed(small_model: pathlib.Path) -> None:
     assert (
         proc.returncode == 2 and proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
     )
+
+
+def _calibration_stats(report_path: pathlib.Path) -> dict[str, int]:
+    report = json.loads(report_path.read_text())
+    return report["passes"][0]["stats"]
+
+
+def test_calib_data_reaches_the_passes_bounded_by_calib_samples(
+    small_model: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i in range(10):
+        np.save(folder / f"{i:02d}.npy", rng.standard_normal((1, 4)).astype(np.float32))
+    out = tmp_path / "out"
+    args = ["optimize", str(small_model), "-o", str(out), "--passes", "t_count_calibration"]
+    assert main([*args, "--calib-data", str(folder), "--calib-samples", "3"]) == 0
+    stats = _calibration_stats(out / "report.json")
+    assert stats["calibration_samples"] == 3 and "random" not in stats
+    assert main([*args, "--calib-data", str(folder)]) == 0
+    assert _calibration_stats(out / "report.json")["calibration_samples"] == 10
+    assert main(args) == 0
+    assert _calibration_stats(out / "report.json") == {"no_calibration_data": 1}
+
+
+def test_random_calibration_is_marked_and_warned(
+    small_model: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = main(["optimize", str(small_model), "-o", str(out), "--passes", "t_count_calibration",
+                 "--calib-data", "random:4"])
+    assert code == 0
+    assert _calibration_stats(out / "report.json")["random"] == 1
+    assert "random inputs" in capsys.readouterr().err
+
+
+def test_bad_calib_samples_is_a_user_error(
+    small_model: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["optimize", str(small_model), "-o", str(tmp_path / "o"), "--calib-data",
+                 "random", "--calib-samples", "0"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "hint:" in err
+    assert not (tmp_path / "o").exists()

@@ -4,7 +4,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from irpass.manager import ManagerOptions, PassManager
+from irpass.manager import PipelineRunner, RunOptions
 from irpass.pipeline import expand_presets, format_pipeline, parse_pipeline
 from irpass.registry import get_preset
 from irpass.testing import assert_equivalent, model_from_text
@@ -42,7 +42,7 @@ g (float[2,3] x) => (float[2,3] y) <float[3] a = {1, 2, 3}> {
 
 
 def _run(model: ir.Model, **options: object) -> ir.Model:
-    PassManager("canonicalize", options=ManagerOptions(**options)).run(model)
+    PipelineRunner("canonicalize", options=RunOptions(**options)).run(model)
     return model
 
 
@@ -98,7 +98,7 @@ def test_custom_domain_op_survives_untouched() -> None:
 
 def test_second_run_changes_nothing() -> None:
     model = _run(model_from_text(IF_MODEL))
-    result = PassManager("canonicalize", options=ManagerOptions(verify="none")).run(model)
+    result = PipelineRunner("canonicalize", options=RunOptions(verify="none")).run(model)
     assert not any(p.modified for p in result.report.passes if p.name != "infer_shapes")
 
 

@@ -8,7 +8,7 @@ import pytest
 from fusion_testlib import LIGHT_DIR, clone
 
 from irpass.ir import load_model
-from irpass.manager import ManagerOptions, PassManager
+from irpass.manager import PipelineRunner, RunOptions
 from irpass.pipeline import expand_presets, parse_pipeline
 from irpass.testing import assert_equivalent
 
@@ -46,11 +46,11 @@ def _onnxsim_nodes(path: pathlib.Path) -> int:
 
 
 def canonicalize_then_fuse(model: ir.Model):
-    quiet = ManagerOptions(verify="none")
-    PassManager("canonicalize", options=quiet).run(model)
+    quiet = RunOptions(verify="none")
+    PipelineRunner("canonicalize", options=quiet).run(model)
     reference = clone(model)
     before = _bn_after_conv(model)
-    result = PassManager("fuse", options=quiet).run(model)
+    result = PipelineRunner("fuse", options=quiet).run(model)
     return reference, before, result
 
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from irpass.manager import ManagerOptions, PassManager
+from irpass.manager import PipelineRunner, RunOptions
 from irpass.testing import assert_equivalent
 from irpass.verify import make_session, random_feeds, run_model
 
@@ -329,7 +329,7 @@ def test_fuse_preserves_outputs_of_random_pattern_graphs(data):
         return
     model = ir.from_proto(proto)
     reference = ir.from_proto(proto)
-    result = PassManager("fuse", options=ManagerOptions(verify="none")).run(model)
+    result = PipelineRunner("fuse", options=RunOptions(verify="none")).run(model)
     for record in result.report.to_dict()["passes"]:
         for rule in record["stats"]:
             event(f"{record['name']}.{rule}")
