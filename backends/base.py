@@ -117,6 +117,8 @@ class Backend(Protocol):
 
     #: Registry name, as profiles spell it in ``"backend"``.
     name: str
+    #: Precisions the backend's own builder sets on an FP32 model (TensorRT: ``fp16``).
+    build_time_precisions: tuple[str, ...]
 
     def op_support(self, provider: str, release: str) -> OpSupport:
         """The operator list ``provider`` at ``release`` (raises TargetError when unknown)."""
@@ -124,6 +126,10 @@ class Backend(Protocol):
 
     def op_providers(self) -> Sequence[str]:
         """Names of the operator-list providers this backend knows."""
+        ...
+
+    def validate_options(self, options: Mapping[str, Any]) -> None:
+        """Raise TargetError when a profile's ``backend_options`` are wrong for this backend."""
         ...
 
     def check(self, model: ir.Model, target: Target) -> list[TargetCheck]:

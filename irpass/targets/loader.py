@@ -61,7 +61,8 @@ def _fail(where: str, message: str, hint: str | None = None) -> TargetError:
 def _check_keys(data: Mapping[str, Any], where: str) -> None:
     unknown = sorted(set(data) - set(_KEYS))
     if unknown:
-        raise _fail(where, f"unknown key(s) {', '.join(unknown)}", "valid keys: " + ", ".join(_KEYS))
+        valid = "valid keys: " + ", ".join(_KEYS)
+        raise _fail(where, f"unknown key(s) {', '.join(unknown)}", valid)
     for key, (kind, required) in _KEYS.items():
         if key not in data:
             if required:
@@ -101,7 +102,9 @@ def _precisions(data: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], d
     stages = data["precision_pipelines"]
     if set(stages) != set(precisions):
         raise _fail(where, "'precision_pipelines' needs exactly one entry per precision")
-    pipelines = {p: _pipeline(str(stages[p]), f"precision_pipelines.{p}", where) for p in precisions}
+    pipelines = {
+        p: _pipeline(str(stages[p]), f"precision_pipelines.{p}", where) for p in precisions
+    }
     return precisions, pipelines
 
 
@@ -132,14 +135,19 @@ def parse_profile(
     if set(alignment) != {"multiple", "why"} or not isinstance(multiple, int) or multiple < 1:
         raise _fail(where, "'channel_alignment' must be {\"multiple\": int >= 1, \"why\": text}")
     ops_ref = data["supported_ops"]
-    if set(ops_ref) != {"provider", "release"} or not all(isinstance(v, str) for v in ops_ref.values()):
+    if set(ops_ref) != {"provider", "release"} or not all(
+        isinstance(v, str) for v in ops_ref.values()
+    ):
         raise _fail(where, "'supported_ops' must be {\"provider\": name, \"release\": version}")
     if "int8" in precisions and not data["quantization_rules"]:
         raise _fail(where, "a target with int8 must name its 'quantization_rules'")
     if resolve_ops is None:
         from irpass.backends.registry import get_backend, op_support
 
-        get_backend(data["backend"])  # an unknown backend fails here, naming the known ones
+        try:  # an unknown backend fails here, naming the known ones
+            get_backend(data["backend"]).validate_options(data.get("backend_options", {}))
+        except TargetError as exc:
+            raise _fail(where, exc.message, exc.hint) from None
         resolve_ops = op_support
     try:
         ops = resolve_ops(ops_ref["provider"], ops_ref["release"])
@@ -182,7 +190,7 @@ def _builtin_files() -> list[pathlib.Path]:
     return sorted(PROFILES_DIR.glob("*.json"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _builtin(path: str) -> Target:
     target = parse_profile(_read(pathlib.Path(path)), f"{pathlib.Path(path).name}")
     if pathlib.Path(path).stem != target.name:

@@ -239,7 +239,9 @@ class Lift1dTo2dPass(IrpassPass):
                     continue
                 reason = _refusal(node)
                 if reason is not None:
-                    logger.debug("lift_1d_to_2d: leaving %s %r: %s", node.op_type, node.name, reason)
+                    logger.debug(
+                        "lift_1d_to_2d: leaving %s %r: %s", node.op_type, node.name, reason
+                    )
                     continue
                 _lift(graph, node, build)
                 self.stats[node.op_type] += 1

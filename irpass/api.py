@@ -1,0 +1,432 @@
+"""``irpass.optimize``: the one entry point behind ``irpass optimize`` (and notebooks, other tools).
+
+::
+
+    import irpass
+
+    result = irpass.optimize(
+        "model.onnx",
+        target="jetson",                          # or android, ios, rpi, x86, generic, a .json
+        calib_data="models/trained/digits16_calib.npz",
+        eval_data="models/trained/digits16_test.npz",
+        labels="data",
+        out_dir="out/",
+    )
+    result.model                 # the optimized onnx_ir.Model
+    result.report.to_dict()      # per-pass records, before/after, target checks
+    result.manifest              # what was written, the pipeline, how to run it on the device
+    [c.name for c in result.failed_checks]
+
+What a run with a target does, in order:
+
+1. load the model (never modifies the file or the object given);
+2. resolve every input's shape profile (``input_shapes``, else the data's shapes, else batch 1)
+   and, for fixed-shape targets (NNAPI, Core ML), fix the dims before anything else, so the
+   verifier derives its inputs from what the device will run; data are re-batched to match;
+3. decide the precision (:mod:`irpass.targets.precision`): INT8 needs calibration data, a
+   missing quantization package falls back, each time with the reason in the warnings;
+4. run ``passes`` (default: the target's pipeline), the target's legalization and the
+   precision stage through :class:`~irpass.manager.PipelineRunner`, verified after every pass;
+5. hand the model to the target's backend: artifacts in ``out_dir`` (model, ``.ort``, build
+   script, engine where possible) and the target checks;
+6. write ``report.json``, ``report.html`` (with its target-checks section) and
+   ``manifest.json``.
+
+Without a target it runs ``passes`` (default ``canonicalize,fuse``) and writes the model and the
+reports, as ``irpass optimize`` always did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from irpass import __version__
+from irpass.context import FeedSource, PassContext, limit_samples
+from irpass.data import load_labels, open_data
+from irpass.errors import DataError, OutputError
+from irpass.evaluate import Evaluator
+from irpass.ir import atomic_output_path, load_model, save_model
+from irpass.manager import PipelineRunner, RunOptions, report_json
+from irpass.pipeline import format_pipeline, parse_pipeline
+from irpass.report import write_report_html
+from irpass.run_report import RunReport
+from irpass.targets.loader import load_target
+from irpass.targets.precision import PrecisionPlan, plan_precision
+from irpass.targets.profile import Target
+from irpass.targets.shapes import Profile, opt_shapes, rebatch, resolve_profile
+
+__all__ = ["DEFAULT_PIPELINE", "DataLike", "OptimizeResult", "compose_pipeline", "optimize"]
+
+logger = logging.getLogger(__name__)
+
+#: The pipeline of a run without a target.
+DEFAULT_PIPELINE = "canonicalize,fuse"
+
+#: Data given to :func:`optimize`: a data spec (path, ``random``, ``module:function``), a
+#: FeedSource (callable returning fresh feeds), or a list of feeds.
+DataLike = str | os.PathLike[str] | FeedSource | Sequence[Mapping[str, np.ndarray]]
+ModelLike = ir.Model | onnx.ModelProto | str | os.PathLike[str]
+ProgressCallback = Callable[[str, int], None]
+
+
+@dataclasses.dataclass
+class OptimizeResult:
+    """What :func:`optimize` returns.
+
+    Attributes:
+        model: The optimized model.
+        report: The run's report (per-pass records, totals, warnings, target checks).
+        manifest: What ``manifest.json`` holds (also without ``out_dir``).
+        target: The target profile, or None for a target-neutral run.
+        precision: The precision decision, or None without a target.
+        backend: What the backend wrote and checked (None without a target).
+        out_dir: Where the files went, or None when nothing was written.
+    """
+
+    model: ir.Model
+    report: RunReport
+    manifest: dict[str, Any]
+    target: Target | None = None
+    precision: PrecisionPlan | None = None
+    backend: Any = None
+    out_dir: pathlib.Path | None = None
+
+    @property
+    def checks(self) -> list[Any]:
+        """Every target check (empty without a target)."""
+        return list(self.backend.checks) if self.backend is not None else []
+
+    @property
+    def failed_checks(self) -> list[Any]:
+        """Target checks that ran and failed."""
+        return [c for c in self.checks if c.status == "fail"]
+
+
+def _open(data: DataLike, model: ir.Model, seed: int) -> tuple[FeedSource, str | None]:
+    """A FeedSource for ``data`` (validated against ``model`` when it is a spec)."""
+    if isinstance(data, (str, os.PathLike)):
+        return open_data(data, model, seed=seed), os.fspath(data)
+    if callable(data):
+        return data, None
+    feeds = [dict(f) for f in data]
+    if not feeds:
+        raise DataError("the data list is empty", hint="give at least one feed")
+    return (lambda: iter(feeds)), None
+
+
+def compose_pipeline(passes: str | None, target: Target | None, stage: str) -> str:
+    """``passes`` (or the target's pipeline), then its legalization, then the precision stage.
+
+    A ``passes`` pipeline that already quantizes keeps its own precision stage.
+    """
+    base = passes or (target.pipeline if target is not None else DEFAULT_PIPELINE)
+    parts = [base]
+    if target is not None and target.legalize:
+        parts.append(target.legalize)
+    if stage:
+        own = {step.name for step in parse_pipeline(base)}
+        if not own & {step.name for step in parse_pipeline(stage)}:
+            parts.append(stage)
+    return format_pipeline(parse_pipeline(",".join(parts)))
+
+
+def _load(model: ModelLike) -> tuple[ir.Model, str | None]:
+    if isinstance(model, ir.Model):
+        return model.clone(), None  # the caller's object stays as it was
+    if isinstance(model, onnx.ModelProto):
+        return ir.from_proto(model), None
+    return load_model(model), os.fspath(model)
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+    with atomic_output_path(path) as tmp:
+        (tmp / path.name).write_text(text)
+
+
+def optimize(
+    model: ModelLike,
+    target: str | Target | None = None,
+    *,
+    calib_data: DataLike | None = None,
+    calib_samples: int = 512,
+    eval_data: DataLike | None = None,
+    labels: str | os.PathLike[str] | np.ndarray | None = None,
+    passes: str | None = None,
+    precision: str | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    max_shapes: Mapping[str, Sequence[int]] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    verify: Literal["each", "final", "none"] = "each",
+    on_failure: Literal["error", "rollback"] = "error",
+    seed: int = 0,
+    allow_custom_ops: bool = False,
+    dump_dir: str | os.PathLike[str] | None = None,
+    build_engine: Literal["auto", "never"] = "auto",
+    progress: ProgressCallback | None = None,
+) -> OptimizeResult:
+    """Optimize ``model`` for ``target`` and (with ``out_dir``) write what the target runs.
+
+    Args:
+        model: A path, an ``onnx.ModelProto`` or an ``onnx_ir.Model`` (copied, not changed).
+        target: A target name or alias (``irpass targets``), a profile ``.json``, a loaded
+            :class:`~irpass.targets.Target`, or None for a target-neutral run.
+        calib_data: Calibration data for lossy passes (training data, never the test split).
+        calib_samples: Use at most this many calibration samples.
+        eval_data: Evaluation data: fidelity (and task metrics with ``labels``) after every
+            lossy pass; its first batch also drives verification.
+        labels: Labels for ``eval_data`` (a file, ``"data"`` for the data file's ``labels``
+            member, or an array).
+        passes: Pipeline text replacing the target's base pipeline (legalization and the
+            precision stage are still added; a pipeline with its own ``quantize`` keeps it).
+        precision: ``int8``, ``fp16`` or ``fp32`` instead of the target's default.
+        input_shapes: Shapes of dynamic inputs (the opt shape of TensorRT's profile; the
+            shape a fixed-shape target is fixed to).
+        max_shapes: Upper end of TensorRT's optimization profile for dynamic inputs.
+        out_dir: Folder receiving the artifacts, ``report.json``, ``report.html`` and
+            ``manifest.json``; None writes nothing.
+        verify: ``each`` pass, ``final`` once, or ``none`` (structure only).
+        on_failure: ``error`` stops at a failing pass; ``rollback`` undoes it and goes on.
+        seed: Seed of verification inputs and random choices.
+        allow_custom_ops: Accept custom-domain ops (they pass through, checks are structural).
+        dump_dir: Save the model before and after every modifying pass here.
+        build_engine: ``auto`` builds device binaries (TensorRT engines) where possible.
+        progress: Called with (step label, index) as passes start.
+
+    Raises:
+        IrpassError: With a message and a hint for every user error (unknown target,
+            precision the target lacks, data that do not fit, a failing pass, ...).
+    """
+    ir_model, input_path = _load(model)
+    profile_target = load_target(target) if isinstance(target, (str, os.PathLike)) else target
+    out = pathlib.Path(out_dir) if out_dir is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a directory", hint="name a directory")
+    if out is not None and input_path is not None:
+        if (out / "model.onnx").resolve() == pathlib.Path(input_path).resolve():
+            raise OutputError(
+                f"{out}/model.onnx is the input file; irpass never overwrites its input",
+                hint="choose another output folder",
+            )
+    if calib_samples < 1:
+        raise DataError(
+            f"calib_samples must be at least 1, got {calib_samples}", hint="e.g. 256"
+        )
+    calibration = _open(calib_data, ir_model, seed) if calib_data is not None else None
+    evaluation = _open(eval_data, ir_model, seed) if eval_data is not None else None
+    notes: list[str] = []
+    profile: Profile = {}
+    plan: PrecisionPlan | None = None
+    if profile_target is not None and (
+        profile_target.shape_policy != "dynamic" or input_shapes or max_shapes
+    ):
+        sample = None
+        for source in (evaluation, calibration):
+            if source is not None and sample is None:
+                sample = next(iter(source[0]()), None)
+        profile = resolve_profile(
+            ir_model,
+            {k: tuple(v) for k, v in (input_shapes or {}).items()},
+            {k: tuple(v) for k, v in (max_shapes or {}).items()},
+            sample,
+        )
+    if profile_target is not None:
+        if profile_target.shape_policy == "fixed":
+            notes += _fix_shapes(ir_model, profile)
+            batch = min((shape[0] for shape in opt_shapes(profile).values() if shape), default=1)
+            if calibration is not None:
+                calibration = (rebatch(calibration[0], batch), calibration[1])
+            if evaluation is not None:
+                evaluation = (rebatch(evaluation[0], batch), evaluation[1])
+        from irpass.backends.registry import get_backend
+
+        backend = get_backend(profile_target.backend)
+        plan = plan_precision(
+            profile_target,
+            precision,
+            calibration is not None,
+            tuple(getattr(backend, "build_time_precisions", ())),
+        )
+        notes += plan.reasons
+    elif precision is not None or input_shapes or max_shapes:
+        raise DataError(
+            "precision and input shapes belong to a target", hint="add --target (see irpass targets)"
+        )
+    pipeline = compose_pipeline(passes, profile_target, plan.stage if plan else "")
+    context = PassContext(target=profile_target, seed=seed)
+    verification_feeds = None
+    if evaluation is not None:
+        source, spec = evaluation
+        label_array = _labels(labels, spec)
+        context.evaluation_data = source
+        context.labels = label_array
+        context.evaluator = Evaluator(ir_model, source, label_array)
+        verification_feeds = [dict(next(iter(source())))]
+    elif labels is not None:
+        raise DataError("labels need evaluation data", hint="give eval_data (--eval-data)")
+    if calibration is not None:
+        context.calibration_data = limit_samples(calibration[0], calib_samples)
+        spec = calibration[1] or ""
+        context.calibration_is_random = spec.partition("?")[0].startswith("random")
+    options = RunOptions(
+        verify=verify,
+        seeds=(seed,),
+        feeds=verification_feeds,
+        dump_dir=pathlib.Path(dump_dir) if dump_dir is not None else None,
+        reproducer_dir=(out / "reproducer") if out is not None else None,
+        on_failure=on_failure,
+        allow_custom_ops=allow_custom_ops,
+    )
+    runner = PipelineRunner(pipeline, context, options, progress=progress)
+    original = ir_model.clone()
+    result = runner.run(ir_model, input_path=input_path)
+    report = result.report
+    report.warnings[:0] = notes
+    if out is not None:
+        _attach_diff(original, result.model, report)
+    backend_result = None
+    if profile_target is not None:
+        assert plan is not None
+        backend_result = _emit(result.model, profile_target, plan, profile, out, build_engine)
+        report.target_checks = [c.to_dict() for c in backend_result.checks]
+        report.warnings += backend_result.gaps
+    manifest = _manifest(report, profile_target, plan, profile, backend_result, input_path)
+    if out is not None:
+        if backend_result is None:
+            save_model(result.model, out / "model.onnx")
+            manifest["artifacts"] = [{"path": "model.onnx", "kind": "model",
+                                      "description": "optimized ONNX model"}]
+        _finish_artifacts(manifest, out)
+        report.output = str(out / "model.onnx")
+        _write_text(out / "report.json", report_json(report))
+        with atomic_output_path(out / "report.html") as tmp:
+            write_report_html(report.to_dict(), tmp / "report.html")
+        _write_text(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return OptimizeResult(
+        model=result.model,
+        report=report,
+        manifest=manifest,
+        target=profile_target,
+        precision=plan,
+        backend=backend_result,
+        out_dir=out,
+    )
+
+
+def _labels(
+    labels: str | os.PathLike[str] | np.ndarray | None, spec: str | None
+) -> np.ndarray | None:
+    if labels is None or isinstance(labels, np.ndarray):
+        return labels
+    if os.fspath(labels) == "data":
+        if spec is None:
+            raise DataError('labels="data" needs eval data given as a file')
+        return load_labels(spec.partition("?")[0])
+    return load_labels(labels)
+
+
+def _fix_shapes(model: ir.Model, profile: Profile) -> list[str]:
+    """Fix every dynamic input to its opt shape; returns what changed, for the warnings."""
+    from irpass.passes.legalize.fix_input_shapes import FixInputShapesPass, format_shape_spec
+
+    before = {str(v.name): v.shape for v in model.graph.inputs}
+    specs = tuple(format_shape_spec(n, s) for n, s in opt_shapes(profile).items())
+    try:
+        FixInputShapesPass(FixInputShapesPass.Options(shapes=specs))(model)
+    except ValueError as exc:
+        raise DataError(str(exc), hint="check --input-shapes against `irpass inspect`") from exc
+    changed = [
+        f"{name}: {list(before[name]) if before[name] is not None else '?'} -> {list(shape)}"
+        for name, shape in opt_shapes(profile).items()
+        if before.get(name) is None or tuple(before[name]) != shape  # type: ignore[arg-type]
+    ]
+    return ["input shapes fixed for this target: " + "; ".join(changed)] if changed else []
+
+
+def _attach_diff(original: ir.Model, optimized: ir.Model, report: RunReport) -> None:
+    from irpass.diff import diff_models
+
+    try:
+        report.diff = diff_models(original, optimized, a_label="input", b_label="output").to_dict()
+    except Exception as exc:  # the optimized model is valid and verified without a diff
+        logger.warning("could not diff the input and output models: %s", exc)
+        report.warnings.append(f"no graph diff in the report: {type(exc).__name__}: {exc}")
+
+
+def _emit(
+    model: ir.Model,
+    target: Target,
+    plan: PrecisionPlan,
+    profile: Profile,
+    out: pathlib.Path | None,
+    build_engine: Literal["auto", "never"],
+) -> Any:
+    from irpass.backends.base import BackendResult, EmitRequest
+    from irpass.backends.registry import get_backend
+
+    backend = get_backend(target.backend)
+    if out is None:
+        return BackendResult(backend.name, checks=backend.check(model, target))
+    out.mkdir(parents=True, exist_ok=True)
+    request = EmitRequest(
+        out_dir=out, precision=plan.effective, shape_profile=profile, build_engine=build_engine
+    )
+    return backend.emit(model, target, request)
+
+
+def _manifest(
+    report: RunReport,
+    target: Target | None,
+    plan: PrecisionPlan | None,
+    profile: Profile,
+    backend: Any,
+    input_path: str | None,
+) -> dict[str, Any]:
+    checks = [c.to_dict() for c in backend.checks] if backend is not None else []
+    counts: dict[str, int] = {}
+    for check in checks:
+        counts[check["status"]] = counts.get(check["status"], 0) + 1
+    return {
+        "irpass_version": __version__,
+        "input": input_path,
+        "target": target.to_dict() if target is not None else None,
+        "precision": plan.to_dict() if plan is not None else None,
+        "pipeline": report.pipeline,
+        "expanded_pipeline": report.expanded_pipeline,
+        "input_shapes": {
+            name: {"min": list(s[0]), "opt": list(s[1]), "max": list(s[2])}
+            for name, s in profile.items()
+        },
+        "artifacts": [a.to_dict() for a in backend.artifacts] if backend is not None else [],
+        "checks": counts,
+        "failed_checks": [c["name"] for c in checks if c["status"] == "fail"],
+        "gaps": list(backend.gaps) if backend is not None else [],
+        "device_steps": list(backend.device_steps) if backend is not None else [],
+        "report": "report.json",
+    }
+
+
+def _finish_artifacts(manifest: dict[str, Any], out: pathlib.Path) -> None:
+    """Add size and SHA-256 of every written artifact (what to copy to the device)."""
+    for artifact in manifest["artifacts"]:
+        path = out / artifact["path"]
+        artifact["bytes"] = path.stat().st_size
+        artifact["sha256"] = _sha256(path)

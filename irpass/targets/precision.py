@@ -1,0 +1,108 @@
+"""Which precision a run realizes on a target, how, and why when it is not the one asked for.
+
+:func:`plan_precision` starts from the requested precision (or the target's default) and steps
+down with a stated reason when:
+
+- INT8 is asked for without calibration data: quantizing on guessed ranges is never silent, the
+  target's ``fallback_precision`` (FP16 on TensorRT and Core ML, FP32 on CPUs and NNAPI) runs;
+- the pipeline that realizes a precision names passes this installation does not have (the
+  quantization package): a precision the backend sets at build time (TensorRT's ``--fp16``)
+  still holds, anything else falls back.
+
+The reasons end up in the run's warnings, the summary and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from irpass import registry
+from irpass.errors import PipelineError, TargetError
+from irpass.pipeline import Step, parse_pipeline
+from irpass.targets.profile import Target
+
+__all__ = ["PrecisionPlan", "missing_passes", "plan_precision"]
+
+
+@dataclasses.dataclass
+class PrecisionPlan:
+    """The precision a run aims for and the pipeline text that realizes it."""
+
+    requested: str
+    effective: str
+    stage: str
+    reasons: list[str] = dataclasses.field(default_factory=list)
+    at_build: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form (manifest)."""
+        return dataclasses.asdict(self)
+
+
+def _names(steps: list[Step] | tuple[Step, ...]) -> list[str]:
+    names = []
+    for step in steps:
+        names += _names(step.children) if step.is_fixpoint else [step.name]
+    return names
+
+
+def missing_passes(pipeline: str) -> list[str]:
+    """Passes a pipeline names that are neither registered passes nor presets."""
+    if not pipeline:
+        return []
+    missing = []
+    for name in _names(parse_pipeline(pipeline)):
+        if registry.get_preset(name) is not None:
+            continue
+        try:
+            registry.get_pass(name)
+        except PipelineError:
+            missing.append(name)
+    return missing
+
+
+def plan_precision(
+    target: Target,
+    requested: str | None,
+    has_calibration: bool,
+    build_time: tuple[str, ...] = (),
+) -> PrecisionPlan:
+    """Decide the precision for ``target``; ``build_time`` lists what its backend sets itself."""
+    wanted = requested or target.default_precision
+    if wanted not in target.precisions:
+        raise TargetError(
+            f"target {target.name} runs {', '.join(target.precisions)}, not {wanted}",
+            hint=f"choose --precision {'|'.join(target.precisions)}",
+        )
+    plan = PrecisionPlan(requested=wanted, effective=wanted, stage="")
+    if wanted == "int8" and not has_calibration:
+        plan.effective = target.fallback_precision
+        plan.reasons.append(
+            f"int8 needs calibration data (--calib-data, e.g. a sample of the training set); "
+            f"without it {target.name} runs {plan.effective}"
+        )
+    while True:
+        stage = target.precision_pipelines[plan.effective]
+        missing = missing_passes(stage)
+        if not missing:
+            plan.stage = stage
+            plan.at_build = not stage and plan.effective in build_time
+            return plan
+        if plan.effective in build_time:
+            plan.at_build = True
+            plan.reasons.append(
+                f"{plan.effective}: this installation has no {', '.join(missing)} pass, so the "
+                f"ONNX model stays fp32 and the {target.backend} engine builder sets "
+                f"{plan.effective}"
+            )
+            return plan
+        step_down = target.fallback_precision if plan.effective == "int8" else "fp32"
+        if step_down == plan.effective or step_down not in target.precisions:
+            step_down = "fp32" if "fp32" in target.precisions else target.precisions[-1]
+        plan.reasons.append(
+            f"{plan.effective} needs the {', '.join(missing)} pass, which this installation "
+            f"does not have; {target.name} runs {step_down}"
+        )
+        if step_down == plan.effective:
+            raise TargetError(f"no precision of target {target.name} can be realized here")
+        plan.effective = step_down
