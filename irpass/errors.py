@@ -18,6 +18,7 @@ __all__ = [
     "DataError",
     "OutputError",
     "TargetError",
+    "UsageError",
 ]
 
 
@@ -84,3 +85,7 @@ class OutputError(IrpassError):
 
 class TargetError(IrpassError):
     """A target profile is unknown or invalid, or a model cannot be prepared for its target."""
+
+
+class UsageError(IrpassError):
+    """The command line itself is wrong (unknown option, bad choice, missing argument)."""

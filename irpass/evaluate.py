@@ -117,6 +117,8 @@ class _Task:
                 raise DataError(
                     f"labels of shape {list(labels.shape[1:])} per sample do not match the "
                     f"model's output {list(out.shape[1:])}",
+                    hint="labels must have one entry per sample, shaped like the model's output "
+                    "without its batch axis",
                 )
             self.sq_error += float(np.sum((out.astype(np.float64) - labels) ** 2))
             self.count += out.size
@@ -136,7 +138,8 @@ class _Task:
         if labels.size and (labels.min() < 0 or labels.max() >= classes):
             raise DataError(
                 f"labels range over {int(labels.min())}..{int(labels.max())} but the model's "
-                f"output has {classes} classes"
+                f"output has {classes} classes",
+                hint="labels must be class indices 0..classes-1 of the model's output",
             )
         if self.confusion is None:
             self.num_classes = classes
@@ -228,7 +231,10 @@ class Evaluator:
         max_reference_bytes: int = 256 * 2**20,
     ) -> None:
         if task is not None and task not in _TASKS:
-            raise DataError(f"task must be one of {', '.join(_TASKS)}, got {task!r}")
+            raise DataError(
+                f"task must be one of {', '.join(_TASKS)}, got {task!r}",
+                hint='leave the task out to infer it from the labels',
+            )
         if reference is None and labels is None and metric is None:
             raise DataError(
                 "nothing to measure: no reference model, no labels and no metric",
@@ -238,7 +244,10 @@ class Evaluator:
         self.data = data
         self.labels = None if labels is None else np.asarray(labels)
         if self.labels is not None and self.labels.ndim == 0:
-            raise DataError("labels must hold one entry per sample, got a scalar")
+            raise DataError(
+                "labels must hold one entry per sample, got a scalar",
+                hint='give one label per sample (a 1-D array)',
+            )
         if task is None and self.labels is not None:
             task = "classification" if self.labels.dtype.kind in "iub" else "regression"
         self.task = task
@@ -294,7 +303,10 @@ class Evaluator:
                 task.update(next(iter(ref.values())), self.labels[offset : offset + n])
             offset += n
         if len(self._store) == 0:
-            raise DataError(f"data {_describe(self.data)} are empty")
+            raise DataError(
+                f"data {_describe(self.data)} are empty",
+                hint='an empty data set cannot calibrate or evaluate anything',
+            )
         self._check_label_count(offset)
         self._reference_metrics = task.result() if task is not None else {}
         self._reference_complete = True
@@ -363,7 +375,10 @@ class Evaluator:
                 for name, value in out.items():
                     collected.setdefault(name, []).append(value)
         if batches == 0:
-            raise DataError(f"data {_describe(self.data)} are empty")
+            raise DataError(
+                f"data {_describe(self.data)} are empty",
+                hint='an empty data set cannot calibrate or evaluate anything',
+            )
         self._check_label_count(offset)
         if self.reference is not None and batches != len(self._store):
             raise DataError(

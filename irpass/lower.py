@@ -247,15 +247,17 @@ def lower_to_file(
 
 
 def load_factory(spec: str) -> tuple[Any, tuple[Any, ...]]:
-    """Resolve ``"package.module:factory"`` and call it; returns ``(module, example_inputs)``.
+    """Resolve ``"package.module:factory"`` or ``"file.py:factory"`` and call it.
 
-    The current directory is importable, as with ``python -m``.
+    Returns ``(module, example_inputs)``. The current folder is not on the import path: name
+    a file there (``models/zoo.py:resnet_cnn``) to import from it.
     """
     try:
         factory = import_callable(
             spec,
             LoweringError,
-            hint="e.g. irpass lower models.zoo:resnet_cnn -o resnet.onnx",
+            hint="name a file or an installed module, e.g. "
+            "irpass lower models/zoo.py:resnet_cnn -o resnet.onnx",
             what="factory",
         )
     except LoweringError as exc:

@@ -92,6 +92,9 @@ class RunOptions:
         max_fixpoint_iterations: Bound on the repetitions of a ``fixpoint(...)`` group.
         allow_custom_ops: Accept ops from unknown domains (verification is then structural).
         tolerance_scale: Multiplier of the dtype tolerances for equivalence checks.
+        feed_overridable: Also feed random values to float graph inputs that have defaults
+            (IR >= 4), so a pass that freezes one is caught; not done when the pipeline
+            freezes them on purpose (``inputs_to_initializers(freeze_overridable=true)``).
     """
 
     verify: VerifyMode = "each"
@@ -104,6 +107,7 @@ class RunOptions:
     max_fixpoint_iterations: int = 10
     allow_custom_ops: bool = False
     tolerance_scale: float = 1.0
+    feed_overridable: bool = True
 
 
 @dataclasses.dataclass
@@ -145,8 +149,11 @@ class _Verifier:
             if options.feeds:
                 self.feeds = [dict(f) for f in options.feeds]
             else:
+                overridable = options.feed_overridable and model.ir_version >= 4
                 self.feeds = [
-                    random_feeds(session, seed=s, dim_values=options.dim_values)
+                    random_feeds(
+                        session, seed=s, dim_values=options.dim_values, overridable=overridable
+                    )
                     for s in options.seeds
                 ]
             self.original = [run_model(session, f) for f in self.feeds]
@@ -277,7 +284,10 @@ class PipelineRunner:
             )
         numeric = self.options.verify != "none" and not customs
         try:
-            verifier = _Verifier(model, self.options, numeric=numeric)
+            options = self.options
+            if _freezes_inputs(self.steps):
+                options = dataclasses.replace(options, feed_overridable=False)
+            verifier = _Verifier(model, options, numeric=numeric)
         except VerificationError as exc:
             raise UnsupportedModelError(
                 f"ONNX Runtime cannot run the input model: {exc.message}",
@@ -378,6 +388,8 @@ class PipelineRunner:
             raise PassFailedError(
                 f"pass {step.name!r} returned a different model object although it is in-place",
                 pass_name=step.name,
+                hint="an in-place pass must return the model it was given; this is a bug in the "
+                "pass",
             )
         if not record.modified:
             record.after = record.before
@@ -432,6 +444,17 @@ class PipelineRunner:
             pass_name=step.name,
             reproducer=reproducer,
         ) from exc
+
+
+def _freezes_inputs(steps: list[Step] | tuple[Step, ...]) -> bool:
+    """Whether a step turns overridable graph inputs into constants on purpose."""
+    return any(
+        _freezes_inputs(step.children)
+        if step.is_fixpoint
+        else step.name == "inputs_to_initializers"
+        and bool(step.options_dict().get("freeze_overridable"))
+        for step in steps
+    )
 
 
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:

@@ -136,6 +136,8 @@ def _value_bytes(value: ir.Value) -> int:
     count = 1
     for dim in value.shape:
         count *= dim if isinstance(dim, int) else 1
+    if value.dtype == ir.DataType.STRING:  # no fixed width; count a short string each
+        return count * 64
     return int(count * max(1, value.dtype.itemsize))
 
 

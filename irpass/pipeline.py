@@ -26,6 +26,7 @@ from irpass.errors import PassOptionError, PipelineError
 
 __all__ = [
     "FIXPOINT",
+    "MAX_NESTING",
     "Step",
     "describe_type",
     "format_value",
@@ -41,6 +42,10 @@ _TOKEN_RE = re.compile(
     r"|(?P<word>[^\s(),=\[\]\"']+))"
 )
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: The escapes quoted option values understand (what format_value writes, plus \n and \t).
+_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t"}
+#: Deepest nesting of fixpoint(...) groups and [...] lists; real pipelines use one or two.
+MAX_NESTING = 16
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$")
 
@@ -75,7 +80,11 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while pos < len(stripped):
         match = _TOKEN_RE.match(stripped, pos)
         if match is None:
-            raise PipelineError(f"cannot read pipeline text at column {pos + 1}: {text!r}")
+            shown = text if len(text) <= 120 else text[:100] + "..."
+            raise PipelineError(
+                f"cannot read pipeline text at column {pos + 1}: {shown!r}",
+                hint="close every quote; values with spaces or commas go in quotes",
+            )
         kind = match.lastgroup
         assert kind is not None
         tokens.append((kind, match.group(kind)))
@@ -88,14 +97,38 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.depth = 0
 
     def error(self, what: str) -> PipelineError:
         where = " ".join(tok for _, tok in self.tokens[max(0, self.pos - 2) : self.pos + 2])
+        shown = self.text if len(self.text) <= 120 else self.text[:100] + "..."
         return PipelineError(
-            f"bad pipeline text {self.text!r}: {what} near {where!r}",
+            f"bad pipeline text {shown!r}: {what} near {where!r}",
             hint="write steps as name or name(key=value,...), e.g. "
             "'canonicalize,fixpoint(fold_constants,eliminate_dead)'",
         )
+
+    def enter(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(f"groups nested deeper than {MAX_NESTING} levels")
+
+    def unquote(self, token: str) -> str:
+        body = token[1:-1]
+        out: list[str] = []
+        chars = iter(body)
+        for char in chars:
+            if char != "\\":
+                out.append(char)
+                continue
+            escaped = next(chars, "")
+            if escaped not in _ESCAPES:
+                raise self.error(
+                    f"unknown escape \\{escaped} in the quoted value {token}; inside quotes "
+                    "only \\\\, \\\", \\' , \\n and \\t are escapes"
+                )
+            out.append(_ESCAPES[escaped])
+        return "".join(out)
 
     def peek(self) -> str | None:
         return self.tokens[self.pos][1] if self.pos < len(self.tokens) else None
@@ -126,8 +159,10 @@ class _Parser:
             return Step(name)
         self.take("(")
         if name == FIXPOINT:
+            self.enter()
             children = tuple(self.pipeline())
             self.take(")")
+            self.depth -= 1
             return Step(name, children=children)
         options: dict[str, OptionValue] = {}
         if self.peek() == ")":
@@ -151,9 +186,11 @@ class _Parser:
     def value(self) -> OptionValue:
         kind, tok = self.take()
         if tok == "[":
+            self.enter()
             items: list[OptionValue] = []
             if self.peek() == "]":
                 self.take("]")
+                self.depth -= 1
                 return tuple(items)
             while True:
                 items.append(self.value())
@@ -161,9 +198,10 @@ class _Parser:
                     self.take(",")
                     continue
                 self.take("]")
+                self.depth -= 1
                 return tuple(items)
         if kind == "quoted":
-            return bytes(tok[1:-1], "utf-8").decode("unicode_escape")
+            return self.unquote(tok)
         if kind != "word":
             raise self.error(f"expected a value, found {tok!r}")
         if tok in ("true", "false"):
@@ -243,7 +281,10 @@ def expand_presets(steps: list[Step] | tuple[Step, ...], _seen: tuple[str, ...] 
                 hint=f"it stands for {preset.pipeline!r}; write those passes with options instead",
             )
         if step.name in _seen:
-            raise PipelineError(f"preset {step.name!r} refers to itself")
+            raise PipelineError(
+                f"preset {step.name!r} refers to itself",
+                hint="a preset's pipeline must name passes or other presets, not itself",
+            )
         out.extend(expand_presets(parse_pipeline(preset.pipeline), _seen + (step.name,)))
     return out
 
@@ -319,4 +360,7 @@ def resolve_options(pass_name: str, options_cls: type, given: dict[str, OptionVa
     try:
         return options_cls(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise PassOptionError(f"bad options for pass {pass_name!r}: {exc}") from exc
+        raise PassOptionError(
+            f"bad options for pass {pass_name!r}: {exc}",
+            hint=f"valid options: {valid}; see `irpass passes`",
+        ) from exc

@@ -72,6 +72,7 @@ class RunReport:
     diff: dict[str, Any] | None = None
     target_checks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     sweeps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    search: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (what report.json holds)."""

@@ -3,7 +3,7 @@
 Every builder seeds torch before creating its layers, so the same call gives the same weights
 on every machine (that is what the committed ``models/zoo/<name>.onnx`` files are), and returns
 a module whose ``example_inputs`` attribute holds a tuple of example tensors, which
-``irpass lower models.zoo:<name>`` uses.
+``irpass lower models/zoo.py:<name>`` uses.
 
 =================  ==========================  ===============================================
 name               input                       what it exercises
@@ -437,7 +437,7 @@ def build(name: str, seed: int = 0, **kwargs: Any) -> nn.Module:
     module = entry.cls(**kwargs)
     _randomize_batchnorm(module, seed)
     module.eval()
-    # What `irpass lower models.zoo:<name>` needs besides the module.
+    # What `irpass lower models/zoo.py:<name>` needs besides the module.
     module.example_inputs = entry.example()  # type: ignore[assignment]
     module.input_names = entry.input_names  # type: ignore[assignment]
     module.output_names = entry.output_names  # type: ignore[assignment]
@@ -446,7 +446,7 @@ def build(name: str, seed: int = 0, **kwargs: Any) -> nn.Module:
 
 
 def resnet_cnn() -> nn.Module:
-    """ResNet-style CNN (``irpass lower models.zoo:resnet_cnn``)."""
+    """ResNet-style CNN (``irpass lower models/zoo.py:resnet_cnn``)."""
     return build("resnet_cnn")
 
 

@@ -296,7 +296,7 @@ def feeds_module(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> str
 
 
 def test_callable_source_is_called_afresh(feeds_module: str, dynamic: ir.Model) -> None:
-    source = open_data(f"{feeds_module}:dicts", dynamic)
+    source = open_data(f"py:{feeds_module}:dicts", dynamic)
     assert [float(f["x"][0, 0]) for f in source()] == [0.0, 1.0, 2.0]
     assert [float(f["x"][0, 0]) for f in source()] == [0.0, 1.0, 2.0]
 
@@ -304,25 +304,45 @@ def test_callable_source_is_called_afresh(feeds_module: str, dynamic: ir.Model) 
 def test_callable_source_accepts_tuples_and_a_model_argument(
     feeds_module: str, dynamic: ir.Model
 ) -> None:
-    (feed,) = collect(open_data(f"{feeds_module}:tuples", dynamic))
+    (feed,) = collect(open_data(f"py:{feeds_module}:tuples", dynamic))
     assert feed["x"].shape == (1, 3)
-    (feed,) = collect(open_data(f"{feeds_module}:with_model", dynamic))
+    (feed,) = collect(open_data(f"py:{feeds_module}:with_model", dynamic))
     assert feed["x"].shape == (1, 3)
 
 
 def test_callable_with_wrong_dtype_names_input(feeds_module: str, dynamic) -> None:
     with pytest.raises(DataError, match=r"input 'x' expects float32 \[N, 3\].*int64"):
-        open_data(f"{feeds_module}:wrong_dtype", dynamic)
+        open_data(f"py:{feeds_module}:wrong_dtype", dynamic)
 
 
 def test_callable_yielding_nothing_is_empty(feeds_module: str, dynamic) -> None:
     with pytest.raises(DataError, match="empty"):
-        open_data(f"{feeds_module}:nothing", dynamic)
+        open_data(f"py:{feeds_module}:nothing", dynamic)
 
 
 def test_unknown_module_is_a_data_error(dynamic: ir.Model) -> None:
     with pytest.raises(DataError, match="cannot import 'no_such_module_xyz'"):
-        open_data("no_such_module_xyz:feeds", dynamic)
+        open_data("py:no_such_module_xyz:feeds", dynamic)
+
+
+def test_callable_from_a_named_file(tmp_path: pathlib.Path, dynamic: ir.Model) -> None:
+    (tmp_path / "gen.py").write_text(
+        "import numpy as np\n\ndef feeds():\n    yield {'x': np.ones((1, 3), np.float32)}\n"
+    )
+    (feed,) = collect(open_data(f"py:{tmp_path / 'gen.py'}:feeds", dynamic))
+    assert feed["x"].sum() == 3
+
+
+def test_path_with_a_colon_is_never_imported(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, dynamic: ir.Model
+) -> None:
+    (tmp_path / "data.py").write_text("raise SystemExit('data.py was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="no such file or folder") as info:
+        open_data("data:feeds", dynamic)
+    assert "py:data:feeds" in (info.value.hint or "")
+    with pytest.raises(DataError, match="cannot import 'data'"):
+        open_data("py:data:feeds", dynamic)  # the current folder is not importable
 
 
 # ------------------------------------------------------------------------------ random

@@ -145,3 +145,71 @@ def test_model_over_2gb_loads_passes_and_saves(tmp_path: pathlib.Path) -> None:
     assert result.report.passes[0].verification.status == "ok"
     save_model(result.model, tmp_path / "out.onnx")
     assert (tmp_path / "out.onnx.data").stat().st_size >= count
+
+
+def _save_with_data(folder: pathlib.Path, scale: float) -> pathlib.Path:
+    """A model saved by onnx itself with its weight in ``folder/model.data``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proto = onnx.parser.parse_model(SMALL)
+    proto.graph.initializer[0].CopyFrom(
+        onnx.numpy_helper.from_array(np.full((2, 2), scale, np.float32), "w")
+    )
+    onnx.save(proto, folder / "model.onnx", save_as_external_data=True,
+              all_tensors_to_one_file=True, location="model.data", size_threshold=0)
+    return folder / "model.onnx"
+
+
+def test_external_data_resolves_against_the_models_folder(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from irpass.cli import main
+
+    path = _save_with_data(tmp_path / "m", 1.0)
+    decoy = _save_with_data(tmp_path / "work", 5.0)  # same data file name, other weights
+    monkeypatch.chdir(decoy.parent)
+    model = load_model(path)
+    assert float(model.graph.initializers["w"].const_value.numpy()[0, 0]) == 1.0
+    out = tmp_path / "out"
+    assert main(["optimize", str(path), "-o", str(out)]) == 0
+    # The output holds its weights itself (a data file of its own), never the input's.
+    written = onnx.load(out / "model.onnx")
+    assert onnx.numpy_helper.to_array(written.graph.initializer[0])[0, 0] == 1.0
+    assert (out / "model.onnx.data").exists()
+
+
+def test_to_proto_inlines_external_weights(tmp_path: pathlib.Path) -> None:
+    model = load_model(_save_with_data(tmp_path / "m", 2.0))
+    proto = irpass_ir.to_proto(model)
+    tensor = proto.graph.initializer[0]
+    assert tensor.data_location == onnx.TensorProto.DEFAULT
+    assert onnx.numpy_helper.to_array(tensor)[1, 1] == 2.0
+    assert isinstance(model.graph.initializers["w"].const_value, ir.ExternalTensor)  # unchanged
+
+
+def test_inline_save_never_points_at_the_inputs_data(tmp_path: pathlib.Path) -> None:
+    model = load_model(_save_with_data(tmp_path / "m", 3.0))
+    save_model(model, tmp_path / "o" / "x.onnx", external_data=False)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x.onnx"]
+    proto = onnx.load(tmp_path / "o" / "x.onnx")
+    assert onnx.numpy_helper.to_array(proto.graph.initializer[0])[0, 0] == 3.0
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/hostname", "link.bin"])
+def test_external_data_outside_the_folder_is_refused_unread(
+    tmp_path: pathlib.Path, location: str
+) -> None:
+    (tmp_path / "secret.bin").write_bytes(b"x" * 631)
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "link.bin").symlink_to(tmp_path / "secret.bin")
+    proto = onnx.parser.parse_model(SMALL)
+    tensor = proto.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", "16")):
+        tensor.external_data.add(key=key, value=value)
+    onnx.save(proto, folder / "model.onnx")
+    with pytest.raises(ModelLoadError, match="outside the model's folder") as info:
+        load_model(folder / "model.onnx")
+    assert "631" not in info.value.message

@@ -12,15 +12,18 @@ import importlib
 import logging
 import pkgutil
 import sys
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.markup import escape
 
 from irpass import __version__
-from irpass.errors import IrpassError
+from irpass.cli._markup import esc
+from irpass.errors import IrpassError, UsageError
+from irpass.outputs import handle_sigterm
 
 __all__ = ["build_parser", "console", "err_console", "main"]
 
@@ -41,9 +44,16 @@ def _command_modules() -> list[ModuleType]:
     return sorted(modules, key=lambda m: m.COMMAND)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse reporting mistakes as a UsageError (one ``error:`` line and a ``hint:``)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, hint=f"see '{self.prog} --help' for the arguments")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every discovered subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="irpass",
         description="Compiler-style graph optimizer for ONNX models headed to edge devices.",
     )
@@ -68,24 +78,51 @@ def _setup_logging(debug: bool, verbose: bool) -> None:
     )
 
 
+def _quiet_runtime(debug: bool) -> None:
+    """ONNX Runtime logs to stderr in colour on its own; its message reaches our error instead."""
+    if debug:
+        return
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)  # fatal only
+
+
+def _print_error(exc: IrpassError) -> int:
+    # Messages quote shapes like [batch, 64] and extras like irpass[torch]: not markup.
+    err_console.print(f"[bold red]error:[/] {esc(exc.message)}", soft_wrap=True)
+    if exc.hint:
+        err_console.print(f"[yellow]hint:[/] {esc(exc.hint)}", soft_wrap=True)
+    return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``irpass`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return _print_error(exc)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
     _setup_logging(args.debug, args.verbose)
+    _quiet_runtime(args.debug)
     try:
-        return int(args._run(args) or 0)
+        # Library warnings (numpy overflow in a metric, ...) are kept for --debug: printed
+        # before an error line they only hide it.
+        with handle_sigterm(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always" if args.debug else "default")
+            try:
+                return int(args._run(args) or 0)
+            finally:
+                for warning in caught:
+                    logging.getLogger("irpass.warnings").debug(
+                        "%s: %s", warning.category.__name__, warning.message
+                    )
     except IrpassError as exc:
         if args.debug:
             raise
-        # Messages quote shapes like [batch, 64] and extras like irpass[torch]: not markup.
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
-        if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", soft_wrap=True)
-        return exc.exit_code
+        return _print_error(exc)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
         return 130

@@ -17,15 +17,16 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-from rich.markup import escape
 from rich.table import Table
 
 from irpass.cli import console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta
+from irpass.cli._markup import esc
 from irpass.diff import GraphDiff, diff_models
-from irpass.errors import DataError, OutputError
-from irpass.ir import atomic_output_path, load_model
+from irpass.errors import DataError
+from irpass.ir import external_data_paths, load_model
 from irpass.numeric_diff import NumericDiff, feeds_from_file, numeric_diff
+from irpass.outputs import OutputPlan
 from irpass.report import write_diff_html
 
 COMMAND = "diff"
@@ -100,8 +101,8 @@ def _summary_table(diff: GraphDiff) -> Table:
     table = Table(title="diff", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("A", escape(diff.a_label))
-    table.add_row("B", escape(diff.b_label))
+    table.add_row("A", esc(diff.a_label))
+    table.add_row("B", esc(diff.b_label))
     table.add_row("nodes", f"{summary['nodes_a']} -> {summary['nodes_b']}")
     table.add_row("matched", str(summary["matched"]))
     methods = ", ".join(f"{k[len('matched_by_'):]}: {v}" for k, v in summary.items()
@@ -143,7 +144,7 @@ def _op_table(diff: GraphDiff) -> Table | None:
         table.add_column(name, justify="left" if name == "op" else "right")
     for op, (a, b) in delta.items():
         color = "green" if b > a else "red"
-        table.add_row(escape(op), str(a), str(b), f"[{color}]{b - a:+d}[/]")
+        table.add_row(esc(op), str(a), str(b), f"[{color}]{b - a:+d}[/]")
     return table
 
 
@@ -154,10 +155,10 @@ def _io_table(diff: GraphDiff) -> Table | None:
     for name in ("", "change", "name", "A", "B"):
         table.add_column(name)
     for c in diff.io_changes:
-        table.add_row(c.kind, c.change, escape(c.name), escape(c.before or "-"),
-                      escape(c.after or "-"))
+        table.add_row(c.kind, c.change, esc(c.name), esc(c.before or "-"),
+                      esc(c.after or "-"))
     for domain, (a, b) in diff.opset_changes.items():
-        table.add_row("opset", "changed", domain, str(a), str(b))
+        table.add_row("opset", "changed", esc(domain), str(a), str(b))
     return table
 
 
@@ -172,8 +173,8 @@ def _node_tables(diff: GraphDiff, limit: int) -> list[Table | str]:
         table.add_column("changes", overflow="fold")
         for m in changed[:limit]:
             name = m.a.label if m.a.label == m.b.label else f"{m.a.label} -> {m.b.label}"
-            table.add_row(escape(name), m.b.op_type, m.method,
-                          escape("\n".join(c.text for c in m.changes)))
+            table.add_row(esc(name), esc(m.b.op_type), m.method,
+                          esc("\n".join(c.text for c in m.changes)))
         if len(changed) > limit:
             table.caption = f"{len(changed) - limit} more (use --json / --html or --limit)"
         tables.append(table)
@@ -192,9 +193,9 @@ def _node_tables(diff: GraphDiff, limit: int) -> list[Table | str]:
         table.add_column("outputs", overflow="fold")
         table.add_column("weights", overflow="fold")
         for n in nodes[:limit]:
-            table.add_row(escape(n.label), n.op_type,
-                          escape(", ".join(t.type_text() for t in n.outputs)),
-                          escape(", ".join(w.type_text() for w in n.weights.values())))
+            table.add_row(esc(n.label), esc(n.op_type),
+                          esc(", ".join(t.type_text() for t in n.outputs)),
+                          esc(", ".join(w.type_text() for w in n.weights.values())))
         if len(nodes) > limit:
             table.caption = f"{len(nodes) - limit} more (use --json / --html or --limit)"
         tables.append(table)
@@ -210,12 +211,12 @@ def _numeric_tables(result: NumericDiff, limit: int) -> list[Table]:
         table.add_column(name, justify="right" if name in ("cosine", "max abs", "mean abs")
                          else "left")
     for t in result.outputs:
-        table.add_row(escape(t.a_name), escape(str(t.shape)), fmt(t.cosine), fmt(t.max_abs),
+        table.add_row(esc(t.a_name), esc(str(t.shape)), fmt(t.cosine), fmt(t.max_abs),
                       fmt(t.mean_abs),
                       "[red]no[/]" if t.diverged else "[green]yes[/]")
     first = result.first_divergence
     if first is not None:
-        table.caption = (f"first diverging layer: {escape(first.node)} ({first.op_type}), "
+        table.caption = (f"first diverging layer: {esc(first.node)} ({esc(first.op_type)}), "
                          f"cosine {fmt(first.cosine)}, max abs {fmt(first.max_abs)}")
     elif result.intermediates:
         table.caption = f"all {len(result.intermediates)} matched layers within tolerance"
@@ -226,17 +227,22 @@ def _numeric_tables(result: NumericDiff, limit: int) -> list[Table]:
         for name in ("layer", "op", "cosine", "max abs"):
             layers.add_column(name, justify="right" if name in ("cosine", "max abs") else "left")
         for t in diverged[:limit]:
-            layers.add_row(escape(t.node), t.op_type, fmt(t.cosine), fmt(t.max_abs))
+            layers.add_row(esc(t.node), esc(t.op_type), fmt(t.cosine), fmt(t.max_abs))
         tables.append(layers)
     return tables
 
 
-def _write_json(text: str, path: pathlib.Path) -> None:
-    try:
-        with atomic_output_path(path) as tmp:
-            (tmp / path.name).write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
+def _plan_outputs(args: argparse.Namespace, models: dict[str, ir.Model]) -> OutputPlan:
+    plan = OutputPlan()
+    for label, model in models.items():
+        plan.protect(getattr(args, label), f"model {label.upper()}")
+        for data_file in external_data_paths(model):
+            plan.protect(data_file, f"an external-data file of model {label.upper()}")
+    if args.json not in (None, "-"):
+        plan.add_file(args.json, "--json")
+    if args.html:
+        plan.add_file(args.html, "--html")
+    return plan
 
 
 def run(args: argparse.Namespace) -> int:
@@ -244,7 +250,16 @@ def run(args: argparse.Namespace) -> int:
     model_a = load_model(args.a)
     model_b = load_model(args.b)
     if args.samples < 1:
-        raise DataError(f"--samples must be at least 1, not {args.samples}")
+        raise DataError(
+            f"--samples must be at least 1, not {args.samples}", hint="e.g. --samples 4"
+        )
+    with _plan_outputs(args, {"a": model_a, "b": model_b}) as plan:
+        return _diff(args, model_a, model_b, plan)
+
+
+def _diff(
+    args: argparse.Namespace, model_a: ir.Model, model_b: ir.Model, plan: OutputPlan
+) -> int:
     diff = diff_models(model_a, model_b, a_label=str(args.a), b_label=str(args.b),
                        order_fallback=args.order_fallback)
     numeric: NumericDiff | None = None
@@ -258,12 +273,15 @@ def run(args: argparse.Namespace) -> int:
     data = diff.to_dict()
     data["numeric"] = numeric.to_dict() if numeric is not None else None
     if args.html:
-        write_diff_html(data, args.html, data["numeric"])
+        write_diff_html(data, plan.staged(args.html), data["numeric"])
+    if args.json not in (None, "-"):
+        plan.staged(pathlib.Path(args.json)).write_text(
+            json.dumps(data, indent=1) + "\n", encoding="utf-8"
+        )
+    plan.commit()
     if args.json == "-":
         console.print_json(json.dumps(data))
         return 0
-    if args.json:
-        _write_json(json.dumps(data, indent=1) + "\n", pathlib.Path(args.json))
 
     console.print(_summary_table(diff))
     if diff.is_identical:
@@ -271,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     for table in (_cost_table(diff.cost_a, diff.cost_b), _op_table(diff), _io_table(diff),
                   *_node_tables(diff, args.limit)):
         if isinstance(table, str):
-            console.print(escape(table), soft_wrap=True)
+            console.print(esc(table), soft_wrap=True)
         elif table is not None:
             console.print(table)
     if numeric is not None:
@@ -279,5 +297,5 @@ def run(args: argparse.Namespace) -> int:
             console.print(table)
     for label, path in (("JSON", args.json), ("HTML", args.html)):
         if path:
-            console.print(escape(f"{label} written to {path}"), soft_wrap=True)
+            console.print(esc(f"{label} written to {path}"), soft_wrap=True)
     return 0

@@ -8,10 +8,10 @@ import math
 import pathlib
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 
 from irpass.cli import console
+from irpass.cli._markup import esc
 from irpass.data import import_callable, load_labels, open_data
 from irpass.errors import DataError
 from irpass.evaluate import Evaluator, Metric
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         help="evaluation data: .npy/.npz file, folder of arrays or images (?size=HxW&mean=..), "
-        "module:function, or random[:N]",
+        "py:module:function, or random[:N]",
     )
     parser.add_argument(
         "--labels",
@@ -105,17 +105,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         console.print_json(json.dumps(result))
         return 0
-    console.print(f"model: {escape(args.model)}", soft_wrap=True)
+    console.print(f"model: {esc(args.model)}", soft_wrap=True)
     if reference is not None:
-        console.print(f"reference: {escape(args.reference)}", soft_wrap=True)
-    console.print(f"data: {escape(data.description)}", soft_wrap=True)
+        console.print(f"reference: {esc(args.reference)}", soft_wrap=True)
+    console.print(f"data: {esc(data.description)}", soft_wrap=True)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")
     if reference_metrics:
         table.add_column("reference", justify="right")
     for name in sorted(metrics, key=_sort_key):
-        row = [name, format_metric(name, metrics[name])]
+        row = [esc(name), format_metric(name, metrics[name])]
         if reference_metrics:
             ref = reference_metrics.get(name)
             row.append(format_metric(name, ref) if ref is not None else "")

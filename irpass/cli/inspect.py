@@ -13,6 +13,7 @@ from irpass.analysis.cost import model_cost
 from irpass.analysis.shapes import inferred_values
 from irpass.cli import console
 from irpass.cli._format import fmt_bytes, fmt_count
+from irpass.cli._markup import esc
 from irpass.ir import load_model
 
 COMMAND = "inspect"
@@ -70,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         console.print_json(json.dumps(info))
         return 0
-    head = Table(title=f"{args.model}", show_header=False)
+    head = Table(title=esc(args.model), show_header=False)
     head.add_row("IR version", str(info["ir_version"]))
-    head.add_row("producer", info["producer"] or "-")
-    head.add_row("opsets", ", ".join(f"{d or 'ai.onnx'}={v}" for d, v in info["opsets"].items()))
+    head.add_row("producer", esc(info["producer"] or "-"))
+    head.add_row(
+        "opsets", esc(", ".join(f"{d or 'ai.onnx'}={v}" for d, v in info["opsets"].items()))
+    )
     head.add_row(
         "nodes",
         str(info["nodes"]) + (f" ({info['subgraphs']} subgraphs)" if info["subgraphs"] else ""),
@@ -96,13 +99,13 @@ def run(args: argparse.Namespace) -> int:
         io.add_column(col)
     for kind in ("inputs", "outputs"):
         for item in info[kind]:
-            io.add_row(kind[:-1], item["name"], str(item["dtype"]), str(item["shape"]))
+            io.add_row(kind[:-1], esc(item["name"]), str(item["dtype"]), esc(item["shape"]))
     console.print(io)
     ops = Table(title="op histogram")
     ops.add_column("op")
     ops.add_column("count", justify="right")
     for op, count in info["ops"].items():
-        ops.add_row(op, str(count))
+        ops.add_row(esc(op), str(count))
     console.print(ops)
     if info["largest_layers"]:
         layers = Table(title=f"largest layers (by MACs, top {args.top})")
@@ -110,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
             layers.add_column(col, justify="right" if col in ("params", "MACs") else "left")
         for layer in info["largest_layers"]:
             layers.add_row(
-                layer["node"],
-                layer["op_type"],
+                esc(layer["node"]),
+                esc(layer["op_type"]),
                 fmt_count(layer["params"]),
                 fmt_count(layer["macs"]),
             )

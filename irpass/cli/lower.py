@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rich.markup import escape
-
 from irpass.cli import console
+from irpass.cli._markup import esc
 from irpass.errors import DataError
 from irpass.lower import DEFAULT_OPSET, load_factory, lower_to_file
 
@@ -20,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``irpass lower``."""
     parser.add_argument(
         "factory",
-        help="package.module:function returning (module, example_inputs) or a module with an "
-        "example_inputs attribute, e.g. models.zoo:resnet_cnn",
+        help="file.py:function or package.module:function returning (module, example_inputs) "
+        "or a module with an example_inputs attribute, e.g. models/zoo.py:resnet_cnn",
     )
     parser.add_argument("-o", "--output", required=True, help="where to write the .onnx file")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="default-domain opset")
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         for v in model.graph.inputs
     )
     console.print(
-        escape(
+        esc(
             f"wrote {args.output}: {len(model.graph)} nodes, opset "
             f"{model.opset_imports.get('', '?')}, inputs {inputs}"
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import pathlib
 
@@ -12,13 +13,16 @@ from rich.table import Table
 
 from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
+from irpass.cli._markup import esc
+from irpass.cli._search import add_search_arguments, search_for, search_table
 from irpass.context import PassContext, limit_samples
 from irpass.data import load_labels, open_data
 from irpass.diff import diff_models
-from irpass.errors import DataError, OutputError
+from irpass.errors import DataError, OutputError, PassFailedError
 from irpass.evaluate import Evaluator
-from irpass.ir import atomic_output_path, load_model, save_model
+from irpass.ir import external_data_paths, load_model, save_model
 from irpass.manager import PipelineRunner, RunOptions, report_json
+from irpass.outputs import OutputPlan
 from irpass.report import write_report_html
 from irpass.run_report import RunReport
 
@@ -31,7 +35,9 @@ __all__ = [
     "COMMAND",
     "DEFAULT_PIPELINE",
     "HELP",
+    "Outputs",
     "add_arguments",
+    "plan_outputs",
     "report_diff",
     "resolve_outputs",
     "run",
@@ -39,6 +45,8 @@ __all__ = [
 
 
 DEFAULT_PIPELINE = "canonicalize,fuse"
+#: The step ``--freeze-inputs`` puts in front of the pipeline.
+FREEZE_STEP = "inputs_to_initializers(freeze_overridable=true)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for verification inputs")
     parser.add_argument(
+        "--freeze-inputs",
+        action="store_true",
+        help="freeze graph inputs that have default values (overridable initializers) into "
+        "constants; by default they stay inputs and verification feeds them",
+    )
+    parser.add_argument(
         "--allow-custom-ops",
         action="store_true",
         help="accept ops from unknown domains (they pass through; checks become structural)",
@@ -81,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-data",
         help="evaluate after every lossy pass on these data (.npy/.npz, folder of arrays or "
-        "images, module:function, or 'random'); the first batch also drives verification",
+        "images, py:module:function, or 'random'); the first batch also drives verification",
     )
     parser.add_argument(
         "--labels",
@@ -102,27 +116,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--report", type=pathlib.Path, help="also write report.json here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    add_search_arguments(parser)
+
+
+@dataclasses.dataclass
+class Outputs:
+    """Where one ``optimize`` run writes, declared in an :class:`OutputPlan` before the run."""
+
+    plan: OutputPlan
+    model: pathlib.Path
+    directory: pathlib.Path | None
+    report: pathlib.Path | None
+    dump_dir: pathlib.Path | None
+    reproducer_dir: pathlib.Path
 
 
 def resolve_outputs(
     output: str, input_path: pathlib.Path
 ) -> tuple[pathlib.Path, pathlib.Path | None]:
-    """Return (model path, output directory or None) and refuse to overwrite the input."""
+    """Return (model path, output directory or None) for ``-o OUTPUT``."""
+    if not output.strip():
+        raise OutputError(
+            "-o is an empty path", hint="name a .onnx file or a directory, e.g. -o out/"
+        )
     out = pathlib.Path(output)
     if out.suffix == ".onnx":
-        model_path, directory = out, None
-    else:
-        if out.exists() and not out.is_dir():
-            raise OutputError(
-                f"{out} exists and is not a directory", hint="name a directory or a .onnx file"
-            )
-        model_path, directory = out / "model.onnx", out
-    if model_path.resolve() == input_path.resolve():
+        return out, None
+    if out.exists() and not out.is_dir():
         raise OutputError(
-            f"the output {model_path} is the input file; irpass never overwrites its input",
-            hint="choose another output path",
+            f"{out} exists and is not a directory", hint="name a directory or a .onnx file"
         )
-    return model_path, directory
+    return out / "model.onnx", out
+
+
+def plan_outputs(args: argparse.Namespace, input_path: pathlib.Path, model: ir.Model) -> Outputs:
+    """Declare every destination of the run; checked against the input and each other."""
+    model_path, directory = resolve_outputs(args.output, input_path)
+    plan = OutputPlan([(input_path, "the input model")])
+    for data_file in external_data_paths(model):
+        plan.protect(data_file, "an external-data file of the input")
+    plan.add_file(model_path, "the output model")
+    plan.add_file(model_path.with_name(model_path.name + ".data"), "the output's weight file")
+    if directory is not None:
+        plan.add_file(directory / "report.json", "the JSON report")
+        plan.add_file(directory / "report.html", "the HTML report")
+    report = plan.add_file(args.report, "--report") if args.report is not None else None
+    dump_dir = plan.add_folder(args.dump_dir, "--dump-dir") if args.dump_dir is not None else None
+    reproducer = plan.add_folder(
+        (directory or model_path.parent) / "reproducer", "the reproducer folder", staged=False
+    )
+    return Outputs(plan, model_path, directory, report, dump_dir, reproducer)
 
 
 def report_diff(original: ir.Model, optimized: ir.Model, report: RunReport) -> None:
@@ -132,11 +175,6 @@ def report_diff(original: ir.Model, optimized: ir.Model, report: RunReport) -> N
     except Exception as exc:  # the optimized model is still valid and verified without a diff
         logger.warning("could not diff the input and output models: %s", exc)
         report.warnings.append(f"no graph diff in the report: {type(exc).__name__}: {exc}")
-
-
-def _write_text(path: pathlib.Path, text: str) -> None:
-    with atomic_output_path(path) as tmp:
-        (tmp / path.name).write_text(text)
 
 
 def _step_label(step: str) -> str:
@@ -175,7 +213,7 @@ def _summary_tables(report: RunReport) -> list[Table]:
         if record.metrics:
             verified += " " + ", ".join(f"{k}={v:.4g}" for k, v in list(record.metrics.items())[:3])
         row = [
-            _step_label(record.step),
+            esc(_step_label(record.step)),
             f"{record.seconds:.2f}s",
             fmt_delta(record.before.get("nodes"), record.after.get("nodes"), percent=False),
             fmt_delta(record.before.get("params"), record.after.get("params"), percent=False),
@@ -183,7 +221,7 @@ def _summary_tables(report: RunReport) -> list[Table]:
         if show_macs:
             macs = (record.before.get("macs"), record.after.get("macs"))
             row.append(fmt_delta(*macs, percent=False))
-        row += [("[red]" if record.error else "") + verified, stats[:120]]
+        row += [("[red]" if record.error else "") + esc(verified), esc(stats[:120])]
         passes.add_row(*row)
     totals = Table(title="before / after")
     for col in ("", "before", "after", "ratio"):
@@ -200,7 +238,8 @@ def _summary_tables(report: RunReport) -> list[Table]:
     if report.metrics_before and report.metrics_after:
         for key, value in report.metrics_after.items():
             before = report.metrics_before.get(key)
-            totals.add_row(key, f"{before:.4g}" if before is not None else "-", f"{value:.4g}", "")
+            before_text = f"{before:.4g}" if before is not None else "-"
+            totals.add_row(esc(key), before_text, f"{value:.4g}", "")
     totals.add_row("time", "", f"{report.seconds:.2f}s", "")
     return [passes, totals]
 
@@ -208,8 +247,38 @@ def _summary_tables(report: RunReport) -> list[Table]:
 def run(args: argparse.Namespace) -> int:
     """Load, optimize with verification, write outputs atomically, print the summary."""
     input_path = pathlib.Path(args.model)
-    model_path, directory = resolve_outputs(args.output, input_path)
+    resolve_outputs(args.output, input_path)  # a malformed -o is reported before loading
     model = load_model(input_path)
+    outputs = plan_outputs(args, input_path, model)
+    with outputs.plan:  # destinations checked and staging folders created before the run
+        report = _optimize(args, input_path, model, outputs)
+        text = report_json(report)
+        plan = outputs.plan
+        if outputs.directory is not None:
+            plan.staged(outputs.directory / "report.json").write_text(text)
+            write_report_html(report.to_dict(), plan.staged(outputs.directory / "report.html"))
+        if outputs.report is not None:
+            plan.staged(outputs.report).write_text(text)
+        plan.commit()
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
+    if args.json:
+        console.print_json(text)
+    else:
+        if report.search is not None:
+            console.print(search_table(report.search))
+            console.print(esc(report.search["summary"]), soft_wrap=True)
+        for table in _summary_tables(report):
+            console.print(table)
+        written = f" and {outputs.directory}/report.json, report.html" if outputs.directory else ""
+        console.print(esc(f"wrote {outputs.model}{written}"), soft_wrap=True)
+    return 0
+
+
+def _optimize(
+    args: argparse.Namespace, input_path: pathlib.Path, model: ir.Model, outputs: Outputs
+) -> RunReport:
+    """Run the pipeline; the optimized model is saved into the staging folder."""
     context = PassContext(seed=args.seed)
     verification_feeds = None
     if args.labels and not args.eval_data:
@@ -231,16 +300,19 @@ def run(args: argparse.Namespace) -> int:
         calibration = open_data(args.calib_data, model, seed=args.seed)
         context.calibration_data = limit_samples(calibration, args.calib_samples)
         context.calibration_is_random = args.calib_data.partition("?")[0].startswith("random")
+    plan = outputs.plan
     options = RunOptions(
         verify=args.verify,
         seeds=(args.seed,),
         feeds=verification_feeds,
-        dump_dir=args.dump_dir,
-        reproducer_dir=(directory or model_path.parent) / "reproducer",
+        dump_dir=plan.staged(outputs.dump_dir) if outputs.dump_dir is not None else None,
+        reproducer_dir=outputs.reproducer_dir,
         on_failure=args.on_failure,
         allow_custom_ops=args.allow_custom_ops,
     )
-    pipeline = args.passes or DEFAULT_PIPELINE
+    pipeline = DEFAULT_PIPELINE if args.passes is None else args.passes
+    if args.freeze_inputs:  # recorded in the report's pipeline like any other step
+        pipeline = f"{FREEZE_STEP},{pipeline}"
     with Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -252,31 +324,30 @@ def run(args: argparse.Namespace) -> int:
         task = progress.add_task("starting", total=None)
 
         def on_step(label: str, index: int) -> None:
-            progress.update(task, description=f"pass {index}: {label}")
+            progress.update(task, description=esc(f"pass {index}: {label}"))
 
-        manager = PipelineRunner(pipeline, context, options, progress=on_step)
+        search = None
+        if args.max_drop is not None:
+
+            def on_search(message: str) -> None:
+                progress.update(task, description=esc(f"search: {message}"))
+
+            pipeline, search = search_for(args, model, pipeline, None, on_search)
+        # a search that kept nothing of an all-lossy pipeline leaves no pass to run
+        steps = [] if search is not None and not pipeline else pipeline
+        manager = PipelineRunner(steps, context, options, progress=on_step)
         original = model.clone()  # shares weights; the passes rewrite `model` in place
-        result = manager.run(model, input_path=str(input_path))
-        if directory is not None or args.report:
+        try:
+            result = manager.run(model, input_path=str(input_path))
+        except PassFailedError:
+            if outputs.dump_dir is not None:  # the dumps up to the failure help debug it
+                plan.commit(only=[outputs.dump_dir])
+            raise
+        if outputs.directory is not None or args.report:
             progress.update(task, description="diffing input and output")
             report_diff(original, result.model, result.report)
-    report = result.report
-    report.output = str(model_path)
-    save_model(result.model, model_path)
-    text = report_json(report)
-    if directory is not None:
-        _write_text(directory / "report.json", text)
-        with atomic_output_path(directory / "report.html") as tmp:
-            write_report_html(report.to_dict(), tmp / "report.html")
-    if args.report:
-        _write_text(args.report, text)
-    for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}")
-    if args.json:
-        console.print_json(text)
-    else:
-        for table in _summary_tables(report):
-            console.print(table)
-        written = f" and {directory}/report.json, report.html" if directory else ""
-        console.print(f"wrote {model_path}{written}")
-    return 0
+    if search is not None:
+        result.report.search = search.to_dict()
+    result.report.output = str(outputs.model)
+    save_model(result.model, plan.staged(outputs.model))
+    return result.report

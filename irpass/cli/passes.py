@@ -11,6 +11,7 @@ from rich.table import Table
 
 from irpass import registry
 from irpass.cli import console
+from irpass.cli._markup import esc
 from irpass.pipeline import describe_type, format_value
 
 COMMAND = "passes"
@@ -82,14 +83,14 @@ def run(args: argparse.Namespace) -> int:
             item["name"],
             "yes" if item["lossless"] else "[yellow]no[/]",
             "yes" if item["recurses_into_subgraphs"] else "no",
-            options,
-            item["summary"],
+            esc(options),
+            esc(item["summary"]),
         )
     console.print(table)
     presets = Table(title="presets")
     for col in ("preset", "pipeline", "what it is for"):
         presets.add_column(col)
     for item in info["presets"]:
-        presets.add_row(item["name"], item["pipeline"], item["doc"])
+        presets.add_row(item["name"], esc(item["pipeline"]), esc(item["doc"]))
     console.print(presets)
     return 0

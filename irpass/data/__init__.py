@@ -19,9 +19,11 @@ spec                                   what it reads
                                        preprocessed as given by ``?size=HxW&mean=..&std=..
                                        &layout=nchw|nhwc&channels=rgb|bgr|gray&scale=255``
                                        or by a ``preprocess.json`` in the folder
-``package.module:function``            the function is called (no arguments) for each pass
-                                       over the data and yields feeds (dicts, or arrays /
-                                       tuples of arrays in input order)
+``py:package.module:function``,        the function is called (no arguments, or the model)
+``py:path/to/file.py:function``        for each pass over the data and yields feeds (dicts,
+                                       or arrays / tuples of arrays in input order); only
+                                       this explicit form imports code, and the current
+                                       folder is never put on the import path
 ``random`` / ``random:N``              N (default 8) batches of seeded random inputs:
                                        fidelity numbers are then only indicative;
                                        ``?seed=S`` and ``?<dim>=K`` set the seed and the

@@ -44,11 +44,20 @@ class ImagePreprocess:
 
     def __post_init__(self) -> None:
         if self.layout not in ("nchw", "nhwc"):
-            raise DataError(f"image layout must be nchw or nhwc, got {self.layout!r}")
+            raise DataError(
+                f"image layout must be nchw or nhwc, got {self.layout!r}",
+                hint='write ?layout=nchw or ?layout=nhwc',
+            )
         if self.channels not in (None, "rgb", "bgr", "gray"):
-            raise DataError(f"image channels must be rgb, bgr or gray, got {self.channels!r}")
+            raise DataError(
+                f"image channels must be rgb, bgr or gray, got {self.channels!r}",
+                hint='write ?channels=rgb, bgr or gray',
+            )
         if any(s == 0 for s in self.std):
-            raise DataError("image std must not be 0")
+            raise DataError(
+                "image std must not be 0",
+                hint='give a non-zero std per channel, e.g. ?std=0.229,0.224,0.225',
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ImagePreprocess:
@@ -79,7 +88,11 @@ class ImagePreprocess:
                 else:
                     kwargs[key] = str(value).lower()
         except (TypeError, ValueError) as exc:
-            raise DataError(f"bad image preprocessing value: {exc}") from exc
+            raise DataError(
+                f"bad image preprocessing value: {exc}",
+                hint="see the image options: size=HxW, mean=, std=, layout=nchw|nhwc, channels=, "
+                "scale=",
+            ) from exc
         return cls(**kwargs)
 
 
@@ -101,7 +114,10 @@ def _decode_netpbm(path: pathlib.Path) -> np.ndarray:
         pos = end
     magic, width, height, maxval = tokens[0], int(tokens[1]), int(tokens[2]), int(tokens[3])
     if magic not in (b"P5", b"P6"):
-        raise DataError(f"{path}: only binary PGM (P5) and PPM (P6) are read without Pillow")
+        raise DataError(
+            f"{path}: only binary PGM (P5) and PPM (P6) are read without Pillow",
+            hint='pip install pillow to read other image formats',
+        )
     channels = 3 if magic == b"P6" else 1
     dtype = np.dtype(">u2") if maxval > 255 else np.dtype(np.uint8)
     count = width * height * channels
@@ -126,7 +142,10 @@ def _decode_image(path: pathlib.Path) -> np.ndarray:
             mode = "L" if image.mode in ("1", "L", "I;16", "I", "F") else "RGB"
             array = np.asarray(image.convert(mode), dtype=np.float32)
     except OSError as exc:
-        raise DataError(f"{path}: cannot decode the image ({exc})") from exc
+        raise DataError(
+            f"{path}: cannot decode the image ({exc})",
+            hint='the file may be damaged or not an image; remove it from the folder',
+        ) from exc
     return array[:, :, None] if array.ndim == 2 else array
 
 
@@ -192,7 +211,8 @@ class ImageFolderSource(DataSource):
         if mean.size not in (1, image.shape[2]) or std.size not in (1, image.shape[2]):
             raise DataError(
                 f"{path}: mean/std have {mean.size}/{std.size} values for "
-                f"{image.shape[2]} channel(s)"
+                f"{image.shape[2]} channel(s)",
+                hint='give one mean and one std value per channel (or a single value for all)',
             )
         image = (image - mean) / std
         if p.layout == "nchw":

@@ -24,7 +24,10 @@ def folder_labels(folder: pathlib.Path) -> np.ndarray:
         p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     )
     if not images:
-        raise DataError(f"labels {folder}: no images in this folder")
+        raise DataError(
+            f"labels {folder}: no images in this folder",
+            hint='lay out the data as FOLDER/<class name>/<image>',
+        )
     classes = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None
                for p in images]
     if any(c is None for c in classes):
@@ -58,7 +61,10 @@ def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
         text, _, key = text.rpartition(":")
     file = pathlib.Path(text)
     if not file.is_file():
-        raise DataError(f"labels {text!r}: no such file")
+        raise DataError(
+            f"labels {text!r}: no such file",
+            hint='give a .npy, .npz[:key], .txt or .csv file with one label per sample',
+        )
     suffix = file.suffix.lower()
     try:
         if suffix == ".npy":
@@ -78,7 +84,10 @@ def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
                             hint=f"name it 'labels' or pass {file}:KEY",
                         )
                 if key not in names:
-                    raise DataError(f"{file}: no array {key!r}; it has {names}")
+                    raise DataError(
+                        f"{file}: no array {key!r}; it has {names}",
+                        hint='pass FILE.npz:KEY with one of the names listed',
+                    )
                 labels = data[key]
         elif suffix in (".txt", ".csv", ".tsv", ""):
             lines = [ln.strip() for ln in file.read_text().splitlines() if ln.strip()]
@@ -95,7 +104,10 @@ def load_labels(path: str | os.PathLike[str]) -> np.ndarray:
     except DataError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise DataError(f"labels {file}: cannot read them ({exc})") from exc
+        raise DataError(
+            f"labels {file}: cannot read them ({exc})",
+            hint='the file may be damaged; save the labels with numpy.save',
+        ) from exc
     labels = np.asarray(labels)
     if labels.ndim == 0 or labels.size == 0:
         raise DataError(f"labels {file} are empty", hint="one label per sample is needed")

@@ -72,11 +72,17 @@ class ArraySource(DataSource):
 
     def __init__(self, arrays: Mapping[str, np.ndarray], batch_size: int = DEFAULT_BATCH) -> None:
         if not arrays:
-            raise DataError("no arrays given")
+            raise DataError(
+                "no arrays given",
+                hint='give at least one array',
+            )
         self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
         lengths = {k: (len(v) if v.ndim else 1) for k, v in self.arrays.items()}
         if len(set(lengths.values())) > 1:
-            raise DataError(f"arrays have different numbers of samples: {lengths}")
+            raise DataError(
+                f"arrays have different numbers of samples: {lengths}",
+                hint='every input needs the same number of samples (axis 0)',
+            )
         self.batch_size = batch_size
         self.description = "arrays " + ", ".join(self.arrays)
         self._length = next(iter(lengths.values()))
@@ -117,7 +123,10 @@ def _open_npy(path: pathlib.Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read it as a .npy array ({exc})") from exc
+        raise DataError(
+            f"{path}: cannot read it as a .npy array ({exc})",
+            hint='the file may be damaged or not a .npy array; save it again with numpy.save',
+        ) from exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +164,11 @@ class NpzFileSource(DataSource):
                     with archive.open(name + ".npy") as member:
                         self._headers[name] = _read_npy_header(member)
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read it as a .npz archive ({exc})") from exc
+            raise DataError(
+                f"{path}: cannot read it as a .npz archive ({exc})",
+                hint="the file may be damaged or not a .npz archive; save it again with "
+                "numpy.savez",
+            ) from exc
         lengths = {n: (h.shape[0] if h.shape else 1) for n, h in self._headers.items()}
         if len(set(lengths.values())) > 1:
             raise DataError(
@@ -164,7 +177,10 @@ class NpzFileSource(DataSource):
             )
         for name, header in self._headers.items():
             if header.dtype.hasobject:
-                raise DataError(f"{path}: array {name!r} holds Python objects, not numbers")
+                raise DataError(
+                    f"{path}: array {name!r} holds Python objects, not numbers",
+                    hint='save numeric arrays (allow_pickle is never used)',
+                )
         self._length = next(iter(lengths.values()), 0)
 
     @staticmethod
@@ -174,7 +190,11 @@ class NpzFileSource(DataSource):
             with zipfile.ZipFile(path) as archive:
                 return [n[:-4] for n in archive.namelist() if n.endswith(".npy")]
         except (zipfile.BadZipFile, OSError) as exc:
-            raise DataError(f"{path}: cannot read it as a .npz archive ({exc})") from exc
+            raise DataError(
+                f"{path}: cannot read it as a .npz archive ({exc})",
+                hint="the file may be damaged or not a .npz archive; save it again with "
+                "numpy.savez",
+            ) from exc
 
     @property
     def num_samples(self) -> int | None:  # noqa: D102
@@ -230,15 +250,20 @@ class ArrayFolderSource(DataSource):
                     with np.load(path, allow_pickle=False) as data:
                         yield {k: data[k] for k in data.files}
                 except (ValueError, OSError, zipfile.BadZipFile) as exc:
-                    raise DataError(f"{path}: cannot read it as a .npz archive ({exc})") from exc
+                    raise DataError(
+                        f"{path}: cannot read it as a .npz archive ({exc})",
+                        hint="the file may be damaged or not a .npz archive; save it again with "
+                        "numpy.savez",
+                    ) from exc
 
 
 def import_callable(spec: str) -> Callable[..., Any]:
-    """Import ``package.module:function`` (the current folder is importable)."""
+    """Import ``package.module:function`` or ``file.py:function`` (never the current folder)."""
     return importing.import_callable(
         spec,
         DataError,
-        hint="give a file, a folder, 'random', or module:function importable from here",
+        hint="name an installed module (py:package.module:function) or a file "
+        "(py:path/to/file.py:function)",
     )
 
 
@@ -275,7 +300,9 @@ class CallableSource(DataSource):
         if len(arrays) != len(self.names):
             raise DataError(
                 f"data {self.description}: item {index} has {len(arrays)} arrays, the model "
-                f"has {len(self.names)} inputs {self.names}"
+                f"has {len(self.names)} inputs {self.names}",
+                hint="yield one array per model input, in input order, or a dict keyed by input "
+                "name",
             )
         return {n: np.asarray(a) for n, a in zip(self.names, arrays, strict=True)}
 

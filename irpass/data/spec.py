@@ -28,7 +28,11 @@ from irpass.data.sources import (
 from irpass.data.validate import ValidatedSource
 from irpass.errors import DataError
 
-__all__ = ["open_data"]
+__all__ = ["CALLABLE_PREFIX", "open_data"]
+
+#: Data produced by Python code are named explicitly: ``py:package.module:function``. A path
+#: that merely contains ``:`` is never imported.
+CALLABLE_PREFIX = "py:"
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +53,15 @@ def _int_option(options: dict[str, str], key: str, default: int | None) -> int |
     try:
         value = int(options.pop(key))
     except ValueError:
-        raise DataError(f"data option {key} must be an integer") from None
+        raise DataError(
+            f"data option {key} must be an integer",
+            hint='e.g. ?batch=8',
+        ) from None
     if value <= 0:
-        raise DataError(f"data option {key} must be positive, got {value}")
+        raise DataError(
+            f"data option {key} must be positive, got {value}",
+            hint='e.g. ?batch=8',
+        )
     return value
 
 
@@ -69,7 +79,10 @@ def _image_preprocess(
         try:
             values.update(json.loads(config.read_text()))
         except json.JSONDecodeError as exc:
-            raise DataError(f"{config}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+            raise DataError(
+                f"{config}: not valid JSON ({exc.msg}, line {exc.lineno})",
+                hint='fix preprocess.json in the image folder',
+            ) from exc
     values.update(options)
     options.clear()
     layout = str(values.get("layout", "nchw")).lower()
@@ -99,7 +112,8 @@ def _open_path(
         if images:
             if specs is not None and len(specs) != 1:
                 raise DataError(
-                    f"{path}: a folder of images feeds one input, the model has {names}"
+                    f"{path}: a folder of images feeds one input, the model has {names}",
+                    hint='give .npz files with arrays named after the inputs instead',
                 )
             spec = specs[0] if specs else None
             preprocess = _image_preprocess(path, options, spec)
@@ -145,7 +159,7 @@ def _open_path(
         return NpzFileSource(path, wanted, batch)
     raise DataError(
         f"{path}: unknown data file type {path.suffix!r}",
-        hint="use .npy, .npz, a folder of arrays or images, module:function or random",
+        hint="use .npy, .npz, a folder of arrays or images, py:module:function or random",
     )
 
 
@@ -174,7 +188,10 @@ def open_data(
     source: DataSource
     if base == "random" or base.startswith("random:"):
         if specs is None:
-            raise DataError("random data need the model (to know its inputs)")
+            raise DataError(
+                "random data need the model (to know its inputs)",
+                hint="random data are made for a model's inputs; use them with a model",
+            )
         count = 8
         if base.startswith("random:"):
             count = _int_option({"count": base.partition(":")[2]}, "count", 8) or 8
@@ -193,26 +210,15 @@ def open_data(
             "using random inputs: fidelity numbers and calibration statistics are only "
             "indicative of what real data would show, and task metrics need real data with labels"
         )
+    elif base.startswith(CALLABLE_PREFIX):
+        source = _open_callable(base, model, specs)
     elif path.exists():
         source = _open_path(path, options, specs, batch)
-    elif ":" in base and os.sep not in base.partition(":")[0] and all(
-        part.replace("_", "a").replace(".", "a").isalnum() for part in base.split(":", 1)
-    ):
-        function = import_callable(base)
-        if len(inspect.signature(function).parameters) and model is not None:
-            bound = model
-
-            def call() -> Iterable[Any]:
-                return function(bound)
-
-            source = CallableSource(call, [s.name for s in specs or []], base)
-        else:
-            source = CallableSource(function, [s.name for s in specs or []], base)
     else:
-        raise DataError(
-            f"data {text!r}: no such file or folder",
-            hint="give a .npy/.npz file, a folder of arrays or images, module:function, or random",
-        )
+        hint = "give a .npy/.npz file, a folder of arrays or images, py:module:function, or random"
+        if ":" in base:
+            hint += f" (a Python function is written py:{base})"
+        raise DataError(f"data {text!r}: no such file or folder", hint=hint)
     if options:
         raise DataError(
             f"data {text!r}: unknown option(s) {', '.join(sorted(options))}",
@@ -222,6 +228,23 @@ def open_data(
         source = ValidatedSource(source, specs)
     _check_not_empty(source)
     return source
+
+
+def _open_callable(
+    base: str, model: ir.Model | None, specs: Sequence[InputSpec] | None
+) -> DataSource:
+    """``py:package.module:function`` or ``py:path/file.py:function``, imported on purpose."""
+    target = base[len(CALLABLE_PREFIX) :]
+    function = import_callable(target)
+    names = [s.name for s in specs or []]
+    if len(inspect.signature(function).parameters) and model is not None:
+        bound = model
+
+        def call() -> Iterable[Any]:
+            return function(bound)
+
+        return CallableSource(call, names, base)
+    return CallableSource(function, names, base)
 
 
 def _check_not_empty(source: DataSource) -> None:

@@ -82,7 +82,8 @@ class ValidatedSource(DataSource):
                     if isinstance(dim, int) and dim != got:
                         raise DataError(
                             f"{where}: input {spec.name!r} expects {spec.describe()}, the "
-                            f"data have shape {list(value.shape)} (axis {axis}: {got} != {dim})"
+                            f"data have shape {list(value.shape)} (axis {axis}: {got} != {dim})",
+                            hint="the model's fixed dimensions must match; samples go along axis 0",
                         )
             out[spec.name] = _convert(value, spec, where)
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from irpass.report.format import PALETTE, esc
 
 __all__ = [
+    "ParetoPoint",
+    "pareto_chart",
     "MAX_CHART_WIDTH",
     "bar_chart",
     "line_chart",
@@ -189,6 +192,73 @@ def scatter_chart(points: Sequence[tuple[float, float, str]], title: str, x_titl
                      f"<title>{esc(label)}: {esc(x_fmt(x))}, {esc(y_fmt(y))}</title></circle>"
                      f'<text x="{sx(x) + 7:.1f}" y="{sy(y) - 7:.1f}" font-size="11">'
                      f"{esc(label)}</text>")
+    parts.append(f'<text x="{(x0 + x1) / 2}" y="{height - 12}" text-anchor="middle" '
+                 f'font-size="12" fill="#394150">{esc(x_title)}</text>')
+    parts.append(f'<text transform="translate(16,{(y0 + y1) / 2}) rotate(-90)" '
+                 f'text-anchor="middle" font-size="12" fill="#394150">{esc(y_title)}</text>')
+    return _chart_frame(width, height, title, "".join(parts), chart_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParetoPoint:
+    """One point of a Pareto chart: where it is, what it is, and where it links to."""
+
+    x: float
+    y: float
+    label: str
+    href: str
+    feasible: bool
+    on_front: bool
+    chosen: bool = False
+
+
+def pareto_chart(points: Sequence[ParetoPoint], title: str, x_title: str, y_title: str,
+                 x_fmt: Callable[[Any], str], y_fmt: Callable[[Any], str], chart_id: str,
+                 threshold: float | None = None) -> str:
+    """SVG scatter of the settings a search tried.
+
+    The Pareto front is joined, the budget is a dashed line, every point links to ``href``
+    (its row with the pipeline text); infeasible points are hollow, the chosen one is ringed.
+    """
+    if not points:
+        return ""
+    width, height = 560, 340
+    x0, x1, y0, y1 = 74.0, width - 24.0, height - 56.0, 34.0
+    xlo, xhi = _axis_range([p.x for p in points])
+    ys = [p.y for p in points] + ([threshold] if threshold is not None else [])
+    ylo, yhi = min(ys), max(ys)
+    pad = (yhi - ylo) * 0.1 or max(abs(yhi) * 0.05, 0.01)
+    ylo, yhi = ylo - pad, yhi + pad
+
+    def sx(x: float) -> float:
+        return x0 + (x1 - x0) * (x - xlo) / ((xhi - xlo) or 1.0)
+
+    def sy(y: float) -> float:
+        return y0 - (y0 - y1) * (y - ylo) / ((yhi - ylo) or 1.0)
+
+    parts = [_y_axis(x0, y0, y1, ylo, yhi, x1, y_fmt)]
+    for k in range(5):
+        value = xlo + (xhi - xlo) * k / 4
+        parts.append(f'<text x="{sx(value):.1f}" y="{y0 + 16}" text-anchor="middle" '
+                     f'font-size="11" fill="#5b6576">{esc(x_fmt(value))}</text>')
+    if threshold is not None:
+        parts.append(f'<line x1="{x0}" y1="{sy(threshold):.1f}" x2="{x1}" '
+                     f'y2="{sy(threshold):.1f}" stroke="{PALETTE[4]}" stroke-dasharray="5,4"/>'
+                     f'<text x="{x1}" y="{sy(threshold) - 5:.1f}" text-anchor="end" '
+                     f'font-size="11" fill="{PALETTE[4]}">budget</text>')
+    front = sorted((p for p in points if p.on_front), key=lambda p: p.x)
+    if len(front) > 1:
+        path = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in front)
+        parts.append(f'<polyline class="front" points="{path}" fill="none" stroke="#9bb0d6" '
+                     'stroke-width="1.5"/>')
+    for p in points:
+        fill = PALETTE[2] if p.feasible else "white"
+        ring = (f'<circle cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="9" fill="none" '
+                f'stroke="{PALETTE[1]}" stroke-width="2"/>' if p.chosen else "")
+        parts.append(f'<a href="{esc(p.href)}">{ring}<circle cx="{sx(p.x):.1f}" '
+                     f'cy="{sy(p.y):.1f}" r="4.5" fill="{fill}" stroke="{PALETTE[2]}" '
+                     f'stroke-width="1.5"><title>{esc(p.label)}: {esc(x_fmt(p.x))}, '
+                     f"{esc(y_fmt(p.y))}</title></circle></a>")
     parts.append(f'<text x="{(x0 + x1) / 2}" y="{height - 12}" text-anchor="middle" '
                  f'font-size="12" fill="#394150">{esc(x_title)}</text>')
     parts.append(f'<text transform="translate(16,{(y0 + y1) / 2}) rotate(-90)" '

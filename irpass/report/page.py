@@ -18,6 +18,7 @@ from irpass.report.format import (
     num,
     table,
 )
+from irpass.report.search import search_section
 from irpass.report.sections import (
     charts_section,
     cost_rows,
@@ -140,6 +141,7 @@ def render_report_html(report: Mapping[str, Any]) -> str:
         parts.append('<section id="warnings"><h2>Warnings</h2><ul>'
                      + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul></section>")
     parts.append(charts_section(report, passes))
+    parts.append(search_section(report.get("search")))
     parts.append(passes_section(passes))
     parts.append(target_section(as_list(report.get("target_checks")), report.get("target")))
     diff = report.get("diff")

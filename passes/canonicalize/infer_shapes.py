@@ -13,6 +13,13 @@ domains, malformed nodes) are skipped; when the ONNX shape inference raises anyw
 logs a warning, records ``failed`` in its stats and leaves the model unchanged
 (``modified=False``).
 Subgraphs (If/Loop/Scan bodies) are inferred by ONNX itself.
+
+Declared graph output types are hints, not facts: exporters get them wrong (an OCR model
+declares ``float[1, seqlen]`` for a ``float[seqlen, 1, 8210]`` result). Inference runs with the
+main graph's output shapes cleared; a declaration compatible with what the computation gives
+(same rank, equal static dims) is kept, a contradicting one is replaced by the inferred shape,
+logged as a warning and counted as ``output_declarations_corrected``, so that shape-dependent
+passes (``resolve_reshape_shapes``) never act on it.
 """
 
 from __future__ import annotations
@@ -77,6 +84,16 @@ def _merge_graph(graph: ir.Graph, proto: onnx.GraphProto) -> bool:
     return True
 
 
+def _compatible(declared: ir.Shape, inferred: ir.Shape) -> bool:
+    """Same rank, and static dims agree wherever both are static."""
+    if len(declared) != len(inferred):
+        return False
+    return all(
+        not (isinstance(a, int) and isinstance(b, int)) or a == b
+        for a, b in zip(declared, inferred, strict=True)
+    )
+
+
 @register
 class InferShapesPass(IrpassPass):
     """Run ONNX shape inference (with data propagation); never fails on inference errors."""
@@ -95,11 +112,16 @@ class InferShapesPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Infer shapes; on failure log and leave the model as it is."""
         before = _signature(model)
+        declared = [(value, value.shape) for value in model.graph.outputs]
+        for value, _ in declared:
+            value.shape = None  # infer what the computation gives, not what was declared
         try:
             inferred = infer_shapes_proto(
                 model, strict=self.options.strict, data_prop=self.options.data_prop
             )
         except Exception as exc:  # inference must never take the pipeline down
+            for value, shape in declared:
+                value.shape = shape
             logger.warning("shape inference failed, model left unchanged: %s", exc)
             self.stats["failed"] += 1
             return ir.passes.PassResult(model, modified=False)
@@ -109,6 +131,17 @@ class InferShapesPass(IrpassPass):
             ShapeInferencePass(
                 check_type=False, strict_mode=self.options.strict, data_prop=self.options.data_prop
             )(model)
+        for value, shape in declared:
+            if shape is None or value.shape is None or _compatible(shape, value.shape):
+                value.shape = shape if shape is not None else value.shape
+                continue
+            logger.warning(
+                "graph output %r is declared %s but the graph computes %s; declaration corrected",
+                value.name,
+                list(shape),
+                list(value.shape),
+            )
+            self.stats["output_declarations_corrected"] += 1
         after = _signature(model)
         changed = sum(1 for a, b in zip(before, after, strict=False) if a != b)
         self.stats["values_annotated"] += changed

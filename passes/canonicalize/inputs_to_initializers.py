@@ -1,8 +1,9 @@
 """Make graph inputs that carry an initializer pure initializers (constants).
 
 Models written for IR version < 4 (the light model zoo, old Caffe2 exports) list every weight
-as a graph input *and* an initializer, meaning "a default value the caller may override". No
-edge runtime overrides weights, and while they stay inputs no constant folder may touch them::
+as a graph input *and* an initializer: that format had no other way to store a weight, so the
+"input" is an artifact, and while they stay inputs no constant folder may touch them. This pass
+always turns those into initializers::
 
     graph (float[1,3,224,224] data, int64[4] w_shape) <int64[4] w_shape = {64,3,7,7}> {
         w = ConstantOfShape <value = float {0.02}> (w_shape)
@@ -12,8 +13,13 @@ edge runtime overrides weights, and while they stay inputs no constant folder ma
     graph (float[1,3,224,224] data) <int64[4] w_shape = {64,3,7,7}> {  # same body
     }
 
-The model's IR version is raised to 4 when needed (IR < 4 requires every initializer to be an
-input). With ``lift_constants=true`` the pass also turns ``Constant`` nodes (every size, every
+From IR version 4 on, an input with an initializer is a deliberate *overridable* default (a
+temperature, a threshold, a bias the caller may replace): those stay graph inputs unless
+``freeze_overridable=true`` (``irpass optimize --freeze-inputs``) says to freeze them, and the
+verifier feeds them random values so no pass can freeze one silently. The model's IR version is
+raised to 4 when needed (IR < 4 requires every initializer to be an input).
+
+With ``lift_constants=true`` the pass also turns ``Constant`` nodes (every size, every
 ``value*`` attribute, in subgraphs too) into initializers; by default Constant nodes are left
 alone. Subgraph inputs never carry initializers, so only the main graph's signature changes.
 """
@@ -46,6 +52,9 @@ class ConvertInputsToInitializersPass(IrpassPass):
         """Options of inputs_to_initializers."""
 
         lift_constants: bool = option(False, "also turn Constant nodes into initializers")
+        freeze_overridable: bool = option(
+            False, "also freeze overridable inputs of IR >= 4 models (inputs with defaults)"
+        )
 
     name = "inputs_to_initializers"
     lossless = True
@@ -54,7 +63,13 @@ class ConvertInputsToInitializersPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Drop initializer-backed inputs from the main graph's signature."""
         graph = model.graph
-        kept = [v for v in graph.inputs if v.name not in graph.initializers]
+        if model.ir_version >= _MIN_IR_VERSION and not self.options.freeze_overridable:
+            kept = list(graph.inputs)
+            overridable = sum(1 for v in graph.inputs if v.name in graph.initializers)
+            if overridable:
+                logger.debug("kept %d overridable inputs (freeze_overridable=false)", overridable)
+        else:
+            kept = [v for v in graph.inputs if v.name not in graph.initializers]
         removed = len(graph.inputs) - len(kept)
         if removed:
             graph.inputs.clear()

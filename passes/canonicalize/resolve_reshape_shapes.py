@@ -13,8 +13,11 @@ computation then has no other consumer and ``eliminate_dead`` removes it.
 ``allowzero`` does not matter: the constant never contains a 0. Left alone: Reshapes whose
 shape input already is a constant, outputs with unknown rank, more than one unknown
 dimension, a static dimension of 0 (``-1`` cannot be inferred next to a zero), an input of
-unknown shape, and annotations that contradict the input (different static element counts
-when both are static or share their one symbolic dim).
+unknown shape, annotations that contradict the input (different static element counts
+when both are static or share their one symbolic dim), and annotations whose rank differs from
+the length of the shape tensor (a wrong declaration, typically of a graph output: the shape
+tensor decides the rank, the annotation does not). The main graph's declared output shapes
+are used only when the shape tensor's inferred length confirms their rank.
 Relies on the shapes ``infer_shapes`` annotated; run it first. Works in If/Loop/Scan bodies too
 (the new shape is a Constant node there, an initializer in the main graph).
 """
@@ -37,7 +40,7 @@ __all__ = ["ResolveReshapeShapesPass"]
 logger = logging.getLogger(__name__)
 
 
-def _constant_shape(node: ir.Node) -> np.ndarray | None:
+def _constant_shape(node: ir.Node, declared: frozenset[ir.Value]) -> np.ndarray | None:
     """The constant target shape for this Reshape, or None when it must stay dynamic."""
     if node.op_type != "Reshape" or not is_onnx_domain(node.domain) or len(node.inputs) < 2:
         return None
@@ -59,6 +62,12 @@ def _constant_shape(node: ir.Node) -> np.ndarray | None:
             dims.append(-1)
     if unknown > 1 or not _consistent(node.inputs[0], out_shape):
         return None
+    length = shape_input.shape
+    if length is not None and len(length) == 1 and isinstance(length[0], int):
+        if length[0] != len(dims):
+            return None  # the shape tensor decides the rank; the annotation is wrong
+    elif node.outputs[0] in declared:
+        return None  # a graph output's annotation is a declaration: unconfirmed, not trusted
     return np.array(dims, dtype=np.int64)
 
 
@@ -95,9 +104,10 @@ class ResolveReshapeShapesPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Rewrite every Reshape whose target shape is known up to one dimension."""
         count = 0
+        declared = frozenset(model.graph.outputs)
         for graph in list(all_graphs(model)):
             for node in list(graph):
-                dims = _constant_shape(node)
+                dims = _constant_shape(node, declared)
                 if dims is None:
                     continue
                 tensor = ir.tensor(dims, name=f"{node.outputs[0].name}_shape")

@@ -9,8 +9,13 @@ Every fusion pass is a set of onnxscript rewrite rules (pattern / check / rewrit
 - phases: rule lists applied one after another, each to a fixpoint, so a preferred rewrite
   (fold a BatchNormalization into its Conv) gets every chance before a fallback
   (BatchNormalization as Mul+Add);
-- clean-up of what the rewrites orphaned (initializers and Constant nodes that were used before
-  the pass and are not any more) and of the Identity nodes pass-through rewrites leave behind;
+- clean-up of what the rewrites orphaned: initializers and Constant nodes unused after the pass
+  that were used before it *or were created by it* (a weight folded twice in one pass, e.g.
+  Conv -> Mul -> Add, leaves an intermediate folded copy), and the Identity nodes pass-through
+  rewrites leave behind;
+- folded weights *replace* the weights they were computed from: a new initializer is named
+  ``<root>_<stat>`` while the old one still exists and takes the old name ``<root>`` back once
+  the old weight is gone, so names never grow ``_after_after`` chains across rewrites or passes;
 - ``modified`` reported from the number of rewrites actually applied.
 
 onnxscript's rewriter visits If/Loop/Scan bodies itself, so every rule set recurses into
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
@@ -45,6 +51,7 @@ __all__ = [
     "node_of",
     "one_dim_constant_matched",
     "passthrough",
+    "root_name",
     "scalar",
     "scalar",
     "static_dims",
@@ -73,6 +80,8 @@ class FusionRule(orp.RewriteRuleClassBase):
         super().__init__(name or type(self).__name__, **kwargs)
         self.ctx: Any = None
         self._reserved: set[str] = set()
+        #: (initializer, the name it should take once its source weight is gone)
+        self.created: list[tuple[ir.Value, str]] = []
 
     @property
     def stat_name(self) -> str:
@@ -99,10 +108,13 @@ class FusionRule(orp.RewriteRuleClassBase):
         """
         if isinstance(self.graph, ir.Function):
             raise MatchFailureError("cannot add initializers inside a model-local function")
-        name = unique_name(self.graph, (base or "const") + "_" + self.stat_name, self._reserved)
+        root = root_name(base or "const")
+        name = unique_name(self.graph, root + "_" + self.stat_name, self._reserved)
         self._reserved.add(name)
         # np.array, not np.ascontiguousarray: the latter turns a scalar into shape (1,)
-        return op.initializer(ir.tensor(np.array(array, order="C")), name)
+        value = op.initializer(ir.tensor(np.array(array, order="C")), name)
+        self.created.append((value, root))
+        return value
 
     def setup(self) -> None:
         """Reset the per-graph set of reserved initializer names."""
@@ -131,6 +143,27 @@ def scalar(value: float, tag: str) -> Any:
 def one_dim_constant_matched(bindings: dict[str, Any]) -> bool:
     """Whether any :func:`scalar` pattern in the match bound its shape-``(1,)`` form."""
     return any(k.startswith("k_") and v == 1 for k, v in bindings.items())
+
+
+def _stat_names() -> set[str]:
+    names: set[str] = set()
+    stack: list[type] = [FusionRule]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        stat = getattr(cls, "stat", "")
+        if stat:
+            names.add(stat)
+    return names
+
+
+def root_name(name: str) -> str:
+    """``name`` without the ``_<stat>`` / ``_<stat>_<n>`` suffixes fusion rules append."""
+    stats = "|".join(sorted((re.escape(s) for s in _stat_names()), key=len, reverse=True))
+    if not stats:
+        return name
+    root = re.sub(rf"(_(?:{stats})(?:_\d+)?)+$", "", name)
+    return root or name
 
 
 def unique_name(graph: Any, base: str, reserved: Iterable[str] = ()) -> str:
@@ -293,23 +326,27 @@ class _CountingRule(orp.RewriteRule):
         )
 
 
-def _used_initializers(model: ir.Model) -> list[tuple[ir.Graph, ir.Value]]:
-    used = []
-    for graph in all_graphs(model):
-        for value in graph.initializers.values():
-            if value.uses():
-                used.append((graph, value))
-    return used
+def _unused_initializers(model: ir.Model) -> dict[int, ir.Value]:
+    """Initializers nobody reads, by id (not ours to remove: that is eliminate_dead's job).
+
+    The values are kept in the dict so that their ids cannot be reused by new objects.
+    """
+    return {
+        id(value): value
+        for graph in all_graphs(model)
+        for value in graph.initializers.values()
+        if not value.uses() and not value.is_graph_output()
+    }
 
 
-def _used_constant_nodes(model: ir.Model) -> list[tuple[ir.Graph, ir.Node]]:
-    nodes = []
-    for graph in all_graphs(model):
-        for node in graph:
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-                if any(out.uses() for out in node.outputs):
-                    nodes.append((graph, node))
-    return nodes
+def _unused_constant_nodes(model: ir.Model) -> dict[int, ir.Node]:
+    return {
+        id(node): node
+        for graph in all_graphs(model)
+        for node in graph
+        if node.op_type == "Constant"
+        and not any(out.uses() or out.is_graph_output() for out in node.outputs)
+    }
 
 
 def _splice_passthrough_identities(model: ir.Model) -> None:
@@ -341,8 +378,9 @@ class RuleSetPass(IrpassPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Apply every phase to a fixpoint; clean up what the rewrites orphaned."""
-        used_inits = _used_initializers(model)
-        used_consts = _used_constant_nodes(model)
+        unused_inits = _unused_initializers(model)
+        unused_consts = _unused_constant_nodes(model)
+        created: list[tuple[ir.Value, str]] = []
         total = 0
         for phase in self.phases():
             if not phase:
@@ -357,28 +395,51 @@ class RuleSetPass(IrpassPass):
                 _splice_passthrough_identities(model)
             self.stats.update(counts)
             total += sum(counts.values())
+            for rule in phase:
+                created.extend(rule.created)
+                rule.created = []
         if total:
-            self._remove_orphans(used_inits, used_consts)
+            _remove_orphans(model, unused_inits, unused_consts)
+            _take_back_names(model, created)
         return ir.passes.PassResult(model, modified=total > 0)
 
-    @staticmethod
-    def _remove_orphans(
-        used_inits: Iterable[tuple[ir.Graph, ir.Value]],
-        used_consts: Iterable[tuple[ir.Graph, ir.Node]],
-    ) -> None:
-        for graph, node in used_consts:
-            if node.graph is graph and not any(
-                out.uses() or out.is_graph_output() for out in node.outputs
+
+def _remove_orphans(
+    model: ir.Model, unused_inits: dict[int, ir.Value], unused_consts: dict[int, ir.Node]
+) -> None:
+    """Drop initializers / Constant nodes unused now that were in use (or new) before the pass."""
+    for graph in all_graphs(model):
+        for node in list(graph):
+            if (
+                node.op_type == "Constant"
+                and id(node) not in unused_consts
+                and not any(out.uses() or out.is_graph_output() for out in node.outputs)
             ):
                 graph.remove(node, safe=True)
-        for graph, value in used_inits:
-            name = value.name
+        for name, value in list(graph.initializers.items()):
             if (
-                name is not None
-                and name in graph.initializers
-                and graph.initializers[name] is value
+                id(value) not in unused_inits
                 and not value.uses()
                 and not value.is_graph_input()
                 and not value.is_graph_output()
             ):
                 del graph.initializers[name]
+
+
+def _take_back_names(model: ir.Model, created: list[tuple[ir.Value, str]]) -> None:
+    """Give each surviving folded weight the name of the weight it replaced, once that is free."""
+    taken: dict[int, set[str]] = {}
+    for graph in all_graphs(model):
+        found = [v.name for v in graph.inputs] + list(graph.initializers)
+        found += [out.name for node in graph for out in node.outputs]
+        taken[id(graph)] = {n for n in found if n}
+    for value, root in created:
+        owner = value.graph
+        if owner is None or value.name == root or not value.uses():
+            continue
+        names = taken.get(id(owner))
+        if names is None or root in names or value.name not in owner.initializers:
+            continue
+        names.discard(value.name or "")
+        value.name = root
+        names.add(root)

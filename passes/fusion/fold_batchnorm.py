@@ -156,6 +156,12 @@ def _name(value: ir.Value | None) -> str:
     return (None if value is None else value.name) or "w"
 
 
+def _bias_name(node: ir.Node) -> str:
+    """The replaced bias's name, or ``<weight>_bias`` when the node had none."""
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    return bias.name if bias is not None and bias.name else _name(node.inputs[1]) + "_bias"
+
+
 class _BnAfter(FusionRule):
     """BN(linear(x, W, B)) -> linear(x, W', B'): shared check of the producer side."""
 
@@ -192,7 +198,7 @@ class _BnAfter(FusionRule):
     def emit(self, op: Any, x: ir.Value, node: ir.Node, w: np.ndarray, b: np.ndarray) -> Any:
         attrs = {k: v for k, v in node.attributes.items() if k != "beta"}
         w_value = self.new_initializer(op, w.astype(self._w.dtype), _name(node.inputs[1]))
-        b_value = self.new_initializer(op, b.astype(self._w.dtype), _name(node.inputs[1]) + "_bias")
+        b_value = self.new_initializer(op, b.astype(self._w.dtype), _bias_name(node))
         return op.op(node.op_type, x, w_value, b_value, **attrs)
 
     def bias64(self, channels: int) -> np.ndarray:
@@ -348,7 +354,7 @@ class FoldBatchNormIntoNextConv(FusionRule):
         b = b + (kernel_sum * self._t[channel]).sum(axis=1)
         dtype = self._w.dtype
         w_value = self.new_initializer(op, w_new.astype(dtype), _name(conv.inputs[1]))
-        b_value = self.new_initializer(op, b.astype(dtype), _name(conv.inputs[1]) + "_bias")
+        b_value = self.new_initializer(op, b.astype(dtype), _bias_name(conv))
         return op.Conv(x, w_value, b_value, **conv.attributes)
 
 
@@ -396,7 +402,7 @@ class FoldBatchNormIntoNextGemm(FusionRule):
         dtype = self._w.dtype
         attrs = {k: v for k, v in gemm.attributes.items() if k != "beta"}
         w_value = self.new_initializer(op, w_new.astype(dtype), _name(gemm.inputs[1]))
-        c_value = self.new_initializer(op, c.astype(dtype), _name(gemm.inputs[1]) + "_bias")
+        c_value = self.new_initializer(op, c.astype(dtype), _bias_name(gemm))
         return op.Gemm(x, w_value, c_value, **attrs)
 
 

@@ -118,7 +118,9 @@ class _AffineRule(FusionRule):
         base = _value_name(node.inputs[1])
         inputs = [x, self.new_initializer(op, w.astype(dtype), base)]
         if b is not None:
-            inputs.append(self.new_initializer(op, b.astype(dtype), f"{base}_bias"))
+            bias = node.inputs[2] if len(node.inputs) > 2 else None
+            bias_name = bias.name if bias is not None and bias.name else f"{base}_bias"
+            inputs.append(self.new_initializer(op, b.astype(dtype), bias_name))
         attrs = dict(node.attributes)
         attrs.update(overrides)
         attrs = {k: v for k, v in attrs.items() if v is not None}

@@ -68,7 +68,8 @@ def test_canonicalize_cleans_if_branches() -> None:
     model, reference = model_from_text(IF_MODEL), model_from_text(IF_MODEL)
     _run(model)
     assert model.opset_imports[""] == 17
-    assert [v.name for v in model.graph.inputs] == ["x", "c"]
+    # IR 4: w is an overridable default, kept as an input (frozen only when asked).
+    assert [v.name for v in model.graph.inputs] == ["x", "c", "w"]
     if_node = next(n for n in model.graph if n.op_type == "If")
     then_ops = [n.op_type for n in if_node.attributes["then_branch"].as_graph()]
     else_ops = [n.op_type for n in if_node.attributes["else_branch"].as_graph()]

@@ -51,19 +51,20 @@ def test_custom_domain_does_not_fail_the_pass() -> None:
 
 
 def test_inconsistent_model_is_left_unchanged() -> None:
-    # The declared output shape contradicts the Reshape: strict inference must fail, and the
-    # pass must neither raise nor report a change.
+    # The operands cannot broadcast: strict inference must fail, and the pass must neither
+    # raise nor report a change.
     text = """
     <ir_version: 8, opset_import: ["" : 17]>
-    g (float[2,3] x) => (float[7] y) <int64[1] s = {5}> {
-      y = Reshape (x, s)
+    g (float[2,3] x, float[4] z) => (float[2,3] y) {
+      a = Add (x, z)
+      y = Relu (a)
     }
     """
     model = model_from_text(text)
     pass_ = InferShapesPass(InferShapesPass.Options(strict=True))
     result = pass_(model)
     assert result.modified is False
-    assert [n.op_type for n in model.graph] == ["Reshape"]
+    assert [n.op_type for n in model.graph] == ["Add", "Relu"]
 
 
 def test_infers_in_if_branches() -> None:
@@ -83,3 +84,28 @@ def test_infers_in_if_branches() -> None:
     then_branch = next(iter(model.graph)).attributes["then_branch"].as_graph()
     relu = next(iter(then_branch))
     assert relu.outputs[0].shape == ir.Shape([2, 3])
+
+
+def test_wrong_output_declaration_is_corrected_and_reported() -> None:
+    # exporters get declared output shapes wrong: the graph computes rank 3, declares rank 2
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[4, 6] x) => (float[1, seqlen] y) <int64[3] s = {4, 1, 6}> {
+      y = Reshape (x, s)
+    }
+    """
+    model = model_from_text(text)
+    pass_ = InferShapesPass()
+    assert pass_(model).modified
+    assert list(model.graph.outputs[0].shape) == [4, 1, 6]
+    assert pass_.stats["output_declarations_corrected"] == 1
+
+
+def test_compatible_output_declaration_is_kept() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 6] x) => (float[N, 6] y) { y = Relu (x) }
+    """
+    model = model_from_text(text)
+    InferShapesPass()(model)
+    assert str(model.graph.outputs[0].shape) == "[N,6]"

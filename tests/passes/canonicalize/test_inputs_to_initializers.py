@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import onnx_ir as ir
+import passes_for_tests  # noqa: F401  (registers t_freeze_inputs)
 import pytest
 
+from irpass.errors import PassFailedError
 from irpass.passes.canonicalize.inputs_to_initializers import ConvertInputsToInitializersPass
 from irpass.testing import assert_equivalent, model_from_text
 
@@ -52,3 +54,58 @@ def test_lift_constants_option(text: str) -> None:
 def test_runs_inside_onnx_ir_pass_manager() -> None:
     model = model_from_text(IR3)
     assert ir.passes.PassManager([ConvertInputsToInitializersPass()])(model).modified is True
+
+
+OVERRIDABLE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,3] x, float[3] scale) => (float[2,3] y) <float[3] scale = {1, 2, 3}> {
+  y = Mul (x, scale)
+}
+"""
+
+
+def test_overridable_inputs_of_ir4_models_are_kept_unless_frozen() -> None:
+    model = model_from_text(OVERRIDABLE)
+    assert ConvertInputsToInitializersPass()(model).modified is False
+    assert [v.name for v in model.graph.inputs] == ["x", "scale"]
+    options = ConvertInputsToInitializersPass.Options(freeze_overridable=True)
+    frozen = ConvertInputsToInitializersPass(options)
+    assert frozen(model).modified is True
+    assert [v.name for v in model.graph.inputs] == ["x"]
+    assert frozen.stats["inputs_made_initializers"] == 1
+
+
+def test_default_pipeline_keeps_overridable_inputs_and_verification_feeds_them(
+    tmp_path,
+) -> None:
+    import json
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from irpass.cli import main
+    from irpass.manager import PipelineRunner
+    from irpass.verify import make_session, random_feeds
+
+    source = tmp_path / "in.onnx"
+    onnx.save(onnx.parser.parse_model(OVERRIDABLE), source)
+    session = make_session(model_from_text(OVERRIDABLE))
+    assert "scale" in random_feeds(session, overridable=True)
+    assert "scale" not in random_feeds(session)
+    assert main(["optimize", str(source), "-o", str(tmp_path / "o")]) == 0
+    out = ort.InferenceSession(str(tmp_path / "o" / "model.onnx"))
+    assert [i.name for i in out.get_overridable_initializers()] == ["scale"]
+    x = np.ones((2, 3), np.float32)
+    (y,) = out.run(None, {"x": x, "scale": np.full(3, 10, np.float32)})
+    assert y[0, 0] == 10.0
+    assert main(["optimize", str(source), "-o", str(tmp_path / "f"), "--freeze-inputs"]) == 0
+    frozen = ort.InferenceSession(str(tmp_path / "f" / "model.onnx"))
+    assert frozen.get_overridable_initializers() == []
+    report = json.loads((tmp_path / "f" / "report.json").read_text())
+    assert report["pipeline"].startswith("inputs_to_initializers(freeze_overridable=true),")
+    # Freezing on request verifies; a pass that freezes the input unasked is caught.
+    runner = PipelineRunner("inputs_to_initializers(freeze_overridable=true)")
+    assert runner.run(model_from_text(OVERRIDABLE)).report.passes[0].modified
+    with pytest.raises(PassFailedError, match="changed the outputs"):
+        PipelineRunner("t_freeze_inputs").run(model_from_text(OVERRIDABLE))

@@ -64,14 +64,19 @@ def test_leaves_reshape_alone(text: str) -> None:
 
 @pytest.mark.parametrize("declared", ["float y", "float[N,3,5] y", "float[M,3,4] y"])
 def test_annotations_that_contradict_the_input_are_not_trusted(declared: str) -> None:
-    # Without inference, the declared output shape is all the pass sees; the first two lie
-    # about the element count, the third names a different symbolic dim (could be anything).
+    # Without inference, the declared output shape is all the pass sees and a graph output's
+    # declaration is never trusted on its own; the first two also lie about the element count.
     model = model_from_text(DYNAMIC_BATCH.replace("float[N,3,4] y", declared))
-    result = ResolveReshapeShapesPass()(model)
-    if declared == "float[M,3,4] y":
-        assert result.modified is True  # one unknown dim: -1 is right whatever M is
-    else:
-        assert result.modified is False
+    assert ResolveReshapeShapesPass()(model).modified is False
+
+
+def test_declaration_confirmed_by_the_shape_tensor_length_is_used() -> None:
+    # the third declaration names another symbolic dim: with the shape tensor's length known
+    # (3), one unknown dim is resolved to -1 whatever M is
+    model = model_from_text(DYNAMIC_BATCH.replace("float[N,3,4] y", "float[M,3,4] y"))
+    shape_value = next(n for n in model.graph if n.op_type == "Reshape").inputs[1]
+    shape_value.shape = ir.Shape([3])
+    assert ResolveReshapeShapesPass()(model).modified is True
 
 
 def test_in_if_branch_uses_a_constant_node() -> None:
@@ -105,3 +110,27 @@ def test_allowzero_reshape_is_resolved_too() -> None:
     model, reference = _prepared(text), model_from_text(text)
     assert ResolveReshapeShapesPass()(model).modified is True
     assert_equivalent(reference, model, dim_values={"N": 2})
+
+
+def test_wrong_declared_output_rank_is_not_trusted() -> None:
+    # the final Reshape feeds a graph output declared rank 2; the shape tensor has 3 entries
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 6] x) => (float[1, seqlen] y)
+      <int64[1] zero = {0}, int64[1] one = {1}, int64[1] minus = {-1}> {
+      s = Shape (x)
+      n = Slice (s, zero, one)
+      c = Concat <axis = 0> (n, one, minus)
+      y = Reshape (x, c)
+    }
+    """
+    model = model_from_text(text)
+    reference = model.clone()
+    InferShapesPass()(model)
+    result = ResolveReshapeShapesPass()(model)
+    # either left alone or resolved to the computed rank; never to the declared [1, -1]
+    reshape = next(n for n in model.graph if n.op_type == "Reshape")
+    shape = reshape.inputs[1].const_value
+    assert shape is None or len(shape.numpy()) == 3
+    assert result.modified == (shape is not None)
+    assert_equivalent(reference, model, dim_values={"N": 3})

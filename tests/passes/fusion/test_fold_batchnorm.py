@@ -176,8 +176,38 @@ def test_weight_shared_only_by_conv_bn_pairs_is_folded_per_user():
       z = BatchNormalization(d, s2, bi, mu, va)
     }}"""
     model = build(text, ["W", *BN, "s2"], positive=["va"])
+    shared = model.graph.initializers["W"].const_value
     assert_rewrites(FoldBatchNormPass, model, {"into_producer": 2}, ["Conv", "Conv"])
-    assert "W" not in model.graph.initializers
+    weights = [v for v in model.graph.initializers.values() if len(v.shape or ()) == 4]
+    assert len(weights) == 2 and all(v.const_value is not shared for v in weights)
+
+
+def test_folding_replaces_weights_instead_of_accumulating_them():
+    # Conv -> BN -> Mul: the BN fold and the following scale fold both rewrite W and B. The
+    # folded weights must replace the originals (same names, same count, same bytes), not pile
+    # up as W_into_producer, W_into_producer_after, ... with the old ones left unused.
+    from irpass.passes.fusion.fold_channel_affine import FoldChannelAffinePass
+
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[1,4,5,5] x, float[6,4,3,3] W, float[6] B, {BN_DECL.format(c=6)}, float[6,1,1] k,
+       float[6,1,1] m) => (float[1,6,3,3] y) {{
+      c = Conv(x, W, B)
+      n = BatchNormalization(c, sc, bi, mu, va)
+      s = Mul(n, k)
+      y = Add(s, m)
+    }}"""
+    model = build(text, ["W", "B", *BN, "k", "m"], positive=["va"])
+    reference = clone(model)
+    bytes_before = sum(v.const_value.nbytes for v in model.graph.initializers.values())
+    FoldBatchNormPass()(model)
+    FoldChannelAffinePass()(model)
+    assert op_types(model) == ["Conv"]
+    assert sorted(model.graph.initializers) == ["B", "W"]
+    assert all(v.uses() for v in model.graph.initializers.values())
+    bytes_after = sum(v.const_value.nbytes for v in model.graph.initializers.values())
+    assert bytes_after < bytes_before
+    assert_equivalent(reference, model)
 
 
 def test_training_mode_bn_is_left_alone():

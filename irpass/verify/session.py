@@ -1,4 +1,4 @@
-"""Verification of a model: structural checks and numeric equivalence through ONNX Runtime.
+"""ONNX checker, ONNX Runtime sessions and runs: the mechanics under verification.
 
 The manager calls these after every pass:
 
@@ -23,7 +23,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from irpass.errors import VerificationError
-from irpass.ir import PROTOBUF_LIMIT, initializer_bytes, save_model
+from irpass.ir import PROTOBUF_LIMIT, initializer_bytes, save_model, to_proto
 
 __all__ = [
     "check_structure",
@@ -43,11 +43,15 @@ def check_structure(model: ir.Model | onnx.ModelProto, full_check: bool = False)
                 save_model(model, path, external_data=True)
                 onnx.checker.check_model(str(path), full_check=full_check)
             return
-        proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
+        proto = to_proto(model) if isinstance(model, ir.Model) else model
         onnx.checker.check_model(proto, full_check=full_check)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise VerificationError(f"ONNX checker rejects the model: {first}") from exc
+        raise VerificationError(
+            f"ONNX checker rejects the model: {first}",
+            hint="irpass checks every model it writes; run the ONNX checker on the input to see "
+            "the full message",
+        ) from exc
 
 
 def checked_session(model: ir.Model, *, optimize: bool = False) -> ort.InferenceSession:
@@ -55,7 +59,7 @@ def checked_session(model: ir.Model, *, optimize: bool = False) -> ort.Inference
     if initializer_bytes(model) > PROTOBUF_LIMIT:
         check_structure(model)
         return make_session(model, optimize=optimize)
-    proto = ir.to_proto(model)
+    proto = to_proto(model)
     check_structure(proto)
     return make_session(proto, optimize=optimize)
 
@@ -69,7 +73,8 @@ def _session_options(optimize: bool, threads: int) -> ort.SessionOptions:
     )
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    # failures surface as exceptions with the message; ORT's own log would print them twice
+    options.log_severity_level = 4
     return options
 
 
@@ -91,7 +96,7 @@ def make_session(
                 session = ort.InferenceSession(str(path), options, providers=providers)
                 session._irpass_tmp = tmp  # type: ignore[attr-defined]  # keep files alive
                 return session
-            model = ir.to_proto(model)
+            model = to_proto(model)
         if isinstance(model, onnx.ModelProto):
             model = model.SerializeToString()
         if isinstance(model, pathlib.Path):
@@ -101,7 +106,11 @@ def make_session(
         raise
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VerificationError(f"ONNX Runtime cannot load the model: {message}") from exc
+        raise VerificationError(
+            f"ONNX Runtime cannot load the model: {message}",
+            hint="the model must load in ONNX Runtime (CPU) for irpass to verify it; --verify "
+            "none skips that",
+        ) from exc
 
 
 _ORT_TO_NUMPY = {
@@ -125,16 +134,27 @@ def random_feeds(
     seed: int = 0,
     dim_values: Mapping[str, int] | None = None,
     default_dim: int = 1,
+    overridable: bool = False,
 ) -> dict[str, np.ndarray]:
     """Seeded random inputs for every session input.
 
     Floats are standard normal, integers uniform in [0, 4), bools uniform. Symbolic or unknown
-    dimensions take ``dim_values[name]`` or ``default_dim``.
+    dimensions take ``dim_values[name]`` or ``default_dim``. With ``overridable``, float graph
+    inputs that have a default value (an initializer of the same name) are fed random values
+    too, so that a rewrite which froze such an input into a constant shows up; integer ones
+    keep their defaults (they are often shapes).
     """
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     dims = dict(dim_values or {})
-    for arg in session.get_inputs():
+    args = list(session.get_inputs())
+    if overridable:
+        args += [
+            a
+            for a in session.get_overridable_initializers()
+            if np.issubdtype(_ORT_TO_NUMPY.get(a.type, np.int64), np.floating)
+        ]
+    for arg in args:
         dtype = _ORT_TO_NUMPY.get(arg.type)
         if dtype is None:
             raise VerificationError(
@@ -164,9 +184,13 @@ def run_model(
     """Run ``session`` on ``feeds`` (extra feeds are ignored); return outputs by name."""
     names = [o.name for o in session.get_outputs()]
     wanted = {i.name for i in session.get_inputs()}
+    wanted |= {i.name for i in session.get_overridable_initializers()}  # defaults fed too
     try:
         values = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VerificationError(f"ONNX Runtime failed to run the model: {message}") from exc
+        raise VerificationError(
+            f"ONNX Runtime failed to run the model: {message}",
+            hint='check that the inputs fit the model (irpass inspect shows its signature)',
+        ) from exc
     return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}

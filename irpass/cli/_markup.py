@@ -1,0 +1,18 @@
+"""The one escaping helper for terminal output.
+
+rich reads ``[...]`` in printed strings as markup: a node, op or file name such as
+``conv[/]1`` would crash the printer (``MarkupError``) and ``out[red]`` would silently lose
+text. Every string that comes from a model, a path or a user goes through :func:`esc` before
+it is printed or put into a table; only irpass's own literal styling stays markup.
+"""
+
+from __future__ import annotations
+
+from rich.markup import escape
+
+__all__ = ["esc"]
+
+
+def esc(value: object) -> str:
+    """``value`` as text that rich prints verbatim (markup characters escaped)."""
+    return escape(str(value))

@@ -1,0 +1,138 @@
+"""The search space: lossy knobs, each a pass option with levels from gentle to aggressive.
+
+A :class:`Knob` varies one option of one lossy pass (``prune(ratio=...)``) or switches a step
+on and off (``quantize(mode=int8,rules=ort)``). Level 0 leaves the step out; level ``i`` uses
+the ``i``-th value. A candidate is one level per knob, and its pipeline is the knobs' steps in
+knob order followed by the target's remaining steps.
+
+:func:`default_knobs` builds the space from what the registry holds: pruning and low-rank
+factorization when those passes are installed, and every lossy step of the target's pipeline
+(quantization), so the search grows with the passes without changes here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from irpass import registry
+from irpass.errors import PipelineError
+from irpass.pipeline import OptionValue, Step, expand_presets, format_pipeline, parse_pipeline
+
+__all__ = ["Knob", "SearchSpace", "default_knobs", "split_lossless_prefix"]
+
+#: Levels tried for passes that take a fraction (pruning ratio, low-rank parameter ratio).
+RATIO_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+
+#: Optional lossy passes the search adds when they are registered: (pass, option, levels).
+OPTIONAL_KNOBS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
+    ("prune", "ratio", RATIO_LEVELS),
+    ("svd", "ratio", RATIO_LEVELS),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """One searchable setting of one lossy pass."""
+
+    name: str
+    pass_name: str
+    option: str | None
+    values: tuple[OptionValue, ...]
+    fixed: tuple[tuple[str, OptionValue], ...] = ()
+
+    @property
+    def levels(self) -> int:
+        """Number of levels besides 0 (off)."""
+        return len(self.values) if self.option is not None else 1
+
+    def step(self, level: int) -> Step | None:
+        """The pipeline step at ``level`` (None for level 0)."""
+        if level == 0:
+            return None
+        if not 1 <= level <= self.levels:
+            raise ValueError(f"knob {self.name} has levels 0..{self.levels}, not {level}")
+        options = dict(self.fixed)
+        if self.option is not None:
+            options[self.option] = self.values[level - 1]
+        return Step(self.pass_name, tuple(options.items()))
+
+    def describe(self, level: int) -> str:
+        """``prune.ratio=0.3``, ``quantize on`` or ``... off``."""
+        if level == 0:
+            return f"{self.name} off"
+        if self.option is None:
+            return f"{self.name} on"
+        return f"{self.name}={self.values[level - 1]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """Knobs plus the steps that follow them in every candidate."""
+
+    knobs: tuple[Knob, ...]
+    tail: tuple[Step, ...] = ()
+
+    def pipeline(self, levels: Sequence[int]) -> str:
+        """Pipeline text of the candidate with these knob levels (empty when all are off)."""
+        if len(levels) != len(self.knobs):
+            raise ValueError(f"{len(levels)} levels for {len(self.knobs)} knobs")
+        steps = [s for k, lv in zip(self.knobs, levels, strict=True) if (s := k.step(lv))]
+        if steps or any(levels):
+            steps += list(self.tail)
+        return format_pipeline(steps) if steps else ""
+
+    def describe(self, levels: Sequence[int]) -> str:
+        """``prune.ratio=0.3, quantize on`` (knobs that are off are left out)."""
+        parts = [k.describe(lv) for k, lv in zip(self.knobs, levels, strict=True) if lv]
+        return ", ".join(parts) or "no lossy pass"
+
+
+def _is_lossless(step: Step) -> bool:
+    if step.is_fixpoint:
+        return all(_is_lossless(child) for child in step.children)
+    return registry.get_pass(step.name).lossless
+
+
+def split_lossless_prefix(pipeline: str) -> tuple[list[Step], list[Step]]:
+    """Split a pipeline into its leading lossless steps and the rest (presets expanded)."""
+    steps = expand_presets(parse_pipeline(pipeline))
+    for index, step in enumerate(steps):
+        if not _is_lossless(step):
+            return steps[:index], steps[index:]
+    return steps, []
+
+
+def default_knobs(rest: Sequence[Step], only: Sequence[str] | None = None) -> SearchSpace:
+    """Knobs for the optional lossy passes that are registered and the lossy steps of ``rest``.
+
+    ``rest`` is what follows the lossless prefix of the target's pipeline: its lossy steps
+    become on/off knobs (keeping their options) and its lossless steps stay in the tail.
+    ``only`` restricts the knobs to these pass names.
+    """
+    known = {cls.name: cls for cls in registry.list_passes()}
+    knobs: list[Knob] = []
+    in_rest = {s.name for s in rest if not s.is_fixpoint}
+    for pass_name, option, levels in OPTIONAL_KNOBS:
+        cls = known.get(pass_name)
+        if cls is None or pass_name in in_rest:
+            continue
+        fields = {f.name for f in dataclasses.fields(cls.Options)}
+        if option in fields:
+            knobs.append(Knob(f"{pass_name}.{option}", pass_name, option, levels))
+    tail: list[Step] = []
+    for step in rest:
+        if not step.is_fixpoint and not registry.get_pass(step.name).lossless:
+            knobs.append(Knob(step.name, step.name, None, (), step.options))
+        else:
+            tail.append(step)
+    if only is not None:
+        unknown = [n for n in only if n not in {k.pass_name for k in knobs}]
+        if unknown:
+            raise PipelineError(
+                f"cannot search over {', '.join(unknown)}: not a lossy pass of this pipeline "
+                "or not installed",
+                hint="searchable here: " + (", ".join(k.pass_name for k in knobs) or "none"),
+            )
+        knobs = [k for k in knobs if k.pass_name in only]
+    return SearchSpace(tuple(knobs), tuple(tail))

@@ -1,0 +1,25 @@
+"""Verification of a model: structure, ONNX Runtime sessions, feeds and numeric equivalence.
+
+Comparing outputs (tolerances, cosine, SQNR) lives in :mod:`irpass.metrics`.
+
+- :mod:`irpass.verify.session`: the ONNX checker, ONNX Runtime sessions and running them;
+- :mod:`irpass.verify.feeds`: inputs the model accepts, derived from the graph.
+"""
+
+from __future__ import annotations
+
+from irpass.verify.session import (
+    check_structure,
+    checked_session,
+    make_session,
+    random_feeds,
+    run_model,
+)
+
+__all__ = [
+    "check_structure",
+    "checked_session",
+    "make_session",
+    "random_feeds",
+    "run_model",
+]

@@ -1,0 +1,66 @@
+"""``irpass optimize --max-drop`` end to end on the trained digits MLP."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import onnx
+import passes_for_tests  # noqa: F401  (registers the t_* passes)
+import pytest
+
+from irpass.cli import main
+from irpass.data import load_labels, open_data
+from irpass.evaluate import evaluate
+from irpass.ir import load_model
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MLP = REPO / "models" / "trained" / "digits_mlp.onnx"
+TEST = REPO / "models" / "trained" / "digits8_test.npz"
+
+
+def _run(tmp_path: pathlib.Path, ratio: float, budget: str) -> tuple[int, dict]:
+    out = tmp_path / f"out-{ratio}"
+    code = main(["optimize", str(MLP), "-o", str(out), "--passes",
+                 f"canonicalize,t_drop_hidden(ratio={ratio})", "--eval-data", str(TEST),
+                 "--labels", "data", "--max-drop", budget, "--executor", "serial"])
+    report = json.loads((out / "report.json").read_text()) if code == 0 else {}
+    return code, report
+
+
+def test_a_setting_within_budget_is_chosen_verified_and_written(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = _run(tmp_path, 0.06, "2%")
+    assert code == 0
+    search = report["search"]
+    assert search["found"] and search["chosen"]["description"] == "t_drop_hidden on"
+    assert "t_drop_hidden(ratio=0.06)" in report["pipeline"]
+    written = load_model(tmp_path / "out-0.06" / "model.onnx")
+    metrics = evaluate(written, open_data(str(TEST), written), labels=load_labels(str(TEST)))
+    assert metrics["accuracy"] >= search["threshold"]
+    assert report["after"]["params"] < report["before"]["params"]
+    html = (tmp_path / "out-0.06" / "report.html").read_text()
+    assert 'id="search"' in html and 'href="#search-point-1"' in html
+    printed = capsys.readouterr().out
+    assert "settings tried" in printed and "chosen" in printed
+
+
+def test_no_setting_within_budget_keeps_the_lossless_result(tmp_path: pathlib.Path) -> None:
+    code, report = _run(tmp_path, 0.5, "2%")
+    assert code == 0
+    assert not report["search"]["found"]
+    assert "t_drop_hidden" not in report["pipeline"]
+    written = onnx.load(tmp_path / "out-0.5" / "model.onnx")
+    assert report["after"]["params"] == report["before"]["params"]
+    assert written.graph.initializer
+
+
+def test_max_drop_without_eval_data_is_a_user_error(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["optimize", str(MLP), "-o", str(tmp_path / "o"), "--max-drop", "1%"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--eval-data" in err and "hint:" in err
+    assert not (tmp_path / "o").exists()
