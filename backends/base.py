@@ -132,6 +132,10 @@ class Backend(Protocol):
         """Raise TargetError when a profile's ``backend_options`` are wrong for this backend."""
         ...
 
+    def planned_files(self, target: Target, model_name: str) -> list[str]:
+        """Every file :meth:`emit` may write into the output folder (declared before the run)."""
+        ...
+
     def check(self, model: ir.Model, target: Target) -> list[TargetCheck]:
         """Check the model against the target's rules without writing anything."""
         ...

@@ -21,7 +21,7 @@ from irpass.backends.base import BackendResult, EmitRequest, TargetCheck
 from irpass.backends.caveats import CaveatRule, const_inputs, input_rank_in
 from irpass.backends.checks import op_support_check, opset_check, ort_load_check
 from irpass.backends.mobile import mobile_op_support
-from irpass.backends.nnapi import caveat_check, mobile_checks, shapes_check
+from irpass.backends.nnapi import caveat_check, mobile_checks, mobile_files, shapes_check
 from irpass.backends.onnxruntime import check_options, save_checked, write_ort
 from irpass.backends.registry import register_backend
 from irpass.targets.profile import OpSupport, Target
@@ -65,6 +65,10 @@ class CoreMlBackend:
     def validate_options(self, options: Mapping[str, Any]) -> None:
         """Core ML takes no options yet."""
         check_options(options, {}, self.name)
+
+    def planned_files(self, target: Target, model_name: str) -> list[str]:
+        """The model (+ weights file) and the runtime-optimization ORT files."""
+        return mobile_files(model_name)
 
     def check(self, model: ir.Model, target: Target) -> list[TargetCheck]:
         """Shapes (a warning), caveats, operators, opset and ORT's Core ML partitioning."""

@@ -46,6 +46,7 @@ __all__ = [
     "dynamic_inputs",
     "generic_reason",
     "mobile_checks",
+    "mobile_files",
     "partition_check",
     "shapes_check",
     "unsupported_reason",
@@ -205,6 +206,17 @@ def mobile_checks(
         return [*checks, partition_check(check_partitions(saved, ep), reason)]
 
 
+def mobile_files(model_name: str) -> list[str]:
+    """What the NNAPI and Core ML backends write: the model and ORT's runtime-style files."""
+    stem = pathlib.Path(model_name).stem
+    return [
+        model_name,
+        model_name + ".data",
+        f"{stem}.with_runtime_opt.ort",
+        f"{stem}.required_operators.with_runtime_opt.config",
+    ]
+
+
 def shapes_check(model: ir.Model, ep: str, required: bool) -> TargetCheck:
     """Every graph input has fixed dims."""
     dynamic = dynamic_inputs(model)
@@ -232,6 +244,10 @@ class NnapiBackend:
     def validate_options(self, options: Mapping[str, Any]) -> None:
         """NNAPI takes no options yet."""
         check_options(options, {}, self.name)
+
+    def planned_files(self, target: Target, model_name: str) -> list[str]:
+        """The model (+ weights file) and the runtime-optimization ORT files."""
+        return mobile_files(model_name)
 
     def check(self, model: ir.Model, target: Target) -> list[TargetCheck]:
         """Shapes, caveats, operator coverage, opset and ORT's partitioning (via a temp file)."""

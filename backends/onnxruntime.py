@@ -20,6 +20,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
@@ -44,19 +45,31 @@ _OPTIONS = {"ort_format": bool, "ort_platform": (str, type(None)), "offline_opti
 
 
 def cpu_op_support() -> OpSupport:
-    """Op types with a CPU kernel in the installed ONNX Runtime (its kernel registry)."""
+    """Op types the installed ONNX Runtime runs on the CPU.
+
+    Its kernel registry, plus the ONNX ops defined by a function body (HardSwish, Mish, ...):
+    ONNX Runtime inlines those when no kernel exists.
+    """
     from onnxruntime.capi import onnxruntime_pybind11_state as C
 
-    ops = frozenset(
+    kernels = {
         d.op_name if d.domain in ("", "ai.onnx") else f"{d.domain}:{d.op_name}"
         for d in C.get_all_opkernel_def()
         if d.provider == "CPUExecutionProvider"
-    )
+    }
+    functions = {
+        schema.name
+        for schema in onnx.defs.get_all_schemas()
+        if schema.domain == ""
+        # attributes of OpSchema that onnx's type stubs do not declare
+        and (getattr(schema, "has_function", False)
+             or getattr(schema, "has_context_dependent_function", False))
+    }
     return OpSupport(
         provider=CPU_PROVIDER,
         release=ort.__version__,
-        source=f"ONNX Runtime {ort.__version__} CPU execution provider kernel registry",
-        ops=ops,
+        source=f"ONNX Runtime {ort.__version__} CPU kernel registry and ONNX function ops",
+        ops=frozenset(kernels | functions),
     )
 
 
@@ -133,6 +146,16 @@ class OnnxRuntimeBackend:
             raise TargetError(
                 "onnxruntime backend option 'ort_platform' must be arm, amd64 or null"
             )
+
+    def planned_files(self, target: Target, model_name: str) -> list[str]:
+        """The model (+ weights file), the offline model and the ORT files the profile asks for."""
+        stem = pathlib.Path(model_name).stem
+        files = [model_name, model_name + ".data"]
+        if target.backend_options.get("offline_optimized"):
+            files.append(f"{stem}.basic.onnx")
+        if target.backend_options.get("ort_format"):
+            files += [f"{stem}.ort", f"{stem}.required_operators.config"]
+        return files
 
     def check(self, model: ir.Model, target: Target) -> list[TargetCheck]:
         """Operator coverage and opset range."""

@@ -469,6 +469,10 @@ class TensorRtBackend:
         if options.get("trt_major", 10) not in (8, 10):
             raise TargetError("tensorrt backend option 'trt_major' must be 8 or 10")
 
+    def planned_files(self, target: Target, model_name: str) -> list[str]:
+        """The model (+ weights file), the build script, and the engine with its cache."""
+        return [model_name, model_name + ".data", "build_engine.sh", "model.plan", "timing.cache"]
+
     def check(self, model: ir.Model, target: Target) -> list[TargetCheck]:
         """Operators, types, restrictions, opset, Q/DQ rules, uint8 placement."""
         table = load_table(target.op_support.release)

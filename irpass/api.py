@@ -38,6 +38,7 @@ reports, as ``irpass optimize`` always did.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -54,10 +55,11 @@ import onnx_ir as ir
 from irpass import __version__
 from irpass.context import FeedSource, PassContext, limit_samples
 from irpass.data import load_labels, open_data
-from irpass.errors import DataError, OutputError
+from irpass.errors import DataError, OutputError, PassFailedError
 from irpass.evaluate import Evaluator
-from irpass.ir import atomic_output_path, load_model, save_model
+from irpass.ir import external_data_paths, load_model, save_model
 from irpass.manager import PipelineRunner, RunOptions, report_json
+from irpass.outputs import OutputPlan
 from irpass.pipeline import format_pipeline, parse_pipeline
 from irpass.report import write_report_html
 from irpass.run_report import RunReport
@@ -66,7 +68,14 @@ from irpass.targets.precision import PrecisionPlan, plan_precision
 from irpass.targets.profile import Target
 from irpass.targets.shapes import Profile, opt_shapes, rebatch, resolve_profile
 
-__all__ = ["DEFAULT_PIPELINE", "DataLike", "OptimizeResult", "compose_pipeline", "optimize"]
+__all__ = [
+    "DEFAULT_PIPELINE",
+    "FREEZE_STEP",
+    "DataLike",
+    "OptimizeResult",
+    "compose_pipeline",
+    "optimize",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -149,17 +158,18 @@ def _load(model: ModelLike) -> tuple[ir.Model, str | None]:
     return load_model(model), os.fspath(model)
 
 
+#: Written next to the model in every output folder.
+_REPORT_FILES = ("report.json", "report.html", "manifest.json")
+#: The step ``freeze_inputs`` puts in front of the pipeline.
+FREEZE_STEP = "inputs_to_initializers(freeze_overridable=true)"
+
+
 def _sha256(path: pathlib.Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_text(path: pathlib.Path, text: str) -> None:
-    with atomic_output_path(path) as tmp:
-        (tmp / path.name).write_text(text)
 
 
 def optimize(
@@ -175,9 +185,11 @@ def optimize(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     max_shapes: Mapping[str, Sequence[int]] | None = None,
     out_dir: str | os.PathLike[str] | None = None,
+    report_path: str | os.PathLike[str] | None = None,
     verify: Literal["each", "final", "none"] = "each",
     on_failure: Literal["error", "rollback"] = "error",
     seed: int = 0,
+    freeze_inputs: bool = False,
     allow_custom_ops: bool = False,
     dump_dir: str | os.PathLike[str] | None = None,
     build_engine: Literal["auto", "never"] = "auto",
@@ -203,75 +215,163 @@ def optimize(
         max_shapes: Upper end of TensorRT's optimization profile for dynamic inputs.
         out_dir: Folder receiving the artifacts, ``report.json``, ``report.html`` and
             ``manifest.json``; None writes nothing.
+        report_path: Also write ``report.json`` here.
         verify: ``each`` pass, ``final`` once, or ``none`` (structure only).
         on_failure: ``error`` stops at a failing pass; ``rollback`` undoes it and goes on.
         seed: Seed of verification inputs and random choices.
+        freeze_inputs: Freeze graph inputs that have default values into constants.
         allow_custom_ops: Accept custom-domain ops (they pass through, checks are structural).
         dump_dir: Save the model before and after every modifying pass here.
         build_engine: ``auto`` builds device binaries (TensorRT engines) where possible.
         progress: Called with (step label, index) as passes start.
+
+    Every file is declared before the run (none may be the input or its weights), written
+    into staging folders and moved into place only when everything succeeded.
 
     Raises:
         IrpassError: With a message and a hint for every user error (unknown target,
             precision the target lacks, data that do not fit, a failing pass, ...).
     """
     ir_model, input_path = _load(model)
-    profile_target = load_target(target) if isinstance(target, (str, os.PathLike)) else target
-    out = pathlib.Path(out_dir) if out_dir is not None else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is not a directory", hint="name a directory")
-    if out is not None and input_path is not None:
-        if (out / "model.onnx").resolve() == pathlib.Path(input_path).resolve():
-            raise OutputError(
-                f"{out}/model.onnx is the input file; irpass never overwrites its input",
-                hint="choose another output folder",
-            )
+    chosen = load_target(target) if isinstance(target, (str, os.PathLike)) else target
     if calib_samples < 1:
         raise DataError(
             f"calib_samples must be at least 1, got {calib_samples}", hint="e.g. 256"
         )
+    if chosen is None and (precision is not None or input_shapes or max_shapes):
+        raise DataError(
+            "precision and input shapes belong to a target",
+            hint="add --target (see irpass targets)",
+        )
+    outputs = _plan_outputs(ir_model, input_path, chosen, out_dir, report_path, dump_dir)
+    with outputs.plan if outputs is not None else contextlib.nullcontext():
+        result = _run(
+            ir_model, input_path, chosen, outputs,
+            calib_data=calib_data, calib_samples=calib_samples, eval_data=eval_data,
+            labels=labels, passes=passes, precision=precision, input_shapes=input_shapes,
+            max_shapes=max_shapes, verify=verify, on_failure=on_failure, seed=seed,
+            freeze_inputs=freeze_inputs, allow_custom_ops=allow_custom_ops,
+            build_engine=build_engine, progress=progress,
+        )  # fmt: skip
+        if outputs is not None:
+            _write(result, outputs)
+            outputs.plan.commit()
+    return result
+
+
+@dataclasses.dataclass
+class _Outputs:
+    plan: OutputPlan
+    out_dir: pathlib.Path | None
+    files: list[str]
+    report: pathlib.Path | None
+    dump_dir: pathlib.Path | None
+    reproducer: pathlib.Path | None
+
+    def staged_dir(self) -> pathlib.Path:
+        assert self.out_dir is not None
+        return self.plan.staged(self.out_dir / self.files[0]).parent
+
+
+def _plan_outputs(
+    model: ir.Model,
+    input_path: str | None,
+    target: Target | None,
+    out_dir: str | os.PathLike[str] | None,
+    report_path: str | os.PathLike[str] | None,
+    dump_dir: str | os.PathLike[str] | None,
+) -> _Outputs | None:
+    if out_dir is None and report_path is None and dump_dir is None:
+        return None
+    plan = OutputPlan([(pathlib.Path(input_path), "the input model")] if input_path else [])
+    if input_path is not None:
+        for data_file in external_data_paths(model):
+            plan.protect(data_file, "an external-data file of the input")
+    files: list[str] = []
+    out = reproducer = None
+    if out_dir is not None:
+        out = pathlib.Path(out_dir)
+        if out.suffix == ".onnx":
+            raise OutputError(
+                f"{out} names a model file; a target run writes a folder of files",
+                hint="give a folder, e.g. -o out/",
+            )
+        if target is not None:
+            from irpass.backends.registry import get_backend
+
+            files = get_backend(target.backend).planned_files(target, "model.onnx")
+        else:
+            files = ["model.onnx", "model.onnx.data"]
+        for name in [*files, *_REPORT_FILES]:
+            plan.add_file(out / name, f"the output {name}")
+        reproducer = plan.add_folder(out / "reproducer", "the reproducer folder", staged=False)
+    report = plan.add_file(report_path, "--report") if report_path is not None else None
+    dumps = plan.add_folder(dump_dir, "--dump-dir") if dump_dir is not None else None
+    return _Outputs(plan, out, files, report, dumps, reproducer)
+
+
+def _run(
+    ir_model: ir.Model,
+    input_path: str | None,
+    target: Target | None,
+    outputs: _Outputs | None,
+    *,
+    calib_data: DataLike | None,
+    calib_samples: int,
+    eval_data: DataLike | None,
+    labels: str | os.PathLike[str] | np.ndarray | None,
+    passes: str | None,
+    precision: str | None,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    max_shapes: Mapping[str, Sequence[int]] | None,
+    verify: Literal["each", "final", "none"],
+    on_failure: Literal["error", "rollback"],
+    seed: int,
+    freeze_inputs: bool,
+    allow_custom_ops: bool,
+    build_engine: Literal["auto", "never"],
+    progress: ProgressCallback | None,
+) -> OptimizeResult:
     calibration = _open(calib_data, ir_model, seed) if calib_data is not None else None
     evaluation = _open(eval_data, ir_model, seed) if eval_data is not None else None
     notes: list[str] = []
     profile: Profile = {}
     plan: PrecisionPlan | None = None
-    if profile_target is not None and (
-        profile_target.shape_policy != "dynamic" or input_shapes or max_shapes
-    ):
-        sample = None
-        for source in (evaluation, calibration):
-            if source is not None and sample is None:
-                sample = next(iter(source[0]()), None)
-        profile = resolve_profile(
-            ir_model,
-            {k: tuple(v) for k, v in (input_shapes or {}).items()},
-            {k: tuple(v) for k, v in (max_shapes or {}).items()},
-            sample,
-        )
-    if profile_target is not None:
-        if profile_target.shape_policy == "fixed":
-            notes += _fix_shapes(ir_model, profile)
-            batch = min((shape[0] for shape in opt_shapes(profile).values() if shape), default=1)
+    if target is not None:
+        if target.shape_policy != "dynamic" or input_shapes or max_shapes:
+            sample = None
+            for opened in (evaluation, calibration):
+                if opened is not None and sample is None:
+                    sample = next(iter(opened[0]()), None)
+            profile = resolve_profile(
+                ir_model,
+                {k: tuple(v) for k, v in (input_shapes or {}).items()},
+                {k: tuple(v) for k, v in (max_shapes or {}).items()},
+                sample,
+            )
+        fixed = dict(profile)
+        if target.shape_policy == "profiles":
+            # a profile of one shape is a static shape: fixing it lets shape computations
+            # fold away and the engine be built for exactly that shape
+            fixed = {name: shapes for name, shapes in profile.items() if shapes[0] == shapes[2]}
+        if target.shape_policy != "dynamic" and fixed:
+            notes += _fix_shapes(ir_model, fixed)
+            batch = min((shape[0] for shape in opt_shapes(fixed).values() if shape), default=1)
             if calibration is not None:
                 calibration = (rebatch(calibration[0], batch), calibration[1])
             if evaluation is not None:
                 evaluation = (rebatch(evaluation[0], batch), evaluation[1])
         from irpass.backends.registry import get_backend
 
-        backend = get_backend(profile_target.backend)
+        backend = get_backend(target.backend)
         plan = plan_precision(
-            profile_target,
-            precision,
-            calibration is not None,
-            tuple(getattr(backend, "build_time_precisions", ())),
+            target, precision, calibration is not None, backend.build_time_precisions
         )
         notes += plan.reasons
-    elif precision is not None or input_shapes or max_shapes:
-        raise DataError(
-            "precision and input shapes belong to a target", hint="add --target (see irpass targets)"
-        )
-    pipeline = compose_pipeline(passes, profile_target, plan.stage if plan else "")
-    context = PassContext(target=profile_target, seed=seed)
+    pipeline = compose_pipeline(passes, target, plan.stage if plan else "")
+    if freeze_inputs:
+        pipeline = f"{FREEZE_STEP},{pipeline}"
+    context = PassContext(target=target, seed=seed)
     verification_feeds = None
     if evaluation is not None:
         source, spec = evaluation
@@ -286,49 +386,73 @@ def optimize(
         context.calibration_data = limit_samples(calibration[0], calib_samples)
         spec = calibration[1] or ""
         context.calibration_is_random = spec.partition("?")[0].startswith("random")
+    staged_dumps = None
+    if outputs is not None and outputs.dump_dir is not None:
+        staged_dumps = outputs.plan.staged(outputs.dump_dir)
     options = RunOptions(
         verify=verify,
         seeds=(seed,),
         feeds=verification_feeds,
-        dump_dir=pathlib.Path(dump_dir) if dump_dir is not None else None,
-        reproducer_dir=(out / "reproducer") if out is not None else None,
+        dump_dir=staged_dumps,
+        reproducer_dir=outputs.reproducer if outputs is not None else None,
         on_failure=on_failure,
         allow_custom_ops=allow_custom_ops,
     )
     runner = PipelineRunner(pipeline, context, options, progress=progress)
     original = ir_model.clone()
-    result = runner.run(ir_model, input_path=input_path)
-    report = result.report
+    try:
+        run = runner.run(ir_model, input_path=input_path)
+    except PassFailedError:
+        if outputs is not None and outputs.dump_dir is not None:
+            outputs.plan.commit(only=[outputs.dump_dir])  # the dumps help debug the failure
+        raise
+    report = run.report
     report.warnings[:0] = notes
-    if out is not None:
-        _attach_diff(original, result.model, report)
+    if outputs is not None and (outputs.out_dir is not None or outputs.report is not None):
+        _attach_diff(original, run.model, report)
     backend_result = None
-    if profile_target is not None:
+    if target is not None:
         assert plan is not None
-        backend_result = _emit(result.model, profile_target, plan, profile, out, build_engine)
+        staged = outputs.staged_dir() if outputs is not None and outputs.out_dir else None
+        backend_result = _emit(run.model, target, plan, profile, staged, build_engine)
         report.target_checks = [c.to_dict() for c in backend_result.checks]
         report.warnings += backend_result.gaps
-    manifest = _manifest(report, profile_target, plan, profile, backend_result, input_path)
-    if out is not None:
-        if backend_result is None:
-            save_model(result.model, out / "model.onnx")
-            manifest["artifacts"] = [{"path": "model.onnx", "kind": "model",
-                                      "description": "optimized ONNX model"}]
-        _finish_artifacts(manifest, out)
-        report.output = str(out / "model.onnx")
-        _write_text(out / "report.json", report_json(report))
-        with atomic_output_path(out / "report.html") as tmp:
-            write_report_html(report.to_dict(), tmp / "report.html")
-        _write_text(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest = _manifest(report, target, plan, profile, backend_result, input_path)
     return OptimizeResult(
-        model=result.model,
+        model=run.model,
         report=report,
         manifest=manifest,
-        target=profile_target,
+        target=target,
         precision=plan,
         backend=backend_result,
-        out_dir=out,
+        out_dir=outputs.out_dir if outputs is not None else None,
     )
+
+
+def _write(result: OptimizeResult, outputs: _Outputs) -> None:
+    """Write the model (target-neutral runs), reports and manifest into the staging folders."""
+    report = result.report
+    if outputs.out_dir is not None:
+        staged = outputs.staged_dir()
+        if result.backend is None:
+            save_model(result.model, staged / "model.onnx")
+            result.manifest["artifacts"] = [
+                {"path": "model.onnx", "kind": "model", "description": "optimized ONNX model"}
+            ]
+        else:
+            unplanned = [
+                a.path for a in result.backend.artifacts if a.path not in outputs.files
+            ]
+            if unplanned:
+                raise OutputError(f"the backend wrote undeclared files: {', '.join(unplanned)}")
+        _finish_artifacts(result.manifest, staged)
+        report.output = str(outputs.out_dir / "model.onnx")
+        (staged / "report.json").write_text(report_json(report))
+        write_report_html(report.to_dict(), staged / "report.html")
+        text = json.dumps(result.manifest, indent=2, sort_keys=True) + "\n"
+        (staged / "manifest.json").write_text(text)
+    if outputs.report is not None:
+        outputs.plan.staged(outputs.report).write_text(report_json(report))
 
 
 def _labels(
@@ -353,11 +477,11 @@ def _fix_shapes(model: ir.Model, profile: Profile) -> list[str]:
         FixInputShapesPass(FixInputShapesPass.Options(shapes=specs))(model)
     except ValueError as exc:
         raise DataError(str(exc), hint="check --input-shapes against `irpass inspect`") from exc
-    changed = [
-        f"{name}: {list(before[name]) if before[name] is not None else '?'} -> {list(shape)}"
-        for name, shape in opt_shapes(profile).items()
-        if before.get(name) is None or tuple(before[name]) != shape  # type: ignore[arg-type]
-    ]
+    changed = []
+    for name, shape in opt_shapes(profile).items():
+        old = before.get(name)
+        if old is None or tuple(old) != shape:
+            changed.append(f"{name}: {list(old) if old is not None else '?'} -> {list(shape)}")
     return ["input shapes fixed for this target: " + "; ".join(changed)] if changed else []
 
 

@@ -11,6 +11,7 @@ import onnx_ir as ir
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from irpass.api import OptimizeResult, optimize
 from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
 from irpass.cli._markup import esc
@@ -18,13 +19,14 @@ from irpass.cli._search import add_search_arguments, search_for, search_table
 from irpass.context import PassContext, limit_samples
 from irpass.data import load_labels, open_data
 from irpass.diff import diff_models
-from irpass.errors import DataError, OutputError, PassFailedError
+from irpass.errors import DataError, OutputError, PassFailedError, UsageError
 from irpass.evaluate import Evaluator
 from irpass.ir import external_data_paths, load_model, save_model
 from irpass.manager import PipelineRunner, RunOptions, report_json
 from irpass.outputs import OutputPlan
 from irpass.report import write_report_html
 from irpass.run_report import RunReport
+from irpass.verify.feeds import parse_input_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ __all__ = [
     "report_diff",
     "resolve_outputs",
     "run",
+    "target_table",
 ]
 
 
@@ -116,6 +119,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--report", type=pathlib.Path, help="also write report.json here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    target = parser.add_argument_group("deployment target (see `irpass targets`)")
+    target.add_argument(
+        "--target",
+        help="optimize for a target (jetson, jetson-nano, android, ios, rpi, x86, generic or a "
+        "profile .json): its pipeline, legalization, precision and backend artifacts; -o is "
+        "then a folder that also receives manifest.json",
+    )
+    target.add_argument(
+        "--precision",
+        choices=["int8", "fp16", "fp32"],
+        help="instead of the target's default precision (int8 needs --calib-data)",
+    )
+    target.add_argument(
+        "--input-shapes",
+        help="shapes of dynamic inputs, name:1x3x224x224,... (the shape fixed-shape targets "
+        "get; TensorRT's opt profile); default: the data's shapes with batch 1",
+    )
+    target.add_argument(
+        "--max-shapes",
+        help="largest shapes of dynamic inputs for TensorRT's optimization profile",
+    )
+    target.add_argument(
+        "--no-engine",
+        action="store_true",
+        help="write the engine build script only, even where TensorRT and a GPU are present",
+    )
     add_search_arguments(parser)
 
 
@@ -246,6 +275,13 @@ def _summary_tables(report: RunReport) -> list[Table]:
 
 def run(args: argparse.Namespace) -> int:
     """Load, optimize with verification, write outputs atomically, print the summary."""
+    if args.target is not None:
+        return _run_target(args)
+    if args.precision or args.input_shapes or args.max_shapes or args.no_engine:
+        raise UsageError(
+            "--precision, --input-shapes, --max-shapes and --no-engine need --target",
+            hint="see `irpass targets`",
+        )
     input_path = pathlib.Path(args.model)
     resolve_outputs(args.output, input_path)  # a malformed -o is reported before loading
     model = load_model(input_path)
@@ -273,6 +309,94 @@ def run(args: argparse.Namespace) -> int:
         written = f" and {outputs.directory}/report.json, report.html" if outputs.directory else ""
         console.print(esc(f"wrote {outputs.model}{written}"), soft_wrap=True)
     return 0
+
+
+def _shapes(text: str | None, model_path: str) -> dict[str, tuple[int, ...]] | None:
+    if not text:
+        return None
+    return parse_input_shapes(text, load_model(model_path))
+
+
+def _run_target(args: argparse.Namespace) -> int:
+    """``--target``: everything through :func:`irpass.optimize`, then the summary."""
+    if args.max_drop is not None:
+        raise UsageError(
+            "--max-drop does not combine with --target yet",
+            hint="search without --target, then give the pipeline it found with --passes",
+        )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def on_step(label: str, index: int) -> None:
+            progress.update(task, description=esc(f"pass {index}: {label}"))
+
+        result = optimize(
+            args.model,
+            args.target,
+            calib_data=args.calib_data,
+            calib_samples=args.calib_samples,
+            eval_data=args.eval_data,
+            labels=args.labels,
+            passes=args.passes,
+            precision=args.precision,
+            input_shapes=_shapes(args.input_shapes, args.model),
+            max_shapes=_shapes(args.max_shapes, args.model),
+            out_dir=args.output,
+            report_path=args.report,
+            verify=args.verify,
+            on_failure=args.on_failure,
+            seed=args.seed,
+            freeze_inputs=args.freeze_inputs,
+            allow_custom_ops=args.allow_custom_ops,
+            dump_dir=args.dump_dir,
+            build_engine="never" if args.no_engine else "auto",
+            progress=on_step,
+        )
+    report = result.report
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
+    if args.json:
+        console.print_json(report_json(report))
+        return 0
+    for table in _summary_tables(report):
+        console.print(table)
+    console.print(target_table(result))
+    files = ", ".join(a["path"] for a in result.manifest["artifacts"])
+    console.print(esc(f"wrote {args.output}: {files}, manifest.json, report.json, report.html"),
+                  soft_wrap=True)
+    for step in result.manifest["device_steps"]:
+        console.print(esc(f"  on the device: {step}"), soft_wrap=True)
+    return 0
+
+
+def target_table(result: OptimizeResult) -> Table:
+    """The target, the precision it got and why, and every target check."""
+    target = result.target
+    assert target is not None and result.precision is not None
+    plan = result.precision
+    title = f"target {target.name}: {target.runtime.name} {target.runtime.version}"
+    table = Table(title=esc(title))
+    table.add_column("check", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("detail", overflow="fold", ratio=1)
+    how = " (set by the engine builder)" if plan.at_build else ""
+    precision = f"{plan.effective}{how}"
+    if plan.effective != plan.requested:
+        precision += f", not {plan.requested}: " + "; ".join(plan.reasons)
+    table.add_row("precision", "pass" if plan.effective == plan.requested else "[yellow]warn",
+                  esc(precision))
+    colors = {"pass": "green", "fail": "red", "warn": "yellow", "skipped": "yellow"}
+    for check in result.checks:
+        color = colors.get(check.status, "white")
+        table.add_row(esc(check.name), f"[{color}]{check.status}", esc(check.detail))
+    return table
 
 
 def _optimize(

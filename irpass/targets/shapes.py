@@ -15,7 +15,7 @@ the fixed batch size once the model only accepts that.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -76,6 +76,13 @@ def resolve_profile(
                 raise TargetError(
                     f"--input-shapes gives {name!r} rank {len(opt)}, the model has {len(dims)}"
                 )
+            for axis, (dim, given) in enumerate(zip(dims or (), opt, strict=False)):
+                if isinstance(dim, int) and dim != given:
+                    raise TargetError(
+                        f"--input-shapes gives {name!r} dim {axis} = {given}; the model fixes "
+                        f"it to {dim}",
+                        hint="only symbolic dims can be chosen",
+                    )
         else:
             opt = _from_model_or_data(name, dims, sample)
         high = tuple(maximum.get(name, opt))
@@ -89,7 +96,7 @@ def resolve_profile(
 
 
 def _from_model_or_data(
-    name: str, dims: list[object] | None, sample: Feed | None
+    name: str, dims: Sequence[object] | None, sample: Feed | None
 ) -> tuple[int, ...]:
     data = None if sample is None or name not in sample else np.shape(sample[name])
     if dims is None:

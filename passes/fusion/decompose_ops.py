@@ -31,7 +31,8 @@ function up to float rounding, except Erf: no finite composition of the ops mobi
 offer is exactly erf, so it becomes the A&S 7.1.26 approximation, whose absolute error (at most
 1.5e-7 on the whole real line) is below float32's resolution of erf's values near +-1 and far
 inside the verifier's float32 tolerance; the manager checks it like every lossless rewrite.
-Erf of float16 inputs is left alone (the 1e30 sign constant would overflow). Left alone: LayerNormalization whose Mean/InvStdDev outputs are used, or whose input
+Erf of float16 inputs is left alone (the 1e30 sign constant would overflow). Left alone:
+LayerNormalization whose Mean/InvStdDev outputs are used, or whose input
 is not float32/float64 (its ``stash_type`` computes float16 in float32, the decomposition would
 not), and values of unknown dtype.
 """

@@ -10,6 +10,8 @@ opset and rewrites the few changes that matter::
                                      L2/LogSum/LogSumExp/SumSquare)
     Split<num_outputs=2>(x)         (opset 18)
     -> Split(x, split=const [a, b]) (static dim along the axis, evenly split as 18 defines)
+    Shape<start=s, end=e>(x)        (opset 15)
+    -> Slice(Shape(x), [s], [e])    (Slice clamps out-of-range bounds the same way)
     Op<new_attr=default>(...)       (an attribute added later, at its default value, e.g.
     -> Op(...)                       BatchNormalization training_mode=0, Reshape allowzero=0
                                      (or 1 with a constant shape without 0), Resize antialias=0,
@@ -121,6 +123,8 @@ def _node_blocker(node: ir.Node, target: int, current: int) -> str | None:
             return f"{node.op_type} noop_with_empty_axes=1 has no equivalent at opset {target}"
         inputs = inputs[:1]
         attrs.discard("noop_with_empty_axes")
+    if node.op_type == "Shape":
+        attrs -= {"start", "end"}
     if node.op_type == "Split" and "num_outputs" in attrs:
         if _split_sizes(node) is None:
             return "Split num_outputs needs a static input dim that splits into that many parts"
@@ -128,10 +132,10 @@ def _node_blocker(node: ir.Node, target: int, current: int) -> str | None:
     for name in sorted(attrs - set(old.attributes)):
         if new is None or not _at_default(node, name, new):
             return f"{node.op_type} attribute {name!r} does not exist at opset {target}"
-    for (op_type, attr), (value, since) in _NEW_VALUES.items():
+    for (op_type, attr), (meaning, since) in _NEW_VALUES.items():
         if node.op_type == op_type and target < since and attr in node.attributes:
-            if _python_value(node.attributes[attr]) == value:
-                return f"{op_type} {attr}={value!r} needs opset {since}"
+            if _python_value(node.attributes[attr]) == meaning:
+                return f"{op_type} {attr}={meaning!r} needs opset {since}"
     while inputs and inputs[-1] is None:
         inputs.pop()
     if len(inputs) > old.max_input:
@@ -169,6 +173,38 @@ def _rewrite_reduce(node: ir.Node) -> None:
         node.attributes["axes"] = ir.AttrInt64s("axes", [int(a) for a in axes.reshape(-1)])
     node.resize_inputs(1)
     node.attributes.pop("noop_with_empty_axes", None)
+
+
+def _rewrite_shape(graph: ir.Graph, node: ir.Node) -> None:
+    """Shape<start, end>(x) -> Slice(Shape(x), [start], [end]); the defaults add nothing."""
+    start = int(node.attributes.pop("start").as_int()) if "start" in node.attributes else 0
+    end = int(node.attributes.pop("end").as_int()) if "end" in node.attributes else None
+    if start == 0 and end is None:
+        return
+    full = node.outputs[0]
+    uses = list(full.uses())
+    was_output = full.is_graph_output()
+
+    def constant(value: int, base: str) -> ir.Value:
+        const = ir.Value(
+            name=unique_name(graph, (node.name or "shape") + base),
+            const_value=ir.tensor(np.array([value], np.int64)),
+        )
+        graph.register_initializer(const)
+        return const
+
+    limit = end if end is not None else np.iinfo(np.int64).max
+    sliced = ir.node("Slice", [full, constant(start, "_start"), constant(limit, "_end")])
+    graph.insert_after(node, sliced)
+    out = sliced.outputs[0]
+    out.dtype = ir.DataType.INT64
+    out.shape, full.shape = full.shape, None  # the slice has the declared length now
+    for user, index in uses:
+        user.replace_input_with(index, out)
+    if was_output:
+        ir.convenience.replace_all_uses_with(full, out, replace_graph_outputs=True)
+        sliced.replace_input_with(0, full)
+        out.name, full.name = full.name, f"{full.name}_full"
 
 
 def _split_sizes(node: ir.Node) -> list[int] | None:
@@ -235,7 +271,7 @@ class DowngradeOpsetPass(IrpassPass):
             )
             return ir.passes.PassResult(model, modified=False)
         for graph in all_graphs(model):
-            for node in graph:
+            for node in list(graph):
                 if node.domain not in ("", "ai.onnx"):
                     continue
                 new, old = _schema(node.op_type, current), _schema(node.op_type, target)
@@ -246,6 +282,8 @@ class DowngradeOpsetPass(IrpassPass):
                     _rewrite_reduce(node)
                 if node.op_type == "Split" and "num_outputs" in node.attributes:
                     _rewrite_split(graph, node)
+                if node.op_type == "Shape":
+                    _rewrite_shape(graph, node)
                 for name in sorted(set(node.attributes) - set(old.attributes)):
                     del node.attributes[name]  # checked: at the newer schema's default
                 self.stats[node.op_type] += 1

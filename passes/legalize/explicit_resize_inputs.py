@@ -1,17 +1,18 @@
-"""Give Resize an explicit empty ``roi`` (and ``scales``) instead of an omitted input.
+"""Give Resize an explicit whole-image ``roi`` instead of an omitted input.
 
 ::
 
-    y = Resize(x, "", scales)          ->  y = Resize(x, roi_empty, scales)      roi_empty = []
-    y = Resize(x, "", "", sizes)       ->  y = Resize(x, roi_empty, scales_empty, sizes)
+    y = Resize(x, "", scales)   ->   y = Resize(x, roi, scales)
+                                     roi = [0, ..., 0, 1, ..., 1]   (rank zeros, rank ones)
 
-ONNX defines an omitted optional input and an empty tensor alike for ``roi`` (used only by
-``tf_crop_and_resize``) and ``scales`` (when ``sizes`` is given), so every runtime computes the
-same. ONNX Runtime's mobile usability checker, though, counts an omitted input as a value of
-unknown shape and splits the NNAPI/Core ML partition at every such Resize (a U-Net decoder
-becomes three partitions); with the empty constants it judges the node by its op, as the
-execution providers do. Left alone: Resize before opset 11 (no roi input), and nodes whose
-roi/scales are already given.
+``roi`` only matters for ``tf_crop_and_resize``, where ``[0..0, 1..1]`` is the whole input, the
+same as no crop; every other coordinate mode ignores it. So every runtime computes the same.
+ONNX Runtime's mobile usability checker, though, counts an omitted input (and an empty tensor,
+whose dim is 0) as a value of unknown shape and splits the NNAPI/Core ML partition at every
+such Resize (a U-Net decoder becomes three partitions); with the constant it judges the node by
+its op, as the execution providers do. Left alone: Resize before opset 11 (no roi input), an
+input of unknown rank, nodes whose roi is given, and Resize by ``sizes`` with an omitted
+``scales`` (an empty ``scales`` is the only form ONNX allows there).
 """
 
 from __future__ import annotations
@@ -20,44 +21,47 @@ import numpy as np
 import onnx_ir as ir
 
 from irpass.pass_base import IrpassPass, all_graphs
-from irpass.passes.fusion._rules import model_opset, unique_name
+from irpass.passes.fusion._rules import model_opset, rank_of, unique_name
 from irpass.registry import register
 
 __all__ = ["ExplicitResizeInputsPass"]
 
 
-def _empty(graph: ir.Graph, name: str) -> ir.Value:
-    value = ir.Value(
-        name=unique_name(graph, name), const_value=ir.tensor(np.zeros((0,), np.float32))
-    )
-    value.shape = ir.Shape([0])
-    value.dtype = ir.DataType.FLOAT
-    graph.register_initializer(value)
-    return value
+def _whole_image(graph: ir.Graph, rank: int, cache: dict[int, ir.Value]) -> ir.Value:
+    if rank not in cache:
+        array = np.array([0.0] * rank + [1.0] * rank, np.float32)
+        name = unique_name(graph, f"resize_roi_{rank}d")
+        value = ir.Value(name=name, const_value=ir.tensor(array))
+        value.shape = ir.Shape([2 * rank])
+        value.dtype = ir.DataType.FLOAT
+        graph.register_initializer(value)
+        cache[rank] = value
+    return cache[rank]
 
 
 @register
 class ExplicitResizeInputsPass(IrpassPass):
-    """Replace omitted Resize roi/scales inputs by empty constants (same meaning)."""
+    """Replace an omitted Resize roi by the whole-image roi (same result in every mode)."""
 
     name = "explicit_resize_inputs"
     lossless = True
     recurses_into_subgraphs = True
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        """Fill the omitted inputs that a later input makes positional."""
+        """Fill omitted roi inputs of Resize nodes resized by ``scales``."""
         if model_opset(model) < 11:
             return ir.passes.PassResult(model, modified=False)
         for graph in all_graphs(model):
-            empty: ir.Value | None = None
+            cache: dict[int, ir.Value] = {}
             for node in graph:
                 if node.op_type != "Resize" or node.domain not in ("", "ai.onnx"):
                     continue
-                last = max((i for i, v in enumerate(node.inputs) if v is not None), default=0)
-                for index in range(1, last):
-                    if node.inputs[index] is None:
-                        if empty is None:
-                            empty = _empty(graph, "resize_empty")
-                        node.replace_input_with(index, empty)
-                        self.stats["roi" if index == 1 else "scales"] += 1
+                inputs = list(node.inputs)
+                if len(inputs) < 3 or inputs[1] is not None or inputs[2] is None:
+                    continue
+                rank = rank_of(inputs[0])
+                if rank is None:
+                    continue
+                node.replace_input_with(1, _whole_image(graph, rank, cache))
+                self.stats["roi"] += 1
         return ir.passes.PassResult(model, modified=bool(self.stats))

@@ -24,7 +24,7 @@ exist), and a non-constant Conv weight is unsqueezed at run time instead of resh
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx_ir as ir
@@ -107,13 +107,14 @@ class _Builder:
         name = unique_name(self.graph, (w.name or "weight") + "_2d")
         value = ir.Value(name=name, const_value=ir.tensor(np.ascontiguousarray(array[:, :, None])))
         value.shape = ir.Shape(array[:, :, None].shape)
-        value.dtype = w.dtype
+        if w.dtype is not None:
+            value.dtype = w.dtype
         self.graph.register_initializer(value)
         return value, []
 
 
-def _lifted_attributes(node: ir.Node) -> dict[str, object]:
-    attrs: dict[str, object] = {}
+def _lifted_attributes(node: ir.Node) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
     for name, attr in node.attributes.items():
         if name in _ATTR_PAD_FIRST:
             attrs[name] = [_ATTR_PAD_FIRST[name], *attr.as_ints()]
@@ -207,7 +208,8 @@ def _sink_squeezes(graph: ir.Graph, build: _Builder) -> int:
                 user.replace_input_with(0, source)
                 graph.remove(node, safe=True)
                 moved = build.squeeze(unary_out)
-                moved.outputs[0].dtype = unary_out.dtype
+                if unary_out.dtype is not None:
+                    moved.outputs[0].dtype = unary_out.dtype
                 moved.outputs[0].shape = unary_out.shape
                 unary_out.shape = None  # now 4-D; shape inference fills it in again
                 for consumer, index in consumers:

@@ -6,7 +6,7 @@ import onnx_ir as ir
 import pytest
 
 from irpass.ir import load_model
-from irpass.manager import ManagerOptions, PassManager
+from irpass.manager import PipelineRunner, RunOptions
 from irpass.passes.legalize.downgrade_opset import DowngradeOpsetPass, downgrade_blockers
 from irpass.testing import assert_equivalent, inputs_to_random_initializers, model_from_text
 from models import zoo_paths
@@ -101,9 +101,27 @@ def test_target_below_13_is_refused():
 def test_zoo_models_reach_opset_13_after_canonicalize_and_fuse(name):
     model = load_model(zoo_paths()[name])
     reference = _clone(model)
-    PassManager(
-        "canonicalize,fuse,downgrade_opset(target=13)", options=ManagerOptions(verify="final")
+    PipelineRunner(
+        "canonicalize,fuse,downgrade_opset(target=13)", options=RunOptions(verify="final")
     ).run(model)
     assert model.opset_imports[""] == 13
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     assert_equivalent(reference, model, tolerance_scale=2.0)
+
+
+def test_shape_start_end_becomes_a_slice_of_the_shape():
+    m = model_from_text("""
+    <ir_version: 10, opset_import: ["" : 20]>
+    g (float[N,3,8] x) => (int64[2] s, int64[6] t) {
+      s = Shape<start=1>(x)
+      full = Shape<start=0, end=-1>(x)
+      u = Identity(full)
+      t = Concat<axis=0>(u, u, u)
+    }""")
+    reference = _clone(m)
+    _downgrade(m)
+    assert m.opset_imports[""] == 13
+    assert [n.op_type for n in m.graph].count("Slice") == 2
+    assert [o.name for o in m.graph.outputs] == ["s", "t"]
+    onnx.checker.check_model(ir.to_proto(m), full_check=True)
+    assert_equivalent(reference, m, dim_values={"N": 2})

@@ -5,7 +5,7 @@ import onnx_ir as ir
 import pytest
 
 from irpass.ir import load_model
-from irpass.manager import ManagerOptions, PassManager
+from irpass.manager import PipelineRunner, RunOptions
 from irpass.passes.legalize.fix_input_shapes import (
     FixInputShapesPass,
     format_shape_spec,
@@ -38,7 +38,7 @@ def test_symbolic_dims_are_fixed_everywhere_and_shape_chains_fold():
     assert p.stats["inputs"] == 1 and p.stats["values"] >= 1
     assert list(model.graph.inputs[0].shape) == [1, 16]
     assert list(model.graph.outputs[0].shape) == [1, 4]
-    PassManager("canonicalize", options=ManagerOptions(verify="each")).run(model)
+    PipelineRunner("canonicalize", options=RunOptions(verify="each")).run(model)
     assert "Shape" not in {n.op_type for n in model.graph}
     np.testing.assert_allclose(run_ir(model, {"tokens": tokens})["logits"], expected, rtol=1e-5)
 
