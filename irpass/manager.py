@@ -28,8 +28,9 @@ from typing import Any, Literal
 import numpy as np
 import onnx_ir as ir
 
-from irpass import __version__, registry
+from irpass import __version__
 from irpass.analysis.cost import Cost, model_cost
+from irpass.compose import build_pass
 from irpass.context import PassContext
 from irpass.errors import (
     IrpassError,
@@ -39,13 +40,12 @@ from irpass.errors import (
 )
 from irpass.ir import save_model
 from irpass.metrics import compare_outputs, max_abs_error
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import all_graphs
 from irpass.pipeline import (
     Step,
     expand_presets,
     format_pipeline,
     parse_pipeline,
-    resolve_options,
 )
 from irpass.run_report import PassRecord, RunReport, Verification
 from irpass.verify import (
@@ -69,7 +69,7 @@ logger = logging.getLogger(__name__)
 
 #: Operator domains that ONNX or ONNX Runtime define; anything else is a custom op.
 KNOWN_DOMAINS = frozenset(
-    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training"}
+    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview", "ai.onnx.preview.training"}
 )
 
 VerifyMode = Literal["each", "final", "none"]
@@ -127,13 +127,6 @@ def custom_ops(model: ir.Model) -> list[tuple[str, str]]:
             if node.domain not in KNOWN_DOMAINS and (node.domain, node.op_type) not in local:
                 found.add((node.domain, node.op_type))
     return sorted(found)
-
-
-def build_pass(step: Step, context: PassContext) -> IrpassPass:
-    """Instantiate the pass a (non-fixpoint, non-preset) step names, with checked options."""
-    cls = registry.get_pass(step.name)
-    options = resolve_options(step.name, cls.Options, step.options_dict())
-    return cls(options, context)
 
 
 class _Verifier:

@@ -6,9 +6,11 @@ imports every module under ``irpass.passes`` once so the registry is complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import pkgutil
+from collections.abc import Iterator
 from typing import TypeVar
 
 from irpass.errors import PipelineError
@@ -23,6 +25,7 @@ __all__ = [
     "load_builtin_passes",
     "register",
     "register_preset",
+    "registered",
 ]
 
 _PASSES: dict[str, type[IrpassPass]] = {}
@@ -52,6 +55,25 @@ def register(cls: P) -> P:
         raise ValueError(f"pass name {cls.name!r} is already a preset")
     _PASSES[cls.name] = cls
     return cls
+
+
+@contextlib.contextmanager
+def registered(*classes: type[IrpassPass]) -> Iterator[None]:
+    """Register pass classes for the duration of a ``with`` block, then remove them again.
+
+    For passes that exist only in one test or one embedding session: the global registry is
+    left as it was found (builtin passes loaded first, so they cannot be shadowed).
+    """
+    load_builtin_passes()
+    added = [cls for cls in classes if _PASSES.get(cls.name) is not cls]
+    for cls in added:
+        register(cls)
+    try:
+        yield
+    finally:
+        for cls in added:
+            if _PASSES.get(cls.name) is cls:
+                del _PASSES[cls.name]
 
 
 def register_preset(name: str, pipeline: str, doc: str) -> Preset:

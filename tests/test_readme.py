@@ -40,3 +40,39 @@ def test_second_command_is_what_ci_runs() -> None:
     second = _bash_blocks()[1].strip()
     ci = (ROOT / ".ci" / "run").read_text()
     assert second in ci
+
+
+def _embedding_blocks() -> list[str]:
+    section = README.split("## Embedding irpass in your compiler", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_embedding_examples_run_as_written(tmp_path: pathlib.Path, monkeypatch) -> None:
+    import onnx
+    import onnx_ir as ir
+
+    from irpass.testing import inputs_to_random_initializers, model_from_text
+
+    model = model_from_text("""
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[1, 3, 8, 8] x, float[4, 3, 3, 3] w, float[4] s, float[4] b, float[4] m)
+      => (float[1, 4, 6, 6] y) {
+        v = Constant<value = float[4] {1.0, 2.0, 0.5, 1.5}>()
+        c = Conv(x, w)
+        y = BatchNormalization(c, s, b, m, v)
+    }""")
+    model = inputs_to_random_initializers(model, ["w", "s", "b", "m"])
+    ir.save(model, tmp_path / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    pipeline_block, rules_block = _embedding_blocks()
+
+    scope: dict[str, object] = {}
+    exec(pipeline_block, scope)  # noqa: S102 - the README's own example
+    assert [n.op_type for n in scope["model"].graph] == ["Conv"]  # type: ignore[attr-defined]
+    assert scope["pipeline"].stats()["fold_batchnorm"] == {"into_producer": 1}  # type: ignore[attr-defined]
+
+    scope = {}
+    exec(rules_block, scope)  # noqa: S102
+    proto = scope["proto"]
+    assert isinstance(proto, onnx.ModelProto)
+    assert [n.op_type for n in proto.graph.node] == ["Conv"]

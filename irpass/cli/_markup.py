@@ -14,5 +14,14 @@ __all__ = ["esc"]
 
 
 def esc(value: object) -> str:
-    """``value`` as text that rich prints verbatim (markup characters escaped)."""
-    return escape(str(value))
+    """``value`` as text that rich prints verbatim (markup characters escaped).
+
+    rich's ``escape`` doubles a trailing backslash so that a tag written right after it stays
+    a tag; irpass never writes a tag directly after an escaped value, and a path ending in
+    a backslash must print as it is.
+    """
+    text = str(value)
+    escaped = escape(text)
+    if text.endswith("\\") and escaped.endswith("\\\\") and not text.endswith("\\\\"):
+        escaped = escaped[:-1]
+    return escaped

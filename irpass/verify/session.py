@@ -16,6 +16,7 @@ from __future__ import annotations
 import pathlib
 import tempfile
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import onnx
@@ -178,10 +179,12 @@ def random_feeds(
     return feeds
 
 
-def run_model(
-    session: ort.InferenceSession, feeds: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Run ``session`` on ``feeds`` (extra feeds are ignored); return outputs by name."""
+def run_model(session: ort.InferenceSession, feeds: Mapping[str, Any]) -> dict[str, Any]:
+    """Run ``session`` on ``feeds`` (extra feeds are ignored); return outputs by name.
+
+    Tensor outputs are arrays (0-d included), sequence outputs lists of arrays, an empty
+    optional is None; :func:`irpass.metrics.compare_outputs` compares all three.
+    """
     names = [o.name for o in session.get_outputs()]
     wanted = {i.name for i in session.get_inputs()}
     wanted |= {i.name for i in session.get_overridable_initializers()}  # defaults fed too
@@ -191,6 +194,15 @@ def run_model(
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise VerificationError(
             f"ONNX Runtime failed to run the model: {message}",
-            hint='check that the inputs fit the model (irpass inspect shows its signature)',
+            hint="check that the inputs fit the model (irpass inspect shows its signature)",
         ) from exc
-    return {name: np.asarray(value) for name, value in zip(names, values, strict=True)}
+    return {name: _output(value) for name, value in zip(names, values, strict=True)}
+
+
+def _output(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        # A sequence: its tensors may differ in shape, so it must not become one array.
+        return [_output(item) for item in value]
+    return np.asarray(value)

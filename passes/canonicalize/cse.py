@@ -6,7 +6,8 @@
 
 Two nodes are the same when they have the same (domain, op_type, overload), the very same input
 values, the same number of outputs and equal attributes (tensor attributes compared by content
-up to ``max_tensor_elements``). Run ``dedup_initializers`` first so that equal weights are the
+up to ``max_tensor_elements``, string tensors element by element, type attributes such as
+``Optional``'s by type and shape). Run ``dedup_initializers`` first so that equal weights are the
 same value. Processes the main graph, every If/Loop/Scan body and every function, each on its
 own (a node in a branch is not merged with one in the parent graph).
 
@@ -50,6 +51,33 @@ _RANDOM_OPS = frozenset(
     }
 )
 _KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+#: Subgraphs and tensor lists are not compared (equal bodies are rare; comparing is costly).
+_UNCOMPARED_ATTRIBUTES = frozenset(
+    {
+        ir.AttributeType.GRAPH,
+        ir.AttributeType.GRAPHS,
+        ir.AttributeType.TENSORS,
+        ir.AttributeType.SPARSE_TENSOR,
+        ir.AttributeType.SPARSE_TENSORS,
+    }
+)
+
+
+def _tensor_key(tensor: ir.TensorProtocol) -> Any:
+    if tensor.dtype == ir.DataType.STRING:
+        # String tensors have no fixed-width byte form; their elements are the content.
+        data: Any = tuple(tensor.string_data())  # type: ignore[attr-defined]
+    else:
+        data = tensor.tobytes()
+    return (str(tensor.dtype), tuple(tensor.shape), data)
+
+
+def _type_key(type_and_shape: ir.TypeAndShape) -> Any:
+    shape = type_and_shape.shape
+    return (
+        str(type_and_shape.type),
+        None if shape is None else tuple(str(d) for d in shape),
+    )
 
 
 def _attribute_key(attr: ir.Attr, max_elements: int) -> Any:
@@ -57,18 +85,22 @@ def _attribute_key(attr: ir.Attr, max_elements: int) -> Any:
     if attr.is_ref():
         return ("ref", attr.ref_attr_name)
     kind = attr.type
-    if kind in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
-        return None
     if kind == ir.AttributeType.TENSOR:
         tensor = attr.as_tensor()
-        if tensor.size > max_elements:
-            return None
-        return (str(tensor.dtype), tuple(tensor.shape), tensor.tobytes())
-    if kind == ir.AttributeType.TENSORS:
+        return _tensor_key(tensor) if tensor.size <= max_elements else None
+    if kind == ir.AttributeType.TYPE_PROTO:
+        return _type_key(attr.value)
+    if kind == ir.AttributeType.TYPE_PROTOS:
+        return tuple(_type_key(t) for t in attr.value)
+    if kind in _UNCOMPARED_ATTRIBUTES:
         return None
     value = attr.value
     if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        return tuple(value)
+        value = tuple(value)
+    try:
+        hash(value)
+    except TypeError:  # an attribute kind without a content key: never merge on it
+        return None
     return value
 
 

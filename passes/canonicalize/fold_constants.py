@@ -25,6 +25,12 @@ node is worth materializing, taken per node by its consumers and sizes:
 Never folded: ``QuantizeLinear``/``DequantizeLinear`` (they *are* the quantized weight format),
 random ops, custom-domain ops (passed through untouched). Nodes whose inputs are graph inputs
 are not folded either; run ``inputs_to_initializers`` first on IR < 4 models.
+
+When one of onnxscript's per-op evaluators raises on a node (e.g. its ``SplitToSequence``
+rewrite on a split size that is a graph input, ONNX backend case ``test_split_to_sequence_1``),
+that node is left as it is and counted in ``evaluator_failed``; the rest of the model is
+still folded. Nothing of the failed node has been changed at that point: evaluators build
+their replacement aside and the folder only splices it in on success.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -151,6 +158,21 @@ def _freed_bytes(node: ir.Node) -> int:
     return total
 
 
+class _TolerantFolder(_OnnxscriptFolder):
+    """onnxscript's folder, skipping a node whose evaluator raises instead of aborting."""
+
+    def __init__(self, on_failure: Callable[[ir.Node, Exception], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_failure = on_failure
+
+    def process_node(self, node: ir.Node, is_function: bool) -> Any:
+        try:
+            return super().process_node(node, is_function)
+        except Exception as exc:  # an evaluator bug must cost one fold, not the whole pass
+            self._on_failure(node, exc)
+            return None
+
+
 def _fold_constant_of_shape(model: ir.Model, should_fold: Callable[[ir.Node], bool]) -> int:
     """Fold ConstantOfShape with a constant shape straight into ``np.full`` initializers.
 
@@ -250,7 +272,16 @@ class FoldConstantsPass(IrpassPass):
             return False
 
         direct = _fold_constant_of_shape(model, should_fold)
-        folder = _OnnxscriptFolder(
+
+        def evaluator_failed(node: ir.Node, exc: Exception) -> None:
+            cause = exc.__cause__ or exc
+            logger.debug(
+                "not folding %s (%s): %s: %s", node.name, node.op_type, type(cause).__name__, cause
+            )
+            self.stats["evaluator_failed"] += 1
+
+        folder = _TolerantFolder(
+            evaluator_failed,
             shape_inference=self.options.shape_inference,
             input_size_limit=sys.maxsize,
             output_size_limit=sys.maxsize,

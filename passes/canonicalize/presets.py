@@ -3,6 +3,7 @@
     inputs_to_initializers   IR < 4 weights-as-inputs become constants (else nothing folds)
     upgrade_opset            opset 7..16 -> 17 (per-channel QDQ needs >= 13)
     infer_shapes             types and shapes for the size-aware folder
+    unwrap_legacy_softmax    the converter's pre-13 Softmax wrapper -> Softmax where exact
     fixpoint(                repeat until nothing changes:
       resolve_reshape_shapes   run-time computed Reshape shapes -> constants (batch -> -1)
       fold_constants           constant subgraphs -> initializers (weights always)
@@ -26,7 +27,7 @@ from irpass.registry import register_preset
 __all__ = ["CANONICALIZE"]
 
 CANONICALIZE = (
-    "inputs_to_initializers,upgrade_opset,infer_shapes,"
+    "inputs_to_initializers,upgrade_opset,infer_shapes,unwrap_legacy_softmax,"
     "fixpoint(resolve_reshape_shapes,fold_constants,eliminate_identity,merge_concats,"
     "eliminate_dead,dedup_initializers,cse)"
 )
@@ -35,6 +36,7 @@ register_preset(
     "canonicalize",
     CANONICALIZE,
     "Lossless clean-up every pipeline starts with: weights as initializers, opset 17, shapes, "
-    "then Reshape-shape resolution, constant folding, Identity/Dropout removal, Concat merging, "
-    "dead-code removal, initializer dedup and CSE to a fixpoint.",
+    "the converter's Softmax wrappers unwrapped, then Reshape-shape resolution, constant "
+    "folding, Identity/Dropout removal, Concat merging, dead-code removal, initializer dedup "
+    "and CSE to a fixpoint.",
 )

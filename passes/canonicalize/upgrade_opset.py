@@ -15,18 +15,20 @@ the original weight tensors by name, so weights are never copied into a protobuf
 models convert too. Model-local functions are inlined first (the converter needs that). The
 IR version is raised to what the target opset requires.
 
-Softmax, LogSoftmax and Hardmax changed meaning at opset 13 (from "coerce to 2-D at ``axis``"
-to "along ``axis``"); the converter preserves the old meaning with a wrapper, which this pass
-removes again where both meanings coincide (every dimension after ``axis`` is statically 1, or
-``axis`` is the last one)::
+Convert, then commit: the conversion runs on a clone of the model (``ir.Model.clone`` shares
+the weight tensors, so this costs the graph structure, not the weights) and only a complete,
+successful result replaces the model's graph, functions and opsets. When the converter fails
+(an op without an adapter, a broken graph) the pass logs a warning, records ``failed`` in its
+stats and the model is exactly as it was, functions included.
 
-    s = Shape(x); f = Flatten<axis=k>(x); y = Reshape(Softmax<axis=-1>(f), s)
-    -> y = Softmax<axis=k>(x)
+Scan-8 has a batch axis that Scan-9 dropped and the converter's adapter gets wrong; see
+``_scan8``: a batch of one is converted exactly, anything else is refused (model unchanged).
 
-Left alone: models already at or above ``target`` (never downgraded), custom-domain opsets.
-When the converter fails (an op without an adapter, a broken graph) the pass logs a warning,
-records ``failed`` in its stats and leaves the model unchanged. Subgraphs are converted by the
-converter together with their parent.
+The converter keeps the pre-13 meaning of Softmax/LogSoftmax/Hardmax with a
+Flatten/Reshape wrapper; ``unwrap_legacy_softmax`` (its own pass, it needs shapes) removes it
+where that is exact. No shape inference runs here. Left alone: models already at or above
+``target`` (never downgraded), custom-domain opsets. Subgraphs are converted by the converter
+together with their parent.
 """
 
 from __future__ import annotations
@@ -36,15 +38,14 @@ import logging
 
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass
+from onnx_ir.passes.common import InlinePass
 from onnxscript.version_converter import ConvertVersionPass
 
 from irpass.ir import default_opset
-from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
-from ._common import is_onnx_domain
-from .infer_shapes import InferShapesPass
+from . import _scan8
 
 __all__ = ["UpgradeOpsetPass"]
 
@@ -53,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 def _min_ir_version(opset: int) -> int:
     return int(onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", opset)]))
+
+
+class _ConversionFailed(Exception):
+    """The converter could not produce a model at the target opset; the message says why."""
 
 
 @register
@@ -81,114 +86,51 @@ class UpgradeOpsetPass(IrpassPass):
         if current is None or current >= target:
             logger.debug("opset %s needs no upgrade to %d", current, target)
             return ir.passes.PassResult(model, modified=False)
-        snapshot_graph = model.graph
-        snapshot_opsets = dict(model.opset_imports)
-        converter_logger = logging.getLogger("onnxscript.version_converter")
-        failures = _CountWarnings()
-        converter_logger.addFilter(failures)
         try:
-            ConvertVersionPass(target_version=target, fallback=True)(model)
-        except Exception as exc:  # the C++ converter reports unsupported graphs by raising
+            converted = _convert(model, current, target)
+        except _ConversionFailed as exc:
             logger.warning(
                 "opset upgrade %s -> %d failed, model unchanged: %s", current, target, exc
             )
-            self._restore(model, snapshot_graph, snapshot_opsets)
             self.stats["failed"] += 1
             return ir.passes.PassResult(model, modified=False)
-        finally:
-            converter_logger.removeFilter(failures)
-        if default_opset(model) != target:
-            logger.warning(
-                "opset upgrade %s -> %d failed (%s), model unchanged",
-                current,
-                target,
-                failures.last or "the converter gave no reason",
-            )
-            self._restore(model, snapshot_graph, snapshot_opsets)
-            self.stats["failed"] += 1
-            return ir.passes.PassResult(model, modified=False)
+        _commit(model, converted)
         model.ir_version = max(model.ir_version, _min_ir_version(target))
         self.stats[f"opset_{current}_to_{target}"] += 1
-        if current < 13 <= target:
-            unwrapped = _unwrap_legacy_softmax(model)
-            if unwrapped:
-                self.stats["softmax_wrappers_removed"] += unwrapped
         return ir.passes.PassResult(model, modified=True)
 
-    @staticmethod
-    def _restore(model: ir.Model, graph: ir.Graph, opsets: dict[str, int]) -> None:
-        model.graph = graph
-        model.opset_imports.clear()
-        model.opset_imports.update(opsets)
+
+def _convert(model: ir.Model, current: int, target: int) -> ir.Model:
+    """Convert a clone of ``model``; raise _ConversionFailed with the converter's reason."""
+    work = model.clone()
+    scans: list[_scan8.ScanPlan] = []
+    if current < 9 <= target:
+        InlinePass()(work)  # as the converter does first, so that every Scan is in a graph
+        try:
+            scans = _scan8.prepare(work)
+        except _scan8.Scan8Refusal as exc:
+            raise _ConversionFailed(str(exc)) from exc
+    converter_logger = logging.getLogger("onnxscript.version_converter")
+    failures = _CountWarnings()
+    converter_logger.addFilter(failures)
+    try:
+        ConvertVersionPass(target_version=target, fallback=True)(work)
+    except Exception as exc:  # the C++ converter reports unsupported graphs by raising
+        raise _ConversionFailed(str(exc).strip() or type(exc).__name__) from exc
+    finally:
+        converter_logger.removeFilter(failures)
+    if default_opset(work) != target:
+        raise _ConversionFailed(failures.last or "the converter gave no reason")
+    _scan8.finish(work, scans, target)
+    return work
 
 
-_SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax", "Hardmax"})
-
-
-def _legacy_softmax_match(node: ir.Node) -> tuple[ir.Node, ir.Node, int] | None:
-    """Match Reshape(Softmax(Flatten(x, k), -1), Shape(x)); return (flatten, reshape, k)."""
-    if node.op_type not in _SOFTMAX_OPS or not is_onnx_domain(node.domain):
-        return None
-    flatten = node.inputs[0].producer() if node.inputs[0] is not None else None
-    if flatten is None or flatten.op_type != "Flatten" or len(node.outputs[0].uses()) != 1:
-        return None
-    if node.attributes.get_int("axis", -1) not in (-1, 1):
-        return None
-    reshape, _ = next(iter(node.outputs[0].uses()))
-    if reshape.op_type != "Reshape" or reshape.inputs[1] is None:
-        return None
-    shape_node = reshape.inputs[1].producer()
-    x = flatten.inputs[0]
-    if shape_node is None or shape_node.op_type != "Shape" or shape_node.inputs[0] is not x:
-        return None
-    if shape_node.attributes.get("start") is not None or shape_node.attributes.get("end"):
-        return None
-    if x is None or x.shape is None:
-        return None
-    rank = len(x.shape)
-    k = flatten.attributes.get_int("axis", 1)
-    k = k + rank if k < 0 else k
-    if not 0 <= k < rank:
-        return None
-    if k != rank - 1 and any(d != 1 for d in list(x.shape)[k + 1 :]):
-        return None
-    return flatten, reshape, k
-
-
-def _unwrap_legacy_softmax(model: ir.Model) -> int:
-    """Replace the converter's Flatten/Softmax/Reshape wrappers by one Softmax where exact."""
-    candidates = [
-        node
-        for graph in all_graphs(model)
-        for node in graph
-        if node.op_type in _SOFTMAX_OPS and is_onnx_domain(node.domain)
-    ]
-    if not candidates:
-        return 0
-    InferShapesPass()(model)
-    count = 0
-    for node in candidates:
-        match = _legacy_softmax_match(node)
-        if match is None:
-            continue
-        flatten, reshape, axis = match
-        graph = node.graph
-        assert graph is not None
-        x = flatten.inputs[0]
-        replacement = ir.node(node.op_type, inputs=[x], attributes={"axis": axis}, name=node.name)
-        out = replacement.outputs[0]
-        old = reshape.outputs[0]
-        out.type = old.type
-        out.shape = x.shape  # type: ignore[union-attr]
-        graph.insert_before(reshape, replacement)
-        name = old.name
-        old.replace_all_uses_with(out, replace_graph_outputs=True)
-        graph.remove([reshape, node], safe=True)
-        out.name = name
-        count += 1
-    if count:
-        RemoveUnusedNodesPass()(model)
-    return count
+def _commit(model: ir.Model, converted: ir.Model) -> None:
+    """Make ``model`` (the caller's object) hold the converted graph, functions and opsets."""
+    functions = list(converted.functions.values())
+    model.graph = converted.graph
+    model.functions.clear()
+    model.functions.update({function.identifier(): function for function in functions})
 
 
 class _CountWarnings(logging.Filter):

@@ -34,9 +34,9 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern as orp
-from onnxscript.rewriter._basics import MatchFailureError
 
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.ir import default_opset
+from irpass.pass_base import IrpassPass
 
 __all__ = [
     "FusionRule",
@@ -47,12 +47,10 @@ __all__ = [
     "const_array",
     "constant_scalar",
     "either",
-    "model_opset",
     "node_of",
     "one_dim_constant_matched",
     "passthrough",
     "root_name",
-    "scalar",
     "scalar",
     "static_dims",
     "static_shape",
@@ -67,21 +65,31 @@ _MAX_ROUNDS = 50
 
 
 class FusionRule(orp.RewriteRuleClassBase):
-    """A rewrite rule: ``pattern`` (what to match), ``check`` (why not), ``rewrite`` (result).
+    """A rewrite rule: ``pattern`` (what to match), ``plan`` (why not), ``rewrite`` (result).
 
-    ``stat`` names the counter the rule increments in the pass report (several rule instances,
-    e.g. variants of one algebraic pattern, may share it). ``check`` stores the match context in
-    ``self.ctx`` so that ``rewrite`` can reach the graph (unique initializer names, opset).
+    A plain onnxscript rule (``rule.rewrite_rule()`` or ``Rule.rule(...)`` gives the
+    ``RewriteRule``; any ``RewriteRuleSet`` can hold it) that keeps no state between a match's
+    ``check`` and its ``rewrite``: both derive what they need from the match bindings through
+    :meth:`plan`, a pure function of those bindings, so an instance may sit in several rule
+    sets and never sees data of another match.
+
+    ``check`` (onnxscript's hook) refuses a model whose default-domain opset is outside
+    ``min_opset``..``max_opset``, refuses inside model-local functions when the rule adds
+    initializers (functions have none; onnxscript would drop the rewrite silently), then
+    returns :meth:`plan`'s refusal reason as a failed ``MatchResult``. ``stat`` names the
+    counter the rule increments in the pass report (variants of one algebraic pattern may
+    share it).
     """
 
     stat: ClassVar[str] = ""
+    #: Whether :meth:`rewrite` emits initializers (through :meth:`new_initializer`).
+    adds_initializers: ClassVar[bool] = False
+    #: Default-domain opsets the rule applies to (the ops it emits must exist there).
+    min_opset: int = 1
+    max_opset: int | None = None
 
     def __init__(self, name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name or type(self).__name__, **kwargs)
-        self.ctx: Any = None
-        self._reserved: set[str] = set()
-        #: (initializer, the name it should take once its source weight is gone)
-        self.created: list[tuple[ir.Value, str]] = []
 
     @property
     def stat_name(self) -> str:
@@ -90,35 +98,64 @@ class FusionRule(orp.RewriteRuleClassBase):
 
     # onnxscript names the first parameter ``op`` but passes the match context
     def check(  # type: ignore[override]
-        self, context: Any, *args: Any, **kwargs: Any
+        self, context: Any, **bindings: Any
     ) -> orp.MatchResult:
-        """Accept every match (subclasses refine this and return ``fail(reason)``)."""
-        return orp.MatchResult()
+        """Refuse for the opset or a function scope, else return :meth:`plan`'s verdict."""
+        result = orp.MatchResult()
+        opset = default_opset(context.model) or 0
+        if opset < self.min_opset:
+            return result.fail(
+                f"opset {opset} is older than {self.min_opset}, which {self.name} needs "
+                "(run upgrade_opset)"
+            )
+        if self.max_opset is not None and opset > self.max_opset:
+            return result.fail(f"opset {opset} is newer than {self.max_opset} ({self.name})")
+        if self.adds_initializers and isinstance(context.graph_or_function, ir.Function):
+            return result.fail("cannot add initializers inside a model-local function")
+        plan = self.plan(**bindings)
+        if isinstance(plan, str):
+            return result.fail(plan)
+        return result
 
-    @property
-    def graph(self) -> ir.Graph:
-        """The graph (or function) the current match lives in."""
-        return self.ctx.graph_or_function
+    # ``*args`` only so that subclasses may name the bindings they read (mypy accepts any
+    # override of an ``(*args: Any, **kwargs: Any)`` method); onnxscript passes keywords
+    def plan(self, *args: Any, **bindings: Any) -> Any:
+        """What the rewrite needs, derived from the bindings alone, or a str: why not.
 
-    def new_initializer(self, op: Any, array: np.ndarray, base: str | None) -> ir.Value:
-        """Emit an initializer holding ``array`` with a name unique in the current graph.
-
-        Raises MatchFailureError inside a model-local function (functions have no initializers;
-        the rewriter would silently drop the rewrite while we counted it).
+        Called by ``check`` and again by ``rewrite`` (through :meth:`planned`); it must not
+        modify anything. The default accepts every match.
         """
-        if isinstance(self.graph, ir.Function):
-            raise MatchFailureError("cannot add initializers inside a model-local function")
-        root = root_name(base or "const")
-        name = unique_name(self.graph, root + "_" + self.stat_name, self._reserved)
-        self._reserved.add(name)
-        # np.array, not np.ascontiguousarray: the latter turns a scalar into shape (1,)
-        value = op.initializer(ir.tensor(np.array(array, order="C")), name)
-        self.created.append((value, root))
-        return value
+        return None
 
-    def setup(self) -> None:
-        """Reset the per-graph set of reserved initializer names."""
-        self._reserved = set()
+    def planned(self, **bindings: Any) -> Any:
+        """:meth:`plan` for a match ``check`` accepted (a refusal here is a bug, so it raises)."""
+        plan = self.plan(**bindings)
+        if isinstance(plan, str):
+            raise RuntimeError(f"{self.name}: rewrite of a match its check refused ({plan})")
+        return plan
+
+    def new_initializer(self, op: Any, array: np.ndarray, base: str, near: ir.Node) -> ir.Value:
+        """Emit an initializer holding ``array``, named uniquely in the graph of ``near``.
+
+        ``near`` is a matched node: the rewriter adds the initializer to that node's graph.
+        Names already taken by this rewrite's other new initializers are avoided too.
+        """
+        taken = {v.name for v in getattr(op, "initializers", ()) if v.name}
+        name = unique_name(near.graph, f"{root_name(base)}_{self.stat_name}", taken)
+        # np.array, not np.ascontiguousarray: the latter turns a scalar into shape (1,)
+        return op.initializer(ir.tensor(np.array(array, order="C")), name)
+
+    def rewrite_rule(self) -> orp.RewriteRule:
+        """This rule as onnxscript's ``RewriteRule`` (what ``Rule.rule(...)`` builds)."""
+        return orp.RewriteRule(
+            self.pattern,
+            self.rewrite,
+            self.check,
+            name=self.name,
+            remove_nodes=self.remove_nodes,
+            graph_pre_visitor=self.setup,
+            graph_post_visitor=self.cleanup,
+        )
 
 
 def either(op: Any, op_type: str, a: Any, b: Any, tag: str) -> Any:
@@ -194,11 +231,6 @@ def passthrough(op: Any, x: ir.Value) -> ir.Value:
     out = op.Identity(x)
     node_of(out).metadata_props[_PASSTHROUGH_TAG] = "1"
     return out
-
-
-def model_opset(model: ir.Model) -> int:
-    """The default-domain opset of ``model`` (0 when it imports none)."""
-    return int(model.opset_imports.get("", model.opset_imports.get("ai.onnx", 0)))
 
 
 def const_array(value: ir.Value | None) -> np.ndarray | None:
@@ -289,52 +321,51 @@ def sole_user_is(value: ir.Value, node: ir.Node) -> bool:
 
 
 class _CountingRule(orp.RewriteRule):
-    """A RewriteRule that logs check refusals and counts applied rewrites per ``stat``."""
+    """``rule`` as a RewriteRule that also logs check refusals and counts applied rewrites.
 
-    def __init__(self, impl: FusionRule, counts: Counter[str]) -> None:
-        self._impl = impl
-        self._counts = counts
+    Instrumentation for :class:`RuleSetPass` only: the rule itself works the same without it.
+    """
 
+    def __init__(self, rule: FusionRule, counts: Counter[str]) -> None:
         def check(context: Any, **bindings: Any) -> Any:
-            impl.ctx = context
-            result = impl.check(context, **bindings)
+            result = rule.check(context, **bindings)
             if not result:
-                reason = getattr(result, "reason", "") or "check returned False"
                 logger.debug(
                     "%s: not rewriting at node %r (%s): %s",
-                    impl.name,
+                    rule.name,
                     context.root.name,
                     context.root.op_type,
-                    reason,
+                    getattr(result, "reason", "") or "check returned False",
                 )
             return result
 
         def rewrite(op: Any, **bindings: Any) -> Any:
-            out = impl.rewrite(op, **bindings)
+            out = rule.rewrite(op, **bindings)
             if out is not None and out is not False:
-                counts[impl.stat_name] += 1
+                counts[rule.stat_name] += 1
             return out
 
         super().__init__(
-            impl.pattern,
+            rule.pattern,
             rewrite,
             check,
-            name=impl.name,
-            remove_nodes=impl.remove_nodes,
-            graph_pre_visitor=impl.setup,
-            graph_post_visitor=impl.cleanup,
+            name=rule.name,
+            remove_nodes=rule.remove_nodes,
+            graph_pre_visitor=rule.setup,
+            graph_post_visitor=rule.cleanup,
         )
 
 
-def _unused_initializers(model: ir.Model) -> dict[int, ir.Value]:
-    """Initializers nobody reads, by id (not ours to remove: that is eliminate_dead's job).
+def _initializers(model: ir.Model) -> dict[int, ir.Value]:
+    """Every initializer by id (the dict keeps the values alive, so ids are not reused)."""
+    return {id(v): v for graph in model.graphs() for v in graph.initializers.values()}
 
-    The values are kept in the dict so that their ids cannot be reused by new objects.
-    """
+
+def _unused_initializers(model: ir.Model) -> dict[int, ir.Value]:
+    """Initializers nobody reads, by id (not ours to remove: that is eliminate_dead's job)."""
     return {
-        id(value): value
-        for graph in all_graphs(model)
-        for value in graph.initializers.values()
+        key: value
+        for key, value in _initializers(model).items()
         if not value.uses() and not value.is_graph_output()
     }
 
@@ -342,7 +373,7 @@ def _unused_initializers(model: ir.Model) -> dict[int, ir.Value]:
 def _unused_constant_nodes(model: ir.Model) -> dict[int, ir.Node]:
     return {
         id(node): node
-        for graph in all_graphs(model)
+        for graph in model.graphs()
         for node in graph
         if node.op_type == "Constant"
         and not any(out.uses() or out.is_graph_output() for out in node.outputs)
@@ -350,7 +381,7 @@ def _unused_constant_nodes(model: ir.Model) -> dict[int, ir.Node]:
 
 
 def _splice_passthrough_identities(model: ir.Model) -> None:
-    for graph in all_graphs(model):
+    for graph in list(model.graphs()):
         for node in list(graph):
             if node.op_type != "Identity" or _PASSTHROUGH_TAG not in node.metadata_props:
                 continue
@@ -376,11 +407,24 @@ class RuleSetPass(IrpassPass):
         """The rule instances of each phase, in order."""
         return [[cls() for cls in phase] for phase in self.rule_phases]
 
+    def rule_set(self) -> orp.RewriteRuleSet:
+        """Every rule of every phase, in phase order, as a plain onnxscript ``RewriteRuleSet``.
+
+        For use in another compiler's rewriter (``onnxscript.rewriter.rewrite``,
+        ``RewritePass``). The pass itself adds what a flat rule set lacks: phases (a preferred
+        rewrite gets every chance before a fallback), removal of the initializers and the
+        Identity nodes the rewrites leave behind, and per-rule counts.
+        """
+        rules = [rule.rewrite_rule() for phase in self.phases() for rule in phase]
+        if not rules:
+            raise ValueError(f"{self.name} has no rules with options {self.options}")
+        return orp.RewriteRuleSet(rules, commute=self.commute)
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Apply every phase to a fixpoint; clean up what the rewrites orphaned."""
+        before = _initializers(model)
         unused_inits = _unused_initializers(model)
         unused_consts = _unused_constant_nodes(model)
-        created: list[tuple[ir.Value, str]] = []
         total = 0
         for phase in self.phases():
             if not phase:
@@ -395,11 +439,14 @@ class RuleSetPass(IrpassPass):
                 _splice_passthrough_identities(model)
             self.stats.update(counts)
             total += sum(counts.values())
-            for rule in phase:
-                created.extend(rule.created)
-                rule.created = []
         if total:
             _remove_orphans(model, unused_inits, unused_consts)
+            # the initializers the rules created, in creation order, with the root of their name
+            created = [
+                (value, root_name(value.name))
+                for key, value in _initializers(model).items()
+                if key not in before and value.name
+            ]
             _take_back_names(model, created)
         return ir.passes.PassResult(model, modified=total > 0)
 
@@ -408,7 +455,7 @@ def _remove_orphans(
     model: ir.Model, unused_inits: dict[int, ir.Value], unused_consts: dict[int, ir.Node]
 ) -> None:
     """Drop initializers / Constant nodes unused now that were in use (or new) before the pass."""
-    for graph in all_graphs(model):
+    for graph in list(model.graphs()):
         for node in list(graph):
             if (
                 node.op_type == "Constant"
@@ -429,7 +476,7 @@ def _remove_orphans(
 def _take_back_names(model: ir.Model, created: list[tuple[ir.Value, str]]) -> None:
     """Give each surviving folded weight the name of the weight it replaced, once that is free."""
     taken: dict[int, set[str]] = {}
-    for graph in all_graphs(model):
+    for graph in list(model.graphs()):
         found = [v.name for v in graph.inputs] + list(graph.initializers)
         found += [out.name for node in graph for out in node.outputs]
         taken[id(graph)] = {n for n in found if n}

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import pattern as orp
 
 from irpass.passes.fusion._rules import (
     FusionRule,
@@ -52,14 +51,13 @@ class ReshapeAfterShapeOp(FusionRule):
         )
         return op.Reshape(inner, shape, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context: Any, shape: ir.Value, out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, shape: ir.Value, out: ir.Value, **_: Any) -> Any:
         target = const_array(shape)
         if target is None:
-            return result.fail("the target shape is not constant")
+            return "the target shape is not constant"
         if attr_int(node_of(out), "allowzero", 0) == 0 and np.any(target == 0):
-            return result.fail("the target shape copies a dimension (0) of the intermediate")
-        return result
+            return "the target shape copies a dimension (0) of the intermediate"
+        return None
 
     def rewrite(self, op: Any, x: Any, shape: Any, out: ir.Value, **_: Any) -> Any:
         return op.Reshape(x, shape, **node_of(out).attributes)
@@ -69,6 +67,7 @@ class StaticShapeChain(FusionRule):
     """g(f(x)) -> Reshape(x, S) when g's output shape S is fully static."""
 
     stat = "to_static_reshape"
+    adds_initializers = True
 
     def __init__(self, first: str, second: str) -> None:
         super().__init__(f"{first}_then_{second}")
@@ -82,19 +81,17 @@ class StaticShapeChain(FusionRule):
             inner, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
         )
 
-    def check(self, context: Any, out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, out: ir.Value, **_: Any) -> tuple[int, ...] | str:
         dims = static_dims(out.shape)
         if dims is None:
-            return result.fail(f"output shape {out.shape} is not fully static")
+            return f"output shape {out.shape} is not fully static"
         if 0 in dims:
-            return result.fail("output has an empty dimension")
-        self._dims = dims
-        return result
+            return "output has an empty dimension"
+        return dims
 
-    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
-        dims = np.array(self._dims, dtype=np.int64)
-        shape = self.new_initializer(op, dims, f"{out.name or 'reshape'}_shape")
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **bindings: Any) -> Any:
+        dims = np.array(self.planned(x=x, out=out, **bindings), dtype=np.int64)
+        shape = self.new_initializer(op, dims, f"{out.name or 'reshape'}_shape", node_of(out))
         return op.Reshape(x, shape)
 
 

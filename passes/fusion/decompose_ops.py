@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import pattern as orp
 
 from irpass.pass_base import option
 from irpass.passes.fusion._rules import (
@@ -53,9 +52,9 @@ from irpass.passes.fusion._rules import (
     RuleSetPass,
     attr_float,
     attr_int,
+    attr_ints,
     attr_str,
     const_array,
-    model_opset,
     node_of,
     rank_of,
     static_shape,
@@ -95,63 +94,73 @@ class DecomposeBatchNorm(BatchNormToMulAdd):
 
 
 class _Decompose(FusionRule):
-    """Shared helpers: constants in the input's dtype, Clip in the model's opset form."""
+    """Shared helpers: constants in the input's dtype, Clip in the model's opset form.
 
-    def const(self, op: Any, x: ir.Value, value: float, name: str) -> ir.Value:
-        assert x.dtype is not None  # every check requires a known dtype
-        return self.new_initializer(op, np.array(value, dtype=x.dtype.numpy()), name)
+    ``clip_inputs`` picks Clip's bounds as inputs (opset >= 11) or attributes (opset 6-10);
+    a rule using Clip exists in both forms and ``min_opset``/``max_opset`` let exactly one
+    of them apply to a model. ``None``: the rule emits no Clip and applies at any opset.
+    """
 
-    def clip01(self, op: Any, x: ir.Value, y: Any) -> Any:
-        if model_opset(self.ctx.model) >= 11:
-            return op.Clip(y, self.const(op, x, 0.0, "zero"), self.const(op, x, 1.0, "one"))
+    adds_initializers = True
+
+    def __init__(self, name: str | None = None, *, clip_inputs: bool | None = True) -> None:
+        super().__init__(name)
+        self.clip_inputs = bool(clip_inputs)
+        if clip_inputs:
+            self.min_opset = max(self.min_opset, 11)
+        elif clip_inputs is not None:
+            self.max_opset = 10
+
+    def plan(self, *args: Any, **bindings: Any) -> Any:
+        return None if bindings["x"].dtype is not None else "input dtype is unknown"
+
+    def const(self, op: Any, x: ir.Value, value: float, name: str, near: ir.Node) -> ir.Value:
+        assert x.dtype is not None  # every plan requires a known dtype
+        return self.new_initializer(op, np.array(value, dtype=x.dtype.numpy()), name, near)
+
+    def clip01(self, op: Any, x: ir.Value, y: Any, near: ir.Node) -> Any:
+        if self.clip_inputs:
+            zero, one = self.const(op, x, 0.0, "zero", near), self.const(op, x, 1.0, "one", near)
+            return op.Clip(y, zero, one)
         return op.Clip(y, min=0.0, max=1.0)
 
-    def hard_sigmoid(self, op: Any, x: ir.Value, alpha: float, beta: float) -> Any:
-        scaled = op.Mul(x, self.const(op, x, alpha, "alpha"))
-        return self.clip01(op, x, op.Add(scaled, self.const(op, x, beta, "beta")))
+    def hard_sigmoid(self, op: Any, x: ir.Value, alpha: float, beta: float, near: ir.Node) -> Any:
+        scaled = op.Mul(x, self.const(op, x, alpha, "alpha", near))
+        return self.clip01(op, x, op.Add(scaled, self.const(op, x, beta, "beta", near)), near)
 
-    def erf(self, op: Any, x: ir.Value, y: Any) -> Any:
+    def erf(self, op: Any, x: ir.Value, y: Any, near: ir.Node) -> Any:
         """A&S 7.1.26 erf of ``y`` (constants in the dtype of ``x``, which has one)."""
-        one = self.const(op, x, 1.0, "one")
-        t = op.Div(one, op.Add(op.Mul(op.Abs(y), self.const(op, x, _ERF_P, "erf_p")), one))
-        poly = self.const(op, x, _ERF_A[-1], "erf_a5")
+
+        def const(value: float, name: str) -> ir.Value:
+            return self.const(op, x, value, name, near)
+
+        one = const(1.0, "one")
+        t = op.Div(one, op.Add(op.Mul(op.Abs(y), const(_ERF_P, "erf_p")), one))
+        poly = const(_ERF_A[-1], "erf_a5")
         for k in (3, 2, 1, 0):
-            poly = op.Add(op.Mul(poly, t), self.const(op, x, _ERF_A[k], f"erf_a{k + 1}"))
-        decay = op.Exp(op.Mul(op.Mul(y, y), self.const(op, x, -1.0, "minus_one")))
+            poly = op.Add(op.Mul(poly, t), const(_ERF_A[k], f"erf_a{k + 1}"))
+        decay = op.Exp(op.Mul(op.Mul(y, y), const(-1.0, "minus_one")))
         magnitude = op.Sub(one, op.Mul(op.Mul(t, poly), decay))
-        sign = op.Clip(
-            op.Mul(y, self.const(op, x, _SIGN_SCALE, "sign_scale")),
-            self.const(op, x, -1.0, "minus_one"),
-            one,
-        )
+        sign = op.Clip(op.Mul(y, const(_SIGN_SCALE, "sign_scale")), const(-1.0, "minus_one"), one)
         return op.Mul(sign, magnitude)
-
-
-def _needs_dtype(x: ir.Value) -> orp.MatchResult:
-    result = orp.MatchResult()
-    if x.dtype is None:
-        return result.fail("input dtype is unknown")
-    return result
 
 
 class DecomposeHardSwish(_Decompose):
     """HardSwish(x) -> x * HardSigmoid(x) (or its Clip form)."""
 
     stat = "HardSwish"
+    min_opset = 14
 
     def __init__(self, inline_hard_sigmoid: bool) -> None:
         super().__init__()
         self.inline_hard_sigmoid = inline_hard_sigmoid
 
     def pattern(self, op: Any, x: Any) -> Any:
-        return op.HardSwish(x)
+        return op.HardSwish(x, _outputs=["out"])
 
-    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
-        return _needs_dtype(x)
-
-    def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
         if self.inline_hard_sigmoid:
-            return op.Mul(x, self.hard_sigmoid(op, x, 1.0 / 6.0, 0.5))
+            return op.Mul(x, self.hard_sigmoid(op, x, 1.0 / 6.0, 0.5, node_of(out)))
         return op.Mul(x, op.HardSigmoid(x, alpha=1.0 / 6.0, beta=0.5))
 
 
@@ -160,16 +169,17 @@ class DecomposeHardSigmoid(_Decompose):
 
     stat = "HardSigmoid"
 
+    def __init__(self, *, clip_inputs: bool = True) -> None:
+        name = "DecomposeHardSigmoid" + ("" if clip_inputs else "_opset10")
+        super().__init__(name, clip_inputs=clip_inputs)
+
     def pattern(self, op: Any, x: Any) -> Any:
         return op.HardSigmoid(x, _allow_other_attributes=True, _outputs=["out"])
-
-    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
-        return _needs_dtype(x)
 
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
         node = node_of(out)
         alpha, beta = attr_float(node, "alpha", 0.2), attr_float(node, "beta", 0.5)
-        return self.hard_sigmoid(op, x, alpha, beta)
+        return self.hard_sigmoid(op, x, alpha, beta, node)
 
 
 class DecomposeGelu(_Decompose):
@@ -188,59 +198,72 @@ class DecomposeGelu(_Decompose):
     def pattern(self, op: Any, x: Any) -> Any:
         return op.Gelu(x, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
-        return _needs_dtype(x)
-
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
-        if attr_str(node_of(out), "approximate", "none") == "tanh":
-            cube = op.Pow(x, self.const(op, x, 3.0, "three"))
-            poly = op.Add(x, op.Mul(cube, self.const(op, x, 0.044715, "gelu_c")))
-            inner = op.Tanh(op.Mul(poly, self.const(op, x, math.sqrt(2 / math.pi), "sqrt_2_pi")))
+        node = node_of(out)
+
+        def const(value: float, name: str) -> ir.Value:
+            return self.const(op, x, value, name, node)
+
+        if attr_str(node, "approximate", "none") == "tanh":
+            cube = op.Pow(x, const(3.0, "three"))
+            poly = op.Add(x, op.Mul(cube, const(0.044715, "gelu_c")))
+            inner = op.Tanh(op.Mul(poly, const(math.sqrt(2 / math.pi), "sqrt_2_pi")))
         else:
-            scaled = op.Div(x, self.const(op, x, math.sqrt(2.0), "sqrt2"))
-            inner = self.erf(op, x, scaled) if self.inline_erf else op.Erf(scaled)
-        one_plus = op.Add(inner, self.const(op, x, 1.0, "one"))
-        return op.Mul(op.Mul(x, self.const(op, x, 0.5, "half")), one_plus)
+            scaled = op.Div(x, const(math.sqrt(2.0), "sqrt2"))
+            inner = self.erf(op, x, scaled, node) if self.inline_erf else op.Erf(scaled)
+        one_plus = op.Add(inner, const(1.0, "one"))
+        return op.Mul(op.Mul(x, const(0.5, "half")), one_plus)
 
 
 class DecomposeLayerNorm(_Decompose):
-    """LayerNormalization -> ReduceMean/Sub/Mul/ReduceMean/Add/Sqrt/Div/Mul/Add."""
+    """LayerNormalization -> ReduceMean/Sub/Mul/ReduceMean/Add/Sqrt/Div/Mul/Add.
+
+    ``axes_input`` picks ReduceMean's axes as an input (opset >= 18) or an attribute (17).
+    """
 
     stat = "LayerNormalization"
+
+    def __init__(self, *, axes_input: bool = True) -> None:
+        super().__init__("DecomposeLayerNorm" + ("" if axes_input else "_opset17"))
+        self.axes_input = axes_input
+        if axes_input:
+            self.min_opset = 18
+        else:
+            self.max_opset = 17
 
     def pattern(self, op: Any, x: Any) -> Any:
         return op.LayerNormalization(
             x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
         )
 
-    def check(self, context: Any, x: ir.Value, out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: ir.Value, out: ir.Value, **_: Any) -> list[int] | str:
+        """The axes to reduce over (negative, trailing), or why not."""
         node = node_of(out)
         if x.dtype not in (ir.DataType.FLOAT, ir.DataType.DOUBLE):
-            return result.fail(f"input type {x.dtype} would need stash_type handling")
+            return f"input type {x.dtype} would need stash_type handling"
         if any(v.uses() or v.is_graph_output() for v in node.outputs[1:]):
-            return result.fail("the Mean/InvStdDev outputs are used")
+            return "the Mean/InvStdDev outputs are used"
         axis = attr_int(node, "axis", -1)
         if axis >= 0:
             rank = rank_of(x)
             if rank is None:
-                return result.fail("input rank is unknown for a non-negative axis")
+                return "input rank is unknown for a non-negative axis"
             axis -= rank
-        self._axes = list(range(axis, 0))
-        return result
+        return list(range(axis, 0))
 
-    def reduce_mean(self, op: Any, x: ir.Value, y: Any) -> Any:
-        if model_opset(self.ctx.model) >= 18:
-            axes = self.new_initializer(op, np.array(self._axes, dtype=np.int64), "ln_axes")
-            return op.ReduceMean(y, axes, keepdims=1)
-        return op.ReduceMean(y, axes=self._axes, keepdims=1)
+    def reduce_mean(self, op: Any, y: Any, axes: list[int], near: ir.Node) -> Any:
+        if self.axes_input:
+            value = self.new_initializer(op, np.array(axes, dtype=np.int64), "ln_axes", near)
+            return op.ReduceMean(y, value, keepdims=1)
+        return op.ReduceMean(y, axes=axes, keepdims=1)
 
-    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **bindings: Any) -> Any:
+        axes = self.planned(x=x, out=out, **bindings)
         node = node_of(out)
         eps = attr_float(node, "epsilon", 1e-5)
-        d = op.Sub(x, self.reduce_mean(op, x, x))
-        var = self.reduce_mean(op, x, op.Mul(d, d))
-        y = op.Div(d, op.Sqrt(op.Add(var, self.const(op, x, eps, "ln_eps"))))
+        d = op.Sub(x, self.reduce_mean(op, x, axes, node))
+        var = self.reduce_mean(op, op.Mul(d, d), axes, node)
+        y = op.Div(d, op.Sqrt(op.Add(var, self.const(op, x, eps, "ln_eps", node))))
         y = op.Mul(y, node.inputs[1])
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             y = op.Add(y, node.inputs[2])
@@ -252,16 +275,19 @@ class DecomposeSum(_Decompose):
 
     stat = "Sum"
 
+    def __init__(self) -> None:
+        super().__init__(clip_inputs=None)
+
     def pattern(self, op: Any, x: Any) -> Any:
         return op.Sum(x, _allow_other_inputs=True, _outputs=["out"])
 
-    def check(self, context: Any, x: ir.Value, out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: ir.Value, out: ir.Value, **_: Any) -> Any:
         if any(v is None for v in node_of(out).inputs):
-            return result.fail("an input is missing")
-        return result
+            return "an input is missing"
+        return None
 
-    def add_chain(self, op: Any, node: ir.Node) -> Any:
+    @staticmethod
+    def add_chain(op: Any, node: ir.Node) -> Any:
         total = node.inputs[0]
         for value in node.inputs[1:]:
             total = op.Add(total, value)
@@ -282,17 +308,15 @@ class DecomposeMean(DecomposeSum):
     def pattern(self, op: Any, x: Any) -> Any:
         return op.Mean(x, _allow_other_inputs=True, _outputs=["out"])
 
-    def check(self, context: Any, x: ir.Value, out: ir.Value, **_: Any) -> Any:
-        result = super().check(context, x, out)
-        if result and x.dtype is None:
-            return result.fail("input dtype is unknown")
-        return result
+    def plan(self, x: ir.Value, out: ir.Value, **_: Any) -> Any:
+        return super().plan(x, out) or (None if x.dtype is not None else "input dtype is unknown")
 
     def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
         node = node_of(out)
         if len(node.inputs) == 1:
             return op.Identity(x)
-        return op.Div(self.add_chain(op, node), self.const(op, x, len(node.inputs), "count"))
+        count = self.const(op, x, len(node.inputs), "count", node)
+        return op.Div(self.add_chain(op, node), count)
 
 
 class DecomposeReciprocal(_Decompose):
@@ -300,68 +324,75 @@ class DecomposeReciprocal(_Decompose):
 
     stat = "Reciprocal"
 
+    def __init__(self) -> None:
+        super().__init__(clip_inputs=None)
+
     def pattern(self, op: Any, x: Any) -> Any:
-        return op.Reciprocal(x)
+        return op.Reciprocal(x, _outputs=["out"])
 
-    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
-        return _needs_dtype(x)
-
-    def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
-        return op.Div(self.const(op, x, 1.0, "one"), x)
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        return op.Div(self.const(op, x, 1.0, "one", node_of(out)), x)
 
 
 class DecomposeReduceSum(_Decompose):
-    """ReduceSum(x, axes) -> Mul(ReduceMean(x, axes), N) for static reduced dims."""
+    """ReduceSum(x, axes) -> Mul(ReduceMean(x, axes), N) for static reduced dims (opset >= 18:
+    ReduceMean takes its axes as an input).
+    """
 
     stat = "ReduceSum"
+    axes_input = True
+    min_opset = 18
+
+    def __init__(self) -> None:
+        super().__init__(clip_inputs=None)
 
     def pattern(self, op: Any, x: Any) -> Any:
         return op.ReduceSum(
             x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
         )
 
-    def check(self, context: Any, x: ir.Value, out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: ir.Value, out: ir.Value, **_: Any) -> tuple[list[int], int] | str:
+        """The sorted non-negative axes and the number of elements each sum adds, or why not."""
         node = node_of(out)
         if x.dtype is None or x.dtype.numpy().kind != "f":
-            return result.fail("only float inputs (an integer mean would truncate)")
+            return "only float inputs (an integer mean would truncate)"
         shape = static_shape(x)
         if shape is None:
-            return result.fail("the reduced dims are not static")
-        axes = self._axes(node, len(shape))
-        if axes is None:
-            return result.fail("axes are not constant")
-        if not axes:
-            return result.fail("empty axes with noop_with_empty_axes: nothing is reduced")
-        return result
-
-    @staticmethod
-    def _axes(node: ir.Node, rank: int) -> list[int] | None:
+            return "the reduced dims are not static"
+        rank = len(shape)
         if len(node.inputs) > 1 and node.inputs[1] is not None:
             array = const_array(node.inputs[1])
             if array is None:
-                return None
+                return "axes are not constant"
             axes = [int(a) % rank for a in array.reshape(-1)]
         else:
-            axes = []
+            attr = attr_ints(node, "axes")
+            axes = [a % rank for a in attr] if attr else []
         if not axes:
-            return [] if attr_int(node, "noop_with_empty_axes", 0) else list(range(rank))
-        return sorted(set(axes))
+            if attr_int(node, "noop_with_empty_axes", 0):
+                return "empty axes with noop_with_empty_axes: nothing is reduced"
+            axes = list(range(rank))
+        axes = sorted(set(axes))
+        return axes, int(np.prod([shape[a] for a in axes]))
 
-    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **bindings: Any) -> Any:
+        axes, count = self.planned(x=x, out=out, **bindings)
         node = node_of(out)
-        shape = static_shape(x)
-        assert shape is not None  # checked
-        axes = self._axes(node, len(shape))
-        assert axes  # checked
-        count = int(np.prod([shape[a] for a in axes]))
         keepdims = attr_int(node, "keepdims", 1)
-        if model_opset(self.ctx.model) >= 18:
-            axes_value = self.new_initializer(op, np.array(axes, dtype=np.int64), "sum_axes")
-            mean = op.ReduceMean(x, axes_value, keepdims=keepdims)
+        if self.axes_input:
+            value = self.new_initializer(op, np.array(axes, dtype=np.int64), "sum_axes", node)
+            mean = op.ReduceMean(x, value, keepdims=keepdims)
         else:
             mean = op.ReduceMean(x, axes=axes, keepdims=keepdims)
-        return op.Mul(mean, self.const(op, x, float(count), "count"))
+        return op.Mul(mean, self.const(op, x, float(count), "count", node))
+
+
+class DecomposeReduceSumOpset17(DecomposeReduceSum):
+    """The same before opset 18, where ReduceMean takes its axes as an attribute."""
+
+    axes_input = False
+    min_opset = 1
+    max_opset = 17
 
 
 class DecomposeErf(_Decompose):
@@ -370,16 +401,15 @@ class DecomposeErf(_Decompose):
     stat = "Erf"
 
     def pattern(self, op: Any, x: Any) -> Any:
-        return op.Erf(x)
+        return op.Erf(x, _outputs=["out"])
 
-    def check(self, context: Any, x: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: ir.Value, **_: Any) -> Any:
         if x.dtype not in (ir.DataType.FLOAT, ir.DataType.DOUBLE):
-            return result.fail(f"input type {x.dtype}: only float32/float64")
-        return result
+            return f"input type {x.dtype}: only float32/float64"
+        return None
 
-    def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
-        return self.erf(op, x, x)
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        return self.erf(op, x, x, node_of(out))
 
 
 def _check_ops(ops: tuple[str, ...]) -> None:
@@ -394,10 +424,7 @@ def _check_ops(ops: tuple[str, ...]) -> None:
 class DecomposeOptions:
     """Options of decompose_ops."""
 
-    decompose: tuple[str, ...] = option(
-        (),
-        "op types to decompose: " + ", ".join(DECOMPOSABLE),
-    )
+    decompose: tuple[str, ...] = option((), "op types to decompose: " + ", ".join(DECOMPOSABLE))
 
     def __post_init__(self) -> None:
         _check_ops(tuple(self.decompose))
@@ -431,20 +458,20 @@ class DecomposeOpsPass(RuleSetPass):
             first.append(DecomposeHardSwish(inline_hard_sigmoid="HardSigmoid" in ops))
         rest: list[FusionRule] = []
         if "HardSigmoid" in ops:
-            rest.append(DecomposeHardSigmoid())
+            rest += [DecomposeHardSigmoid(), DecomposeHardSigmoid(clip_inputs=False)]
         if "Gelu" in ops:
             rest.append(DecomposeGelu(inline_erf="Erf" in ops))
         if "LayerNormalization" in ops:
-            rest.append(DecomposeLayerNorm())
+            rest += [DecomposeLayerNorm(), DecomposeLayerNorm(axes_input=False)]
         if "BatchNormalization" in ops:
             rest.append(DecomposeBatchNorm())
         simple: dict[str, type[FusionRule]] = {
             "Sum": DecomposeSum,
             "Mean": DecomposeMean,
             "Reciprocal": DecomposeReciprocal,
-            "ReduceSum": DecomposeReduceSum,
+            "Erf": DecomposeErf,
         }
         rest += [rule() for op_type, rule in simple.items() if op_type in ops]
-        if "Erf" in ops:
-            rest.append(DecomposeErf())
+        if "ReduceSum" in ops:
+            rest += [DecomposeReduceSum(), DecomposeReduceSumOpset17()]
         return [first, rest]

@@ -53,7 +53,6 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import pattern as orp
 
 from irpass.pass_base import option
 from irpass.passes.fusion._rules import (
@@ -162,10 +161,26 @@ def _bias_name(node: ir.Node) -> str:
     return bias.name if bias is not None and bias.name else _name(node.inputs[1]) + "_bias"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Fold:
+    """What folding a BN into a linear node needs: its affine map and the node's constants."""
+
+    node: ir.Node
+    s: np.ndarray
+    t: np.ndarray
+    w: np.ndarray
+    b: np.ndarray | None
+
+    def bias64(self, channels: int) -> np.ndarray:
+        """The bias in float64 (zeros when the node has none)."""
+        return np.zeros(channels) if self.b is None else self.b.astype(np.float64)
+
+
 class _BnAfter(FusionRule):
     """BN(linear(x, W, B)) -> linear(x, W', B'): shared check of the producer side."""
 
     stat = "into_producer"
+    adds_initializers = True
     linear_op = ""
 
     def pattern(self, op: Any, x: Any) -> Any:
@@ -176,35 +191,28 @@ class _BnAfter(FusionRule):
             _outputs=["bn_out"],
         )
 
-    def check(self, context: Any, x: Any, linear_out: ir.Value, bn_out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, linear_out: ir.Value, bn_out: ir.Value, **_: Any) -> _Fold | str:
         affine = bn_affine(node_of(bn_out))
         if isinstance(affine, str):
-            return result.fail(affine)
-        wb = _weight_and_bias(node_of(linear_out))
+            return affine
+        node = node_of(linear_out)
+        wb = _weight_and_bias(node)
         if isinstance(wb, str):
-            return result.fail(wb)
-        self._s, self._t = affine
-        self._w, self._b = wb
-        reason = self.check_shapes(node_of(linear_out))
-        if reason:
-            return result.fail(reason)
-        return result
+            return wb
+        fold = _Fold(node, *affine, *wb)
+        return self.check_shapes(fold) or fold
 
     @abc.abstractmethod
-    def check_shapes(self, node: ir.Node) -> str | None:
+    def check_shapes(self, fold: _Fold) -> str | None:
         """Why the weight does not fit the BN's channel count (None when it does)."""
 
-    def emit(self, op: Any, x: ir.Value, node: ir.Node, w: np.ndarray, b: np.ndarray) -> Any:
+    def emit(self, op: Any, x: ir.Value, fold: _Fold, w: np.ndarray, b: np.ndarray) -> Any:
+        node = fold.node
         attrs = {k: v for k, v in node.attributes.items() if k != "beta"}
-        w_value = self.new_initializer(op, w.astype(self._w.dtype), _name(node.inputs[1]))
-        b_value = self.new_initializer(op, b.astype(self._w.dtype), _bias_name(node))
+        dtype = fold.w.dtype
+        w_value = self.new_initializer(op, w.astype(dtype), _name(node.inputs[1]), node)
+        b_value = self.new_initializer(op, b.astype(dtype), _bias_name(node), node)
         return op.op(node.op_type, x, w_value, b_value, **attrs)
-
-    def bias64(self, channels: int) -> np.ndarray:
-        if self._b is None:
-            return np.zeros(channels)
-        return self._b.astype(np.float64)
 
 
 class FoldBatchNormIntoConv(_BnAfter):
@@ -212,19 +220,19 @@ class FoldBatchNormIntoConv(_BnAfter):
 
     linear_op = "Conv"
 
-    def check_shapes(self, node: ir.Node) -> str | None:
-        if self._w.ndim < 3 or self._w.shape[0] != self._s.size:
-            return f"Conv weight {self._w.shape} does not match {self._s.size} BN channels"
-        if self._b is not None and self._b.size != self._s.size:
+    def check_shapes(self, fold: _Fold) -> str | None:
+        if fold.w.ndim < 3 or fold.w.shape[0] != fold.s.size:
+            return f"Conv weight {fold.w.shape} does not match {fold.s.size} BN channels"
+        if fold.b is not None and fold.b.size != fold.s.size:
             return "Conv bias does not match the BN channels"
         return None
 
-    def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
-        node = node_of(linear_out)
-        s, t = self._s, self._t
-        w = self._w.astype(np.float64) * s.reshape((-1,) + (1,) * (self._w.ndim - 1))
-        b = self.bias64(s.size).reshape(-1) * s + t
-        return self.emit(op, x, node, w, b)
+    def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
+        fold = self.planned(x=x, **bindings)
+        s, t = fold.s, fold.t
+        w = fold.w.astype(np.float64) * s.reshape((-1,) + (1,) * (fold.w.ndim - 1))
+        b = fold.bias64(s.size).reshape(-1) * s + t
+        return self.emit(op, x, fold, w, b)
 
 
 class FoldBatchNormIntoConvTranspose(_BnAfter):
@@ -232,27 +240,27 @@ class FoldBatchNormIntoConvTranspose(_BnAfter):
 
     linear_op = "ConvTranspose"
 
-    def check_shapes(self, node: ir.Node) -> str | None:
-        group = attr_int(node, "group", 1)
-        if self._w.ndim < 3 or self._w.shape[0] % group:
-            return f"ConvTranspose weight {self._w.shape} does not split into {group} groups"
-        if self._w.shape[1] * group != self._s.size:
+    def check_shapes(self, fold: _Fold) -> str | None:
+        group = attr_int(fold.node, "group", 1)
+        if fold.w.ndim < 3 or fold.w.shape[0] % group:
+            return f"ConvTranspose weight {fold.w.shape} does not split into {group} groups"
+        if fold.w.shape[1] * group != fold.s.size:
             return "ConvTranspose output channels do not match the BN channels"
-        if self._b is not None and self._b.size != self._s.size:
+        if fold.b is not None and fold.b.size != fold.s.size:
             return "ConvTranspose bias does not match the BN channels"
         return None
 
-    def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
-        node = node_of(linear_out)
-        group = attr_int(node, "group", 1)
-        w = self._w.astype(np.float64)
+    def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
+        fold = self.planned(x=x, **bindings)
+        group = attr_int(fold.node, "group", 1)
+        w = fold.w.astype(np.float64)
         c_in, m_per_group = w.shape[:2]
         kernel = w.shape[2:]
         grouped = w.reshape((group, c_in // group, m_per_group) + kernel)
-        scale = self._s.reshape((group, 1, m_per_group) + (1,) * len(kernel))
+        scale = fold.s.reshape((group, 1, m_per_group) + (1,) * len(kernel))
         w_new = (grouped * scale).reshape(w.shape)
-        b = self.bias64(self._s.size).reshape(-1) * self._s + self._t
-        return self.emit(op, x, node, w_new, b)
+        b = fold.bias64(fold.s.size).reshape(-1) * fold.s + fold.t
+        return self.emit(op, x, fold, w_new, b)
 
 
 class FoldBatchNormIntoGemm(_BnAfter):
@@ -260,27 +268,27 @@ class FoldBatchNormIntoGemm(_BnAfter):
 
     linear_op = "Gemm"
 
-    def check_shapes(self, node: ir.Node) -> str | None:
-        if self._w.ndim != 2:
+    def check_shapes(self, fold: _Fold) -> str | None:
+        if fold.w.ndim != 2:
             return "Gemm B is not 2-D"
-        n = self._w.shape[0] if attr_int(node, "transB", 0) else self._w.shape[1]
-        if n != self._s.size:
-            return f"Gemm has {n} output features, BN has {self._s.size} channels"
-        if self._b is not None:
+        n = fold.w.shape[0] if attr_int(fold.node, "transB", 0) else fold.w.shape[1]
+        if n != fold.s.size:
+            return f"Gemm has {n} output features, BN has {fold.s.size} channels"
+        if fold.b is not None:
             try:
-                np.broadcast_shapes(self._b.shape, (n,))
+                np.broadcast_shapes(fold.b.shape, (n,))
             except ValueError:
-                return f"Gemm C {self._b.shape} does not broadcast to the features"
+                return f"Gemm C {fold.b.shape} does not broadcast to the features"
         return None
 
-    def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
-        node = node_of(linear_out)
-        s, t = self._s, self._t
-        w = self._w.astype(np.float64)
-        w = w * s[:, None] if attr_int(node, "transB", 0) else w * s[None, :]
-        beta = attr_float(node, "beta", 1.0)
-        c = np.zeros(s.size) if self._b is None else beta * self._b.astype(np.float64)
-        return self.emit(op, x, node, w, c * s + t)
+    def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
+        fold = self.planned(x=x, **bindings)
+        s, t = fold.s, fold.t
+        w = fold.w.astype(np.float64)
+        w = w * s[:, None] if attr_int(fold.node, "transB", 0) else w * s[None, :]
+        beta = attr_float(fold.node, "beta", 1.0)
+        c = np.zeros(s.size) if fold.b is None else beta * fold.b.astype(np.float64)
+        return self.emit(op, x, fold, w, c * s + t)
 
 
 class FoldBatchNormIntoMatMul(_BnAfter):
@@ -288,19 +296,21 @@ class FoldBatchNormIntoMatMul(_BnAfter):
 
     linear_op = "MatMul"
 
-    def check_shapes(self, node: ir.Node) -> str | None:
-        if rank_of(node.inputs[0]) != 2:
+    def check_shapes(self, fold: _Fold) -> str | None:
+        if rank_of(fold.node.inputs[0]) != 2:
             return "MatMul input is not known to be 2-D (BN's axis 1 would not be features)"
-        if self._w.ndim != 2 or self._w.shape[1] != self._s.size:
+        if fold.w.ndim != 2 or fold.w.shape[1] != fold.s.size:
             return "MatMul weight does not match the BN channels"
         return None
 
-    def rewrite(self, op: Any, x: Any, linear_out: ir.Value, **_: Any) -> Any:
-        node = node_of(linear_out)
-        w = self._w.astype(np.float64) * self._s[None, :]
-        dtype = self._w.dtype
-        w_value = self.new_initializer(op, w.astype(dtype), _name(node.inputs[1]))
-        t_value = self.new_initializer(op, self._t.astype(dtype), _name(node.inputs[1]) + "_bias")
+    def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
+        fold = self.planned(x=x, **bindings)
+        node = fold.node
+        w = fold.w.astype(np.float64) * fold.s[None, :]
+        dtype = fold.w.dtype
+        base = _name(node.inputs[1])
+        w_value = self.new_initializer(op, w.astype(dtype), base, node)
+        t_value = self.new_initializer(op, fold.t.astype(dtype), base + "_bias", node)
         return op.Add(op.MatMul(x, w_value), t_value)
 
 
@@ -316,6 +326,7 @@ class FoldBatchNormIntoNextConv(FusionRule):
     """Conv(BN(x), W, B) -> Conv(x, W * s_in, B + W . t) where padding cannot tell t from 0."""
 
     stat = "into_consumer"
+    adds_initializers = True
 
     def pattern(self, op: Any, x: Any) -> Any:
         bn = op.BatchNormalization(
@@ -323,38 +334,37 @@ class FoldBatchNormIntoNextConv(FusionRule):
         )
         return op.Conv(bn, _allow_other_inputs=True, _outputs=["conv_out"])
 
-    def check(self, context: Any, x: Any, bn_out: ir.Value, conv_out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, bn_out: ir.Value, conv_out: ir.Value, **_: Any) -> _Fold | str:
         affine = bn_affine(node_of(bn_out))
         if isinstance(affine, str):
-            return result.fail(affine)
+            return affine
         conv = node_of(conv_out)
         wb = _weight_and_bias(conv)
         if isinstance(wb, str):
-            return result.fail(wb)
-        (s, t), (w, b) = affine, wb
+            return wb
+        fold = _Fold(conv, *affine, *wb)
         group = attr_int(conv, "group", 1)
-        if w.ndim < 3 or w.shape[1] * group != s.size or w.shape[0] % group:
-            return result.fail(f"Conv weight {w.shape} / group {group} does not match BN")
-        if np.any(t != 0) and not _conv_pads_nothing(conv):
-            return result.fail("Conv pads its input: padding would see 0 instead of the BN shift")
-        self._s, self._t, self._w, self._b, self._group = s, t, w, b, group
-        return result
+        w = fold.w
+        if w.ndim < 3 or w.shape[1] * group != fold.s.size or w.shape[0] % group:
+            return f"Conv weight {w.shape} / group {group} does not match BN"
+        if np.any(fold.t != 0) and not _conv_pads_nothing(conv):
+            return "Conv pads its input: padding would see 0 instead of the BN shift"
+        return fold
 
-    def rewrite(self, op: Any, x: Any, conv_out: ir.Value, **_: Any) -> Any:
-        conv = node_of(conv_out)
-        w = self._w.astype(np.float64)
+    def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
+        fold = self.planned(x=x, **bindings)
+        conv = fold.node
+        w = fold.w.astype(np.float64)
         m, c_per_group = w.shape[:2]
-        group_of_m = np.arange(m) // (m // self._group)
+        group_of_m = np.arange(m) // (m // attr_int(conv, "group", 1))
         channel = group_of_m[:, None] * c_per_group + np.arange(c_per_group)[None, :]
         extra = (1,) * (w.ndim - 2)
-        w_new = w * self._s[channel].reshape((m, c_per_group) + extra)
+        w_new = w * fold.s[channel].reshape((m, c_per_group) + extra)
         kernel_sum = w.reshape(m, c_per_group, -1).sum(axis=2)
-        b = np.zeros(m) if self._b is None else self._b.astype(np.float64)
-        b = b + (kernel_sum * self._t[channel]).sum(axis=1)
-        dtype = self._w.dtype
-        w_value = self.new_initializer(op, w_new.astype(dtype), _name(conv.inputs[1]))
-        b_value = self.new_initializer(op, b.astype(dtype), _bias_name(conv))
+        b = fold.bias64(m) + (kernel_sum * fold.t[channel]).sum(axis=1)
+        dtype = fold.w.dtype
+        w_value = self.new_initializer(op, w_new.astype(dtype), _name(conv.inputs[1]), conv)
+        b_value = self.new_initializer(op, b.astype(dtype), _bias_name(conv), conv)
         return op.Conv(x, w_value, b_value, **conv.attributes)
 
 
@@ -362,6 +372,7 @@ class FoldBatchNormIntoNextGemm(FusionRule):
     """Gemm(BN(x), B, C) -> Gemm(x, diag(s) B, beta*C + alpha * t B) for 2-D x, transA=0."""
 
     stat = "into_consumer"
+    adds_initializers = True
 
     def pattern(self, op: Any, x: Any) -> Any:
         bn = op.BatchNormalization(
@@ -369,40 +380,40 @@ class FoldBatchNormIntoNextGemm(FusionRule):
         )
         return op.Gemm(bn, _allow_other_inputs=True, _outputs=["gemm_out"])
 
-    def check(self, context: Any, x: Any, bn_out: ir.Value, gemm_out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: Any, bn_out: ir.Value, gemm_out: ir.Value, **_: Any) -> _Fold | str:
         affine = bn_affine(node_of(bn_out))
         if isinstance(affine, str):
-            return result.fail(affine)
+            return affine
         gemm = node_of(gemm_out)
         if gemm.inputs[0] is not bn_out or attr_int(gemm, "transA", 0):
-            return result.fail("BN does not feed Gemm's A operand untransposed")
+            return "BN does not feed Gemm's A operand untransposed"
         if rank_of(x) != 2:
-            return result.fail("BN input is not known to be 2-D")
+            return "BN input is not known to be 2-D"
         wb = _weight_and_bias(gemm)
         if isinstance(wb, str):
-            return result.fail(wb)
-        (s, t), (w, c) = affine, wb
+            return wb
+        fold = _Fold(gemm, *affine, *wb)
+        w = fold.w
         k = w.shape[1] if attr_int(gemm, "transB", 0) else w.shape[0]
-        if w.ndim != 2 or k != s.size:
-            return result.fail("Gemm B does not match the BN channels")
-        self._s, self._t, self._w, self._c = s, t, w, c
-        return result
+        if w.ndim != 2 or k != fold.s.size:
+            return "Gemm B does not match the BN channels"
+        return fold
 
-    def rewrite(self, op: Any, x: Any, gemm_out: ir.Value, **_: Any) -> Any:
-        gemm = node_of(gemm_out)
+    def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
+        fold = self.planned(x=x, **bindings)
+        gemm = fold.node
         trans_b = attr_int(gemm, "transB", 0)
-        w = self._w.astype(np.float64)
+        w = fold.w.astype(np.float64)
         b_eff = w.T if trans_b else w  # (K, N)
-        w_new = w * self._s[None, :] if trans_b else w * self._s[:, None]
+        w_new = w * fold.s[None, :] if trans_b else w * fold.s[:, None]
         alpha = attr_float(gemm, "alpha", 1.0)
         beta = attr_float(gemm, "beta", 1.0)
-        c = np.zeros(b_eff.shape[1]) if self._c is None else beta * self._c.astype(np.float64)
-        c = c + alpha * (self._t @ b_eff)
-        dtype = self._w.dtype
+        c = np.zeros(b_eff.shape[1]) if fold.b is None else beta * fold.b.astype(np.float64)
+        c = c + alpha * (fold.t @ b_eff)
+        dtype = fold.w.dtype
         attrs = {k: v for k, v in gemm.attributes.items() if k != "beta"}
-        w_value = self.new_initializer(op, w_new.astype(dtype), _name(gemm.inputs[1]))
-        c_value = self.new_initializer(op, c.astype(dtype), _bias_name(gemm))
+        w_value = self.new_initializer(op, w_new.astype(dtype), _name(gemm.inputs[1]), gemm)
+        c_value = self.new_initializer(op, c.astype(dtype), _bias_name(gemm), gemm)
         return op.Gemm(x, w_value, c_value, **attrs)
 
 
@@ -441,6 +452,7 @@ class BatchNormToMulAdd(FusionRule):
     """
 
     stat = "to_mul_add"
+    adds_initializers = True
 
     def __init__(self, only_if_absorbed: bool = False) -> None:
         super().__init__()
@@ -451,34 +463,37 @@ class BatchNormToMulAdd(FusionRule):
             x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["bn_out"]
         )
 
-    def check(self, context: Any, x: ir.Value, bn_out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(
+        self, x: ir.Value, bn_out: ir.Value, **_: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.dtype] | str:
+        """``(s, t, dtype)`` with s and t shaped ``(C, 1, ..., 1)`` for x's rank, or why not."""
         affine = bn_affine(node_of(bn_out))
         if isinstance(affine, str):
-            return result.fail(affine)
+            return affine
         if self.only_if_absorbed and not (
             _feeds_constant_linear(bn_out) or _made_by_linear(x)
         ):
-            return result.fail("no Conv/Gemm/MatMul next to the BN would absorb Mul+Add")
+            return "no Conv/Gemm/MatMul next to the BN would absorb Mul+Add"
         rank = rank_of(x)
         if rank is None:
             rank = rank_of(bn_out)  # BN keeps the shape
         if rank is None or rank < 2:
-            return result.fail("BatchNormalization input rank is unknown")
+            return "BatchNormalization input rank is unknown"
         dtype = x.dtype or bn_out.dtype
         if dtype is None:
-            return result.fail("BatchNormalization input dtype is unknown")
-        self._s, self._t = affine
-        self._rank, self._dtype = rank, dtype.numpy()
-        return result
+            return "BatchNormalization input dtype is unknown"
+        shape = (-1,) + (1,) * (rank - 2)
+        s, t = affine
+        return s.reshape(shape), t.reshape(shape), dtype.numpy()
 
-    def rewrite(self, op: Any, x: ir.Value, bn_out: ir.Value, **_: Any) -> Any:
-        shape = (-1,) + (1,) * (self._rank - 2)
-        dtype = self._dtype
-        base = node_of(bn_out).inputs[1].name
-        s = self.new_initializer(op, self._s.reshape(shape).astype(dtype), f"{base}_scale")
-        t = self.new_initializer(op, self._t.reshape(shape).astype(dtype), f"{base}_shift")
-        return op.Add(op.Mul(x, s), t)
+    def rewrite(self, op: Any, x: ir.Value, bn_out: ir.Value, **bindings: Any) -> Any:
+        s, t, dtype = self.planned(x=x, bn_out=bn_out, **bindings)
+        bn = node_of(bn_out)
+        base = bn.inputs[1].name if bn.inputs[1] is not None else None
+        base = base or "bn"
+        scale = self.new_initializer(op, s.astype(dtype), f"{base}_scale", bn)
+        shift = self.new_initializer(op, t.astype(dtype), f"{base}_shift", bn)
+        return op.Add(op.Mul(x, scale), shift)
 
 
 @dataclasses.dataclass(frozen=True)

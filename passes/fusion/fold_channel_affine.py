@@ -32,11 +32,11 @@ MatMul are not covered.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import pattern as orp
 
 from irpass.passes.fusion._rules import (
     FusionRule,
@@ -90,37 +90,47 @@ def _value_name(value: ir.Value | None) -> str:
     return (value.name if value is not None else None) or "w"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Affine:
+    """A fold's inputs: the linear node, its private weight (and bias), the channel vector."""
+
+    node: ir.Node
+    w: np.ndarray
+    b: np.ndarray | None
+    c: np.ndarray
+
+
+def _weights(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None] | str:
+    """The private float weight (and bias) of ``node``, or why they cannot be rewritten."""
+    w = _private(node.inputs[1] if len(node.inputs) > 1 else None, node)
+    if w is None:
+        return "weight is not a constant used only by this node (or is a graph input)"
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is None:
+        return w, None
+    b = _private(bias, node)
+    if b is None:
+        return "bias is not a constant used only by this node (or is a graph input)"
+    return w, b
+
+
 class _AffineRule(FusionRule):
-    """Shared check: the linear node's weight (and bias) are private float constants."""
+    """Shared emission: the linear node again, with new weight (and bias) initializers."""
 
-    _w: np.ndarray
-    _b: np.ndarray | None
-
-    def weights(self, node: ir.Node) -> str | None:
-        """Load the private float weight (and bias) of ``node``; return why not."""
-        w = _private(node.inputs[1] if len(node.inputs) > 1 else None, node)
-        if w is None:
-            return "weight is not a constant used only by this node (or is a graph input)"
-        self._w = w
-        bias = node.inputs[2] if len(node.inputs) > 2 else None
-        self._b = None
-        if bias is not None:
-            self._b = _private(bias, node)
-            if self._b is None:
-                return "bias is not a constant used only by this node (or is a graph input)"
-        return None
+    adds_initializers = True
 
     def emit(
-        self, op: Any, x: Any, node: ir.Node, w: np.ndarray, b: np.ndarray | None,
+        self, op: Any, x: Any, fold: _Affine, w: np.ndarray, b: np.ndarray | None,
         **overrides: Any,
     ) -> Any:
-        dtype = self._w.dtype
+        node = fold.node
+        dtype = fold.w.dtype
         base = _value_name(node.inputs[1])
-        inputs = [x, self.new_initializer(op, w.astype(dtype), base)]
+        inputs = [x, self.new_initializer(op, w.astype(dtype), base, node)]
         if b is not None:
             bias = node.inputs[2] if len(node.inputs) > 2 else None
             bias_name = bias.name if bias is not None and bias.name else f"{base}_bias"
-            inputs.append(self.new_initializer(op, b.astype(dtype), bias_name))
+            inputs.append(self.new_initializer(op, b.astype(dtype), bias_name, node))
         attrs = dict(node.attributes)
         attrs.update(overrides)
         attrs = {k: v for k, v in attrs.items() if v is not None}
@@ -157,33 +167,31 @@ class FoldAffineAfterLinear(_AffineRule):
         args = (c, linear) if self.const_first else (linear, c)
         return getattr(op, self.arith)(*args)
 
-    def check(self, context: Any, x: Any, c: ir.Value, lin_out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, c: ir.Value, lin_out: ir.Value, **_: Any) -> _Affine | str:
         node = node_of(lin_out)
-        reason = self.weights(node)
-        if reason:
-            return result.fail(reason)
+        wb = _weights(node)
+        if isinstance(wb, str):
+            return wb
         if self.linear_op == "MatMul" and self.arith in ("Add", "Sub"):
-            return result.fail("MatMul has no bias to absorb an Add (matmul_add_to_gemm does)")
+            return "MatMul has no bias to absorb an Add (matmul_add_to_gemm does)"
         c_array = const_array(c)
         if c_array is None or c_array.dtype.kind != "f":
-            return result.fail("the other operand is not a float constant")
-        layout = _channel_axis_after(node, self._w)
+            return "the other operand is not a float constant"
+        layout = _channel_axis_after(node, wb[0])
         if layout is None:
-            return result.fail("the linear op's output layout is unknown")
+            return "the linear op's output layout is unknown"
         vec = per_channel(c_array, *layout)
         if vec is None:
-            return result.fail(f"constant of shape {c_array.shape} is not per output channel")
+            return f"constant of shape {c_array.shape} is not per output channel"
         if self.arith == "Div" and np.any(vec == 0):
-            return result.fail("division by a constant with zeros")
-        self._c = vec
-        return result
+            return "division by a constant with zeros"
+        return _Affine(node, *wb, vec)
 
-    def rewrite(self, op: Any, x: Any, lin_out: ir.Value, **_: Any) -> Any:
-        node = node_of(lin_out)
-        c = self._c
-        w = self._w.astype(np.float64)
-        b = None if self._b is None else self._b.astype(np.float64)
+    def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
+        fold = self.planned(x=x, **bindings)
+        node, c = fold.node, fold.c
+        w = fold.w.astype(np.float64)
+        b = None if fold.b is None else fold.b.astype(np.float64)
         overrides: dict[str, Any] = {}
         if node.op_type == "Gemm":
             # the new C carries beta already
@@ -204,10 +212,10 @@ class FoldAffineAfterLinear(_AffineRule):
             shift = c if self.arith == "Add" else -c
             b = shift if b is None else b + shift
         if node.op_type == "MatMul":
-            dtype = self._w.dtype
-            w_value = self.new_initializer(op, w.astype(dtype), _value_name(node.inputs[1]))
+            base = _value_name(node.inputs[1])
+            w_value = self.new_initializer(op, w.astype(fold.w.dtype), base, node)
             return op.MatMul(x, w_value)
-        return self.emit(op, x, node, w, b, **overrides)
+        return self.emit(op, x, fold, w, b, **overrides)
 
 
 class FoldScaleBeforeLinear(_AffineRule):
@@ -224,44 +232,43 @@ class FoldScaleBeforeLinear(_AffineRule):
         scaled = getattr(op, self.arith)(*args, _outputs=["scaled"])
         return getattr(op, self.linear_op)(scaled, _allow_other_inputs=True, _outputs=["lin_out"])
 
-    def check(self, context: Any, x: Any, c: ir.Value, scaled: ir.Value, lin_out: ir.Value,
-              **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(
+        self, x: Any, c: ir.Value, scaled: ir.Value, lin_out: ir.Value, **_: Any
+    ) -> _Affine | str:
         node = node_of(lin_out)
         if node.inputs[0] is not scaled:
-            return result.fail("the scaled value is not the data input")
-        reason = self.weights(node)
-        if reason:
-            return result.fail(reason)
+            return "the scaled value is not the data input"
+        wb = _weights(node)
+        if isinstance(wb, str):
+            return wb
         c_array = const_array(c)
         if c_array is None or c_array.dtype.kind != "f":
-            return result.fail("the other operand is not a float constant")
-        w = self._w
+            return "the other operand is not a float constant"
+        w = wb[0]
         if node.op_type == "Conv":
             if w.ndim < 3:
-                return result.fail("Conv weight rank < 3")
+                return "Conv weight rank < 3"
             layout = (w.ndim, 1, w.shape[1] * attr_int(node, "group", 1))
         elif node.op_type == "Gemm":
             if attr_int(node, "transA", 0) or w.ndim != 2:
-                return result.fail("Gemm reads A transposed")
+                return "Gemm reads A transposed"
             layout = (2, 1, w.shape[1] if attr_int(node, "transB", 0) else w.shape[0])
         else:
             x_rank = rank_of(x)
             if w.ndim != 2 or x_rank is None or x_rank < 2:
-                return result.fail("MatMul input rank unknown or < 2")
+                return "MatMul input rank unknown or < 2"
             layout = (x_rank, -1, w.shape[0])
         vec = per_channel(c_array, *layout)
         if vec is None:
-            return result.fail(f"constant of shape {c_array.shape} is not per input channel")
+            return f"constant of shape {c_array.shape} is not per input channel"
         if self.arith == "Div" and np.any(vec == 0):
-            return result.fail("division by a constant with zeros")
-        self._c = vec if self.arith == "Mul" else 1.0 / vec
-        return result
+            return "division by a constant with zeros"
+        return _Affine(node, *wb, vec if self.arith == "Mul" else 1.0 / vec)
 
-    def rewrite(self, op: Any, x: Any, lin_out: ir.Value, **_: Any) -> Any:
-        node = node_of(lin_out)
-        w = self._w.astype(np.float64)
-        c = self._c
+    def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
+        fold = self.planned(x=x, **bindings)
+        node, c = fold.node, fold.c
+        w = fold.w.astype(np.float64)
         if node.op_type == "Conv":
             group = attr_int(node, "group", 1)
             m, c_per_group = w.shape[:2]
@@ -272,8 +279,8 @@ class FoldScaleBeforeLinear(_AffineRule):
             w = w * c[None, :]
         else:
             w = w * c[:, None]
-        b = None if self._b is None else self._b.astype(np.float64)
-        return self.emit(op, x, node, w, b)
+        b = None if fold.b is None else fold.b.astype(np.float64)
+        return self.emit(op, x, fold, w, b)
 
 
 def _rules() -> list[FusionRule]:

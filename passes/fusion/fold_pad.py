@@ -23,9 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import pattern as orp
 
 from irpass.passes.fusion._rules import (
     FusionRule,
@@ -87,41 +85,42 @@ class FoldPadIntoWindowOp(FusionRule):
             padded, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
         )
 
-    def check(self, context: Any, x: ir.Value, padded: ir.Value, out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: ir.Value, padded: ir.Value, out: ir.Value, **_: Any) -> list[int] | str:
+        """The consumer's new pads, or why the Pad cannot fold into it."""
         node = node_of(out)
         if node.inputs[0] is not padded:
-            return result.fail("the Pad output is not the data input")
+            return "the Pad output is not the data input"
         pads = zero_pad_amounts(node_of(padded))
         if isinstance(pads, str):
-            return result.fail(pads)
+            return pads
         rank = len(pads) // 2
         if rank < 3 or (rank_of(x) not in (None, rank)):
-            return result.fail("Pad rank does not match an N, C, spatial... input")
+            return "Pad rank does not match an N, C, spatial... input"
         if pads[0] or pads[1] or pads[rank] or pads[rank + 1]:
-            return result.fail("Pad pads the batch or channel axis")
+            return "Pad pads the batch or channel axis"
         if attr_str(node, "auto_pad", "NOTSET") != "NOTSET":
-            return result.fail("the consumer uses auto_pad")
+            return "the consumer uses auto_pad"
         spatial = rank - 2
         own = attr_ints(node, "pads") or [0] * (2 * spatial)
         if self.consumer == "AveragePool":
             if attr_int(node, "ceil_mode", 0):
-                return result.fail("AveragePool uses ceil_mode=1")
+                return "AveragePool uses ceil_mode=1"
             if any(own) and not attr_int(node, "count_include_pad", 0):
-                return result.fail("AveragePool excludes its own pads from the average")
+                return "AveragePool excludes its own pads from the average"
         extra = pads[2:rank] + pads[rank + 2:]
-        self._pads = [int(a) + int(b) for a, b in zip(own, extra, strict=True)]
+        new_pads = [int(a) + int(b) for a, b in zip(own, extra, strict=True)]
         kernel = attr_ints(node, "kernel_shape")
         if self.consumer == "AveragePool" and (
-            kernel is None or any(p >= kernel[i % spatial] for i, p in enumerate(self._pads))
+            kernel is None or any(p >= kernel[i % spatial] for i, p in enumerate(new_pads))
         ):
-            return result.fail(f"pooling pads {self._pads} would not be smaller than the kernel")
-        return result
+            return f"pooling pads {new_pads} would not be smaller than the kernel"
+        return new_pads
 
-    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **bindings: Any) -> Any:
+        pads = self.planned(x=x, out=out, **bindings)
         node = node_of(out)
         attrs = dict(node.attributes)
-        attrs["pads"] = ir.AttrInt64s("pads", np.asarray(self._pads, dtype=np.int64).tolist())
+        attrs["pads"] = ir.AttrInt64s("pads", [int(p) for p in pads])
         if self.consumer == "AveragePool":
             attrs["count_include_pad"] = ir.AttrInt64("count_include_pad", 1)
         return op.op(node.op_type, x, *node.inputs[1:], **attrs)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import onnx_ir as ir
-from onnxscript.rewriter import pattern as orp
 
 from irpass.passes.fusion._rules import (
     FusionRule,
@@ -53,17 +52,16 @@ class FoldTransposeIntoGemm(FusionRule):
         args = (t, other) if self.operand == 0 else (other, t)
         return op.Gemm(*args, _allow_other_inputs=True, _outputs=["gemm_out"])
 
-    def check(self, context: Any, t_out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, t_out: ir.Value, **_: Any) -> Any:
         if not is_2d_swap(node_of(t_out)):
-            return result.fail("the Transpose is not a 2-D swap")
-        return result
+            return "the Transpose is not a 2-D swap"
+        return None
 
     def rewrite(self, op: Any, x: Any, other: Any, gemm_out: ir.Value, **_: Any) -> Any:
         gemm = node_of(gemm_out)
         flag = "transA" if self.operand == 0 else "transB"
         attrs = dict(gemm.attributes)
-        attrs[flag] = 1 - attr_int(gemm, flag, 0)
+        attrs[flag] = ir.AttrInt64(flag, 1 - attr_int(gemm, flag, 0))
         inputs = [x, other] if self.operand == 0 else [other, x]
         inputs.extend(gemm.inputs[2:])
         return op.Gemm(*inputs, **attrs)

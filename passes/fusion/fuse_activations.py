@@ -40,7 +40,6 @@ from irpass.passes.fusion._rules import (
     constant_scalar,
     either,
     is_close,
-    model_opset,
     node_of,
     one_dim_constant_matched,
     rank_of,
@@ -79,33 +78,34 @@ def _relu6_of_x_plus_3(op: Any, x: Any) -> Any:
     )
 
 
-def _check_relu6(clip: ir.Value, result: orp.MatchResult) -> Any:
+def _relu6_refusal(clip: ir.Value) -> str | None:
     bounds = clip_bounds(node_of(clip))
     if bounds is None or not is_close(bounds[0], 0.0) or not is_close(bounds[1], 6.0):
-        return result.fail(f"Clip bounds {bounds} are not (0, 6)")
-    return result
+        return f"Clip bounds {bounds} are not (0, 6)"
+    return None
 
 
-class _OpsetRule(FusionRule):
-    min_opset = 1
+class _ActivationRule(FusionRule):
+    """Shared refusals: a float x, and no shape-(1,) constant that could raise x's rank.
 
-    def check_opset(
-        self, context: Any, x: ir.Value, bindings: dict[str, Any]
-    ) -> orp.MatchResult:
-        result = orp.MatchResult()
+    ``min_opset`` is the opset that introduced the fused op (checked by ``FusionRule``);
+    older models keep their decomposition (run ``upgrade_opset`` first).
+    """
+
+    def plan(self, *args: Any, **bindings: Any) -> str | None:
+        x: ir.Value = bindings["x"]
         if one_dim_constant_matched(bindings) and (rank_of(x) or 0) < 1:
-            return result.fail("a shape-(1,) constant could raise the rank of x")
-        opset = model_opset(context.model)
-        if opset < self.min_opset:
-            return result.fail(
-                f"opset {opset} has no {self.stat}; needs {self.min_opset} (run upgrade_opset)"
-            )
+            return "a shape-(1,) constant could raise the rank of x"
         if x.dtype is not None and x.dtype not in _FLOATS:
-            return result.fail(f"{x.dtype} is not a float type")
-        return result
+            return f"{x.dtype} is not a float type"
+        return self.refusal(**bindings)
+
+    def refusal(self, *args: Any, **bindings: Any) -> str | None:
+        """What this rule checks beyond the shared conditions (None: nothing)."""
+        return None
 
 
-class HardSigmoidFromClip(_OpsetRule):
+class HardSigmoidFromClip(_ActivationRule):
     """Clip(x + 3, 0, 6) / 6 -> HardSigmoid(x, 1/6, 0.5)."""
 
     stat = "HardSigmoid"
@@ -114,15 +114,14 @@ class HardSigmoidFromClip(_OpsetRule):
     def pattern(self, op: Any, x: Any) -> Any:
         return op.Div(_relu6_of_x_plus_3(op, x), scalar(6.0, "six"))
 
-    def check(self, context: Any, x: ir.Value, clip: ir.Value, **bindings: Any) -> Any:
-        result = self.check_opset(context, x, bindings)
-        return _check_relu6(clip, result) if result else result
+    def refusal(self, clip: ir.Value, **_: Any) -> str | None:
+        return _relu6_refusal(clip)
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
         return op.HardSigmoid(x, alpha=1.0 / 6.0, beta=0.5)
 
 
-class HardSwishFromHardSigmoid(_OpsetRule):
+class HardSwishFromHardSigmoid(_ActivationRule):
     """x * HardSigmoid(x, 1/6, 0.5) -> HardSwish(x)."""
 
     stat = "HardSwish"
@@ -136,21 +135,18 @@ class HardSwishFromHardSigmoid(_OpsetRule):
         hsig = op.HardSigmoid(x, _allow_other_attributes=True, _outputs=["hsig"])
         return op.Mul(hsig, x) if self.swapped else op.Mul(x, hsig)
 
-    def check(self, context: Any, x: ir.Value, hsig: ir.Value, **bindings: Any) -> Any:
-        result = self.check_opset(context, x, bindings)
-        if not result:
-            return result
+    def refusal(self, hsig: ir.Value, **_: Any) -> str | None:
         node = node_of(hsig)
         alpha, beta = attr_float(node, "alpha", 0.2), attr_float(node, "beta", 0.5)
         if not (is_close(alpha, 1.0 / 6.0) and is_close(beta, 0.5)):
-            return result.fail(f"HardSigmoid(alpha={alpha}, beta={beta}) is not 1/6, 0.5")
-        return result
+            return f"HardSigmoid(alpha={alpha}, beta={beta}) is not 1/6, 0.5"
+        return None
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
         return op.HardSwish(x)
 
 
-class HardSwishFromClip(_OpsetRule):
+class HardSwishFromClip(_ActivationRule):
     """x * Clip(x + 3, 0, 6) / 6 -> HardSwish(x)."""
 
     stat = "HardSwish"
@@ -160,15 +156,14 @@ class HardSwishFromClip(_OpsetRule):
         relu6 = _relu6_of_x_plus_3(op, x)
         return op.Div(either(op, "Mul", x, relu6, "mul_order"), scalar(6.0, "six"))
 
-    def check(self, context: Any, x: ir.Value, clip: ir.Value, **bindings: Any) -> Any:
-        result = self.check_opset(context, x, bindings)
-        return _check_relu6(clip, result) if result else result
+    def refusal(self, clip: ir.Value, **_: Any) -> str | None:
+        return _relu6_refusal(clip)
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
         return op.HardSwish(x)
 
 
-class GeluFusion(_OpsetRule):
+class GeluFusion(_ActivationRule):
     """0.5 * x * (1 + Erf(x/sqrt2)) -> Gelu(x); the Tanh form -> Gelu(x, approximate=tanh)."""
 
     stat = "Gelu"
@@ -207,9 +202,6 @@ class GeluFusion(_OpsetRule):
         else:
             return op.Div(either(op, "Mul", x, one_plus, "t5"), scalar(2.0, "two"))
         return op.Mul(b, a) if self.swapped else op.Mul(a, b)
-
-    def check(self, context: Any, x: ir.Value, **bindings: Any) -> Any:
-        return self.check_opset(context, x, bindings)
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
         if self.form == "erf":

@@ -22,6 +22,7 @@ bias and only reads ReduceMean axes from inputs (opset 18+).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,6 @@ from irpass.passes.fusion._rules import (
     const_array,
     constant_scalar,
     either,
-    model_opset,
     node_of,
     rank_of,
     static_dims,
@@ -68,10 +68,22 @@ def _normalize_to_trailing(axes: list[int], rank: int) -> int | None:
     return -k
 
 
+@dataclasses.dataclass(frozen=True)
+class _LayerNorm:
+    """The fused op's axis, epsilon, and scale and bias expanded to the normalized shape."""
+
+    axis: int
+    eps: float
+    gamma: np.ndarray
+    beta: np.ndarray | None
+
+
 class LayerNormFusion(FusionRule):
     """ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div[/Mul][/Add] -> LayerNormalization."""
 
     stat = "LayerNormalization"
+    adds_initializers = True
+    min_opset = 17
 
     def __init__(
         self, with_scale: bool, with_bias: bool, reciprocal: bool, swapped: bool = False
@@ -102,34 +114,30 @@ class LayerNormFusion(FusionRule):
             return op.Add(beta, y) if self.swapped else op.Add(y, beta)
         return y
 
-    def check(self, context: Any, x: ir.Value, eps: ir.Value, gamma: Any, beta: Any,
-              mean: ir.Value, var: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
-        opset = model_opset(context.model)
-        if opset < 17:
-            return result.fail(f"opset {opset} has no LayerNormalization (needs 17)")
+    def plan(self, x: ir.Value, eps: ir.Value, gamma: Any, beta: Any,
+             mean: ir.Value, var: ir.Value, **_: Any) -> _LayerNorm | str:
         if x.dtype not in _FLOATS:
-            return result.fail(f"input type {x.dtype} is not a float type")
+            return f"input type {x.dtype} is not a float type"
         rank = rank_of(x)
         if rank is None:
-            return result.fail("input rank is unknown")
+            return "input rank is unknown"
         mean_node, var_node = node_of(mean), node_of(var)
         axes_m, axes_v = reduce_axes(mean_node), reduce_axes(var_node)
         if axes_m is None or axes_v is None:
-            return result.fail("ReduceMean axes are not constant (or reduce all axes)")
+            return "ReduceMean axes are not constant (or reduce all axes)"
         if sorted(a % rank for a in axes_m) != sorted(a % rank for a in axes_v):
-            return result.fail("the two ReduceMeans reduce different axes")
+            return "the two ReduceMeans reduce different axes"
         if attr_int(mean_node, "keepdims", 1) != 1 or attr_int(var_node, "keepdims", 1) != 1:
-            return result.fail("ReduceMean drops the reduced axes")
+            return "ReduceMean drops the reduced axes"
         axis = _normalize_to_trailing(axes_m, rank)
         if axis is None:
-            return result.fail(f"axes {axes_m} are not the trailing axes")
+            return f"axes {axes_m} are not the trailing axes"
         eps_value = constant_scalar(eps)
         if eps_value is None or eps_value < 0:
-            return result.fail("epsilon is not a non-negative constant scalar")
+            return "epsilon is not a non-negative constant scalar"
         norm_shape = static_dims(x.shape[axis:]) if x.shape is not None else None
         if norm_shape is None:
-            return result.fail("normalized dimensions are not static")
+            return "normalized dimensions are not static"
         dtype = x.dtype.numpy()
         params = []
         for value, default, present in ((gamma, 1.0, self.with_scale),
@@ -139,23 +147,24 @@ class LayerNormFusion(FusionRule):
                 continue
             array = const_array(value)
             if array is None:
-                return result.fail(f"scale/bias {value.name!r} is not constant")
+                return f"scale/bias {value.name!r} is not constant"
             if array.ndim > len(norm_shape):
-                return result.fail(f"scale/bias of shape {array.shape} spans unnormalized axes")
+                return f"scale/bias of shape {array.shape} spans unnormalized axes"
             try:
                 full = np.broadcast_to(array, norm_shape)
             except ValueError:
-                return result.fail(f"scale/bias {array.shape} does not fit {norm_shape}")
+                return f"scale/bias {array.shape} does not fit {norm_shape}"
             params.append(np.ascontiguousarray(full).astype(dtype))
-        self._axis, self._eps, self._gamma, self._beta = axis, eps_value, params[0], params[1]
-        return result
+        assert params[0] is not None  # a missing scale became ones above
+        return _LayerNorm(axis, eps_value, params[0], params[1])
 
-    def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
-        gamma = self.new_initializer(op, self._gamma, "ln_scale")
-        inputs = [x, gamma]
-        if self._beta is not None:
-            inputs.append(self.new_initializer(op, self._beta, "ln_bias"))
-        return op.LayerNormalization(*inputs, axis=self._axis, epsilon=self._eps)
+    def rewrite(self, op: Any, x: Any, mean: ir.Value, **bindings: Any) -> Any:
+        plan = self.planned(x=x, mean=mean, **bindings)
+        near = node_of(mean)
+        inputs = [x, self.new_initializer(op, plan.gamma, "ln_scale", near)]
+        if plan.beta is not None:
+            inputs.append(self.new_initializer(op, plan.beta, "ln_bias", near))
+        return op.LayerNormalization(*inputs, axis=plan.axis, epsilon=plan.eps)
 
 
 @register

@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import onnx_ir as ir
-from onnxscript.rewriter import pattern as orp
 
 from irpass.passes.fusion._rules import FusionRule, RuleSetPass, const_array
 from irpass.registry import register
@@ -52,22 +51,21 @@ class MatMulAddToGemm(FusionRule):
     def pattern(self, op: Any, a: Any, b: Any, c: Any) -> Any:
         return op.Add(op.MatMul(a, b), c)
 
-    def check(self, context: Any, a: ir.Value, b: ir.Value, c: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, a: ir.Value, b: ir.Value, c: ir.Value, **_: Any) -> Any:
         dtype = a.dtype or (b.dtype if b is not None else None)
         if dtype not in _FLOATS:
-            return result.fail(f"element type {dtype} is not a float type")
+            return f"element type {dtype} is not a float type"
         sa, sb, sc = _shape(a), _shape(b), _shape(c)
         if sa is None or sb is None or len(sa) != 2 or len(sb) != 2:
-            return result.fail(f"MatMul operands are not known to be 2-D ({sa}, {sb})")
+            return f"MatMul operands are not known to be 2-D ({sa}, {sb})"
         if sc is None or len(sc) > 2:
-            return result.fail(f"bias shape {sc} is unknown or has rank > 2")
+            return f"bias shape {sc} is unknown or has rank > 2"
         m, n = sa[0], sb[1]
         if sc and sc[-1] != 1 and not _same_dim(sc[-1], n):
-            return result.fail(f"bias shape {sc} does not broadcast to (M, {n})")
+            return f"bias shape {sc} does not broadcast to (M, {n})"
         if len(sc) == 2 and sc[0] != 1 and not _same_dim(sc[0], m):
-            return result.fail(f"bias shape {sc} does not broadcast to ({m}, N)")
-        return result
+            return f"bias shape {sc} does not broadcast to ({m}, N)"
+        return None
 
     def rewrite(self, op: Any, a: Any, b: Any, c: Any, **_: Any) -> Any:
         return op.Gemm(a, b, c)

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import pattern as orp
 
 from irpass.passes.fusion._rules import (
     FusionRule,
@@ -76,19 +75,18 @@ class ArithmeticNoOp(FusionRule):
         args = (c, x) if self.const_first else (x, c)
         return getattr(op, self.arith)(*args)
 
-    def check(self, context: Any, x: ir.Value, c: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: ir.Value, c: ir.Value, **_: Any) -> Any:
         array = const_array(c)
         if array is None:
-            return result.fail("the operand is not a constant")
+            return "the operand is not a constant"
         if array.dtype.kind not in "fiu" or not np.all(array == self.neutral):
-            return result.fail(f"the constant is not all {self.neutral:g}")
+            return f"the constant is not all {self.neutral:g}"
         reason = keeps_shape(x, array)
         if reason:
-            return result.fail(reason)
+            return reason
         if x.dtype is not None and x.dtype.numpy() != array.dtype:
-            return result.fail("operand dtypes differ")
-        return result
+            return "operand dtypes differ"
+        return None
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
         return passthrough(op, x)
@@ -102,12 +100,11 @@ class CastToSameType(FusionRule):
     def pattern(self, op: Any, x: Any) -> Any:
         return op.Cast(x, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context: Any, x: ir.Value, out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: ir.Value, out: ir.Value, **_: Any) -> Any:
         to = attr_int(node_of(out), "to", -1)
         if x.dtype is None or int(x.dtype) != to:
-            return result.fail(f"input dtype {x.dtype} is unknown or differs from to={to}")
-        return result
+            return f"input dtype {x.dtype} is unknown or differs from to={to}"
+        return None
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
         return passthrough(op, x)
@@ -121,15 +118,14 @@ class ExpandToSameShape(FusionRule):
     def pattern(self, op: Any, x: Any, shape: Any) -> Any:
         return op.Expand(x, shape)
 
-    def check(self, context: Any, x: ir.Value, shape: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: ir.Value, shape: ir.Value, **_: Any) -> Any:
         target = const_array(shape)
         if target is None:
-            return result.fail("the target shape is not constant")
+            return "the target shape is not constant"
         reason = keeps_shape(x, np.empty(tuple(int(d) for d in target.reshape(-1)), dtype=np.int8))
         if reason:
-            return result.fail(reason)
-        return result
+            return reason
+        return None
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
         return passthrough(op, x)
@@ -143,15 +139,14 @@ class ReshapeToSameShape(FusionRule):
     def pattern(self, op: Any, x: Any, shape: Any) -> Any:
         return op.Reshape(x, shape, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context: Any, x: ir.Value, shape: ir.Value, out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, x: ir.Value, shape: ir.Value, out: ir.Value, **_: Any) -> Any:
         dims = static_shape(x)
-        target = const_array(shape)
-        if dims is None or target is None:
-            return result.fail("input shape or target shape unknown")
-        target = [int(v) for v in target.reshape(-1)]
+        array = const_array(shape)
+        if dims is None or array is None:
+            return "input shape or target shape unknown"
+        target = [int(v) for v in array.reshape(-1)]
         if len(target) != len(dims):
-            return result.fail("Reshape changes the rank")
+            return "Reshape changes the rank"
         allowzero = attr_int(node_of(out), "allowzero", 0)
         resolved = [
             dims[i] if (v == 0 and not allowzero) else v for i, v in enumerate(target)
@@ -160,11 +155,11 @@ class ReshapeToSameShape(FusionRule):
             known = int(np.prod([v for v in resolved if v != -1]))
             total = int(np.prod(dims))
             if known == 0 or total % known:
-                return result.fail("cannot resolve -1")
+                return "cannot resolve -1"
             resolved[resolved.index(-1)] = total // known
         if tuple(resolved) != tuple(dims):
-            return result.fail(f"Reshape {dims} -> {resolved} changes the shape")
-        return result
+            return f"Reshape {dims} -> {resolved} changes the shape"
+        return None
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
         return passthrough(op, x)

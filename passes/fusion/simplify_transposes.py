@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 import onnx_ir as ir
-from onnxscript.rewriter import pattern as orp
 
 from irpass.passes.fusion._rules import (
     FusionRule,
@@ -51,18 +50,17 @@ class MergeTransposes(FusionRule):
         inner = op.Transpose(x, _allow_other_attributes=True, _outputs=["inner"])
         return op.Transpose(inner, _allow_other_attributes=True, _outputs=["outer"])
 
-    def check(self, context: Any, inner: ir.Value, outer: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, inner: ir.Value, outer: ir.Value, **_: Any) -> list[int] | str:
         p1, p2 = perm_of(node_of(inner)), perm_of(node_of(outer))
         if p1 is None or p2 is None or len(p1) != len(p2):
-            return result.fail("a permutation is unknown")
-        self._perm = [p1[i] for i in p2]
-        return result
+            return "a permutation is unknown"
+        return [p1[i] for i in p2]
 
-    def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
-        if self._perm == list(range(len(self._perm))):
+    def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
+        perm = self.planned(x=x, **bindings)
+        if perm == list(range(len(perm))):
             return passthrough(op, x)
-        return op.Transpose(x, perm=self._perm)
+        return op.Transpose(x, perm=perm)
 
 
 class DropIdentityTranspose(FusionRule):
@@ -73,12 +71,11 @@ class DropIdentityTranspose(FusionRule):
     def pattern(self, op: Any, x: Any) -> Any:
         return op.Transpose(x, _allow_other_attributes=True, _outputs=["out"])
 
-    def check(self, context: Any, out: ir.Value, **_: Any) -> Any:
-        result = orp.MatchResult()
+    def plan(self, out: ir.Value, **_: Any) -> Any:
         perm = perm_of(node_of(out))
         if perm is None or perm != list(range(len(perm))):
-            return result.fail("not an identity permutation")
-        return result
+            return "not an identity permutation"
+        return None
 
     def rewrite(self, op: Any, x: Any, **_: Any) -> Any:
         return passthrough(op, x)

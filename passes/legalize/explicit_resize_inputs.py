@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from irpass.ir import default_opset
 from irpass.pass_base import IrpassPass, all_graphs
-from irpass.passes.fusion._rules import model_opset, rank_of, unique_name
+from irpass.passes.fusion._rules import rank_of, unique_name
 from irpass.registry import register
 
 __all__ = ["ExplicitResizeInputsPass"]
@@ -49,7 +50,7 @@ class ExplicitResizeInputsPass(IrpassPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Fill omitted roi inputs of Resize nodes resized by ``scales``."""
-        if model_opset(model) < 11:
+        if (default_opset(model) or 0) < 11:
             return ir.passes.PassResult(model, modified=False)
         for graph in all_graphs(model):
             cache: dict[int, ir.Value] = {}

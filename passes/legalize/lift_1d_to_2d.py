@@ -29,8 +29,9 @@ from typing import Any, ClassVar
 import numpy as np
 import onnx_ir as ir
 
+from irpass.ir import default_opset
 from irpass.pass_base import IrpassPass, all_graphs
-from irpass.passes.fusion._rules import const_array, model_opset, unique_name
+from irpass.passes.fusion._rules import const_array, unique_name
 from irpass.registry import register
 
 __all__ = ["Lift1dTo2dPass"]
@@ -231,7 +232,7 @@ class Lift1dTo2dPass(IrpassPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Lift every liftable rank-3 op, then cancel the Squeeze/Unsqueeze pairs."""
-        opset = model_opset(model)
+        opset = default_opset(model) or 0
         lifted = 0
         for graph in all_graphs(model):
             build = _Builder(graph, opset)

@@ -99,3 +99,57 @@ def test_recurses_into_if_branches() -> None:
 def test_runs_inside_onnx_ir_pass_manager() -> None:
     model = model_from_text(HEADER + MERGED["same_op"])
     assert ir.passes.PassManager([EliminateCommonSubexpressionsPass()])(model).modified is True
+
+
+STRINGS = (
+    "g (string[2] x) => (string[6] y) {{ a = Constant <value = string[2] {{{a}}}> ()\n"
+    " b = Constant <value = string[2] {{{b}}}> ()\n y = Concat <axis = 0> (x, a, b) }}"
+)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "merged"),
+    [
+        ('"p", "q"', '"p", "q"', True),
+        ('"p", "q"', '"p", "r"', False),
+        ('"p", "q"', '"q", "p"', False),
+    ],
+)
+def test_string_constants_compare_by_content(a: str, b: str, merged: bool) -> None:
+    text = HEADER + STRINGS.format(a=a, b=b)
+    model, reference = model_from_text(text), model_from_text(text)
+    assert EliminateCommonSubexpressionsPass()(model).modified is merged
+    assert len(model.graph) == (2 if merged else 3)
+    assert_equivalent(reference, model, feeds={"x": np.array(["u", "v"], dtype=object)})
+
+
+OPTIONALS = """
+g (bool c) => (bool y) {{
+  a = Optional <type: type_proto = {a}> ()
+  b = Optional <type: type_proto = {b}> ()
+  ha = OptionalHasElement (a)
+  hb = OptionalHasElement (b)
+  h = And (ha, hb)
+  y = Or (h, c)
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "merged"),
+    [
+        ("seq(float[5])", "seq(float[5])", True),
+        ("seq(float[5])", "seq(float[4])", False),
+        ("seq(float[5])", "seq(int64[5])", False),
+        ("float[5]", "seq(float[5])", False),
+    ],
+)
+def test_type_attributes_compare_by_type_and_shape(a: str, b: str, merged: bool) -> None:
+    text = HEADER + OPTIONALS.format(a=a, b=b)
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = EliminateCommonSubexpressionsPass()
+    assert pass_(model).modified is merged
+    optionals = [n for n in model.graph if n.op_type == "Optional"]
+    assert len(optionals) == (1 if merged else 2)
+    for cond in (True, False):
+        assert_equivalent(reference, model, feeds={"c": np.array(cond)})

@@ -94,3 +94,70 @@ def test_runs_inside_onnx_ir_pass_manager() -> None:
     model = model_from_text(HEADER.format(opset=17) + REMOVABLE["dropout"])
     result = ir.passes.PassManager([EliminateIdentityPass()])(model)
     assert result.modified is True
+
+
+SCAN_BODY_OUTPUTS = """
+g (float[2] initial, float[3,2] x) => (float[2] y, float[3,2] z) {
+  y, z = Scan (initial, x) <num_scan_inputs = 1, body = body (
+      float[2] sum_in, float[2] next) => (float[2] sum_out, float[2] scan_out) {
+    sum_out = Add (sum_in, next)
+    scan_out = Identity (sum_out)
+  }>
+}
+"""
+
+
+def test_body_output_copying_another_output_is_kept() -> None:
+    # Scan outputs are positional: the running sum is both the state and the scan output.
+    text = HEADER.format(opset=17) + SCAN_BODY_OUTPUTS
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = EliminateIdentityPass()
+    assert pass_(model).modified is False
+    body = next(iter(model.graph)).attributes["body"].as_graph()
+    assert [n.op_type for n in body] == ["Add", "Identity"]
+    assert [v.name for v in body.outputs] == ["sum_out", "scan_out"]
+    assert pass_.stats["identity_kept"] == 1
+    assert_equivalent(reference, model)
+
+
+def test_graph_output_copying_another_output_is_kept() -> None:
+    text = HEADER.format(opset=17) + (
+        "g (float[2,3] x) => (float[2,3] r, float[2,3] y) { r = Relu (x)\n y = Identity (r) }"
+    )
+    model = model_from_text(text)
+    assert EliminateIdentityPass()(model).modified is False
+    assert [v.name for v in model.graph.outputs] == ["r", "y"]
+
+
+def test_body_output_copying_an_outer_value_is_kept() -> None:
+    text = (
+        HEADER.format(opset=17)
+        + """
+    g (float[2] x, bool c) => (float[2] y) {
+      r = Relu (x)
+      y = If (c) <then_branch = t () => (float[2] ty) {
+            ty = Identity (r)
+         }, else_branch = e () => (float[2] ey) {
+            ey = Neg (r)
+         }>
+    }
+    """
+    )
+    model, reference = model_from_text(text), model_from_text(text)
+    assert EliminateIdentityPass()(model).modified is False
+    assert [n.outputs[0].name for n in model.graph] == ["r", "y"]
+    for cond in (True, False):
+        feeds = {"x": np.array([1.0, -2.0], np.float32), "c": np.array(cond)}
+        assert_equivalent(reference, model, feeds=feeds)
+
+
+def test_body_identity_on_a_computed_value_is_removed() -> None:
+    text = HEADER.format(opset=17) + SCAN_BODY_OUTPUTS.replace(
+        "scan_out = Identity (sum_out)", "d = Mul (sum_out, next)\n    scan_out = Identity (d)"
+    )
+    model, reference = model_from_text(text), model_from_text(text)
+    assert EliminateIdentityPass()(model).modified is True
+    body = next(iter(model.graph)).attributes["body"].as_graph()
+    assert [n.op_type for n in body] == ["Add", "Mul"]
+    assert [v.name for v in body.outputs] == ["sum_out", "scan_out"]
+    assert_equivalent(reference, model)

@@ -5,7 +5,8 @@ import onnx_ir as ir
 import pytest
 
 from irpass.passes.canonicalize.fold_constants import FoldConstantsPass, weight_bound_values
-from irpass.testing import assert_equivalent, model_from_text
+from irpass.testing import assert_equivalent, model_from_text, run_ir
+from irpass.verify import check_structure
 
 WEIGHT_FROM_SHAPE = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -178,3 +179,25 @@ def test_runs_inside_onnx_ir_pass_manager() -> None:
     result = manager(model)
     assert result.modified is True
     assert _ops(result.model) == ["Conv"]
+
+
+def test_a_failing_evaluator_leaves_its_node_and_folds_the_rest() -> None:
+    # onnxscript's SplitToSequence rewrite raises when `split` is a 0-d graph input
+    # (ONNX backend case test_split_to_sequence_1); the constant Add must still fold.
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[3,6] data, int64 split) => (seq(float[3,?]) s, float[2] y) <float[2] a = {1, 2}> {
+      s = SplitToSequence <axis = 1> (data, split)
+      y = Add (a, a)
+    }
+    """
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = FoldConstantsPass()
+    assert pass_(model).modified is True
+    assert [n.op_type for n in model.graph] == ["SplitToSequence"]
+    assert pass_.stats["evaluator_failed"] == 1
+    check_structure(model)
+    feeds = {"data": np.arange(18, dtype=np.float32).reshape(3, 6), "split": np.array(2)}
+    expected, actual = run_ir(reference, feeds), run_ir(model, feeds)
+    assert [a.tolist() for a in actual["s"]] == [e.tolist() for e in expected["s"]]
+    np.testing.assert_array_equal(actual["y"], expected["y"])

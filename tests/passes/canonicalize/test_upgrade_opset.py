@@ -22,13 +22,6 @@ g (float[1,4,3,3] x) => (float[1,4,1,1] y) <float[4] b = {{0.1, 0.2, 0.3, 0.4}}>
 }}
 """
 
-SOFTMAX_3D = """
-<ir_version: 4, opset_import: ["" : 9]>
-g (float[2,3,4] x) => (float[2,3,4] y) {
-  y = Softmax <axis = 1> (x)
-}
-"""
-
 IF_LEGACY = """
 <ir_version: 4, opset_import: ["" : 9]>
 g (float[2,3] x, bool c) => (float[2,3] y) {
@@ -58,23 +51,6 @@ def test_legacy_opsets_reach_the_target_and_stay_equivalent(opset: int) -> None:
     assert _opset(model) == 17
     assert model.ir_version >= 8
     assert pass_.stats[f"opset_{opset}_to_17"] == 1
-    assert_equivalent(reference, model)
-
-
-def test_converter_softmax_wrapper_is_removed_when_exact() -> None:
-    text = LEGACY.format(ir=4, opset=9, dropout_attrs="")
-    model = model_from_text(text)
-    pass_ = UpgradeOpsetPass()
-    pass_(model)
-    ops = [n.op_type for n in model.graph]
-    assert "Flatten" not in ops and "Reshape" not in ops
-    assert pass_.stats["softmax_wrappers_removed"] == 1
-
-
-def test_softmax_wrapper_kept_when_axes_differ() -> None:
-    model, reference = model_from_text(SOFTMAX_3D), model_from_text(SOFTMAX_3D)
-    UpgradeOpsetPass()(model)
-    assert "Flatten" in [n.op_type for n in model.graph]
     assert_equivalent(reference, model)
 
 
@@ -111,23 +87,103 @@ def test_converts_if_branches() -> None:
         assert_equivalent(reference, model, feeds=feeds)
 
 
-def test_failure_leaves_model_unchanged(caplog: pytest.LogCaptureFixture) -> None:
-    text = """
-    <ir_version: 4, opset_import: ["" : 9]>
-    g (float[2] x) => (float[2] y) {
-      c = NotAnOp (x)
-      y = Relu (c)
-    }
-    """
-    model = ir.from_proto(onnx.parser.parse_model(text))  # unchecked: NotAnOp has no schema
+def _serialized(model: ir.Model) -> bytes:
+    return ir.to_proto(model).SerializeToString(deterministic=True)
+
+
+FAILING = """
+<ir_version: 8, opset_import: ["" : 9, "local" : 1]>
+g (float[2] x) => (float[2] y) {
+  c = NotAnOp (x)
+  y = local.Twice (c)
+}
+<domain: "local", opset_import: ["" : 9]>
+Twice (a) => (b) {
+  b = Add (a, a)
+}
+"""
+
+
+@pytest.mark.parametrize("with_function", [False, True])
+def test_failure_leaves_model_byte_identical(
+    with_function: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = FAILING if with_function else FAILING.replace("local.Twice (c)", "Relu (c)")
+    # Unchecked: NotAnOp has no schema, which is what makes the converter fail.
+    model = ir.from_proto(onnx.parser.parse_model(text))
+    before = _serialized(model)
     pass_ = UpgradeOpsetPass()
     with caplog.at_level(logging.WARNING):
         result = pass_(model)
     assert result.modified is False
     assert pass_.stats["failed"] == 1
-    assert [n.op_type for n in model.graph] == ["NotAnOp", "Relu"]
-    assert _opset(model) == 9
+    assert _serialized(model) == before
+    assert len(model.functions) == 1
     assert "NotAnOp" in caplog.text
+
+
+def test_local_functions_are_inlined_on_success() -> None:
+    text = FAILING.replace("NotAnOp (x)", "Relu (x)")
+    model, reference = model_from_text(text), model_from_text(text)
+    assert UpgradeOpsetPass()(model).modified is True
+    assert _opset(model) == 17
+    assert not model.functions
+    assert [n.op_type for n in model.graph] == ["Relu", "Add"]
+    assert_equivalent(reference, model)
+
+
+SCAN8 = """
+<ir_version: 3, opset_import: ["" : 8]>
+g (float[{batch},2] initial, float[{batch},3,2] x) => (float[{batch},2] y, float[{batch},3,2] z) {{
+  y, z = Scan ({lens}, initial, x) <num_scan_inputs = 1{directions}, body = body (
+      float[2] sum_in, float[2] next) => (float[2] sum_out, float[2] scan_out) {{
+    sum_out = Add (sum_in, next)
+    scan_out = Identity (sum_out)
+  }}>
+}}
+"""
+
+
+@pytest.mark.parametrize("target", [9, 12, 17])
+@pytest.mark.parametrize("directions", ["", ", directions = [1]"])
+def test_scan8_with_a_batch_of_one_converts_exactly(directions: str, target: int) -> None:
+    text = SCAN8.format(batch=1, lens='""', directions=directions)
+    model, reference = model_from_text(text), model_from_text(text)
+    assert UpgradeOpsetPass(UpgradeOpsetPass.Options(target=target))(model).modified is True
+    assert _opset(model) == target
+    ops = [n.op_type for n in model.graph if n.op_type != "Constant"]
+    assert ops == ["Squeeze", "Squeeze", "Scan", "Unsqueeze", "Unsqueeze"]
+    scan = next(n for n in model.graph if n.op_type == "Scan")
+    assert "directions" not in scan.attributes
+    assert ("scan_input_directions" in scan.attributes) == bool(directions)
+    # The signature keeps its batch axis (the converter alone strips it from the inputs).
+    assert [list(v.shape) for v in model.graph.inputs] == [[1, 2], [1, 3, 2]]
+    assert [v.name for v in model.graph.outputs] == ["y", "z"]
+    assert_equivalent(reference, model)
+
+
+@pytest.mark.parametrize(
+    ("batch", "lens", "reason"),
+    [
+        (2, '""', "batch size 2"),
+        ("N", '""', "batch size unknown"),
+        (1, "lens", "sequence_lens"),
+    ],
+)
+def test_scan8_without_an_exact_scan9_form_is_refused(
+    batch: object, lens: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = SCAN8.format(batch=batch, lens=lens, directions="")
+    if lens != '""':
+        text = text.replace("float[1,2] initial,", "int32[1] lens, float[1,2] initial,")
+    model = model_from_text(text)
+    before = _serialized(model)
+    pass_ = UpgradeOpsetPass()
+    with caplog.at_level(logging.WARNING):
+        assert pass_(model).modified is False
+    assert pass_.stats["failed"] == 1
+    assert _serialized(model) == before
+    assert reason in caplog.text
 
 
 def test_custom_domain_ops_pass_through() -> None:

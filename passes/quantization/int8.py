@@ -1,0 +1,178 @@
+"""The INT8 flow of the ``quantize`` pass: prepare, calibrate, insert, recover, check speed.
+
+Candidates are built on copies of the prepared float model and only the final choice is
+written into the caller's model, so a failure anywhere leaves the input untouched apart from
+the float-equivalent preparation (opset upgrade, BatchNorm folding, node names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx_ir as ir
+
+from irpass.analysis.shapes import inferred_values
+from irpass.context import FeedSource, limit_samples
+from irpass.errors import UnsupportedModelError
+from irpass.ir import default_opset
+
+from . import recover, speed
+from .calibrate import Calibration, calibrate
+from .insert_qdq import QuantizedWeight, insert_qdq, resolve_tensor_params
+from .plan import QuantPlan, calibration_candidates, make_plan, name_nodes
+from .rules import RuleSet
+
+if TYPE_CHECKING:
+    from .quantize import QuantizePass
+
+__all__ = ["Int8Builder", "element_types", "prepare", "quantize_int8"]
+
+logger = logging.getLogger(__name__)
+
+#: Samples used to measure fidelity and sensitivity when deciding fallbacks.
+FIDELITY_SAMPLES = 256
+
+
+def prepare(model: ir.Model, rules: RuleSet, stats: Any) -> bool:
+    """Float-equivalent rewrites quantization needs: opset >= rules.min_opset, BN folded."""
+    from irpass.passes.canonicalize.upgrade_opset import UpgradeOpsetPass
+    from irpass.passes.fusion.fold_batchnorm import FoldBatchNormPass
+
+    modified = False
+    opset = default_opset(model) or 0
+    if opset < rules.min_opset:
+        target = max(rules.min_opset, 17)
+        upgrade = UpgradeOpsetPass(UpgradeOpsetPass.Options(target=target))
+        if not upgrade(model).modified:
+            raise UnsupportedModelError(
+                f"the model is at opset {opset} and could not be upgraded to {target}; "
+                "per-channel QDQ needs opset 13",
+                hint="upgrade it first (irpass optimize --passes upgrade_opset) and look at the "
+                "converter's error",
+            )
+        stats["upgraded_opset"] = target
+        modified = True
+    if any(node.op_type == "BatchNormalization" for node in model.graph):
+        fold = FoldBatchNormPass()
+        if fold(model).modified:
+            stats["folded_batchnorm"] = sum(fold.stats.values())
+            modified = True
+    if name_nodes(model.graph):
+        modified = True
+    return modified
+
+
+@dataclasses.dataclass
+class Int8Builder:
+    """Builds quantized candidates from one prepared float model and one calibration."""
+
+    float_model: ir.Model
+    rules: RuleSet
+    exclude: frozenset[str]
+    per_channel: bool
+    dtypes: Mapping[str, ir.DataType | None]
+    ranges: Mapping[str, tuple[float, float]]
+    weights: dict[str, QuantizedWeight] = dataclasses.field(default_factory=dict)
+    bias_delta: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def plan(self, fallback: Collection[str] = ()) -> QuantPlan:
+        """The plan with ``fallback`` nodes kept float on top of the user's exclusions."""
+        return make_plan(
+            self.float_model,
+            self.rules,
+            exclude=self.exclude | frozenset(fallback),
+            per_channel=self.per_channel,
+            dtypes=self.dtypes,
+        )
+
+    def build(self, fallback: Collection[str] = (), target: ir.Model | None = None) -> ir.Model:
+        """A quantized copy (or ``target`` rewritten in place) with ``fallback`` kept float."""
+        model = target if target is not None else self.float_model.clone()
+        plan = self.plan(fallback)
+        params = resolve_tensor_params(model, plan, self.ranges)
+        weights = {k: v for k, v in self.weights.items() if k in plan.nodes}
+        insert_qdq(model, plan, params, weights=weights, bias_delta=self.bias_delta)
+        return model
+
+
+def element_types(model: ir.Model) -> dict[str, ir.DataType | None]:
+    """Element type of every value ONNX shape inference can type (the planner's input)."""
+    return {name: info[1] for name, info in inferred_values(model).items()}
+
+
+def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
+    """Run the INT8 flow on ``model`` in place; returns whether it changed."""
+    options = pass_.options
+    stats = pass_.stats
+    rules = pass_.rules()
+    source: FeedSource = pass_.calibration_source()
+    if options.calib_samples is not None:
+        source = limit_samples(source, options.calib_samples)
+    modified = prepare(model, rules, stats)
+    dtypes = element_types(model)
+    full = make_plan(
+        model, rules, exclude=options.exclude, per_channel=options.per_channel, dtypes=dtypes
+    )
+    if not full.nodes:
+        logger.info("quantize: nothing to quantize under rules %s", rules.name)
+        stats["quantized_layers"] = 0
+        _record_plan(pass_.details, full, [])
+        return modified
+    names = calibration_candidates(model, rules, dtypes)
+    calibration: Calibration = calibrate(model, names, source)
+    stats["calibration_samples"] = calibration.samples
+    ranges = calibration.ranges(
+        options.method,
+        levels=rules.activations.levels,
+        symmetric=rules.symmetric_activations,
+        percentile=options.percentile,
+    )
+    dtypes.update(
+        {n: ir.DataType.FLOAT if d.kind == "f" else None for n, d in calibration.dtypes.items()}
+    )
+    float_model = model.clone()
+    builder = Int8Builder(
+        float_model, rules, frozenset(options.exclude), options.per_channel, dtypes, ranges
+    )
+    budget = recover.Budget(options.max_drop, options.min_cosine, options.min_sqnr)
+    fidelity_source = limit_samples(source, FIDELITY_SAMPLES)
+    layers: dict[str, recover.LayerStats] = {}
+    if options.bias_correction or budget.active:
+        layers = recover.layer_statistics(builder, fidelity_source)
+    if options.bias_correction:
+        builder.bias_delta = recover.bias_correction(layers, stats)
+    fallback: list[str] = []
+    if budget.active:
+        sensitivity = {name: layer.sqnr_db for name, layer in layers.items()}
+        fallback = recover.fallback_search(
+            builder, fidelity_source, budget, sensitivity, stats, pass_.details
+        )
+    if options.never_slower and rules.name.startswith("ort"):
+        verdict = speed.keep_float_where_slower(
+            builder, fallback, fidelity_source, calibration, stats, pass_.details
+        )
+        if verdict is None:  # even the best mix is slower than float: ship float
+            stats["quantized_layers"] = 0
+            _record_plan(pass_.details, builder.plan(list(full.nodes)), list(full.nodes))
+            return modified
+        fallback = verdict
+    final_plan = builder.plan(fallback)
+    builder.build(fallback, target=model)
+    stats["quantized_layers"] = len(final_plan.linear())
+    stats["quantized_nodes"] = len(final_plan.nodes)
+    stats["fallback_layers"] = len(fallback)
+    _record_plan(pass_.details, final_plan, fallback)
+    return True
+
+
+def _record_plan(details: dict[str, Any], plan: QuantPlan, fallback: list[str]) -> None:
+    details["plan"] = {
+        "rules": plan.rules.name,
+        "quantized": sorted(plan.nodes),
+        "float": sorted(fallback),
+        "skipped": dict(sorted(plan.skipped.items())),
+    }

@@ -1,0 +1,102 @@
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+from quant_testlib import build, gaussian_source, op_counts
+
+from irpass.passes.quantization import speed
+from irpass.passes.quantization.calibrate import calibrate
+from irpass.passes.quantization.int8 import Int8Builder, element_types
+from irpass.passes.quantization.plan import calibration_candidates, name_nodes
+from irpass.passes.quantization.rules import ORT
+
+NET = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,4,8,8] x, float[8,4,3,3] w1, float[8,8,3,3] w2, float[8,8,1,1] w3)
+  => (float[N,8,8,8] y) {
+  a = Conv<pads=[1,1,1,1]>(x, w1)
+  r = Relu(a)
+  b = Conv<pads=[1,1,1,1]>(r, w2)
+  s = Relu(b)
+  y = Conv(s, w3)
+}"""
+
+
+class FakeProbe:
+    """Returns scripted ratios; whole-model ratios by the number of float layers."""
+
+    def __init__(self, layers: Mapping[str, float], whole: Mapping[int, float]) -> None:
+        self.layers = layers
+        self.whole = whole
+        self.calls: list[tuple[str, ...]] = []
+
+    def ratios(self, baseline, candidates, feeds, *, whole):
+        out = {}
+        for name, model in candidates.items():
+            float_convs = [
+                n.name
+                for n in model.graph
+                if n.op_type == "Conv" and n.inputs[1].producer() is None
+            ]
+            if whole:
+                self.calls.append(tuple(sorted(float_convs)))
+                out[name] = (self.whole[len(float_convs)], True)
+            else:
+                conv = next(n for n in model.graph if n.op_type == "Conv")
+                out[name] = (self.layers[conv.name], True)
+        return out
+
+
+def setup():
+    model = build(NET, ["w1", "w2", "w3"])
+    for index, node in enumerate(n for n in model.graph if n.op_type == "Conv"):
+        node.name = f"conv{index}"
+    name_nodes(model.graph)
+    source = gaussian_source({"x": (2, 4, 8, 8)})
+    calibration = calibrate(model, calibration_candidates(model, ORT), source)
+    ranges = calibration.ranges("minmax", levels=256)
+    builder = Int8Builder(model, ORT, frozenset(), True, element_types(model), ranges)
+    return builder, source, calibration
+
+
+def test_layer_models_time_the_fused_unit_with_integer_neighbours():
+    builder, _, calibration = setup()
+    plan = builder.plan()
+    middle = plan.nodes["conv1"]
+    float_layer, quant_layer, float_feeds, quant_feeds = speed.layer_models(
+        builder, plan, middle, calibration.shapes
+    )
+    assert op_counts(float_layer) == {"Conv": 1, "Relu": 1}
+    assert [v.dtype for v in quant_layer.graph.inputs] == [ir.DataType.UINT8]
+    assert [v.dtype for v in quant_layer.graph.outputs] == [ir.DataType.UINT8]
+    assert next(iter(quant_feeds.values())).dtype == np.uint8
+    assert next(iter(float_feeds.values())).shape == (1, 8, 8, 8)
+
+
+def test_all_int8_is_kept_when_the_whole_model_is_faster():
+    builder, source, calibration = setup()
+    probe = FakeProbe({"conv0": 1.2, "conv1": 0.7, "conv2": 0.8}, {0: 0.7, 1: 0.9})
+    stats, details = {}, {}
+    chosen = speed.keep_float_where_slower(builder, [], source, calibration, stats, details, probe)
+    assert chosen == [] and stats["kept_float_speed"] == 0
+    assert probe.calls == [(), ("conv0",)]  # all-int8 and per-layer compared in one run
+
+
+def test_per_layer_choice_wins_when_it_is_faster():
+    builder, source, calibration = setup()
+    probe = FakeProbe({"conv0": 1.2, "conv1": 0.7, "conv2": 0.8}, {0: 0.9, 1: 0.8})
+    stats, details = {}, {}
+    chosen = speed.keep_float_where_slower(builder, [], source, calibration, stats, details, probe)
+    assert chosen == ["conv0"] and stats["kept_float_speed"] == 1
+
+
+def test_layers_go_back_to_float_until_int8_wins_or_everything_is_float():
+    builder, source, calibration = setup()
+    probe = FakeProbe({"conv0": 0.9, "conv1": 0.7, "conv2": 0.8}, {0: 1.3, 1: 1.2, 2: 0.95})
+    stats, details = {}, {}
+    chosen = speed.keep_float_where_slower(builder, [], source, calibration, stats, details, probe)
+    assert chosen == ["conv0", "conv2"]  # least gain first: 0.9, then 0.8
+    never = FakeProbe({"conv0": 0.9, "conv1": 0.7, "conv2": 0.8}, {0: 1.3, 1: 1.2, 2: 1.1, 3: 1.0})
+    stats = {}
+    assert speed.keep_float_where_slower(builder, [], source, calibration, stats, {}, never) is None
+    assert stats["kept_float_slower"] == 1
