@@ -335,8 +335,9 @@ class DecomposeReciprocal(_Decompose):
 
 
 class DecomposeReduceSum(_Decompose):
-    """ReduceSum(x, axes) -> Mul(ReduceMean(x, axes), N) for static reduced dims (opset >= 18:
-    ReduceMean takes its axes as an input).
+    """ReduceSum(x, axes) -> Mul(ReduceMean(x, axes), N) for static reduced dims.
+
+    This variant is for opset >= 18, where ReduceMean takes its axes as an input.
     """
 
     stat = "ReduceSum"
