@@ -20,6 +20,7 @@ __all__ = [
     "CaveatRule",
     "const_inputs",
     "input_rank_in",
+    "is_constant",
     "violations",
 ]
 
@@ -49,14 +50,26 @@ def input_rank_in(*ranks: int, index: int = 0) -> Condition:
     return lambda node: len(node.inputs) > index and _rank(node.inputs[index]) in ranks
 
 
+def is_constant(value: ir.Value) -> bool:
+    """A constant, or a DequantizeLinear of constants (the EP takes a quantized weight whole)."""
+    if const_array(value) is not None:
+        return True
+    producer = value.producer()
+    return (
+        producer is not None
+        and producer.op_type == "DequantizeLinear"
+        and all(v is None or const_array(v) is not None for v in producer.inputs)
+    )
+
+
 def const_inputs(*indices: int) -> Condition:
-    """Inputs at ``indices`` that are present are constants (initializers / folded)."""
+    """Inputs at ``indices`` that are present are constants (initializers, folded, or DQ'd)."""
 
     def holds(node: ir.Node) -> bool:
         return all(
             index >= len(node.inputs)
             or node.inputs[index] is None
-            or const_array(node.inputs[index]) is not None
+            or is_constant(node.inputs[index])  # type: ignore[arg-type]
             for index in indices
         )
 

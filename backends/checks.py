@@ -25,6 +25,7 @@ __all__ = [
     "op_support_check",
     "opset_check",
     "ort_load_check",
+    "qdq_rules_check",
     "qualified_op",
 ]
 
@@ -82,6 +83,26 @@ def opset_check(model: ir.Model, target: Target) -> TargetCheck:
         f"opset {opset} outside {low}..{high} that {target.runtime} parses",
         data,
     )
+
+
+def qdq_rules_check(model: ir.Model, rules: str) -> TargetCheck:
+    """The quantization package's validator for rule set ``rules`` on the model's Q/DQ nodes."""
+    from irpass.passes.quantization.rules import get_rules
+    from irpass.passes.quantization.validate import validate
+
+    name = f"Q/DQ placement ({rules} rules validator)"
+    ops = op_histogram(model)
+    count = ops["QuantizeLinear"] + ops["DequantizeLinear"]
+    if not count:
+        return TargetCheck(name, "skipped", "no Q/DQ nodes in the model (not quantized)")
+    violations = validate(model, get_rules(rules))
+    if violations:
+        listed = "; ".join(str(v) for v in violations[:6])
+        more = f" (+{len(violations) - 6} more)" if len(violations) > 6 else ""
+        return TargetCheck(
+            name, "fail", listed + more, {"violations": [str(v) for v in violations]}
+        )
+    return TargetCheck(name, "pass", f"{count} Q/DQ nodes follow the {rules} rules")
 
 
 def ort_load_check(model: ir.Model | pathlib.Path, what: str = "model") -> TargetCheck:

@@ -24,7 +24,12 @@ import onnxruntime as ort
 
 from irpass.backends.base import BackendResult, EmitRequest, TargetCheck
 from irpass.backends.caveats import CaveatRule, const_inputs, input_rank_in, violations
-from irpass.backends.checks import op_support_check, opset_check, ort_load_check
+from irpass.backends.checks import (
+    op_support_check,
+    opset_check,
+    ort_load_check,
+    qdq_rules_check,
+)
 from irpass.backends.mobile import (
     MobileEp,
     PartitionReport,
@@ -259,6 +264,7 @@ class NnapiBackend:
             caveat_check(model, NNAPI_CAVEATS, "NNAPI"),
             op_support_check(model, target),
             opset_check(model, target),
+            qdq_rules_check(model, target.quantization_rules or "nnapi"),
         ]
 
     def emit(self, model: ir.Model, target: Target, request: EmitRequest) -> BackendResult:

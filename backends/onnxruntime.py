@@ -25,7 +25,12 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from irpass.backends.base import Artifact, BackendResult, EmitRequest, TargetCheck
-from irpass.backends.checks import op_support_check, opset_check, ort_load_check
+from irpass.backends.checks import (
+    op_support_check,
+    opset_check,
+    ort_load_check,
+    qdq_rules_check,
+)
 from irpass.backends.ort_format import OrtStyle, convert_to_ort, offline_optimize
 from irpass.backends.registry import register_backend
 from irpass.errors import OutputError, TargetError
@@ -158,8 +163,12 @@ class OnnxRuntimeBackend:
         return files
 
     def check(self, model: ir.Model, target: Target) -> list[TargetCheck]:
-        """Operator coverage and opset range."""
-        return [op_support_check(model, target), opset_check(model, target)]
+        """Operator coverage, opset range, and the Q/DQ placement of a quantized model."""
+        return [
+            op_support_check(model, target),
+            opset_check(model, target),
+            qdq_rules_check(model, target.quantization_rules or "ort"),
+        ]
 
     def emit(self, model: ir.Model, target: Target, request: EmitRequest) -> BackendResult:
         """Write model.onnx (+ .ort and model.basic.onnx as the profile asks)."""

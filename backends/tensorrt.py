@@ -22,7 +22,9 @@ Checks against onnx-tensorrt's operator matrix for the profile's release
 release tag): every op supported, its data type listed, the restrictions irpass can check
 (2-D/3-D pooling, constant weights/axes, zero Q/DQ zero points, single LayerNormalization
 output, no pooling dilations, Resize modes), ops with restrictions it cannot check named as a
-warning; the opset range; symmetric INT8 Q/DQ; uint8 only at the network boundary.
+warning; the opset range; the Q/DQ placement through the quantization package's TensorRT
+validator (symmetric INT8, per-channel weights on the right axis); uint8 only at the network
+boundary.
 """
 
 from __future__ import annotations
@@ -48,7 +50,13 @@ from irpass.backends.base import (
     ShapeProfile,
     TargetCheck,
 )
-from irpass.backends.checks import has_qdq, op_support_check, opset_check, ort_load_check
+from irpass.backends.checks import (
+    has_qdq,
+    op_support_check,
+    opset_check,
+    ort_load_check,
+    qdq_rules_check,
+)
 from irpass.backends.onnxruntime import check_options, save_checked
 from irpass.backends.registry import register_backend
 from irpass.errors import TargetError
@@ -214,38 +222,6 @@ def _listed(name: str, problems: list[str], ok: str) -> TargetCheck:
     )
 
 
-def qdq_check(model: ir.Model) -> TargetCheck:
-    """TensorRT explicit quantization: int8 Q/DQ with zero zero-points, constant scales."""
-    problems = []
-    count = 0
-    for graph in all_graphs(model):
-        for node in graph:
-            if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-                continue
-            count += 1
-            scale = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
-            if scale is None:
-                problems.append(f"{node.name}: the scale must be a build-time constant")
-            zero = node.inputs[2] if len(node.inputs) > 2 else None
-            zero_array = const_array(zero) if zero is not None else None
-            if zero is not None and zero_array is None:
-                problems.append(f"{node.name}: the zero point must be a constant")
-            elif zero_array is not None and zero_array.any():
-                problems.append(f"{node.name}: non-zero zero point (TensorRT is symmetric)")
-            quantized = (zero.dtype if zero is not None else None) or (
-                node.outputs[0].dtype if node.op_type == "QuantizeLinear" else None
-            )
-            if quantized == ir.DataType.UINT8:
-                problems.append(f"{node.name}: uint8 (TensorRT quantizes to int8)")
-    if not count:
-        return TargetCheck("Q/DQ (TensorRT rules)", "skipped", "no Q/DQ nodes in the model")
-    if problems:
-        return _listed("Q/DQ (TensorRT rules)", problems, "")
-    return TargetCheck(
-        "Q/DQ (TensorRT rules)", "pass", f"{count} Q/DQ nodes: int8, symmetric, constant scales"
-    )
-
-
 def uint8_boundary_check(model: ir.Model) -> TargetCheck:
     """TensorRT takes uint8 only as a network input or output."""
     inner = []
@@ -253,7 +229,7 @@ def uint8_boundary_check(model: ir.Model) -> TargetCheck:
     for graph in all_graphs(model):
         for node in graph:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-                continue  # qdq_check reports uint8 quantization
+                continue  # the Q/DQ validator reports uint8 quantization
             for value in node.outputs:
                 if value.dtype == ir.DataType.UINT8 and id(value) not in boundary:
                     inner.append(f"{value.name} ({node.op_type})")
@@ -480,7 +456,7 @@ class TensorRtBackend:
             op_support_check(model, target),
             *table_checks(model, table),
             opset_check(model, target),
-            qdq_check(model),
+            qdq_rules_check(model, target.quantization_rules or "tensorrt"),
             uint8_boundary_check(model),
         ]
 

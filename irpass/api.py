@@ -64,7 +64,7 @@ from irpass.pipeline import format_pipeline, parse_pipeline
 from irpass.report import write_report_html
 from irpass.run_report import RunReport
 from irpass.targets.loader import load_target
-from irpass.targets.precision import PrecisionPlan, plan_precision
+from irpass.targets.precision import PrecisionPlan, plan_precision, step_down
 from irpass.targets.profile import Target
 from irpass.targets.shapes import Profile, opt_shapes, rebatch, resolve_profile
 
@@ -134,8 +134,8 @@ def _open(data: DataLike, model: ir.Model, seed: int) -> tuple[FeedSource, str |
     return (lambda: iter(feeds)), None
 
 
-def compose_pipeline(passes: str | None, target: Target | None, stage: str) -> str:
-    """``passes`` (or the target's pipeline), then its legalization, then the precision stage.
+def compose_pipeline(passes: str | None, target: Target | None, stage: str = "") -> str:
+    """``passes`` (or the target's pipeline), then its legalization, then ``stage``.
 
     A ``passes`` pipeline that already quantizes keeps its own precision stage.
     """
@@ -143,10 +143,8 @@ def compose_pipeline(passes: str | None, target: Target | None, stage: str) -> s
     parts = [base]
     if target is not None and target.legalize:
         parts.append(target.legalize)
-    if stage:
-        own = {step.name for step in parse_pipeline(base)}
-        if not own & {step.name for step in parse_pipeline(stage)}:
-            parts.append(stage)
+    if stage and _stage_needed(base, stage):
+        parts.append(stage)
     return format_pipeline(parse_pipeline(",".join(parts)))
 
 
@@ -368,9 +366,10 @@ def _run(
             target, precision, calibration is not None, backend.build_time_precisions
         )
         notes += plan.reasons
-    pipeline = compose_pipeline(passes, target, plan.stage if plan else "")
+    pipeline = compose_pipeline(passes, target, "")
     if freeze_inputs:
         pipeline = f"{FREEZE_STEP},{pipeline}"
+    own_precision = plan is not None and plan.stage and not _stage_needed(pipeline, plan.stage)
     context = PassContext(target=target, seed=seed)
     verification_feeds = None
     if evaluation is not None:
@@ -402,11 +401,20 @@ def _run(
     original = ir_model.clone()
     try:
         run = runner.run(ir_model, input_path=input_path)
+        report = run.report
+        if target is not None and plan is not None:
+            if own_precision:  # the given passes realize the precision: check what they did
+                plan = _check_own_precision(run.model, target, plan, pipeline, report)
+            model, plan = _run_precision(
+                run.model, target, plan, context, options, progress, report
+            )
+            run = dataclasses.replace(run, model=model)
     except PassFailedError:
         if outputs is not None and outputs.dump_dir is not None:
             outputs.plan.commit(only=[outputs.dump_dir])  # the dumps help debug the failure
         raise
-    report = run.report
+    if plan is not None:
+        notes += [r for r in plan.reasons if r not in notes]
     report.warnings[:0] = notes
     if outputs is not None and (outputs.out_dir is not None or outputs.report is not None):
         _attach_diff(original, run.model, report)
@@ -453,6 +461,124 @@ def _write(result: OptimizeResult, outputs: _Outputs) -> None:
         (staged / "manifest.json").write_text(text)
     if outputs.report is not None:
         outputs.plan.staged(outputs.report).write_text(report_json(report))
+
+
+def _stage_needed(pipeline: str, stage: str) -> bool:
+    """Whether ``stage`` must run after ``pipeline`` (not when the pipeline already has it)."""
+    own = {step.name for step in parse_pipeline(pipeline)}
+    return not own & {step.name for step in parse_pipeline(stage)}
+
+
+def _run_precision(
+    model: ir.Model,
+    target: Target,
+    plan: PrecisionPlan,
+    context: PassContext,
+    options: RunOptions,
+    progress: ProgressCallback | None,
+    report: RunReport,
+) -> tuple[ir.Model, PrecisionPlan]:
+    """Run the precision stage; if it fails it is rolled back and the next precision runs.
+
+    A quantizing target never ends with an error because its precision could not be reached
+    (no fp16 conversion in this installation, a model the rules cannot quantize): the failing
+    pass is undone and named, and the plan steps down as :func:`step_down` says. On a target
+    marked ``never_slower`` the result is timed against the model before the stage (interleaved
+    with an A/A control, :func:`irpass.bench.measure_latency`) and dropped when it is slower
+    beyond the run's noise. Returns the model (the input object, or the kept snapshot) and plan.
+    """
+    from irpass.backends.registry import get_backend
+
+    build_time = get_backend(target.backend).build_time_precisions
+    stage_options = dataclasses.replace(options, on_failure="rollback")
+    while plan.stage:
+        before = model.clone() if target.never_slower else None
+        kept_after, kept_metrics = dict(report.after), report.metrics_after
+        run = PipelineRunner(plan.stage, context, stage_options, progress=progress).run(model)
+        _append(report, run.report)
+        failed = [r for r in run.report.passes if r.rolled_back or r.error]
+        if failed:
+            plan = step_down(target, plan, failed[0].error or "rolled back", build_time)
+            continue
+        missing = _unrealized(model, plan.effective, run.report)
+        if missing is None and before is not None:
+            missing = _slower(before, model, plan)
+            if missing is not None:
+                for record in run.report.passes:
+                    record.rolled_back, record.error = True, missing
+                report.after, report.metrics_after = kept_after, kept_metrics
+                model = before
+        if missing is None:
+            return model, plan
+        plan = step_down(target, plan, missing, build_time)
+    return model, plan
+
+
+def _slower(before: ir.Model, after: ir.Model, plan: PrecisionPlan) -> str | None:
+    """Why ``after`` is not kept: slower than ``before`` beyond noise (None: keep it)."""
+    from irpass.bench import measure_latency
+
+    try:
+        timing = measure_latency(
+            {"before": before, "after": after}, warmup=5, repeats=40, budget_seconds=20.0
+        )
+    except Exception as exc:  # e.g. dynamic dims random inputs cannot fill: keep, say so
+        plan.measured = {"error": f"{type(exc).__name__}: {exc}"}
+        return None
+    ratio = timing.ratio("before", "after")
+    real = timing.is_real("before", "after")
+    plan.measured = {"latency_ratio": ratio, "real": real, "noise": timing.noise}
+    if ratio > 1.0 and real:
+        return f"it ran x{ratio:.2f} as long as the model before it on this machine"
+    return None
+
+
+def _check_own_precision(
+    model: ir.Model, target: Target, plan: PrecisionPlan, pipeline: str, report: RunReport
+) -> PrecisionPlan:
+    """The plan after a pipeline that holds the precision stage's passes itself."""
+    from irpass.backends.registry import get_backend
+
+    names = {step.name for step in parse_pipeline(plan.stage)}
+    own = [step for step in parse_pipeline(pipeline) if step.name in names]
+    done = dataclasses.replace(plan, stage=format_pipeline(own))
+    missing = _unrealized(model, plan.effective, report)
+    if missing is None:
+        done.stage = ""  # nothing left to run
+        return done
+    build_time = get_backend(target.backend).build_time_precisions
+    return step_down(target, done, missing, build_time)
+
+
+def _unrealized(model: ir.Model, precision: str, report: RunReport) -> str | None:
+    """Why the model does not hold ``precision`` after its stage ran (None when it does)."""
+    from irpass.pass_base import all_graphs
+
+    nodes = [n for g in all_graphs(model) for n in g]
+    if precision == "int8" and not any(n.op_type == "QuantizeLinear" for n in nodes):
+        stats: dict[str, int] = {}
+        for record in report.passes:
+            stats.update(record.stats)
+        kept = ", ".join(f"{k}={stats[k]}" for k in ("kept_float_speed", "fallback_layers")
+                         if stats.get(k))
+        return f"it left every layer float ({kept or 'nothing to quantize'})"
+    if precision == "fp16" and not any(
+        v.dtype == ir.DataType.FLOAT16 for n in nodes for v in n.outputs
+    ):
+        return "it left every tensor float32"
+    return None
+
+
+def _append(report: RunReport, later: RunReport) -> None:
+    """Fold the report of a run that continued ``report``'s model into ``report``."""
+    report.pipeline = format_pipeline(parse_pipeline(f"{report.pipeline},{later.pipeline}"))
+    report.expanded_pipeline = f"{report.expanded_pipeline},{later.expanded_pipeline}"
+    report.passes += later.passes
+    report.after = later.after
+    if later.metrics_after is not None:
+        report.metrics_after = later.metrics_after
+    report.warnings += later.warnings
+    report.seconds += later.seconds
 
 
 def _labels(

@@ -176,3 +176,95 @@ def test_in_memory_models_are_not_modified():
     assert ir.to_proto(model).SerializeToString() == before
     assert result.out_dir is None and result.manifest["artifacts"] == []
     assert irpass.optimize(proto, verify="none").target is None
+
+
+CALIBRATED = {
+    # trained model -> its calibration split (from the training data, never the test split)
+    "digits_mlp": "digits8_calib.npz",
+    "power_cnn1d": "power_calib.npz",
+    "digits_mobilenet": "digits16_calib.npz",
+    "digits_resnet": "digits16_calib.npz",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "digits_resnet" else n for n in CALIBRATED],
+)
+def test_jetson_int8_passes_the_tensorrt_validator_and_stays_within_budget(name: str):
+    calib = pathlib.Path(trained_paths()[name]).parent / CALIBRATED[name]
+    result = irpass.optimize(
+        trained_paths()[name],
+        "jetson",
+        calib_data=calib,
+        eval_data=trained_eval_data()[name],
+        labels="data",
+        verify="final",
+    )
+    assert result.precision.effective == "int8", result.precision.reasons
+    checks = {c.name: c for c in result.checks}
+    assert checks["Q/DQ placement (tensorrt rules validator)"].status == "pass"
+    assert checks["operators supported"].status == "pass"  # every op in onnx-tensorrt 10.1
+    assert checks["operator restrictions"].status == "pass"
+    ops = {n.op_type for n in result.model.graph}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # ONNX Runtime numerics of the QDQ graph against the float model, on the test split:
+    # quantize's budget is max_drop=1 point of top-1 disagreement
+    after, before = result.report.metrics_after, result.report.metrics_before
+    assert after["top1_agreement"] >= 0.99
+    assert before["accuracy"] - after["accuracy"] <= 0.01
+    script = trtexec_args_of(result)
+    assert "--int8" in script and "--fp16" in script  # Q/DQ layers int8, the rest FP16
+
+
+def trtexec_args_of(result: irpass.OptimizeResult) -> list[str]:
+    from irpass.backends.tensorrt import plan_build, trtexec_args
+
+    profile = {k: tuple(tuple(v[s]) for s in ("min", "opt", "max"))
+               for k, v in result.manifest["input_shapes"].items()}
+    return trtexec_args(plan_build(result.model, result.target, "int8", profile))
+
+
+@pytest.mark.parametrize(
+    "target, rules", [("x86", "ort_u8s8"), ("rpi", "ort_s8s8"), ("android", "nnapi")]
+)
+def test_cpu_and_android_targets_quantize_with_calibration_data(target: str, rules: str):
+    name = "power_cnn1d"
+    calib = pathlib.Path(trained_paths()[name]).parent / CALIBRATED[name]
+    result = irpass.optimize(trained_paths()[name], target, calib_data=calib, verify="final")
+    assert result.precision.effective == "int8", result.precision.reasons
+    checks = {c.name: c for c in result.checks}
+    assert checks[f"Q/DQ placement ({rules} rules validator)"].status == "pass"
+    assert not result.failed_checks, result.failed_checks
+
+
+def test_int8_that_keeps_every_layer_float_is_reported_as_fp32():
+    # quantize keeps layers float where int8 is not faster or too inaccurate; when that is
+    # every layer the run says so instead of claiming int8 (here: every Gemm excluded)
+    name = "digits_mlp"
+    calib = pathlib.Path(trained_paths()[name]).parent / CALIBRATED[name]
+    result = irpass.optimize(
+        trained_paths()[name],
+        "x86",
+        calib_data=calib,
+        passes="canonicalize,fuse,quantize(mode=int8,rules=ort_u8s8,exclude=[Gemm])",
+        verify="none",
+    )
+    assert result.precision.effective == "fp32"
+    assert "left every layer float" in result.precision.reasons[-1]
+    assert not {n.op_type for n in result.model.graph} & {"QuantizeLinear", "DequantizeLinear"}
+
+
+def test_readme_python_example_runs_as_written(tmp_path: pathlib.Path, monkeypatch):
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    section = (root / "README.md").read_text().split("### From Python", 1)[1]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    monkeypatch.chdir(root)
+    code = code.replace('"out/"', repr(str(tmp_path / "out")))
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    result = namespace["result"]
+    assert result.precision.effective == "int8"  # type: ignore[attr-defined]
+    assert (tmp_path / "out" / "model.with_runtime_opt.ort").is_file()

@@ -50,6 +50,7 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "legalize": (str, True),
     "backend_options": (dict, False),
     "notes": (list, False),
+    "never_slower": (bool, False),
 }
 _RUNTIME_KEYS = ("name", "version", "platform", "source")
 
@@ -174,6 +175,7 @@ def parse_profile(
         backend_options=dict(data.get("backend_options", {})),
         notes=_strings(data.get("notes", []), "notes", where),
         path=where,
+        never_slower=bool(data.get("never_slower", False)),
     )
 
 

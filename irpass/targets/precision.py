@@ -6,8 +6,9 @@ down with a stated reason when:
 - INT8 is asked for without calibration data: quantizing on guessed ranges is never silent, the
   target's ``fallback_precision`` (FP16 on TensorRT and Core ML, FP32 on CPUs and NNAPI) runs;
 - the pipeline that realizes a precision names passes this installation does not have (the
-  quantization package): a precision the backend sets at build time (TensorRT's ``--fp16``)
-  still holds, anything else falls back.
+  quantization package), or it ran and failed (:func:`step_down`, after the pass was rolled
+  back): a precision the backend sets at build time (TensorRT's ``--fp16``) still holds,
+  anything else falls back.
 
 The reasons end up in the run's warnings, the summary and ``manifest.json``.
 """
@@ -21,7 +22,7 @@ from irpass.errors import PipelineError, TargetError
 from irpass.pipeline import Step, parse_pipeline
 from irpass.targets.profile import Target
 
-__all__ = ["PrecisionPlan", "missing_passes", "plan_precision"]
+__all__ = ["PrecisionPlan", "missing_passes", "plan_precision", "step_down"]
 
 
 @dataclasses.dataclass
@@ -33,6 +34,8 @@ class PrecisionPlan:
     stage: str
     reasons: list[str] = dataclasses.field(default_factory=list)
     at_build: bool = False
+    #: Latency of the result against the model before the stage (never-slower targets).
+    measured: dict[str, object] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (manifest)."""
@@ -81,6 +84,40 @@ def plan_precision(
             f"int8 needs calibration data (--calib-data, e.g. a sample of the training set); "
             f"without it {target.name} runs {plan.effective}"
         )
+    return _settle(target, plan, build_time)
+
+
+def step_down(
+    target: Target, plan: PrecisionPlan, why: str, build_time: tuple[str, ...] = ()
+) -> PrecisionPlan:
+    """After ``plan.stage`` failed (``why``): the backend's build-time precision or the next one.
+
+    Returns a new plan whose ``stage`` is what to run instead ("" when nothing is left to run).
+    """
+    new = dataclasses.replace(plan, reasons=list(plan.reasons), stage="", at_build=False)
+    if plan.effective in build_time:
+        new.at_build = True
+        new.reasons.append(
+            f"{plan.stage} failed ({why}); the ONNX model stays as it was and the "
+            f"{target.backend} engine builder sets {plan.effective}"
+        )
+        return new
+    new.effective = _lower(target, plan.effective)
+    new.reasons.append(f"{plan.stage} failed ({why}); {target.name} runs {new.effective}")
+    return _settle(target, new, build_time)
+
+
+def _lower(target: Target, precision: str) -> str:
+    lower = target.fallback_precision if precision == "int8" else "fp32"
+    if lower == precision or lower not in target.precisions:
+        lower = "fp32" if "fp32" in target.precisions else target.precisions[-1]
+    if lower == precision:
+        raise TargetError(f"no precision of target {target.name} can be realized here")
+    return lower
+
+
+def _settle(target: Target, plan: PrecisionPlan, build_time: tuple[str, ...]) -> PrecisionPlan:
+    """Step down until the plan's precision has a stage this installation can run."""
     while True:
         stage = target.precision_pipelines[plan.effective]
         missing = missing_passes(stage)
@@ -96,13 +133,9 @@ def plan_precision(
                 f"{plan.effective}"
             )
             return plan
-        step_down = target.fallback_precision if plan.effective == "int8" else "fp32"
-        if step_down == plan.effective or step_down not in target.precisions:
-            step_down = "fp32" if "fp32" in target.precisions else target.precisions[-1]
+        lower = _lower(target, plan.effective)
         plan.reasons.append(
             f"{plan.effective} needs the {', '.join(missing)} pass, which this installation "
-            f"does not have; {target.name} runs {step_down}"
+            f"does not have; {target.name} runs {lower}"
         )
-        if step_down == plan.effective:
-            raise TargetError(f"no precision of target {target.name} can be realized here")
-        plan.effective = step_down
+        plan.effective = lower

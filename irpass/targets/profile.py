@@ -101,6 +101,8 @@ class Target:
         backend_options: Backend-specific settings, validated by the backend.
         notes: Facts a user should know (shown by ``irpass targets`` and in the manifest).
         path: The data file the profile was loaded from.
+        never_slower: Time the precision stage's result against the model before it on the
+            machine running irpass and drop it when slower (CPU targets).
     """
 
     name: str
@@ -123,6 +125,7 @@ class Target:
     backend_options: Mapping[str, Any]
     notes: tuple[str, ...]
     path: str
+    never_slower: bool = False
 
     @property
     def supported_ops(self) -> frozenset[str]:
@@ -160,5 +163,6 @@ class Target:
             "legalize": self.legalize,
             "backend_options": dict(self.backend_options),
             "notes": list(self.notes),
+            "never_slower": self.never_slower,
             "profile": self.path,
         }

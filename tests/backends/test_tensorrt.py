@@ -7,13 +7,13 @@ import onnx_ir as ir
 import pytest
 
 from irpass.backends.base import EmitRequest
+from irpass.backends.checks import qdq_rules_check
 from irpass.backends.registry import get_backend
 from irpass.backends.tensorrt import (
     build_engine,
     build_script,
     load_table,
     plan_build,
-    qdq_check,
     table_checks,
     tensorrt_available,
     trtexec_args,
@@ -83,8 +83,8 @@ def test_qdq_must_be_symmetric_int8(zero, status):
       q = QuantizeLinear(x, s, z)
       y = DequantizeLinear(q, s, z)
     }}""")
-    assert qdq_check(model).status == status
-    assert qdq_check(_conv()).status == "skipped"
+    assert qdq_rules_check(model, "tensorrt").status == status
+    assert qdq_rules_check(_conv(), "tensorrt").status == "skipped"
 
 
 def test_trtexec_command_follows_release_types_and_profile():
