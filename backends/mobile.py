@@ -65,11 +65,13 @@ def _short(domain_op: str) -> str:
 def mobile_op_support(ep: str, release: str) -> OpSupport:
     """The EP's operator list from the installed onnxruntime (``release`` must be installed)."""
     if ep not in EP_LISTS:
-        raise TargetError(f"no ONNX Runtime Mobile operator list for {ep!r}")
+        raise TargetError(
+            f"no ONNX Runtime Mobile operator list for {ep!r}", hint="lists: nnapi, coreml"
+        )
     if release != "installed":
         raise TargetError(
-            f"the {EP_LISTS[ep][1]} operator list is read from the installed ONNX Runtime; "
-            'write release "installed"'
+            f"the {EP_LISTS[ep][1]} operator list is read from the installed ONNX Runtime",
+            hint='write release "installed" in the profile',
         )
     return OpSupport(
         provider=f"onnxruntime-{ep}",

@@ -87,7 +87,10 @@ def check_options(options: Mapping[str, Any], known: Mapping[str, Any], backend:
                 hint="valid options: " + ", ".join(sorted(known)),
             )
         if not isinstance(value, known[key]):
-            raise TargetError(f"{backend} backend option {key!r} has the wrong type")
+            raise TargetError(
+                f"{backend} backend option {key!r} has the wrong type",
+                hint=f"it must be a JSON {getattr(known[key], '__name__', 'value')}",
+            )
 
 
 def save_checked(model: ir.Model, request: EmitRequest) -> tuple[pathlib.Path, Artifact]:
@@ -140,7 +143,8 @@ class OnnxRuntimeBackend:
         if provider != CPU_PROVIDER or release != "installed":
             raise TargetError(
                 f"{provider} {release}: the CPU operator list is read from the installed "
-                "ONNX Runtime; write release \"installed\""
+                "ONNX Runtime",
+                hint='write release "installed" in the profile',
             )
         return cpu_op_support()
 
@@ -149,7 +153,8 @@ class OnnxRuntimeBackend:
         check_options(options, _OPTIONS, self.name)
         if options.get("ort_platform") not in (None, "arm", "amd64"):
             raise TargetError(
-                "onnxruntime backend option 'ort_platform' must be arm, amd64 or null"
+                "onnxruntime backend option 'ort_platform' must be arm, amd64 or null",
+                hint="arm keeps int8 Q/DQ for ARM kernels; null writes a portable file",
             )
 
     def planned_files(self, target: Target, model_name: str) -> list[str]:

@@ -102,5 +102,8 @@ def offline_optimize(model_path: pathlib.Path, out_path: pathlib.Path) -> pathli
     try:
         ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise OutputError(f"ONNX Runtime could not write the optimized model: {exc}") from exc
+        raise OutputError(
+            f"ONNX Runtime could not write the optimized model: {exc}",
+            hint="the .onnx model is still written; set offline_optimized to false",
+        ) from exc
     return out_path

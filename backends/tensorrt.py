@@ -415,7 +415,10 @@ def build_engine(out_dir: pathlib.Path, plan: BuildPlan) -> pathlib.Path:
         config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise TargetError("TensorRT could not build the engine (see its log above)")
+        raise TargetError(
+            "TensorRT could not build the engine (see its log above)",
+            hint="build_engine.sh with --verbose shows the failing layer; --no-engine skips this",
+        )
     engine = out_dir / plan.engine
     with atomic_output_path(engine) as tmp:
         (tmp / engine.name).write_bytes(bytes(serialized))
@@ -443,7 +446,10 @@ class TensorRtBackend:
         """``trt_major`` (8 or 10) and ``workspace_mib``."""
         check_options(options, _OPTIONS, self.name)
         if options.get("trt_major", 10) not in (8, 10):
-            raise TargetError("tensorrt backend option 'trt_major' must be 8 or 10")
+            raise TargetError(
+                "tensorrt backend option 'trt_major' must be 8 or 10",
+                hint="8 for JetPack 4.6 (Nano), 10 for JetPack 6 (Orin)",
+            )
 
     def planned_files(self, target: Target, model_name: str) -> list[str]:
         """The model (+ weights file), the build script, and the engine with its cache."""

@@ -452,7 +452,10 @@ def _write(result: OptimizeResult, outputs: _Outputs) -> None:
                 a.path for a in result.backend.artifacts if a.path not in outputs.files
             ]
             if unplanned:
-                raise OutputError(f"the backend wrote undeclared files: {', '.join(unplanned)}")
+                raise OutputError(
+                    f"the backend wrote undeclared files: {', '.join(unplanned)}",
+                    hint="this is a bug in the backend's planned_files; please report it",
+                )
         _finish_artifacts(result.manifest, staged)
         report.output = str(outputs.out_dir / "model.onnx")
         (staged / "report.json").write_text(report_json(report))
@@ -588,7 +591,10 @@ def _labels(
         return labels
     if os.fspath(labels) == "data":
         if spec is None:
-            raise DataError('labels="data" needs eval data given as a file')
+            raise DataError(
+                'labels="data" needs eval data given as a file',
+                hint="give eval_data as a .npz path, or labels as an array or a file",
+            )
         return load_labels(spec.partition("?")[0])
     return load_labels(labels)
 

@@ -176,6 +176,7 @@ class OutputPlan:
         self._protected = [(pathlib.Path(p), what) for p, what in protected]
         self._destinations: list[_Destination] = []
         self._staging: dict[pathlib.Path, pathlib.Path] = {}  # existing folder -> staging folder
+        self._anchors: dict[pathlib.Path, pathlib.Path] = {}  # destination -> its staging anchor
 
     # -- declaring -----------------------------------------------------------------------
     def _add(
@@ -283,6 +284,8 @@ class OutputPlan:
         try:
             for dest in self._destinations:
                 anchor = _nearest_existing(dest.resolved.parent)
+                # fixed now: a folder written in place later (a reproducer) must not move it
+                self._anchors[dest.resolved] = anchor
                 if anchor not in self._staging:
                     self._staging[anchor] = make_staging_dir(anchor)
         except BaseException:
@@ -294,7 +297,7 @@ class OutputPlan:
         self.discard()
 
     def _anchor(self, resolved: pathlib.Path) -> pathlib.Path:
-        return _nearest_existing(resolved.parent)
+        return self._anchors.get(resolved) or _nearest_existing(resolved.parent)
 
     def staged(self, path: pathlib.Path) -> pathlib.Path:
         """Where to write the declared ``path`` (or a file below a declared folder) for now."""

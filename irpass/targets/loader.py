@@ -183,7 +183,10 @@ def _read(path: pathlib.Path) -> Any:
     try:
         return json.loads(path.read_text())
     except OSError as exc:
-        raise TargetError(f"cannot read target profile {path}: {exc.strerror}") from exc
+        raise TargetError(
+            f"cannot read target profile {path}: {exc.strerror}",
+            hint="give a built-in target name (irpass targets) or a readable .json file",
+        ) from exc
     except json.JSONDecodeError as exc:
         raise _fail(str(path), f"not valid JSON: {exc}") from exc
 

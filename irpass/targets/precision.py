@@ -112,7 +112,10 @@ def _lower(target: Target, precision: str) -> str:
     if lower == precision or lower not in target.precisions:
         lower = "fp32" if "fp32" in target.precisions else target.precisions[-1]
     if lower == precision:
-        raise TargetError(f"no precision of target {target.name} can be realized here")
+        raise TargetError(
+            f"no precision of target {target.name} can be realized here",
+            hint="add fp32 (with an empty precision stage) to the profile's precisions",
+        )
     return lower
 
 

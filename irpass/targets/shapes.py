@@ -74,7 +74,8 @@ def resolve_profile(
             opt = tuple(user[name])
             if dims is not None and len(dims) != len(opt):
                 raise TargetError(
-                    f"--input-shapes gives {name!r} rank {len(opt)}, the model has {len(dims)}"
+                    f"--input-shapes gives {name!r} rank {len(opt)}, the model has {len(dims)}",
+                    hint="give one size per axis (irpass inspect shows the inputs)",
                 )
             for axis, (dim, given) in enumerate(zip(dims or (), opt, strict=False)):
                 if isinstance(dim, int) and dim != given:
@@ -87,7 +88,10 @@ def resolve_profile(
             opt = _from_model_or_data(name, dims, sample)
         high = tuple(maximum.get(name, opt))
         if len(high) != len(opt) or any(h < o for h, o in zip(high, opt, strict=True)):
-            raise TargetError(f"--max-shapes for {name!r} must have its rank and be >= {opt}")
+            raise TargetError(
+                f"--max-shapes for {name!r} must have its rank and be >= {opt}",
+                hint="--max-shapes is the largest shape the engine must accept",
+            )
         # a range down to batch 1 when the batch dim is dynamic and a maximum was asked for
         batch_dynamic = dims is not None and bool(dims) and not isinstance(dims[0], int)
         low = (1, *opt[1:]) if high != opt and batch_dynamic and opt else opt
