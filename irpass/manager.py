@@ -377,6 +377,7 @@ class PipelineRunner:
         record.seconds = time.perf_counter() - started
         record.modified = bool(result.modified)
         record.stats = {k: int(v) for k, v in sorted(pass_.stats.items())}
+        record.details = dict(pass_.details)
         if result.model is not model:
             raise PassFailedError(
                 f"pass {step.name!r} returned a different model object although it is in-place",

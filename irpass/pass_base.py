@@ -11,7 +11,8 @@ fails at import time rather than silently disabling something:
 - ``recurses_into_subgraphs``: whether the pass also rewrites If/Loop/Scan bodies.
 
 ``self.stats`` is a counter of what the pass did (e.g. rewrites per rule); the manager copies it
-into the report.
+into the report. ``self.details`` is an optional JSON-ready section for what does not fit a
+counter (e.g. pruning's per-layer reconstruction errors); the manager copies it too.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class IrpassPass(ir.passes.InPlacePass, abc.ABC):
         self.options = options
         self.context = context if context is not None else PassContext()
         self.stats: collections.Counter[str] = collections.Counter()
+        self.details: dict[str, Any] = {}
 
     @classmethod
     def summary(cls) -> str:

@@ -39,6 +39,7 @@ class PassRecord:
     before: dict[str, Any] = dataclasses.field(default_factory=dict)
     after: dict[str, Any] = dataclasses.field(default_factory=dict)
     stats: dict[str, int] = dataclasses.field(default_factory=dict)
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
     verification: Verification = dataclasses.field(default_factory=Verification)
     metrics: dict[str, float] | None = None
     error: str | None = None

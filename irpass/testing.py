@@ -21,7 +21,13 @@ from irpass.verify import (
     run_model,
 )
 
-__all__ = ["assert_equivalent", "inputs_to_random_initializers", "model_from_text", "run_ir"]
+__all__ = [
+    "assert_equivalent",
+    "inputs_to_random_initializers",
+    "model_from_text",
+    "randomize_weights",
+    "run_ir",
+]
 
 
 def model_from_text(text: str) -> ir.Model:
@@ -49,6 +55,53 @@ def inputs_to_random_initializers(
         model.graph.inputs.remove(value)
         value.const_value = ir.tensor(data, name=name)
         model.graph.register_initializer(value)
+    return model
+
+
+def randomize_weights(model: ir.Model, seed: int = 0) -> ir.Model:
+    """Give every float weight of ``model`` seeded random values (in place; returns it).
+
+    The light model-zoo graphs ship one constant for every weight, which makes every channel
+    look alike; this draws weights of rank >= 2 from N(0, 1/fan_in) and 1-D parameters
+    (biases, norm scales, running means and variances) from U(0.5, 1.5), positive so that
+    variances stay valid. Weights built by ConstantOfShape become initializers (listed as
+    graph inputs too in an IR < 4 model, as that IR version requires).
+    """
+    rng = np.random.default_rng(seed)
+    legacy = (model.ir_version or 0) < 4  # IR < 4: every initializer is also a graph input
+
+    def draw(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        if len(shape) >= 2:
+            fan_in = max(1, int(np.prod(shape[1:])))
+            return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(dtype)
+        return rng.uniform(0.5, 1.5, shape).astype(dtype)
+
+    for graph in model.graphs():
+        for value in list(graph.initializers.values()):
+            tensor = value.const_value
+            if tensor is not None and tensor.dtype.is_floating_point() and tensor.size > 1:
+                array = draw(tuple(tensor.shape.numpy()), tensor.dtype.numpy())
+                value.const_value = ir.tensor(array, name=value.name)
+        for node in list(graph):
+            if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx"):
+                continue
+            shape = ir.convenience.get_const_tensor(node.inputs[0]) if node.inputs[0] else None
+            out = node.outputs[0]
+            if shape is None or out.is_graph_output():
+                continue
+            attr = node.attributes.get("value")
+            dtype = attr.as_tensor().dtype.numpy() if attr is not None else np.dtype(np.float32)
+            dims = tuple(int(d) for d in shape.numpy().reshape(-1))
+            if dtype.kind != "f" or int(np.prod(dims)) <= 1:
+                continue
+            name = out.name or f"randomized_{len(graph.initializers)}"
+            value = ir.Value(name=name + "_random", const_value=ir.tensor(draw(dims, dtype)))
+            value.shape, value.dtype = ir.Shape(dims), ir.DataType.from_numpy(dtype)
+            graph.register_initializer(value)
+            if legacy and graph is model.graph:
+                graph.inputs.append(value)
+            out.replace_all_uses_with(value)
+            graph.remove(node, safe=True)
     return model
 
 

@@ -89,8 +89,10 @@ class WeightLayout:
         vector = np.asarray(vector)
         expected = self.out_channels(weight_shape)
         if vector.shape != (expected,):
-            raise ValueError(f"{self.op_type}: {vector.shape} is not one value per output "
-                             f"channel ({expected}) of a weight {list(weight_shape)}")
+            raise ValueError(
+                f"{self.op_type}: {vector.shape} is not one value per output "
+                f"channel ({expected}) of a weight {list(weight_shape)}"
+            )
         if self.op_type == "ConvTranspose" and self.groups > 1:
             c_in, m_per_group = int(weight_shape[0]), int(weight_shape[1])
             group_of_row = np.arange(c_in) // (c_in // self.groups)
@@ -107,8 +109,10 @@ class WeightLayout:
         vector = np.asarray(vector)
         expected = self.in_channels(weight_shape)
         if vector.shape != (expected,):
-            raise ValueError(f"{self.op_type}: {vector.shape} is not one value per input "
-                             f"channel ({expected}) of a weight {list(weight_shape)}")
+            raise ValueError(
+                f"{self.op_type}: {vector.shape} is not one value per input "
+                f"channel ({expected}) of a weight {list(weight_shape)}"
+            )
         if self.op_type == "Conv" and self.groups > 1:
             m, c_per_group = int(weight_shape[0]), int(weight_shape[1])
             group_of_row = np.arange(m) // (m // self.groups)
@@ -135,7 +139,14 @@ def _rank(value: ir.Value | None) -> int | None:
     tensor = ir.convenience.get_const_tensor(value)
     if tensor is not None:
         return len(tensor.shape)
-    return len(value.shape) if value.shape is not None else None
+    if value.shape is not None:
+        return len(value.shape)
+    producer = value.producer()
+    if producer is not None and producer.op_type == "ConstantOfShape" and producer.inputs:
+        # weights of old exporters: the rank is the length of the (constant) shape input
+        shape = ir.convenience.get_const_tensor(producer.inputs[0]) if producer.inputs[0] else None
+        return int(shape.numpy().size) if shape is not None and len(shape.shape) == 1 else None
+    return None
 
 
 def _input(node: ir.Node, index: int) -> ir.Value | None:

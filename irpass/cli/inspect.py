@@ -1,4 +1,8 @@
-"""``irpass inspect MODEL``: signature, opset, op histogram, size, MACs and largest layers."""
+"""``irpass inspect MODEL``: signature, opset, op histogram, size, MACs and largest layers.
+
+``--groups`` adds the channel groups structured pruning sees (``irpass.analysis.channels``):
+every group with its channel count, its member nodes and, when it is frozen, why.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import onnx_ir as ir
 from rich.table import Table
 
+from irpass.analysis.channels import analyze_channels
 from irpass.analysis.cost import model_cost
 from irpass.analysis.shapes import inferred_values
 from irpass.cli import console
@@ -27,6 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path to an .onnx file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--top", type=int, default=10, help="how many largest layers to list")
+    parser.add_argument(
+        "--groups",
+        action="store_true",
+        help="list the channel groups pruning sees: channels, member nodes, why frozen",
+    )
+    parser.add_argument(
+        "--attention",
+        action="store_true",
+        help="with --groups: let attention heads form groups (as prune(attention=true))",
+    )
 
 
 def _signature(values: list[ir.Value]) -> list[dict[str, Any]]:
@@ -43,11 +58,17 @@ def _signature(values: list[ir.Value]) -> list[dict[str, Any]]:
     return out
 
 
-def inspect_model(model: ir.Model, top: int = 10) -> dict[str, Any]:
+def inspect_model(
+    model: ir.Model, top: int = 10, groups: bool = False, attention: bool = False
+) -> dict[str, Any]:
     """Everything ``irpass inspect`` shows, as a JSON-ready dict."""
     values = inferred_values(model)
     cost = model_cost(model, values)
     initializer_names = set(model.graph.initializers)
+    extra: dict[str, Any] = {}
+    if groups:
+        analysis = analyze_channels(model, attention=attention)
+        extra["channel_groups"] = [group.summary() for group in analysis.groups]
     return {
         "ir_version": model.ir_version,
         "producer": f"{model.producer_name or ''} {model.producer_version or ''}".strip(),
@@ -61,13 +82,41 @@ def inspect_model(model: ir.Model, top: int = 10) -> dict[str, Any]:
             {"node": c.node, "op_type": c.op_type, "params": c.params, "macs": c.macs}
             for c in cost.largest_layers(top)
         ],
+        **extra,
     }
+
+
+def _status(group: dict[str, Any]) -> str:
+    if not group["prunable"]:
+        return "frozen"
+    if group["frozen_channels"]:
+        return f"prunable ({group['frozen_channels']} frozen)"
+    return "prunable"
+
+
+def _print_groups(groups: list[dict[str, Any]]) -> None:
+    prunable = [g for g in groups if g["prunable"]]
+    free = sum(g["channels"] - g["frozen_channels"] for g in prunable)
+    table = Table(
+        title=f"channel groups: {len(prunable)} of {len(groups)} prunable ({free} channels)"
+    )
+    for column in ("group", "channels", "status", "nodes", "why frozen"):
+        table.add_column(column, justify="right" if column in ("group", "channels") else "left")
+    for group in groups:
+        nodes = group["nodes"]
+        shown = ", ".join(nodes[:4]) + (f" (+{len(nodes) - 4} more)" if len(nodes) > 4 else "")
+        reasons = group["frozen"]
+        why = "; ".join(reasons[:2]) + (f" (+{len(reasons) - 2} more)" if len(reasons) > 2 else "")
+        table.add_row(
+            str(group["id"]), str(group["channels"]), _status(group), esc(shown), esc(why)
+        )
+    console.print(table)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the inspection of one model."""
     model = load_model(args.model)
-    info = inspect_model(model, args.top)
+    info = inspect_model(model, args.top, groups=args.groups, attention=args.attention)
     if args.json:
         console.print_json(json.dumps(info))
         return 0
@@ -119,4 +168,6 @@ def run(args: argparse.Namespace) -> int:
                 fmt_count(layer["macs"]),
             )
         console.print(layers)
+    if args.groups:
+        _print_groups(info["channel_groups"])
     return 0

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from irpass import registry
 from irpass.errors import PipelineError
+from irpass.pass_base import IrpassPass
 from irpass.pipeline import OptionValue, Step, expand_presets, format_pipeline, parse_pipeline
 
 __all__ = ["Knob", "SearchSpace", "default_knobs", "split_lossless_prefix"]
@@ -24,11 +25,17 @@ __all__ = ["Knob", "SearchSpace", "default_knobs", "split_lossless_prefix"]
 #: Levels tried for passes that take a fraction (pruning ratio, low-rank parameter ratio).
 RATIO_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
-#: Optional lossy passes the search adds when they are registered: (pass, option, levels).
-OPTIONAL_KNOBS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
-    ("prune", "ratio", RATIO_LEVELS),
-    ("svd", "ratio", RATIO_LEVELS),
-)
+#: Options the search varies when a pass of that name is a knob: (option, levels from gentle
+#: to aggressive). quantize's ``max_drop`` is its own fallback budget (top-1 disagreement on
+#: calibration data, points): a larger one leaves fewer sensitive layers in float.
+GRADED_OPTIONS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "prune": ("ratio", RATIO_LEVELS),
+    "svd": ("ratio", RATIO_LEVELS),
+    "quantize": ("max_drop", (0.25, 0.5, 1.0, 2.0, 4.0)),
+}
+
+#: Lossy passes the search adds, when they are registered, to a pipeline that lacks them.
+OPTIONAL_PASSES: tuple[str, ...] = ("prune", "svd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,27 +110,43 @@ def split_lossless_prefix(pipeline: str) -> tuple[list[Step], list[Step]]:
     return steps, []
 
 
+def _knob(cls: type[IrpassPass], step: Step) -> Knob:
+    """A graded knob when the pass has a graded option that applies, else on/off."""
+    graded = GRADED_OPTIONS.get(step.name)
+    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+    given = step.options_dict()
+    applies = graded is not None and graded[0] in fields
+    if applies and step.name == "quantize":
+        # only int8 QDQ has a fallback budget; fp16 and weight-only are on/off
+        mode = given.get("mode", fields["mode"].default if "mode" in fields else "int8")
+        applies = mode == "int8"
+    if graded is None or not applies:
+        return Knob(step.name, step.name, None, (), step.options)
+    option, levels = graded
+    fixed = tuple((k, v) for k, v in step.options if k != option)
+    return Knob(f"{step.name}.{option}", step.name, option, levels, fixed)
+
+
 def default_knobs(rest: Sequence[Step], only: Sequence[str] | None = None) -> SearchSpace:
     """Knobs for the optional lossy passes that are registered and the lossy steps of ``rest``.
 
     ``rest`` is what follows the lossless prefix of the target's pipeline: its lossy steps
-    become on/off knobs (keeping their options) and its lossless steps stay in the tail.
+    become knobs (graded over :data:`GRADED_OPTIONS` where one applies, else on/off, keeping
+    their other options) and its lossless steps stay in the tail.
     ``only`` restricts the knobs to these pass names.
     """
     known = {cls.name: cls for cls in registry.list_passes()}
     knobs: list[Knob] = []
     in_rest = {s.name for s in rest if not s.is_fixpoint}
-    for pass_name, option, levels in OPTIONAL_KNOBS:
-        cls = known.get(pass_name)
-        if cls is None or pass_name in in_rest:
-            continue
-        fields = {f.name for f in dataclasses.fields(cls.Options)}
-        if option in fields:
-            knobs.append(Knob(f"{pass_name}.{option}", pass_name, option, levels))
+    for pass_name in OPTIONAL_PASSES:
+        if pass_name in known and pass_name not in in_rest:
+            knob = _knob(known[pass_name], Step(pass_name))
+            if knob.option is not None:
+                knobs.append(knob)
     tail: list[Step] = []
     for step in rest:
         if not step.is_fixpoint and not registry.get_pass(step.name).lossless:
-            knobs.append(Knob(step.name, step.name, None, (), step.options))
+            knobs.append(_knob(registry.get_pass(step.name), step))
         else:
             tail.append(step)
     if only is not None:

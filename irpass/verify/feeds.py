@@ -60,6 +60,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_INT_HIGH = 4
 #: Bound on the bindings tried per configuration (each attempt runs the model once).
 MAX_ATTEMPTS = 5
+#: Tensors in a generated sequence input.
+SEQUENCE_LENGTH = 2
+#: Words string inputs are drawn from (few, so that equality tests and lookups sometimes hit).
+_WORDS = ("a", "monday", "the", "abc", "x y", "ONNX")
 #: Values tried for a symbolic dimension that is neither batch-like nor spatial.
 SEQUENCE_CANDIDATES = (1, 256, 512)
 #: Names exporters give the batch dimension.
@@ -81,6 +85,8 @@ class ValueHint:
         choices: Plausible values (e.g. the constants the input is compared with); when not
             empty, values are drawn from these.
         nonzero: Zero is not allowed (the input divides).
+        value: The one value the graph implies (e.g. a Reshape target equal to the declared
+            output shape, the axes a Squeeze removes); fed as is when its shape fits.
         reasons: Why, one line per rule that contributed (shown in errors and reports).
     """
 
@@ -88,6 +94,7 @@ class ValueHint:
     high: float | None = None
     choices: tuple[Any, ...] = ()
     nonzero: bool = False
+    value: np.ndarray | None = None
     reasons: list[str] = dataclasses.field(default_factory=list)
 
     def merge(self, other: ValueHint) -> None:
@@ -100,6 +107,8 @@ class ValueHint:
             if choice not in self.choices:
                 self.choices = (*self.choices, choice)
         self.nonzero = self.nonzero or other.nonzero
+        if self.value is None:  # the first consumer that pins the value decides
+            self.value = other.value
         self.reasons.extend(r for r in other.reasons if r not in self.reasons)
 
 
@@ -311,13 +320,16 @@ class InputSpec:
     """One real graph input: dtype, declared shape, value hint and per-axis dimension keys.
 
     ``dims[i]`` is an int for a static axis, else the :data:`DimKey` shared by every axis with
-    the same symbolic name.
+    the same symbolic name. For a sequence or optional input, ``dtype`` and ``dims`` describe
+    its tensors and ``containers`` lists the wrappers, outermost first (``("optional",
+    "sequence")`` for ``optional(seq(tensor))``).
     """
 
     name: str
     dtype: np.dtype
     dims: list[Any]
     hint: ValueHint
+    containers: tuple[str, ...] = ()
 
     @property
     def rank(self) -> int:
@@ -387,8 +399,19 @@ def input_specs(model: ir.Model) -> list[InputSpec]:
                 dims.append(str(dim.value))
             else:
                 dims.append((name, axis))
-        specs.append(InputSpec(name, np.dtype(dtype), dims, hints.get(name, ValueHint())))
+        spec = InputSpec(name, np.dtype(dtype), dims, hints.get(name, ValueHint()))
+        spec.containers = _containers(value.type)
+        specs.append(spec)
     return specs
+
+
+def _containers(type_: ir.TypeProtocol | None) -> tuple[str, ...]:
+    """The optional/sequence wrappers around an input's tensors, outermost first."""
+    found: list[str] = []
+    while isinstance(type_, (ir.OptionalType, ir.SequenceType)):
+        found.append("optional" if isinstance(type_, ir.OptionalType) else "sequence")
+        type_ = type_.elem_type
+    return tuple(found)
 
 
 @dataclasses.dataclass
@@ -443,6 +466,8 @@ def _dim_label(key: Any) -> str:
 
 def _draw(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator, seed: int) -> Any:
     hint, dtype = spec.hint, spec.dtype
+    if hint.value is not None and hint.value.shape == shape:
+        return hint.value.astype(dtype)
     if hint.choices:
         choices = list(hint.choices)
         if dtype.kind in "iu" and hint.high is not None:
@@ -472,21 +497,37 @@ def _draw(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator, see
         if hint.nonzero:
             data = np.where(np.abs(data) < 1e-3, 1.0, data)
         return data.astype(dtype)
+    if dtype.kind in "OUS":  # strings: short lowercase words, repeated so that some match
+        words = np.array(_WORDS, dtype=object)
+        return words[rng.integers(0, len(_WORDS), size=shape)]
     raise VerificationError(
         f"cannot make verification data for input {spec.name!r} of dtype {dtype}",
         hint="give real inputs with --verify-data",
     )
 
 
-def make_feeds(
-    specs: Sequence[InputSpec], dims: Mapping[Any, int], seed: int
-) -> dict[str, np.ndarray]:
-    """One seeded feed: every input's symbolic dims bound by ``dims`` (missing keys -> 1)."""
+def _draw_value(
+    spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator, seed: int, depth: int = 0
+) -> Any:
+    """A tensor, or the sequence (a list) / present optional that ``spec.containers`` wraps."""
+    if depth == len(spec.containers):
+        return np.asarray(_draw(spec, shape, rng, seed))
+    if spec.containers[depth] == "optional":
+        return _draw_value(spec, shape, rng, seed, depth + 1)
+    return [_draw_value(spec, shape, rng, seed, depth + 1) for _ in range(SEQUENCE_LENGTH)]
+
+
+def make_feeds(specs: Sequence[InputSpec], dims: Mapping[Any, int], seed: int) -> dict[str, Any]:
+    """One seeded feed: every input's symbolic dims bound by ``dims`` (missing keys -> 1).
+
+    Tensor inputs get arrays, sequence inputs lists of :data:`SEQUENCE_LENGTH` arrays, optional
+    inputs a present value.
+    """
     rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
+    feeds: dict[str, Any] = {}
     for spec in specs:
         shape = tuple(d if isinstance(d, int) else int(dims.get(d, 1)) for d in spec.dims)
-        feeds[spec.name] = np.asarray(_draw(spec, shape, rng, seed))
+        feeds[spec.name] = _draw_value(spec, shape, rng, seed)
     return feeds
 
 
@@ -606,10 +647,16 @@ def _attempts_b(infos: Mapping[Any, _DimInfo], a: Mapping[Any, int]) -> list[dic
     return attempts
 
 
-def _shapes(
-    specs: Sequence[InputSpec], feed: Mapping[str, np.ndarray]
-) -> dict[str, tuple[int, ...]]:
-    return {s.name: tuple(int(d) for d in feed[s.name].shape) for s in specs if s.name in feed}
+def _shapes(specs: Sequence[InputSpec], feed: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Input shapes of a feed (a sequence input reports the shape of its first tensor)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        value = feed.get(spec.name)
+        while isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            shapes[spec.name] = tuple(int(d) for d in np.shape(value))
+    return shapes
 
 
 def _labelled(binding: Mapping[Any, int]) -> dict[str, int]:

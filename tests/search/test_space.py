@@ -37,3 +37,15 @@ def test_graded_knob_levels_render_in_order() -> None:
     assert space.describe((1,)) == "t_drop_hidden.ratio=0.1"
     with pytest.raises(ValueError, match="levels 0..2"):
         knob.step(3)
+
+
+def test_int8_quantize_is_graded_over_its_fallback_budget_other_modes_are_on_off() -> None:
+    _, rest = split_lossless_prefix("canonicalize,quantize(rules=ort,method=minmax)")
+    (knob,) = default_knobs(rest, only=["quantize"]).knobs
+    assert knob.option == "max_drop" and knob.levels > 1
+    assert dict(knob.fixed) == {"rules": "ort", "method": "minmax"}
+    assert knob.step(1).options_dict()["max_drop"] < knob.step(knob.levels).options_dict()[
+        "max_drop"]
+    _, rest = split_lossless_prefix("canonicalize,quantize(mode=fp16)")
+    (knob,) = default_knobs(rest, only=["quantize"]).knobs
+    assert knob.option is None and knob.levels == 1
