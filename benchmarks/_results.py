@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from irpass.bench import machine_info  # noqa: E402
+from irpass.bench import machine_info
 
 __all__ = ["RESULTS_DIR", "write_results"]
 

@@ -29,7 +29,7 @@ import onnx.helper as oh
 from onnx import TensorProto
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from _results import write_results  # noqa: E402
+from _results import write_results
 
 
 def build(folder: pathlib.Path, d_model: int, layers: int, seq: int = 8, seed: int = 0) -> int:

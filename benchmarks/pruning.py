@@ -48,16 +48,16 @@ from rich.table import Table
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from _results import write_results  # noqa: E402
+from _results import write_results
 
-from irpass.analysis.cost import model_cost  # noqa: E402
-from irpass.bench import measure_latency  # noqa: E402
-from irpass.context import PassContext  # noqa: E402
-from irpass.data import ArraySource  # noqa: E402
-from irpass.ir import load_model  # noqa: E402
-from irpass.passes.pruning.prune import PruneOptions, PrunePass  # noqa: E402
-from irpass.verify import make_session  # noqa: E402
-from models import MODELS_DIR, trained_eval_data, trained_metrics, trained_paths  # noqa: E402
+from irpass.analysis.cost import model_cost
+from irpass.bench import measure_latency
+from irpass.context import PassContext
+from irpass.data import ArraySource
+from irpass.ir import load_model
+from irpass.passes.pruning.prune import PruneOptions, PrunePass
+from irpass.verify import make_session
+from models import MODELS_DIR, trained_eval_data, trained_metrics, trained_paths
 
 RATIOS = (0.2, 0.3, 0.5)
 CALIBRATION = {

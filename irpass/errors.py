@@ -8,17 +8,17 @@ exits non-zero without a traceback (unless ``--debug``).
 from __future__ import annotations
 
 __all__ = [
+    "DataError",
     "IrpassError",
     "ModelLoadError",
-    "UnsupportedModelError",
-    "PipelineError",
-    "PassOptionError",
-    "VerificationError",
-    "PassFailedError",
-    "DataError",
     "OutputError",
+    "PassFailedError",
+    "PassOptionError",
+    "PipelineError",
     "TargetError",
+    "UnsupportedModelError",
     "UsageError",
+    "VerificationError",
 ]
 
 

@@ -28,8 +28,8 @@ from irpass.outputs import make_staging_dir
 from irpass.validate import validate_model_proto
 
 __all__ = [
-    "PROTOBUF_LIMIT",
     "MIN_OPSET",
+    "PROTOBUF_LIMIT",
     "atomic_output_path",
     "default_opset",
     "external_data_files",

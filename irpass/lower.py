@@ -118,9 +118,9 @@ def _detach_weights(model: ir.Model) -> None:
     for graph in model.graphs():
         for value in graph.initializers.values():
             tensor = value.const_value
-            if tensor is None or isinstance(tensor, ir.Tensor) and isinstance(
+            if tensor is None or (isinstance(tensor, ir.Tensor) and isinstance(
                 tensor.raw, np.ndarray
-            ):
+            )):
                 continue
             value.const_value = ir.Tensor(tensor.numpy(), name=tensor.name)
 

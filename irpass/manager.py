@@ -58,9 +58,9 @@ from irpass.verify import (
 
 __all__ = [
     "KNOWN_DOMAINS",
+    "PipelineRunner",
     "RunOptions",
     "RunResult",
-    "PipelineRunner",
     "build_pass",
     "custom_ops",
 ]

@@ -123,7 +123,7 @@ def _typed_copy(model: ir.Model) -> tuple[ir.Model, dict[str, ir.Value]]:
     copy = model.clone()
     try:
         ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(copy)
-    except Exception as exc:  # noqa: BLE001 - untyped values are skipped by the caller
+    except Exception as exc:  # untyped values are skipped by the caller
         logger.debug("shape inference failed: %s", exc)
     values = {v.name: v for node in copy.graph for v in node.outputs if v.name}
     return copy, values

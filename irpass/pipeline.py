@@ -29,9 +29,9 @@ __all__ = [
     "MAX_NESTING",
     "Step",
     "describe_type",
-    "format_value",
     "expand_presets",
     "format_pipeline",
+    "format_value",
     "parse_pipeline",
     "resolve_options",
 ]
@@ -285,7 +285,7 @@ def expand_presets(steps: list[Step] | tuple[Step, ...], _seen: tuple[str, ...] 
                 f"preset {step.name!r} refers to itself",
                 hint="a preset's pipeline must name passes or other presets, not itself",
             )
-        out.extend(expand_presets(parse_pipeline(preset.pipeline), _seen + (step.name,)))
+        out.extend(expand_presets(parse_pipeline(preset.pipeline), (*_seen, step.name)))
     return out
 
 

@@ -1,12 +1,15 @@
-"""Shared test helpers: numeric equivalence of two models through ONNX Runtime.
+"""Shared test helpers: numeric equivalence through ONNX Runtime, and "left unchanged".
 
-Every pass test uses :func:`assert_equivalent` so that "numerically equivalent" means the same
-thing everywhere: same seeded random inputs, ONNX Runtime with its own optimizations disabled,
-and the manager's dtype-aware tolerance.
+Every positive pass test uses :func:`assert_equivalent` so that "numerically equivalent" means
+the same thing everywhere: same seeded random inputs, ONNX Runtime with its own optimizations
+disabled, and the manager's dtype-aware tolerance. Every negative test uses
+:func:`assert_unchanged`: a pass that refuses must leave the model byte for byte as it was (an
+op-type list would not see a changed attribute, weight, opset or name).
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -23,11 +26,43 @@ from irpass.verify import (
 
 __all__ = [
     "assert_equivalent",
+    "assert_unchanged",
     "inputs_to_random_initializers",
     "model_from_text",
     "randomize_weights",
     "run_ir",
+    "serialized",
 ]
+
+
+def serialized(model: ir.Model | onnx.ModelProto | bytes) -> bytes:
+    """The model's protobuf serialization (a snapshot to compare against after a pass)."""
+    if isinstance(model, bytes):
+        return model
+    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
+    return proto.SerializeToString(deterministic=True)
+
+
+def assert_unchanged(
+    before: onnx.ModelProto | bytes | ir.Model, after: ir.Model | onnx.ModelProto
+) -> None:
+    """Assert ``after`` serializes to exactly the bytes of ``before``.
+
+    ``before`` is a snapshot taken before the pass ran: serialized bytes
+    (:func:`serialized`), a ModelProto, or an independent copy of the model (not the object the
+    in-place pass modified). On a difference the message shows the first differing lines of
+    both models as ONNX text.
+    """
+    if before is after:
+        raise TypeError("assert_unchanged needs a snapshot taken before the pass, not the model")
+    expected, actual = serialized(before), serialized(after)
+    if expected == actual:
+        return
+    old = onnx.printer.to_text(onnx.load_from_string(expected)).splitlines()
+    new = onnx.printer.to_text(onnx.load_from_string(actual)).splitlines()
+    diff = list(difflib.unified_diff(old, new, "before", "after", lineterm="", n=1))
+    shown = "\n".join(diff[:40]) or "(same ONNX text; the serialized bytes differ)"
+    raise AssertionError(f"the model changed:\n{shown}")
 
 
 def model_from_text(text: str) -> ir.Model:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import onnx
 import onnx_ir as ir
 import onnxscript.optimizer
 import onnxscript.rewriter
@@ -17,7 +16,13 @@ from irpass.context import PassContext
 from irpass.errors import PassOptionError, PipelineError
 from irpass.pass_base import IrpassPass
 from irpass.passes.fusion.fold_batchnorm import FoldBatchNormPass
-from irpass.testing import assert_equivalent, inputs_to_random_initializers, model_from_text
+from irpass.testing import (
+    assert_equivalent,
+    assert_unchanged,
+    inputs_to_random_initializers,
+    model_from_text,
+    serialized,
+)
 
 # weights as inputs (turned into initializers), BN statistics as a Constant-fed Identity chain:
 # canonicalize must fold the Identity and constants before fuse can fold the BN into the Conv
@@ -123,9 +128,9 @@ def test_a_fixpoint_reports_unmodified_when_its_first_round_changes_nothing() ->
     model = model_from_text(
         '<ir_version: 8, opset_import: ["" : 17]> g (float[2] x) => (float[2] y) { y = Relu(x) }'
     )
-    proto = ir.to_proto(model)
+    before = serialized(model)
     assert not irpass.build_pipeline("fixpoint(fold_batchnorm,eliminate_identity)")(model).modified
-    assert ir.to_proto(model).SerializeToString() == proto.SerializeToString()
+    assert_unchanged(before, model)
 
 
 def test_bad_pipelines_fail_when_built_not_when_run() -> None:
@@ -149,6 +154,6 @@ def test_an_embedded_pipeline_leaves_a_model_it_cannot_improve_byte_identical() 
     g (float[1, 4] x, float[4, 3] w) => (float[1, 3] y) { y = MatMul(x, w) }
     """
     model = model_from_text(text)
-    before = onnx.printer.to_text(ir.to_proto(model))
+    before = serialized(model)
     assert not irpass.build_pipeline("fuse")(model).modified
-    assert onnx.printer.to_text(ir.to_proto(model)) == before
+    assert_unchanged(before, model)

@@ -253,7 +253,7 @@ def test_png_images_through_pillow(tmp_path: pathlib.Path) -> None:
 
 def test_bad_image_options_are_refused(tmp_path: pathlib.Path) -> None:
     _write_pgm(tmp_path / "a.pgm", np.zeros((2, 2)))
-    with pytest.raises(DataError, match="unknown image preprocessing option.*colour"):
+    with pytest.raises(DataError, match=r"unknown image preprocessing option.*colour"):
         open_data(f"{tmp_path}?colour=red")
     with pytest.raises(DataError, match="layout"):
         ImagePreprocess(layout="chw")
@@ -378,7 +378,7 @@ def test_fixed_dimension_mismatch(tmp_path: pathlib.Path, dynamic) -> None:
 
 def test_float_data_for_integer_input_is_refused(tmp_path: pathlib.Path) -> None:
     np.savez(tmp_path / "d.npz", a=np.zeros((2, 4), np.float32), ids=np.zeros((2, 3)))
-    with pytest.raises(DataError, match="input 'ids' expects int64.*float64"):
+    with pytest.raises(DataError, match=r"input 'ids' expects int64.*float64"):
         open_data(tmp_path / "d.npz", model_from_text(TWO_INPUTS))
 
 
@@ -403,7 +403,7 @@ def test_empty_data_are_an_error(tmp_path: pathlib.Path, dynamic, kind: str) -> 
     else:
         spec = tmp_path / "empty"
         spec.mkdir()
-    with pytest.raises(DataError, match="empty|no data"):
+    with pytest.raises(DataError, match=r"empty|no data"):
         open_data(spec, dynamic)
 
 

@@ -22,7 +22,7 @@ def test_missing_torch_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_factory_spec_errors(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(LoweringError, match="package.module:factory"):
+    with pytest.raises(LoweringError, match=r"package.module:factory"):
         load_factory("no_colon")
     with pytest.raises(LoweringError, match="cannot import"):
         load_factory("no_such_module_abc:f")
@@ -151,10 +151,10 @@ def test_export_failure_is_a_lowering_error() -> None:
         def forward(self, x):
             return torch.linalg.eigh(x)[0]  # no ONNX translation
 
-    with pytest.raises(LoweringError, match="torch.onnx.export failed for Broken") as info:
+    with pytest.raises(LoweringError, match=r"torch.onnx.export failed for Broken") as info:
         lower(Broken(), (torch.eye(2)[None],))
     assert "\x1b" not in info.value.message
-    with pytest.raises(LoweringError, match="expected a torch.nn.Module"):
+    with pytest.raises(LoweringError, match=r"expected a torch.nn.Module"):
         lower(lambda x: x, (torch.zeros(1),))
     with pytest.raises(LoweringError, match="optimize must be"):
         lower(_small()[0], _small()[1], optimize="some")  # type: ignore[arg-type]

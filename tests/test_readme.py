@@ -67,12 +67,12 @@ def test_embedding_examples_run_as_written(tmp_path: pathlib.Path, monkeypatch) 
     pipeline_block, rules_block = _embedding_blocks()
 
     scope: dict[str, object] = {}
-    exec(pipeline_block, scope)  # noqa: S102 - the README's own example
+    exec(pipeline_block, scope)  # the README's own example
     assert [n.op_type for n in scope["model"].graph] == ["Conv"]  # type: ignore[attr-defined]
     assert scope["pipeline"].stats()["fold_batchnorm"] == {"into_producer": 1}  # type: ignore[attr-defined]
 
     scope = {}
-    exec(rules_block, scope)  # noqa: S102
+    exec(rules_block, scope)
     proto = scope["proto"]
     assert isinstance(proto, onnx.ModelProto)
     assert [n.op_type for n in proto.graph.node] == ["Conv"]

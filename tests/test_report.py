@@ -3,6 +3,7 @@ from __future__ import annotations
 import html.parser
 import re
 import xml.etree.ElementTree as ET
+from typing import ClassVar
 
 import pytest
 
@@ -22,8 +23,8 @@ SVG = "{http://www.w3.org/2000/svg}"
 class _TagBalance(html.parser.HTMLParser):
     """Counts unclosed elements (void elements excluded)."""
 
-    VOID = {"meta", "br", "img", "input", "link", "hr"}
-    SVG_LEAVES = {"rect", "circle", "line", "path", "polyline"}
+    VOID: ClassVar = frozenset({"meta", "br", "img", "input", "link", "hr"})
+    SVG_LEAVES: ClassVar = frozenset({"rect", "circle", "line", "path", "polyline"})
 
     def __init__(self):
         super().__init__()

@@ -49,7 +49,7 @@ def _typed_copy(model: ir.Model) -> ir.Model:
     copy = model.clone()
     try:
         ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(copy)
-    except Exception as exc:  # noqa: BLE001 - ORT infers the types it needs itself
+    except Exception as exc:  # ORT infers the types it needs itself
         logger.debug("shape inference before exposing activations failed: %s", exc)
     return copy
 

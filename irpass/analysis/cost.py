@@ -145,7 +145,7 @@ def _value_bytes(values: dict[str, ValueInfo], value: ir.Value) -> int | None:
         itemsize = dtype.itemsize
     except (AttributeError, ValueError, TypeError):
         return None
-    return int(math.ceil(math.prod(shape) * itemsize))
+    return math.ceil(math.prod(shape) * itemsize)
 
 
 def _peak_activation_bytes(graph: ir.Graph, values: dict[str, ValueInfo]) -> int:

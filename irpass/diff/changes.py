@@ -34,7 +34,7 @@ def _weights_differ(va: ir.Value | None, vb: ir.Value | None) -> bool | None:
         return None
     try:
         return not np.array_equal(ta.numpy(), tb.numpy())
-    except Exception:  # noqa: BLE001 - unreadable external data is "unknown", not an error
+    except Exception:  # unreadable external data is "unknown", not an error
         return None
 
 

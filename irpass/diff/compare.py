@@ -42,7 +42,7 @@ def model_summary_cost(model: ir.Model, inferred: ir.Model | None = None) -> dic
     try:
         values = _typed_values(inferred) if inferred is not None else None
         cost = model_cost(model, values)
-    except Exception as exc:  # noqa: BLE001 - a diff is still useful without costs
+    except Exception as exc:  # a diff is still useful without costs
         logger.warning("cost analysis failed (%s); the diff shows no costs", exc)
         return {}
     # totals and op histogram; per-layer rows would make a diff as large as the model
@@ -60,7 +60,7 @@ def _prepare(model: ir.Model, infer_shapes: bool) -> ir.Model:
     copy = model.clone()
     try:
         ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(copy)
-    except Exception as exc:  # noqa: BLE001 - shapes are a bonus, the diff works without them
+    except Exception as exc:  # shapes are a bonus, the diff works without them
         logger.debug("shape inference failed: %s", exc)
     return copy
 

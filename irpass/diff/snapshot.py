@@ -88,7 +88,7 @@ def weight_info(value: ir.Value | None, via: tuple[str, ...] = ()) -> WeightInfo
         return WeightInfo(value.name or "", dtype, shape, "constant_of_shape", via)
     if producer.op_type in _WEIGHT_PASS_THROUGH and len(via) < 4:
         inner = weight_info(producer.inputs[0] if producer.inputs else None,
-                             via + (producer.op_type,))
+                             (*via, producer.op_type))
         if inner is not None:
             # the consumer sees this value's shape; the stored dtype stays the inner one
             seen = _shape_tuple(value.shape)
@@ -123,7 +123,7 @@ def _attribute_value(attr: ir.Attr) -> Any:
             try:
                 return {"tensor": dtype_name(tensor.dtype), "shape": list(shape),
                         "values": np.asarray(tensor.numpy()).reshape(-1).tolist()}
-            except Exception:  # noqa: BLE001 - summaries must not fail on exotic dtypes
+            except Exception:  # summaries must not fail on exotic dtypes
                 pass
         return {"tensor": dtype_name(tensor.dtype), "shape": list(shape)}
     if kind in (ir.AttributeType.TENSORS, ir.AttributeType.SPARSE_TENSOR,

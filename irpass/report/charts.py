@@ -10,11 +10,11 @@ from typing import Any
 from irpass.report.format import PALETTE, esc
 
 __all__ = [
-    "ParetoPoint",
-    "pareto_chart",
     "MAX_CHART_WIDTH",
+    "ParetoPoint",
     "bar_chart",
     "line_chart",
+    "pareto_chart",
     "scatter_chart",
 ]
 
@@ -91,7 +91,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float | None], title: str,
     width = _chart_width(len(labels))
     height = 330
     x0, x1, y0, y1 = 70.0, width - 100.0, 210.0, 34.0
-    lo, hi = _axis_range(known + [0.0])
+    lo, hi = _axis_range([*known, 0.0])
     step = (x1 - x0) / len(labels)
     parts = [_y_axis(x0, y0, y1, lo, hi, x1, fmt)]
     xs = []

@@ -136,9 +136,9 @@ def capped(rows: list[str], columns: int) -> list[str]:
     if len(rows) <= MAX_TABLE_ROWS:
         return rows
     rest = len(rows) - MAX_TABLE_ROWS
-    return rows[:MAX_TABLE_ROWS] + [
-        f'<tr><td colspan="{columns}" class="muted">… {rest} more rows in the JSON output</td></tr>'
-    ]
+    more = (f'<tr><td colspan="{columns}" class="muted">… {rest} more rows in the JSON output'
+            "</td></tr>")
+    return [*rows[:MAX_TABLE_ROWS], more]
 
 
 #: Tables with more rows start folded, so the drawings below them stay within reach.

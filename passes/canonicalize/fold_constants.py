@@ -121,7 +121,7 @@ def _estimate_output_elements(node: ir.Node) -> int | None:
             start, limit, delta = (_const_array(v) for v in node.inputs[:3])
             if start is None or limit is None or delta is None or float(delta) == 0:
                 return None
-            return max(0, int(math.ceil((float(limit) - float(start)) / float(delta))))
+            return max(0, math.ceil((float(limit) - float(start)) / float(delta)))
     except (ValueError, TypeError, IndexError):
         return None
     out = node.outputs[0]

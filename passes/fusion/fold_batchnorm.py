@@ -256,7 +256,7 @@ class FoldBatchNormIntoConvTranspose(_BnAfter):
         w = fold.w.astype(np.float64)
         c_in, m_per_group = w.shape[:2]
         kernel = w.shape[2:]
-        grouped = w.reshape((group, c_in // group, m_per_group) + kernel)
+        grouped = w.reshape((group, c_in // group, m_per_group, *kernel))
         scale = fold.s.reshape((group, 1, m_per_group) + (1,) * len(kernel))
         w_new = (grouped * scale).reshape(w.shape)
         b = fold.bias64(fold.s.size).reshape(-1) * fold.s + fold.t
@@ -359,7 +359,7 @@ class FoldBatchNormIntoNextConv(FusionRule):
         group_of_m = np.arange(m) // (m // attr_int(conv, "group", 1))
         channel = group_of_m[:, None] * c_per_group + np.arange(c_per_group)[None, :]
         extra = (1,) * (w.ndim - 2)
-        w_new = w * fold.s[channel].reshape((m, c_per_group) + extra)
+        w_new = w * fold.s[channel].reshape((m, c_per_group, *extra))
         kernel_sum = w.reshape(m, c_per_group, -1).sum(axis=2)
         b = fold.bias64(m) + (kernel_sum * fold.t[channel]).sum(axis=1)
         dtype = fold.w.dtype

@@ -174,7 +174,7 @@ def _rules() -> list[FusionRule]:
         ArithmeticNoOp("Add", 0.0, True),
         ArithmeticNoOp("Sub", 0.0, False),
     ]
-    return rules + [CastToSameType(), ExpandToSameShape(), ReshapeToSameShape()]
+    return [*rules, CastToSameType(), ExpandToSameShape(), ReshapeToSameShape()]
 
 
 @register

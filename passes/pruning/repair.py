@@ -104,10 +104,10 @@ def conv_patches(x: np.ndarray, node: ir.Node, kernel: tuple[int, ...]) -> np.nd
         pads = [0] * (2 * nd)
     padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
     windows = sliding_window_view(padded, extent, axis=tuple(range(2, 2 + nd)))
-    index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+    index = (slice(None), slice(None), *(slice(None, None, s) for s in strides))
     index += tuple(slice(None, None, d) for d in dilations)
     windows = windows[index]  # [N, C, *out, *kernel]
-    order = (0,) + tuple(range(2, 2 + nd)) + (1,) + tuple(range(2 + nd, 2 + 2 * nd))
+    order = (0, *range(2, 2 + nd), 1, *range(2 + nd, 2 + 2 * nd))
     moved = windows.transpose(order)
     return moved.reshape(-1, x.shape[1] * int(np.prod(kernel)))
 

@@ -261,7 +261,7 @@ def _unfused(model: ir.Model) -> list[Violation]:
         options.log_severity_level = 3
         try:
             ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - any load failure is the finding
+        except Exception as exc:  # any load failure is the finding
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return [Violation("model", f"ONNX Runtime cannot load it: {first}")]
         optimized = onnx.load(str(target), load_external_data=False)

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "passes" / "pruning"))
 
-from pruning_testlib import (  # noqa: E402
+from pruning_testlib import (
     analyze,
     build,
     classes_of,

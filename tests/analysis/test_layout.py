@@ -104,10 +104,10 @@ def test_matmul_channel_scaling_matches_layout(weight_side: int, weight_rank: in
     rng = np.random.default_rng(weight_side + 2 * weight_rank)
     batch = (2,) if weight_rank == 3 else ()
     if weight_side == 1:
-        weight, data = rng.standard_normal(batch + (4, 5)), rng.standard_normal((2, 3, 4))
+        weight, data = rng.standard_normal((*batch, 4, 5)), rng.standard_normal((2, 3, 4))
         names = ["x", "w"]
     else:
-        weight, data = rng.standard_normal(batch + (5, 4)), rng.standard_normal((2, 4, 3))
+        weight, data = rng.standard_normal((*batch, 5, 4)), rng.standard_normal((2, 4, 3))
         names = ["w", "x"]
     node = helper.make_node("MatMul", names, ["y"])
     proto = _model(node, [("x", list(data.shape))], 3, {"w": weight.astype(np.float32)})

@@ -17,7 +17,7 @@ from irpass.cli._markup import esc
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs"))))
 def test_esc_round_trips_any_text(text: str) -> None:
-    console = Console(width=10_000, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=10_000, record=True, file=open("/dev/null", "w"))
     console.print(esc(text), end="", soft_wrap=True, markup=True, highlight=False)
     assert console.export_text(styles=False) == text
 

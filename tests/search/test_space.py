@@ -11,7 +11,7 @@ from irpass.search.space import Knob, SearchSpace, default_knobs, split_lossless
 def test_prefix_split_stops_at_the_first_lossy_step() -> None:
     prefix, rest = split_lossless_prefix("canonicalize,t_scale_weight(factor=0.5),fuse")
     assert prefix and all(s.name != "t_scale_weight" for s in prefix)
-    assert [s.name for s in rest][0] == "t_scale_weight"
+    assert next(s.name for s in rest) == "t_scale_weight"
     assert split_lossless_prefix("fuse")[1] == []
 
 
@@ -35,7 +35,7 @@ def test_graded_knob_levels_render_in_order() -> None:
     space = SearchSpace((knob,))
     assert space.pipeline((2,)) == "t_drop_hidden(ratio=0.2)"
     assert space.describe((1,)) == "t_drop_hidden.ratio=0.1"
-    with pytest.raises(ValueError, match="levels 0..2"):
+    with pytest.raises(ValueError, match=r"levels 0..2"):
         knob.step(3)
 
 

@@ -40,7 +40,7 @@ def _pool(ctx: Context, node: ir.Node) -> None:
 
 def _reduce_axes(ctx: Context, node: ir.Node, rank: int) -> list[int] | None:
     axes = attr_ints(node, "axes")
-    from_input = node.op_type == "ReduceSum" and ctx.opset >= 13 or ctx.opset >= 18
+    from_input = (node.op_type == "ReduceSum" and ctx.opset >= 13) or ctx.opset >= 18
     if from_input and len(node.inputs) > 1 and node.inputs[1] is not None:
         axes = const_ints(ctx, node.inputs[1])
         if axes is None:

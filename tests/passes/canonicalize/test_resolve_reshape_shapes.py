@@ -7,7 +7,7 @@ import pytest
 from irpass.passes.canonicalize.eliminate_dead import EliminateDeadPass
 from irpass.passes.canonicalize.infer_shapes import InferShapesPass
 from irpass.passes.canonicalize.resolve_reshape_shapes import ResolveReshapeShapesPass
-from irpass.testing import assert_equivalent, model_from_text
+from irpass.testing import assert_equivalent, assert_unchanged, model_from_text, serialized
 
 DYNAMIC_BATCH = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -59,7 +59,9 @@ def test_batch_dependent_shape_becomes_constant() -> None:
 @pytest.mark.parametrize("text", [TWO_UNKNOWN, CONSTANT_SHAPE])
 def test_leaves_reshape_alone(text: str) -> None:
     model = _prepared(text)
+    before = serialized(model)
     assert ResolveReshapeShapesPass()(model).modified is False
+    assert_unchanged(before, model)
 
 
 @pytest.mark.parametrize("declared", ["float y", "float[N,3,5] y", "float[M,3,4] y"])
@@ -67,7 +69,9 @@ def test_annotations_that_contradict_the_input_are_not_trusted(declared: str) ->
     # Without inference, the declared output shape is all the pass sees and a graph output's
     # declaration is never trusted on its own; the first two also lie about the element count.
     model = model_from_text(DYNAMIC_BATCH.replace("float[N,3,4] y", declared))
+    before = serialized(model)
     assert ResolveReshapeShapesPass()(model).modified is False
+    assert_unchanged(before, model)
 
 
 def test_declaration_confirmed_by_the_shape_tensor_length_is_used() -> None:

@@ -11,8 +11,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from irpass import testing
 from irpass.pass_base import IrpassPass
-from irpass.testing import assert_equivalent, model_from_text
+from irpass.testing import assert_equivalent, model_from_text, serialized
 
 LIGHT_DIR = pathlib.Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
@@ -86,9 +87,9 @@ def assert_rewrites(
 
 
 def assert_unchanged(pass_cls: type[IrpassPass], model: ir.Model, **options: Any) -> None:
-    """The pass refuses: ``modified`` is False and the serialized model is identical."""
-    before = ir.to_proto(model).SerializeToString()
+    """The pass refuses: ``modified`` is False, no rewrite counted, the model byte-identical."""
+    before = serialized(model)
     modified, instance = run(pass_cls, model, **options)
     assert modified is False
     assert not instance.stats, dict(instance.stats)
-    assert ir.to_proto(model).SerializeToString() == before
+    testing.assert_unchanged(before, model)

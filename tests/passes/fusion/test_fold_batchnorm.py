@@ -141,7 +141,7 @@ def test_conv_weight_graph_input_is_not_folded():
     # the BN still goes (no BN is left after a linear op): runtimes fuse Conv+Mul+Add
     model = build(conv_bn(1, False), BN, positive=["va"])
     reference = clone(model)
-    modified, p = run(FoldBatchNormPass, model)
+    _modified, p = run(FoldBatchNormPass, model)
     assert dict(p.stats) == {"to_mul_add": 1}
     assert op_types(model) == ["Conv", "Mul", "Add"]
     assert_equivalent(reference, model)
@@ -158,7 +158,7 @@ def test_weight_shared_with_a_plain_conv_is_not_folded():
     }}"""
     model = build(text, ["W", *BN], positive=["va"])
     reference = clone(model)
-    modified, p = run(FoldBatchNormPass, model)
+    _modified, p = run(FoldBatchNormPass, model)
     assert "into_producer" not in p.stats
     convs = [n for n in model.graph if n.op_type == "Conv"]
     assert all(n.inputs[1] is model.graph.initializers["W"] for n in convs)

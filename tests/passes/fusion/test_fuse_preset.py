@@ -83,7 +83,7 @@ def test_light_model_fuses_equivalently(name):
 @pytest.mark.parametrize("path", ZOO, ids=[f"{p.parent.name}/{p.stem}" for p in ZOO])
 def test_zoo_model_fuses_equivalently(path):
     model = load_model(path)
-    reference, before, _ = canonicalize_then_fuse(model)
+    reference, _before, _ = canonicalize_then_fuse(model)
     assert _bn_after_conv(model) == 0
     assert_equivalent(reference, model, dim_values=DIMS)
 

@@ -71,7 +71,7 @@ def _channel_const_shape(b: GraphBuilder, channels: int, rank: int, axis: int) -
 
 # --------------------------------------------------------------------------- 4-D blocks
 def block_conv_affine(b: GraphBuilder, x: str, shape: tuple) -> str:
-    n, c, h, w = shape
+    _n, c, _h, _w = shape
     group = b.draw(st.sampled_from([g for g in (1, 2, c) if c % g == 0]), "group")
     m = group * b.draw(st.integers(1, 3), "m_per_group")
     k = b.draw(st.sampled_from([1, 3]), "kernel")
@@ -100,7 +100,7 @@ def block_conv_affine(b: GraphBuilder, x: str, shape: tuple) -> str:
 
 
 def block_bn_then_conv(b: GraphBuilder, x: str, shape: tuple) -> str:
-    n, c, h, w = shape
+    _n, c, _h, _w = shape
     params = [b.randn((c,)), b.randn((c,)), b.randn((c,)), b.randn((c,), positive=True)]
     y = b.node("BatchNormalization", [x, *params])
     pad = b.draw(st.integers(0, 1), "pad")
@@ -109,7 +109,7 @@ def block_bn_then_conv(b: GraphBuilder, x: str, shape: tuple) -> str:
 
 
 def block_pad(b: GraphBuilder, x: str, shape: tuple) -> str:
-    n, c, h, w = shape
+    _n, c, _h, _w = shape
     pads = [0, b.draw(st.sampled_from([0, 0, 1]), "pad_c")] + [
         b.draw(st.integers(0, 2), "pad") for _ in range(2)
     ]

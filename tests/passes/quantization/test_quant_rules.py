@@ -44,7 +44,8 @@ def test_runtime_facts_are_encoded():
 
 
 def test_rule_sets_compose_with_plus_and_check_their_data():
-    extended = NNAPI + [OpRule("Sigmoid", "unary", "Sigmoid: DQ -> op -> Q")]
+    # RuleSet + list composes rule sets (unpacking would give a plain list)
+    extended = NNAPI + [OpRule("Sigmoid", "unary", "Sigmoid: DQ -> op -> Q")]  # noqa: RUF005
     assert "Sigmoid" in extended.ops and "Sigmoid" not in NNAPI.ops
     with pytest.raises(ValueError, match="passthrough op always carries"):
         OpRule("Reshape", "passthrough", "bad", output="never")
