@@ -34,16 +34,16 @@ from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from _results import write_results  # noqa: E402
+import numpy as np
+import onnx
+import onnxruntime as ort
+from _results import write_results
 
-import irpass  # noqa: E402
-from irpass.backends.mobile import check_partitions  # noqa: E402
-from irpass.bench import measure_latency, measure_peak_memory  # noqa: E402
-from irpass.ir import save_model  # noqa: E402
-from models import MODELS_DIR, trained_eval_data, trained_paths, zoo_paths  # noqa: E402
+import irpass
+from irpass.backends.mobile import check_partitions
+from irpass.bench import measure_latency, measure_peak_memory
+from irpass.ir import save_model
+from models import MODELS_DIR, trained_eval_data, trained_paths, zoo_paths
 
 CALIB = {
     "digits_mlp": "digits8_calib.npz",
