@@ -15,7 +15,6 @@ import onnx_ir as ir
 from irpass.backends.base import TargetCheck
 from irpass.errors import VerificationError
 from irpass.ir import default_opset
-from irpass.pass_base import all_graphs
 from irpass.targets.profile import Target
 from irpass.verify import make_session
 
@@ -37,7 +36,7 @@ def qualified_op(node: ir.Node) -> str:
 
 def op_histogram(model: ir.Model) -> collections.Counter[str]:
     """Qualified op name -> node count over the main graph and every subgraph."""
-    return collections.Counter(qualified_op(n) for g in all_graphs(model) for n in g)
+    return collections.Counter(qualified_op(n) for g in model.graphs() for n in g)
 
 
 def has_qdq(model: ir.Model) -> bool:

@@ -39,7 +39,6 @@ from irpass.backends.mobile import (
 from irpass.backends.onnxruntime import check_options, save_checked, write_ort
 from irpass.backends.registry import register_backend
 from irpass.ir import save_model
-from irpass.pass_base import all_graphs
 from irpass.passes.fusion._rules import attr_int, attr_str, const_array
 from irpass.passes.fusion.decompose_ops import DECOMPOSABLE
 from irpass.targets.profile import OpSupport, Target
@@ -180,7 +179,7 @@ def partition_check(report: PartitionReport, reason: Any = unsupported_reason) -
 
 def caveat_check(model: ir.Model, rules: Sequence[CaveatRule], ep: str) -> TargetCheck:
     """Nodes breaking a documented per-node caveat of the EP's operator list."""
-    found = violations((n for g in all_graphs(model) for n in g), rules)
+    found = violations((n for g in model.graphs() for n in g), rules)
     if not found:
         return TargetCheck(f"{ep} operator caveats", "pass", "every node meets its op's caveats")
     listed = "; ".join(f"{v['node']} ({v['op']}): {v['requirement']}" for v in found[:8])

@@ -61,7 +61,6 @@ from irpass.backends.onnxruntime import check_options, save_checked
 from irpass.backends.registry import register_backend
 from irpass.errors import TargetError
 from irpass.ir import atomic_output_path
-from irpass.pass_base import all_graphs
 from irpass.passes.fusion._rules import attr_ints, attr_str, const_array
 from irpass.targets.profile import OpSupport, Target
 
@@ -176,7 +175,7 @@ def table_checks(model: ir.Model, table: TrtOpTable) -> list[TargetCheck]:
     type_errors: list[str] = []
     broken: list[str] = []
     unchecked: set[str] = set()
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for node in graph:
             if node.domain not in ("", "ai.onnx"):
                 continue
@@ -226,7 +225,7 @@ def uint8_boundary_check(model: ir.Model) -> TargetCheck:
     """TensorRT takes uint8 only as a network input or output."""
     inner = []
     boundary = {id(v) for v in (*model.graph.inputs, *model.graph.outputs)}
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for node in graph:
             if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
                 continue  # the Q/DQ validator reports uint8 quantization
@@ -260,7 +259,7 @@ class BuildPlan:
 
 
 def _has_fp16(model: ir.Model) -> bool:
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for value in graph.initializers.values():
             if value.dtype == ir.DataType.FLOAT16:
                 return True

@@ -1,272 +1,339 @@
-"""irpass ``canonicalize`` vs onnx-simplifier vs onnxslim on the light zoo and magika, one run.
+"""irpass optimize (verify each/final/none) vs onnx-simplifier vs onnxslim, file to file.
 
-For every model each tool starts from the same in-memory ``ModelProto`` and must hand back a
-``ModelProto`` (irpass: ``ir.from_proto`` -> passes -> ``ir.to_proto``; conversions are timed).
-Reported per model: wall time, node count (main graph) and MACs (irpass.analysis.cost, untimed) of
+Models: the light model-zoo graphs in the onnx wheel, magika's model, and real third-party models
+shipped inside PyPI packages (OCR: rapidocr-onnxruntime, ddddocr; voice activity: silero-vad;
+detection: nudenet). ``--fetch`` downloads those wheels once with ``pip download --no-deps`` into
+``--cache`` and extracts their ``.onnx`` files (nothing is installed).
 
-- ``irpass``        the ``canonicalize`` preset, its passes run by onnx-ir's PipelineRunner
-                    (``fixpoint(...)`` = nested early-stopping manager): irpass as a library;
-- ``irpass(manager)`` (``--manager``) the same through irpass's PipelineRunner with verify=none:
-                    adds per-pass cost analysis and the run report;
-- ``irpass+fuse``   ``canonicalize,fuse`` as a library (onnxsim folds BatchNorm into Conv and
-                    onnxslim fuses too; canonicalize alone does not fuse), when ``fuse`` exists;
-- ``onnxsim``       ``onnxsim.simplify(model)`` (defaults: its fusions included, no ORT check);
-- ``onnxslim``      ``onnxslim.slim(model)``;
+Per model and tool, each reading the model file and writing its output file (wall time includes
+both, as a user sees it):
 
-and the totals, with ratios irpass/tool. Outputs of the irpass results are checked against the
-original with ONNX Runtime unless ``--no-verify``. Usage::
+- ``irpass each`` / ``irpass final`` / ``irpass none``: ``irpass optimize IN -o OUT.onnx``
+  in-process with ``--verify each|final|none`` (the default pipeline ``canonicalize,fuse``);
+- ``irpass lib``: the same pipeline as plain onnx-ir passes (no verification, no report): the
+  like-for-like comparison with onnx-simplifier's default (which also folds BatchNorm);
+- ``onnxsim``: ``onnxsim.simplify`` with its defaults, then ``onnx.save``;
+- ``onnxslim``: ``onnxslim.slim(IN, OUT)``.
 
-    python benchmarks/canonicalize.py --out canonicalize.json [--models squeezenet,magika]
+Reported: wall seconds, nodes (all graphs), output file bytes, and whether the output equals the
+input on feeds the input accepts (irpass's graph-derived feeds; untimed). Totals over the models
+every tool processed, and ratios (irpass each / onnxslim, each / none, lib / onnxsim, ...).
+Results: ``benchmarks/results/canonicalize.json`` (``_results.write_results``).
+
+    python benchmarks/canonicalize.py --fetch [--models squeezenet,magika] [--repeat 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib.util
-import json
+import io
 import logging
 import pathlib
-import platform
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
 import onnx
 import onnx_ir as ir
+from _results import write_results
 from rich.console import Console
 from rich.table import Table
 
-from irpass.analysis.cost import model_cost
+from irpass.cli import main as irpass_main
 from irpass.context import PassContext
-from irpass.manager import PipelineRunner, RunOptions, build_pass
+from irpass.manager import build_pass
+from irpass.metrics import compare_outputs
 from irpass.pipeline import Step, expand_presets, parse_pipeline
-from irpass.registry import get_preset
-from irpass.testing import assert_equivalent
+from irpass.verify import make_session, run_model
+from irpass.verify.feeds import find_feeds
 
 LIGHT_DIR = pathlib.Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "irpass-bench"
+#: Wheels on PyPI that ship trained ONNX models (pinned: the numbers name what they measured).
+REAL_PACKAGES = (
+    "rapidocr-onnxruntime==1.4.4",
+    "silero-vad==6.2.3",
+    "nudenet==3.4.2",
+    "ddddocr==1.6.1",
+)
+PIPELINE = "canonicalize,fuse"
+Tool = Callable[[pathlib.Path, pathlib.Path], None]
 
 
-def model_paths() -> dict[str, pathlib.Path]:
+def fetch(cache: pathlib.Path) -> None:
+    """Download the wheels (no dependencies, nothing installed) and extract their models."""
+    wheels, models = cache / "wheels", cache / "models"
+    wheels.mkdir(parents=True, exist_ok=True)
+    models.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels)]
+    subprocess.run([*command, *REAL_PACKAGES], check=True)
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            for name in archive.namelist():
+                if name.endswith(".onnx"):
+                    target = models / f"{wheel.name.split('-')[0]}.{pathlib.Path(name).name}"
+                    target.write_bytes(archive.read(name))
+
+
+def model_paths(cache: pathlib.Path) -> dict[str, pathlib.Path]:
     paths = {p.stem.removeprefix("light_"): p for p in sorted(LIGHT_DIR.glob("light_*.onnx"))}
     spec = importlib.util.find_spec("magika")
     if spec is not None and spec.origin is not None:
         found = sorted(pathlib.Path(spec.origin).parent.glob("models/*/model.onnx"))
         if found:
             paths["magika"] = found[-1]
+    for path in sorted((cache / "models").glob("*.onnx")):
+        paths[path.stem] = path
     return paths
 
 
-def onnx_ir_passes(pipeline: str, max_iterations: int = 10) -> ir.passes.PassBase:
-    """The pipeline as plain onnx-ir passes: fixpoint(...) is a nested early-stopping manager."""
+def irpass_cli(verify: str) -> Tool:
+    def run(source: pathlib.Path, target: pathlib.Path) -> None:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            code = irpass_main(["optimize", str(source), "-o", str(target), "--verify", verify])
+        if code != 0:
+            raise RuntimeError(f"irpass optimize exited with {code}")
+
+    return run
+
+
+def irpass_library(source: pathlib.Path, target: pathlib.Path) -> None:
+    """The default pipeline as plain onnx-ir passes (fixpoint = nested early-stopping manager)."""
 
     def build(steps: list[Step] | tuple[Step, ...]) -> list[ir.passes.PassBase]:
         built: list[ir.passes.PassBase] = []
         for step in steps:
             if step.is_fixpoint:
-                built.append(ir.passes.PassManager(build(step.children), steps=max_iterations))
+                built.append(ir.passes.PassManager(build(step.children), steps=10))
             else:
                 built.append(build_pass(step, PassContext()))
         return built
 
-    return ir.passes.PassManager(build(expand_presets(parse_pipeline(pipeline))))
+    model = ir.load(source)
+    ir.passes.PassManager(build(expand_presets(parse_pipeline(PIPELINE))))(model)
+    ir.save(model, target)
 
 
-def run_irpass(pipeline: str) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
-    """irpass as a library: its passes inside onnx-ir's own PipelineRunner."""
-
-    def run(proto: onnx.ModelProto) -> onnx.ModelProto:
-        model = ir.from_proto(proto)
-        onnx_ir_passes(pipeline)(model)
-        return ir.to_proto(model)
-
-    return run
-
-
-def run_irpass_manager(pipeline: str) -> Callable[[onnx.ModelProto], onnx.ModelProto]:
-    """irpass's own PipelineRunner (what `irpass optimize` runs), verification off."""
-
-    def run(proto: onnx.ModelProto) -> onnx.ModelProto:
-        model = ir.from_proto(proto)
-        PipelineRunner(pipeline, options=RunOptions(verify="none")).run(model)
-        return ir.to_proto(model)
-
-    return run
-
-
-def run_onnxsim(proto: onnx.ModelProto) -> onnx.ModelProto:
+def onnxsim_tool(source: pathlib.Path, target: pathlib.Path) -> None:
     import onnxsim
 
-    simplified, ok = onnxsim.simplify(proto)
+    simplified, ok = onnxsim.simplify(onnx.load(str(source)))
     if not ok:
-        raise RuntimeError("onnxsim's check failed")
-    return simplified
+        raise RuntimeError("onnxsim's own check failed")
+    onnx.save(simplified, str(target))
 
 
-def run_onnxslim(proto: onnx.ModelProto) -> onnx.ModelProto:
+def onnxslim_tool(source: pathlib.Path, target: pathlib.Path) -> None:
     import onnxslim
 
-    return onnxslim.slim(proto)
+    onnxslim.slim(str(source), str(target))
 
 
-def measure(
-    tool: Callable[[onnx.ModelProto], onnx.ModelProto], path: pathlib.Path, repeat: int
-) -> dict[str, Any]:
-    """Best wall time of ``repeat`` runs, each on a freshly loaded proto."""
+TOOLS: dict[str, Tool] = {
+    "irpass each": irpass_cli("each"),
+    "irpass final": irpass_cli("final"),
+    "irpass none": irpass_cli("none"),
+    "irpass lib": irpass_library,
+    "onnxsim": onnxsim_tool,
+    "onnxslim": onnxslim_tool,
+}
+
+
+def count_nodes(path: pathlib.Path) -> int:
+    model = ir.load(path)
+    return sum(len(graph) for graph in model.graphs())
+
+
+def output_bytes(path: pathlib.Path) -> int:
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
+def equal_to(source: pathlib.Path, target: pathlib.Path) -> bool | str:
+    """Whether ``target`` matches ``source`` on feeds ``source`` accepts (graph-derived)."""
+    try:
+        model = ir.load(source)
+        reference = make_session(model)
+        plan = find_feeds(model, lambda feed: run_model(reference, feed))
+        candidate = make_session(ir.load(target))
+        for feed, expected in zip(plan.feeds, plan.outputs, strict=True):
+            if compare_outputs(expected, run_model(candidate, feed)):
+                return False
+        return True
+    except Exception as exc:  # a check that cannot run is recorded, not fatal
+        return f"not checked: {type(exc).__name__}: {str(exc)[:120]}"
+
+
+def measure(tool: Tool, source: pathlib.Path, workdir: pathlib.Path, repeat: int) -> dict[str, Any]:
     best = float("inf")
-    result: onnx.ModelProto | None = None
+    target = workdir / "out.onnx"
     for _ in range(repeat):
-        proto = onnx.load(str(path))
-        result = None
+        _clear(workdir)
         gc.collect()
         started = time.perf_counter()
         try:
-            result = tool(proto)
-        except Exception as exc:  # a tool failing on a model is a result, not a crash
-            message = str(exc).splitlines()[0] if str(exc) else ""
-            return {"error": f"{type(exc).__name__}: {message}"}
+            tool(source, target)
+        except Exception as exc:  # a tool failing on a model is a result
+            return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
         best = min(best, time.perf_counter() - started)
-    assert result is not None
-    return {"seconds": best, "nodes": len(result.graph.node), "model": result}
+    return {
+        "seconds": best,
+        # irpass rolled a failing pass back (its reproducer folder is next to the output)
+        "rolled_back": (workdir / "reproducer").is_dir(),
+        "nodes": count_nodes(target),
+        "file_bytes": output_bytes(target),
+        "equal": equal_to(source, target),
+    }
+
+
+def _clear(folder: pathlib.Path) -> None:
+    for item in folder.iterdir():
+        if item.is_dir():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
+
+
+def _ratio(totals: dict[str, dict[str, float]], a: str, b: str, key: str) -> float | None:
+    if a not in totals or b not in totals or not totals[b][key]:
+        return None
+    return totals[a][key] / totals[b][key]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("canonicalize.json"))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--models", help="comma-separated subset, e.g. squeezenet,magika")
-    parser.add_argument("--no-verify", action="store_true", help="skip the ORT output check")
+    parser.add_argument("--cache", type=pathlib.Path, default=DEFAULT_CACHE)
+    parser.add_argument("--fetch", action="store_true", help="download the real models first")
     parser.add_argument("--repeat", type=int, default=1, help="best of N timed runs per tool")
-    parser.add_argument(
-        "--manager",
-        action="store_true",
-        help="also time irpass's PipelineRunner (cost analysis and snapshots per pass)",
-    )
+    parser.add_argument("--tools", help="comma-separated subset of: " + ", ".join(TOOLS))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-
-    paths = model_paths()
+    if args.fetch:
+        fetch(args.cache)
+    paths = model_paths(args.cache)
     if args.models:
         wanted = args.models.split(",")
         unknown = [m for m in wanted if m not in paths]
         if unknown:
             parser.error(f"unknown models {unknown}; known: {sorted(paths)}")
         paths = {m: paths[m] for m in wanted}
-
-    tools: dict[str, Callable[[onnx.ModelProto], onnx.ModelProto]] = {
-        "irpass": run_irpass("canonicalize")
-    }
-    if args.manager:
-        tools["irpass(manager)"] = run_irpass_manager("canonicalize")
-    if get_preset("fuse") is not None:
-        tools["irpass+fuse"] = run_irpass("canonicalize,fuse")
-    tools["onnxsim"] = run_onnxsim
-    tools["onnxslim"] = run_onnxslim
-
+    tools = {k: v for k, v in TOOLS.items() if not args.tools or k in args.tools.split(",")}
     console = Console(stderr=True)
     rows: dict[str, dict[str, Any]] = {}
-    for name, path in paths.items():
-        original = onnx.load(str(path))
-        row: dict[str, Any] = {"original_nodes": len(original.graph.node)}
+    with tempfile.TemporaryDirectory() as tmp:
+        # one untimed run of every tool first: lazy imports must not count against whichever
+        # tool happens to run first
+        smallest = min(paths.values(), key=lambda p: p.stat().st_size)
         for tool_name, tool in tools.items():
-            console.log(f"{name}: {tool_name}")
-            result = measure(tool, path, args.repeat)
-            model = result.pop("model", None)
-            if model is not None:
-                try:
-                    cost = model_cost(ir.from_proto(model))
-                    result["macs"] = cost.macs
-                    result["weight_bytes"] = cost.weight_bytes
-                except Exception as exc:  # cost analysis is informative only
-                    result["cost_error"] = f"{type(exc).__name__}: {exc}"
-            if model is not None and tool_name.startswith("irpass") and not args.no_verify:
-                try:
-                    assert_equivalent(original, model, seeds=(0,))
-                    result["equivalent"] = True
-                except AssertionError as exc:
-                    result["equivalent"] = False
-                    result["error"] = str(exc)
-            row[tool_name] = result
-            del model
-        rows[name] = row
+            warm = pathlib.Path(tmp) / f"warmup-{tool_name.replace(' ', '_')}"
+            warm.mkdir()
+            measure(tool, smallest, warm, 1)
+        for name, path in paths.items():
+            row: dict[str, Any] = {
+                "source": str(path.relative_to(path.parents[1])),
+                "nodes": count_nodes(path),
+                "file_bytes": output_bytes(path),
+            }
+            for tool_name, tool in tools.items():
+                console.log(f"{name}: {tool_name}")
+                workdir = pathlib.Path(tmp) / f"{name}-{tool_name.replace(' ', '_')}"
+                workdir.mkdir()
+                row[tool_name] = measure(tool, path, workdir, args.repeat)
+                _clear(workdir)
+            rows[name] = row
 
-    totals: dict[str, dict[str, float]] = {}
-    for tool_name in tools:
-        ok = [r[tool_name] for r in rows.values() if "seconds" in r[tool_name]]
-        totals[tool_name] = {
-            "seconds": sum(r["seconds"] for r in ok),
-            "nodes": sum(r["nodes"] for r in ok),
-            "macs": sum(r.get("macs", 0) for r in ok),
-            "models": len(ok),
+    complete = [r for r in rows.values() if all("seconds" in r[t] for t in tools)]
+    totals = {
+        t: {
+            key: float(sum(r[t][key] for r in complete))
+            for key in ("seconds", "nodes", "file_bytes")
         }
-    ratios = {
-        f"irpass/{other}": {
-            "seconds": totals["irpass"]["seconds"] / totals[other]["seconds"],
-            "nodes": totals["irpass"]["nodes"] / totals[other]["nodes"],
-        }
-        for other in tools
-        if other != "irpass" and totals[other]["seconds"] > 0
+        for t in tools
     }
-    if "irpass+fuse" in tools:
-        for other in ("onnxsim", "onnxslim"):
-            if totals[other]["nodes"]:
-                ratios[f"irpass+fuse/{other}"] = {
-                    "seconds": totals["irpass+fuse"]["seconds"] / totals[other]["seconds"],
-                    "nodes": totals["irpass+fuse"]["nodes"] / totals[other]["nodes"],
-                }
+    totals["input"] = {
+        "seconds": 0.0,
+        "nodes": float(sum(r["nodes"] for r in complete)),
+        "file_bytes": float(sum(r["file_bytes"] for r in complete)),
+    }
+    pairs = [
+        ("irpass each", "onnxslim"),
+        ("irpass each", "onnxsim"),
+        ("irpass each", "irpass none"),
+        ("irpass final", "irpass none"),
+        ("irpass none", "onnxslim"),
+        ("irpass lib", "onnxsim"),
+        ("irpass lib", "onnxslim"),
+        ("irpass each", "input"),
+    ]
+    ratios = {
+        f"{a} / {b}": {
+            key: _ratio(totals, a, b, key)
+            for key in ("seconds", "nodes", "file_bytes")
+            if not (b == "input" and key == "seconds")
+        }
+        for a, b in pairs
+        if a in totals and b in totals
+    }
+    failures = {
+        name: {t: r[t]["error"] for t in tools if "error" in r[t]}
+        for name, r in rows.items()
+        if any("error" in r[t] for t in tools)
+    }
+    not_equal = {
+        name: [t for t in tools if r[t].get("equal") is False]
+        for name, r in rows.items()
+        if any(r[t].get("equal") is False for t in tools)
+    }
 
-    table = Table(title="canonicalize: nodes (seconds)")
+    table = Table(title=f"{PIPELINE}: seconds / nodes / MB out")
     table.add_column("model")
-    table.add_column("original", justify="right")
+    table.add_column("input", justify="right")
     for tool_name in tools:
         table.add_column(tool_name, justify="right")
     for name, row in rows.items():
-        cells = [name, str(row["original_nodes"])]
+        cells = [name, f"{row['nodes']} / {row['file_bytes'] / 1e6:.1f}"]
         for tool_name in tools:
             r = row[tool_name]
             if "seconds" in r:
-                mark = "" if r.get("equivalent", True) else " [red]NOT EQUAL[/red]"
-                cells.append(f"{r['nodes']} ({r['seconds']:.2f}s){mark}")
+                mark = "" if r["equal"] is not False else " [red]≠[/red]"
+                cells.append(
+                    f"{r['seconds']:.2f} / {r['nodes']} / {r['file_bytes'] / 1e6:.1f}{mark}"
+                )
             else:
-                cells.append(f"[red]failed[/red] {r['error'][:40]}")
+                cells.append(f"[red]failed[/red] {r['error'][:30]}")
         table.add_row(*cells)
-    table.add_row(
-        "total",
-        str(sum(r["original_nodes"] for r in rows.values())),
-        *[f"{t['nodes']} ({t['seconds']:.2f}s)" for t in totals.values()],
-        style="bold",
-    )
     out = Console()
     out.print(table)
     for key, ratio in ratios.items():
-        out.print(f"{key}: time x{ratio['seconds']:.2f}, nodes x{ratio['nodes']:.3f}")
-    for tool_name, total in totals.items():
-        out.print(f"{tool_name}: total MACs {total['macs'] / 1e9:.2f} G")
-
-    report = {
-        "benchmark": "canonicalize",
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "versions": {
-            pkg: _version(pkg) for pkg in ("onnx", "onnx-ir", "onnxscript", "onnxsim", "onnxslim")
+        parts = ", ".join(f"{k} x{v:.3f}" for k, v in ratio.items() if v is not None)
+        out.print(f"{key}: {parts}")
+    path = write_results(
+        "canonicalize",
+        {
+            "pipeline": PIPELINE,
+            "real_packages": list(REAL_PACKAGES),
+            "models": rows,
+            "complete_models": len(complete),
+            "totals": totals,
+            "ratios": ratios,
+            "failures": failures,
+            "not_equal": not_equal,
         },
-        "models": rows,
-        "totals": totals,
-        "ratios": ratios,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    out.print(f"wrote {args.out}")
+        ["benchmarks/canonicalize.py", *(argv if argv is not None else sys.argv[1:])],
+    )
+    out.print(f"wrote {path}")
     return 0
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

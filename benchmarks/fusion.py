@@ -1,61 +1,63 @@
-"""Fusion: ONNX Runtime CPU latency of original vs ``canonicalize`` vs ``canonicalize,fuse``.
+"""Fusion: what ``fuse`` alone buys in ONNX Runtime CPU latency, measured against its noise.
 
-For every model (light model-zoo graphs, models/zoo, magika) this measures batch-1 latency on
-the CPU execution provider in four settings: 1 thread / default threads, each with ORT's own
-graph optimizations disabled (``ORT_DISABLE_ALL``: what the graph itself costs) and enabled
-(``ORT_ENABLE_ALL``: what a user gets, ORT fusing Conv+BN itself). The three variants are
+For every model (the light model-zoo graphs in the onnx wheel, models/zoo, magika) three variants:
 
 - ``orig``   the model file as shipped;
-- ``canon``  after irpass ``canonicalize`` (isolates what fusion adds on top of clean-up);
-- ``fused``  after irpass ``canonicalize,fuse``;
-- ``orig2``  a second session of the original: an A/A control whose ratio to ``orig`` is the
-             measurement noise of the run (shared machines are noisy; a fused/orig ratio above
-             1 is only a slowdown when it exceeds that noise).
+- ``canon``  after irpass ``canonicalize`` (clean-up: constant folding, dead code, ...);
+- ``fused``  ``canon`` after irpass ``fuse``: the difference to ``canon`` is fusion alone.
 
-Runs of the variants are interleaved (orig, canon, fused, orig, ...) so that machine drift hits
-all of them alike. The table reports the fastest run per variant (other processes on a shared
-machine only ever add time, so the minimum is the stablest estimate of what the graph costs)
-with the ratio fused/orig; the JSON also holds the medians. Node counts
-are compared with onnxslim's (``onnxslim.slim`` on the original). Fused outputs are checked
-against the original with ``irpass.testing.assert_equivalent``. Usage::
+Batch-1 latency on the CPU execution provider in four settings: 1 thread / default threads, each
+with ONNX Runtime's graph optimizations on (``ORT_ENABLE_ALL``, what a user gets: ORT fuses
+Conv+BatchNorm itself) and off (``ORT_DISABLE_ALL``, what the graph costs as written). Timing
+is ``irpass.bench.measure_latency``: the variants run round-robin (canon, fused, orig, A/A,
+canon, ...), the A/A control is a second session of ``canon``, and a ratio is called real only
+when it exceeds both the A/A gap and the spread (p10..p90) of the two measurements.
+
+Two stories are kept apart: ``fused / canon`` is fusion's gain; ``canon / orig`` is what
+canonicalize's clean-up gains (with ORT optimizations off mostly the folding of weights that old
+exporters compute at run time, e.g. ConstantOfShape in the light zoo). Node counts are compared
+with onnxslim. Every fused model is checked against the original with ONNX Runtime first.
+Results: ``benchmarks/results/fusion.json``; tables: ``python benchmarks/render.py``.
 
     python benchmarks/fusion.py [--models resnet50,zoo/mobilenet_v2] [--repeats 15]
-                                [--json fusion.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
-import json
 import logging
+import math
 import pathlib
-import platform
-import statistics
 import sys
 import time
 from typing import Any
 
-import numpy as np
-import onnx
-import onnx_ir as ir
-import onnxruntime as ort
-from rich.console import Console
-from rich.table import Table
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from irpass.ir import load_model
-from irpass.manager import PipelineRunner, RunOptions
+import onnx
+import onnxruntime as ort
+from _results import write_results
+
+import irpass
+from irpass.bench import measure_latency
+from irpass.ir import load_model, to_proto
 from irpass.testing import assert_equivalent
-from irpass.verify import make_session, random_feeds
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LIGHT_DIR = pathlib.Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-SETTINGS = [(1, False), (1, True), (0, False), (0, True)]  # (threads, ORT optimizations)
+#: (threads, ORT graph optimizations); 0 threads = ORT's default (one per core)
+SETTINGS = [(1, True), (0, True), (1, False), (0, False)]
 DIMS = {"N": 1, "T": 16, "batch": 1, "batch_size": 1}
 
 
+def setting_key(threads: int, optimize: bool) -> str:
+    """``1t/ort_on``-style key of a measurement setting."""
+    return f"{'1t' if threads == 1 else 'default_t'}/{'ort_on' if optimize else 'ort_off'}"
+
+
 def model_paths() -> dict[str, pathlib.Path]:
+    """Every model this benchmark knows, by name."""
     paths = {p.stem.removeprefix("light_"): p for p in sorted(LIGHT_DIR.glob("light_*.onnx"))}
     for p in sorted((REPO / "models" / "zoo").glob("*.onnx")):
         paths[f"zoo/{p.stem}"] = p
@@ -67,15 +69,8 @@ def model_paths() -> dict[str, pathlib.Path]:
     return paths
 
 
-def optimize(path: pathlib.Path, pipeline: str) -> tuple[onnx.ModelProto, float, int]:
-    model = load_model(path)
-    start = time.perf_counter()
-    PipelineRunner(pipeline, options=RunOptions(verify="none")).run(model)
-    seconds = time.perf_counter() - start
-    return ir.to_proto(model), seconds, len(model.graph)
-
-
 def slim_nodes(path: pathlib.Path) -> int | None:
+    """onnxslim's node count for the original, None when it fails or is absent."""
     try:
         import onnxslim
     except ImportError:
@@ -88,67 +83,85 @@ def slim_nodes(path: pathlib.Path) -> int | None:
     return len(slimmed.graph.node) if slimmed is not None else None
 
 
-def latencies(
-    protos: dict[str, onnx.ModelProto], threads: int, optimized: bool, repeats: int,
-    budget: float,
-) -> dict[str, dict[str, float]]:
-    """Min and median seconds per run of each variant, runs interleaved across variants."""
-    sessions = {k: make_session(p, optimize=optimized, threads=threads) for k, p in protos.items()}
-    feeds = random_feeds(next(iter(sessions.values())), seed=0, dim_values=DIMS)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for session in sessions.values():  # warm-up
-        wanted = {i.name for i in session.get_inputs()}
-        session.run(None, {k: v for k, v in feeds.items() if k in wanted})
-    start = time.perf_counter()
-    for i in range(repeats):
-        for key, session in sessions.items():
-            wanted = {inp.name for inp in session.get_inputs()}
-            feed = {k: v for k, v in feeds.items() if k in wanted}
-            t0 = time.perf_counter()
-            session.run(None, feed)
-            times[key].append(time.perf_counter() - t0)
-        if i >= 4 and time.perf_counter() - start > budget:
-            break
-    del sessions
-    gc.collect()
-    return {k: {"min": min(v), "median": statistics.median(v), "runs": len(v)}
-            for k, v in times.items()}
+def variants(path: pathlib.Path) -> tuple[dict[str, onnx.ModelProto], dict[str, float]]:
+    """``orig``, ``canon`` and ``fused`` protos, and the seconds each irpass pipeline took."""
+    model = load_model(path)
+    started = time.perf_counter()
+    irpass.build_pipeline("canonicalize")(model)
+    canon_seconds = time.perf_counter() - started
+    canon = to_proto(model)
+    started = time.perf_counter()
+    irpass.build_pipeline("fuse")(model)
+    fuse_seconds = time.perf_counter() - started
+    protos = {"canon": canon, "fused": to_proto(model), "orig": onnx.load(str(path))}
+    return protos, {"canonicalize": canon_seconds, "fuse": fuse_seconds}
 
 
-def bench_model(name: str, path: pathlib.Path, repeats: int, budget: float) -> dict[str, Any]:
-    original = onnx.load(str(path))
-    canon, canon_s, canon_nodes = optimize(path, "canonicalize")
-    fused, fuse_s, fused_nodes = optimize(path, "canonicalize,fuse")
-    assert_equivalent(original, fused, dim_values=DIMS)
-    protos = {"orig": original, "canon": canon, "fused": fused, "orig2": original}
+def comparison(report: Any, baseline: str, candidate: str) -> dict[str, Any]:
+    """Median ratio candidate/baseline, the noise it must beat, and whether it does."""
+    threshold = max(report.noise or 0.0, report.stats[baseline].spread / 2,
+                    report.stats[candidate].spread / 2, 0.01)
+    return {
+        "ratio": report.ratio(baseline, candidate),
+        "threshold": threshold,
+        "real": report.is_real(baseline, candidate),
+    }
+
+
+def bench_model(name: str, path: pathlib.Path, repeats: int, warmup: int,
+                budget: float) -> dict[str, Any]:
+    """Equivalence, node counts and every setting's latency comparison of one model."""
+    protos, seconds = variants(path)
+    assert_equivalent(protos["orig"], protos["fused"], dim_values=DIMS)
     row: dict[str, Any] = {
-        "model": name,
+        "source": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path.name),
+        "equivalent": True,
         "nodes": {
-            "orig": len(original.graph.node),
-            "canon": canon_nodes,
-            "fused": fused_nodes,
+            "orig": len(protos["orig"].graph.node),
+            "canon": len(protos["canon"].graph.node),
+            "fused": len(protos["fused"].graph.node),
             "onnxslim": slim_nodes(path),
         },
-        "optimize_seconds": {"canonicalize": canon_s, "canonicalize,fuse": fuse_s},
-        "latency_ms": {},
+        "optimize_seconds": seconds,
+        "latency": {},
+        "fusion": {},
+        "canonicalize": {},
     }
-    for threads, optimized in SETTINGS:
-        key = f"{'1t' if threads == 1 else 'default_t'}/{'ort_opt' if optimized else 'no_opt'}"
-        stats = latencies(protos, threads, optimized, repeats, budget)
-        row["latency_ms"][key] = {
-            k: {"min": v["min"] * 1e3, "median": v["median"] * 1e3, "runs": v["runs"]}
-            for k, v in stats.items()
-        }
+    for threads, optimize in SETTINGS:
+        key = setting_key(threads, optimize)
+        report = measure_latency(protos, threads=threads, optimize=optimize, warmup=warmup,
+                                 repeats=repeats, budget_seconds=budget, dim_values=DIMS)
+        row["latency"][key] = report.to_dict()
+        row["fusion"][key] = comparison(report, "canon", "fused")
+        row["canonicalize"][key] = comparison(report, "orig", "canon")
     return row
 
 
+def summarize(rows: dict[str, dict[str, Any]], story: str) -> dict[str, Any]:
+    """Per setting: geometric mean ratio and how many models were faster/slower/within noise."""
+    out: dict[str, Any] = {}
+    for threads, optimize in SETTINGS:
+        key = setting_key(threads, optimize)
+        found = [r[story][key] for r in rows.values()]
+        out[key] = {
+            "geomean_ratio": math.exp(sum(math.log(c["ratio"]) for c in found) / len(found)),
+            "faster": sum(1 for c in found if c["real"] and c["ratio"] < 1),
+            "slower": sum(1 for c in found if c["real"] and c["ratio"] > 1),
+            "within_noise": sum(1 for c in found if not c["real"]),
+            "models": len(found),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Measure the models, print a summary and write ``results/fusion.json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated names (default: all)")
-    parser.add_argument("--repeats", type=int, default=15, help="max timed runs per variant")
-    parser.add_argument("--budget", type=float, default=6.0,
-                        help="seconds of timed runs per setting before stopping early (>=5 runs)")
-    parser.add_argument("--json", type=pathlib.Path, help="write results here")
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds per setting")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds per setting")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help="seconds of timed rounds per setting before stopping early "
+                             "(after at least 5 rounds)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     ort.set_default_logger_severity(3)
@@ -157,61 +170,29 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in paths]
     if unknown:
         parser.error(f"unknown models {unknown}; known: {', '.join(paths)}")
-
-    rows = []
+    rows: dict[str, dict[str, Any]] = {}
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
-        rows.append(bench_model(name, paths[name], args.repeats, args.budget))
-
-    console = Console(width=160)
-    nodes = Table(title="Node counts (main graph)")
-    for col in ("model", "orig", "canonicalize", "canonicalize,fuse", "onnxslim", "fuse/slim"):
-        nodes.add_column(col, justify="right" if col != "model" else "left")
-    for r in rows:
-        n = r["nodes"]
-        ratio = f"{n['fused'] / n['onnxslim']:.2f}" if n["onnxslim"] else "-"
-        nodes.add_row(r["model"], str(n["orig"]), str(n["canon"]), str(n["fused"]),
-                      str(n["onnxslim"] if n["onnxslim"] is not None else "failed"), ratio)
-    console.print(nodes)
-
-    lat = Table(
-        title="ORT CPU latency, batch 1, fastest run in ms (fused/orig ratio; orig2/orig noise)"
+        rows[name] = bench_model(name, paths[name], args.repeats, args.warmup, args.budget)
+    fusion, canonicalize = summarize(rows, "fusion"), summarize(rows, "canonicalize")
+    for key, summary in fusion.items():
+        print(f"fuse alone, {key}: geometric mean fused/canon {summary['geomean_ratio']:.3f}; "
+              f"faster {summary['faster']}, slower {summary['slower']}, "
+              f"within noise {summary['within_noise']} of {summary['models']}")
+    path = write_results(
+        "fusion",
+        {
+            "pipelines": {"canon": "canonicalize", "fused": "canonicalize + fuse"},
+            "settings": [setting_key(t, o) for t, o in SETTINGS],
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "budget_seconds": args.budget,
+            "models": rows,
+            "summary": {"fusion": fusion, "canonicalize": canonicalize},
+        },
+        ["benchmarks/fusion.py", *(argv if argv is not None else sys.argv[1:])],
     )
-    lat.add_column("model")
-    for threads, optimized in SETTINGS:
-        label = "1 thread" if threads == 1 else "default threads"
-        label += f", ORT opt {'on' if optimized else 'off'}"
-        lat.add_column(label + "\norig / canon / fused", justify="right")
-    ratios: dict[str, list[float]] = {}
-    slower = []
-    for r in rows:
-        cells = []
-        for key, v in r["latency_ms"].items():
-            o, c, f = v["orig"]["min"], v["canon"]["min"], v["fused"]["min"]
-            ratio, noise = f / o, v["orig2"]["min"] / o
-            ratios.setdefault(key, []).append(ratio)
-            if key.endswith("/ort_opt") and ratio > max(1.0, noise, 1 / noise) * 1.02:
-                slower.append(f"{r['model']} {key}: {ratio:.2f} (noise {noise:.2f})")
-            cells.append(f"{o:.2f} / {c:.2f} / {f:.2f} ({ratio:.2f}; {noise:.2f})")
-        lat.add_row(r["model"], *cells)
-    console.print(lat)
-    for key, values in ratios.items():
-        geo = float(np.exp(np.mean(np.log(values))))
-        console.print(f"{key}: geometric mean fused/orig {geo:.3f}, worst {max(values):.3f}")
-    console.print(
-        "fused slower than original beyond the A/A noise with ORT optimizations on: "
-        + ("; ".join(slower) if slower else "none")
-    )
-
-    if args.json:
-        meta = {
-            "python": platform.python_version(),
-            "onnxruntime": ort.__version__,
-            "machine": platform.machine(),
-            "cpu_count": __import__("os").cpu_count(),
-            "numpy": np.__version__,
-        }
-        args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    print(f"wrote {path}")
     return 0
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -182,10 +183,12 @@ def optimize(
     precision: str | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     max_shapes: Mapping[str, Sequence[int]] | None = None,
+    verify_shapes: Sequence[Mapping[str, Sequence[int]]] | None = None,
+    verify_data: DataLike | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     report_path: str | os.PathLike[str] | None = None,
     verify: Literal["each", "final", "none"] = "each",
-    on_failure: Literal["error", "rollback"] = "error",
+    on_failure: Literal["error", "rollback"] = "rollback",
     seed: int = 0,
     freeze_inputs: bool = False,
     allow_custom_ops: bool = False,
@@ -211,11 +214,15 @@ def optimize(
         input_shapes: Shapes of dynamic inputs (the opt shape of TensorRT's profile; the
             shape a fixed-shape target is fixed to).
         max_shapes: Upper end of TensorRT's optimization profile for dynamic inputs.
+        verify_shapes: Input shape configurations verification uses (default: derived from
+            the graph; the fixed shapes on fixed-shape targets).
+        verify_data: Inputs verification uses instead of generated ones.
         out_dir: Folder receiving the artifacts, ``report.json``, ``report.html`` and
             ``manifest.json``; None writes nothing.
         report_path: Also write ``report.json`` here.
         verify: ``each`` pass, ``final`` once, or ``none`` (structure only).
-        on_failure: ``error`` stops at a failing pass; ``rollback`` undoes it and goes on.
+        on_failure: ``rollback`` (default) undoes a failing pass, warns and goes on;
+            ``error`` stops with the failing pass named.
         seed: Seed of verification inputs and random choices.
         freeze_inputs: Freeze graph inputs that have default values into constants.
         allow_custom_ops: Accept custom-domain ops (they pass through, checks are structural).
@@ -247,7 +254,8 @@ def optimize(
             ir_model, input_path, chosen, outputs,
             calib_data=calib_data, calib_samples=calib_samples, eval_data=eval_data,
             labels=labels, passes=passes, precision=precision, input_shapes=input_shapes,
-            max_shapes=max_shapes, verify=verify, on_failure=on_failure, seed=seed,
+            max_shapes=max_shapes, verify_shapes=verify_shapes, verify_data=verify_data,
+            verify=verify, on_failure=on_failure, seed=seed,
             freeze_inputs=freeze_inputs, allow_custom_ops=allow_custom_ops,
             build_engine=build_engine, progress=progress,
         )  # fmt: skip
@@ -322,6 +330,8 @@ def _run(
     precision: str | None,
     input_shapes: Mapping[str, Sequence[int]] | None,
     max_shapes: Mapping[str, Sequence[int]] | None,
+    verify_shapes: Sequence[Mapping[str, Sequence[int]]] | None,
+    verify_data: DataLike | None,
     verify: Literal["each", "final", "none"],
     on_failure: Literal["error", "rollback"],
     seed: int,
@@ -378,9 +388,15 @@ def _run(
         context.evaluation_data = source
         context.labels = label_array
         context.evaluator = Evaluator(ir_model, source, label_array)
-        verification_feeds = [dict(next(iter(source())))]
+        verification_feeds = _first_batches(source)
     elif labels is not None:
         raise DataError("labels need evaluation data", hint="give eval_data (--eval-data)")
+    if verify_data is not None:
+        verified, _ = _open(verify_data, ir_model, seed)
+        verification_feeds = _first_batches(verified)
+    shape_configs = [{k: tuple(v) for k, v in c.items()} for c in verify_shapes or ()]
+    if target is not None and target.shape_policy != "dynamic" and profile:
+        shape_configs = [opt_shapes(profile)]  # what the target runs, and all it accepts
     if calibration is not None:
         context.calibration_data = limit_samples(calibration[0], calib_samples)
         spec = calibration[1] or ""
@@ -390,8 +406,9 @@ def _run(
         staged_dumps = outputs.plan.staged(outputs.dump_dir)
     options = RunOptions(
         verify=verify,
-        seeds=(seed,),
+        seeds=(seed, seed + 1),
         feeds=verification_feeds,
+        input_shapes=shape_configs or None,
         dump_dir=staged_dumps,
         reproducer_dir=outputs.reproducer if outputs is not None else None,
         on_failure=on_failure,
@@ -464,6 +481,11 @@ def _write(result: OptimizeResult, outputs: _Outputs) -> None:
         (staged / "manifest.json").write_text(text)
     if outputs.report is not None:
         outputs.plan.staged(outputs.report).write_text(report_json(report))
+
+
+def _first_batches(source: FeedSource, count: int = 2) -> list[dict[str, np.ndarray]]:
+    """The first ``count`` feeds of a data source (verification inputs)."""
+    return [dict(feed) for feed in itertools.islice(iter(source()), count)]
 
 
 def _stage_needed(pipeline: str, stage: str) -> bool:
@@ -555,9 +577,7 @@ def _check_own_precision(
 
 def _unrealized(model: ir.Model, precision: str, report: RunReport) -> str | None:
     """Why the model does not hold ``precision`` after its stage ran (None when it does)."""
-    from irpass.pass_base import all_graphs
-
-    nodes = [n for g in all_graphs(model) for n in g]
+    nodes = [n for g in model.graphs() for n in g]
     if precision == "int8" and not any(n.op_type == "QuantizeLinear" for n in nodes):
         stats: dict[str, int] = {}
         for record in report.passes:

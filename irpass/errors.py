@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "DataError",
     "IrpassError",
+    "LoweringError",
     "ModelLoadError",
     "OutputError",
     "PassFailedError",
@@ -73,6 +74,10 @@ class PassFailedError(IrpassError):
         super().__init__(message, hint)
         self.pass_name = pass_name
         self.reproducer = reproducer
+
+
+class LoweringError(IrpassError):
+    """A PyTorch module could not be turned into ONNX."""
 
 
 class DataError(IrpassError):

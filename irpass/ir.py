@@ -28,6 +28,7 @@ from irpass.outputs import make_staging_dir
 from irpass.validate import validate_model_proto
 
 __all__ = [
+    "KNOWN_DOMAINS",
     "MIN_OPSET",
     "PROTOBUF_LIMIT",
     "atomic_output_path",
@@ -44,6 +45,11 @@ __all__ = [
 ]
 
 #: Above this many bytes of weights a model is saved with external data.
+#: Operator domains that ONNX or ONNX Runtime define; an op of any other domain is a custom op
+#: (irpass cannot run it: it passes through untouched and checks are structural).
+KNOWN_DOMAINS = frozenset(
+    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview", "ai.onnx.preview.training"}
+)
 PROTOBUF_LIMIT = 1_800_000_000
 #: The oldest default-domain opset irpass accepts (ONNX Runtime's own minimum).
 MIN_OPSET = 7
@@ -150,9 +156,8 @@ def external_data_files(path: str | os.PathLike[str]) -> list[pathlib.Path]:
 
 
 def _initializer_tensors(model: ir.Model) -> Iterator[ir.TensorProtocol]:
-    from irpass.pass_base import all_graphs
-
-    for graph in all_graphs(model):
+    
+    for graph in model.graphs():
         for value in graph.initializers.values():
             if value.const_value is not None:
                 yield value.const_value
@@ -249,9 +254,8 @@ def inlined_external_data(model: ir.Model) -> Iterator[ir.Model]:
     """
     swapped: list[tuple[ir.Value, ir.TensorProtocol]] = []
     try:
-        from irpass.pass_base import all_graphs
-
-        for graph in all_graphs(model):
+        
+        for graph in model.graphs():
             for value in graph.initializers.values():
                 tensor = value.const_value
                 if isinstance(tensor, ir.ExternalTensor):

@@ -37,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx_ir as ir
 
-from irpass.errors import IrpassError, UnsupportedModelError
+from irpass.errors import LoweringError, UnsupportedModelError
 from irpass.importing import import_callable
 from irpass.ir import save_model
 
@@ -60,10 +60,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 #: What runs after export: torch's whole optimizer, constant folding only, or nothing.
 Optimize = Literal["full", "fold", "none"]
-
-
-class LoweringError(IrpassError):
-    """A PyTorch module could not be turned into ONNX."""
 
 
 def require_torch() -> Any:
@@ -197,7 +193,10 @@ def lower(
             hint="the factory must return a module or (module, example_inputs)",
         )
     if optimize not in ("full", "fold", "none"):
-        raise LoweringError(f"optimize must be 'full', 'fold' or 'none', got {optimize!r}")
+        raise LoweringError(
+            f"optimize must be 'full', 'fold' or 'none', got {optimize!r}",
+            hint="full runs torch's optimizer, fold only folds constants, none keeps the export",
+        )
     inputs = _as_tuple(example_inputs)
     module.eval()
     shapes = _dynamic_shapes(torch, inputs, dynamic_batch, dynamic_axes)
@@ -227,7 +226,10 @@ def lower(
         if sink.getvalue().strip():
             logger.debug("%s", sink.getvalue().strip())
     if program is None:
-        raise LoweringError(f"torch.onnx.export returned no program for {type(module).__name__}")
+        raise LoweringError(
+            f"torch.onnx.export returned no program for {type(module).__name__}",
+            hint="run with --debug for the exporter's messages",
+        )
     model: ir.Model = program.model
     if optimize == "fold":
         _fold(model)

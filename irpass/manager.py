@@ -2,17 +2,27 @@
 
 It wraps onnx-ir's pass contract (every step is an ``onnx_ir.passes`` pass) and adds:
 
-- **verification** after each pass that modified the model: ONNX checker, ONNX Runtime loads
-  it, and for a lossless pass numeric equivalence with the previous state on seeded inputs
-  (dtype-aware tolerance); for a lossy pass the drift from the original is measured instead;
+- **verification** (:class:`irpass.verify.Verifier`) after each pass that modified the model:
+  a light structural check, then for a lossless pass equality with the last verified state
+  (proven by an unchanged computation fingerprint, or through ONNX Runtime on feeds derived from
+  the graph: two input configurations, two seeds, dtype-aware tolerance); for a lossy pass the
+  drift from the input model. At the end the full ONNX checker and an end-to-end comparison
+  with the input model. Statuses say what ran: ``equal``, ``drift <metric>``,
+  ``structural only``, ``skipped``;
+- **fingerprints** before and after every pass: a pass that changed the model but reported
+  ``modified=False`` is caught, verified anyway and named;
+- **hygiene invariants** (:mod:`irpass.verify.hygiene`) after every pass: unused initializers,
+  values, opsets, shadowed inputs, Constant nodes, consecutive Slices, and weight growth of a
+  lossless pass that gave no reason; new items are attributed to the pass that introduced them
+  and what remains at the end is reported by invariant and pass;
 - **instrumentation**: time, nodes, params, weight bytes, MACs and peak activation memory per
   pass (the cost analysis is cached and invalidated only when a pass modifies the model);
 - **evaluation**: ``context.evaluator`` (fidelity / task metrics) after every lossy pass;
 - **dumps** of the model before and after every modifying pass (``dump_dir``);
 - **failure handling**: a failing pass is named, a reproducer (the input model plus the flat
-  pipeline of every pass run up to the failing one) is saved, and the model is either restored
-  to its state before the pass (``on_failure="rollback"``) or the run stops with an error
-  (``"error"``, the default).
+  pipeline of every pass run up to the failing one) is saved, and the model is restored to its
+  state before the pass and the run continues (``on_failure="rollback"``, the default) or the
+  run stops with an error (``"error"``, ``--strict``).
 """
 
 from __future__ import annotations
@@ -38,9 +48,8 @@ from irpass.errors import (
     UnsupportedModelError,
     VerificationError,
 )
-from irpass.ir import save_model
-from irpass.metrics import compare_outputs, max_abs_error
-from irpass.pass_base import all_graphs
+from irpass.ir import KNOWN_DOMAINS, save_model
+from irpass.pass_base import IrpassPass
 from irpass.pipeline import (
     Step,
     expand_presets,
@@ -48,13 +57,10 @@ from irpass.pipeline import (
     parse_pipeline,
 )
 from irpass.run_report import PassRecord, RunReport, Verification
-from irpass.verify import (
-    check_structure,
-    checked_session,
-    make_session,
-    random_feeds,
-    run_model,
-)
+from irpass.verify.fingerprint import TensorHasher, structure_fingerprint
+from irpass.verify.hygiene import hygiene_issues
+from irpass.verify.structure import check_light
+from irpass.verify.verifier import Verifier
 
 __all__ = [
     "KNOWN_DOMAINS",
@@ -67,11 +73,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Operator domains that ONNX or ONNX Runtime define; anything else is a custom op.
-KNOWN_DOMAINS = frozenset(
-    {"", "ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview", "ai.onnx.preview.training"}
-)
-
 VerifyMode = Literal["each", "final", "none"]
 ProgressCallback = Callable[[str, int], None]
 
@@ -83,12 +84,16 @@ class RunOptions:
     Attributes:
         verify: ``each`` verifies after every modifying pass, ``final`` once at the end,
             ``none`` never (structure only at the end).
-        seeds: Seeds of the random verification inputs (ignored when ``feeds`` is given).
-        feeds: Explicit verification inputs (e.g. the first batches of evaluation data).
-        dim_values: Values for symbolic input dimensions in random inputs.
+        seeds: Seeds of the generated verification inputs (ignored when ``feeds`` is given).
+        feeds: Explicit verification inputs (``--verify-data``, or the first batches of
+            ``--eval-data``).
+        input_shapes: Input shapes to verify with instead of searching for them, one mapping
+            per configuration (``--input-shapes``).
         dump_dir: Where to save the model before and after every modifying pass.
         reproducer_dir: Where to save the reproducer when a pass fails.
-        on_failure: ``error`` stops the run; ``rollback`` restores the model and continues.
+        on_failure: ``rollback`` (default) restores the model to its state before a failing
+            pass, warns and continues; ``error`` stops the run (``--strict``, for CI) and also
+            turns hygiene violations into errors.
         max_fixpoint_iterations: Bound on the repetitions of a ``fixpoint(...)`` group.
         allow_custom_ops: Accept ops from unknown domains (verification is then structural).
         tolerance_scale: Multiplier of the dtype tolerances for equivalence checks.
@@ -98,12 +103,12 @@ class RunOptions:
     """
 
     verify: VerifyMode = "each"
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1)
     feeds: list[dict[str, np.ndarray]] | None = None
-    dim_values: dict[str, int] | None = None
+    input_shapes: list[dict[str, tuple[int, ...]]] | None = None
     dump_dir: pathlib.Path | None = None
     reproducer_dir: pathlib.Path | None = None
-    on_failure: Literal["error", "rollback"] = "error"
+    on_failure: Literal["error", "rollback"] = "rollback"
     max_fixpoint_iterations: int = 10
     allow_custom_ops: bool = False
     tolerance_scale: float = 1.0
@@ -122,77 +127,13 @@ def custom_ops(model: ir.Model) -> list[tuple[str, str]]:
     """(domain, op_type) of nodes whose domain is neither ONNX's, ORT's nor a local function."""
     local = {(f.domain, f.name) for f in model.functions.values()}
     found: set[tuple[str, str]] = set()
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for node in graph:
             if node.domain not in KNOWN_DOMAINS and (node.domain, node.op_type) not in local:
                 found.add((node.domain, node.op_type))
     return sorted(found)
 
 
-class _Verifier:
-    """Holds verification inputs and the outputs the next lossless pass must reproduce."""
-
-    def __init__(self, model: ir.Model, options: RunOptions, numeric: bool) -> None:
-        self.numeric = numeric
-        self.tolerance_scale = options.tolerance_scale
-        self.feeds: list[dict[str, np.ndarray]] = []
-        self.original: list[dict[str, np.ndarray]] = []
-        if numeric:
-            session = make_session(model)
-            if options.feeds:
-                self.feeds = [dict(f) for f in options.feeds]
-            else:
-                overridable = options.feed_overridable and model.ir_version >= 4
-                self.feeds = [
-                    random_feeds(
-                        session, seed=s, dim_values=options.dim_values, overridable=overridable
-                    )
-                    for s in options.seeds
-                ]
-            self.original = [run_model(session, f) for f in self.feeds]
-        self.previous = self.original
-
-    def verify(self, model: ir.Model, lossless: bool) -> Verification:
-        result = Verification(status="failed")
-        if not self.numeric:
-            check_structure(model)
-            result.checker = True
-            result.status = "ok"
-            result.detail = "structure only (numeric check disabled)"
-            return result
-        session = checked_session(model)
-        result.checker = True
-        result.ort_load = True
-        outputs = [run_model(session, f) for f in self.feeds]
-        worst = _max_abs_error(self.previous, outputs)
-        result.max_abs_error = worst
-        if lossless:
-            for expected, actual in zip(self.previous, outputs, strict=True):
-                mismatches = compare_outputs(expected, actual, self.tolerance_scale)
-                if mismatches:
-                    raise VerificationError(
-                        f"a lossless pass changed the outputs: {mismatches[0]}",
-                        hint="this is a bug in the pass; the reproducer holds its input",
-                    )
-            result.detail = "outputs equal within tolerance"
-        else:
-            drift = _max_abs_error(self.original, outputs)
-            result.detail = f"lossy: max abs error vs. original {drift:.4g}"
-        self.previous = outputs
-        result.status = "ok"
-        return result
-
-
-def _max_abs_error(
-    reference: list[dict[str, np.ndarray]], actual: list[dict[str, np.ndarray]]
-) -> float:
-    """The largest :func:`irpass.metrics.max_abs_error` over every output of every feed."""
-    worst = 0.0
-    for ref, got in zip(reference, actual, strict=True):
-        for name, value in ref.items():
-            other = got.get(name)
-            worst = max(worst, float("inf") if other is None else max_abs_error(value, other))
-    return worst
 
 
 class PipelineRunner:
@@ -277,14 +218,20 @@ class PipelineRunner:
             )
         numeric = self.options.verify != "none" and not customs
         try:
-            options = self.options
-            if _freezes_inputs(self.steps):
-                options = dataclasses.replace(options, feed_overridable=False)
-            verifier = _Verifier(model, options, numeric=numeric)
+            verifier = Verifier(
+                model,
+                numeric=numeric,
+                feeds=self.options.feeds,
+                overridable=self.options.feed_overridable and not _freezes_inputs(self.steps),
+                input_shapes=self.options.input_shapes or (),
+                seeds=self.options.seeds,
+                tolerance_scale=self.options.tolerance_scale,
+            )
         except VerificationError as exc:
             raise UnsupportedModelError(
-                f"ONNX Runtime cannot run the input model: {exc.message}",
-                hint="irpass verifies every pass with ONNX Runtime; use --verify none to skip",
+                f"the input model is not valid: {exc.message}",
+                hint="irpass verifies every pass against the input model; fix the input, or "
+                "use --verify none for structural checks only",
             ) from exc
         report = RunReport(
             irpass_version=__version__,
@@ -293,6 +240,15 @@ class PipelineRunner:
             expanded_pipeline=format_pipeline(self.steps),
             target=getattr(self.context.target, "name", self.context.target),
         )
+        report.verification = {
+            "mode": self.options.verify,
+            "feeds": verifier.describe(),
+            "shapes": [
+                {name: list(shape) for name, shape in shapes.items()}
+                for shapes in verifier.shapes
+            ],
+            "notes": list(verifier.notes),
+        }
         if customs:
             report.warnings.append(
                 "custom-domain ops present; numeric verification disabled: "
@@ -300,33 +256,88 @@ class PipelineRunner:
             )
         self._invalidate()
         report.before = self._current_cost(model).summary()
+        cost_shapes = _symbolic_input_shapes(model, verifier.shapes)
+        if cost_shapes:
+            report.cost_at_shapes = {"shapes": cost_shapes, "before": _cost_at(model, cost_shapes)}
         evaluator = getattr(self.context, "evaluator", None)
         if evaluator is not None:
             report.metrics_before = dict(evaluator(model))
         self._dump(model, "input")
+        hasher = TensorHasher()
         state = _RunState(
+            checkpoint=None,
             verifier=verifier,
             report=report,
             evaluator=evaluator,
-            input_copy=model.clone() if self.options.reproducer_dir is not None else None,
+            # reproducers and rollbacks (by replaying the passes kept so far) start from it
+            input_copy=model.clone()
+            if self.options.reproducer_dir is not None or self.options.on_failure == "rollback"
+            else None,
+            hasher=hasher,
+            fingerprint=structure_fingerprint(model, hasher),
+            hygiene=hygiene_issues(model),
         )
+        self._checkpoint(model, state)
         self._run_steps(model, self.steps, "", state)
-        if self.options.verify == "final" or (self.options.verify == "none"):
-            final = Verification(status="failed")
-            check_structure(model)
-            final.checker = True
-            if self.options.verify == "final" and numeric:
-                final = verifier.verify(model, lossless=all(r.lossless for r in report.passes))
-            else:
-                final.status = "ok"
-            report.warnings.append(
-                f"verified once at the end: {final.status} {final.detail}".strip()
-            )
+        if self.options.verify == "final":
+            self._close_segment(model, state)
+        self._finish(model, state)
         report.after = self._current_cost(model).summary()
+        if cost_shapes:
+            report.cost_at_shapes["after"] = _cost_at(model, cost_shapes)
         if evaluator is not None:
             report.metrics_after = dict(evaluator(model))
         report.seconds = time.perf_counter() - started
         return RunResult(model, report)
+
+    def _finish(self, model: ir.Model, state: _RunState) -> None:
+        """Full checker and end-to-end check; report what hygiene issues passes left behind."""
+        report = state.report
+        lossless_run = all(r.lossless for r in report.passes if r.modified)
+        try:
+            final = state.verifier.final(model, lossless_run)
+        except VerificationError as exc:
+            raise PassFailedError(
+                f"the optimized model fails the final check: {exc.message}",
+                hint="a pass checked only structurally broke the model; rerun with "
+                "--verify each to find it (the reproducer holds the input)",
+            ) from exc
+        report.final_verification = final
+        report.verification["final"] = f"{final.status}: {final.detail}".strip(": ")
+        left = hygiene_issues(model)
+        for invariant, items in sorted(left.items()):
+            introduced = state.introduced.get(invariant, {})
+            for item in items:
+                culprit = introduced.get(item)
+                if culprit is None:
+                    continue
+                report.hygiene.append({"invariant": invariant, "item": item, "pass": culprit})
+        grown = self._current_cost(model).weight_bytes - int(report.before.get("weight_bytes", 0))
+        if grown > 0 and lossless_run:
+            # the pipeline as a whole grew the weights: every pass that grew them without
+            # saying why is named (folding leaves dead producers another pass removes, so
+            # growth of a single pass alone is no violation)
+            for name, growth in state.growth.items():
+                entry = {"invariant": "weight_growth", "item": f"+{growth} bytes", "pass": name}
+                report.hygiene.append(entry)
+        if not report.hygiene:
+            return
+        by_pass: dict[str, list[str]] = {}
+        for entry in report.hygiene:
+            by_pass.setdefault(entry["pass"], []).append(f"{entry['invariant']} {entry['item']}")
+        message = "; ".join(
+            f"pass {name!r} left {', '.join(items[:4])}" + (" ..." if len(items) > 4 else "")
+            for name, items in by_pass.items()
+        )
+        if self.options.on_failure == "error":
+            raise PassFailedError(
+                f"hygiene invariants violated: {message}",
+                hint="these passes leave the model dirty (a bug); rerun without --strict to get "
+                "the output anyway",
+                pass_name=next(iter(by_pass)),
+            )
+        report.warnings.append(f"hygiene invariants violated: {message}")
+        logger.info("hygiene invariants violated: %s", message)
 
     def _run_steps(
         self, model: ir.Model, steps: list[Step] | tuple[Step, ...], prefix: str, state: _RunState
@@ -364,8 +375,14 @@ class PipelineRunner:
             self.progress(label, len(state.report.passes))
         before_cost = self._current_cost(model)
         record.before = before_cost.summary()
-        # A snapshot costs a model clone per pass: only taken when failures roll back.
-        snapshot = model.clone() if self.options.on_failure == "rollback" else None
+        if self.options.verify == "final" and not pass_.lossless:
+            # a lossless segment ends here: check it before the lossy pass blurs the outputs
+            if not self._close_segment(model, state):
+                before_cost = self._current_cost(model)
+                record.before = before_cost.summary()
+        # the state before this pass is the last checkpoint: passes that change nothing (most
+        # of a fixpoint's) cost no clone, only a pass that changed the model does
+        snapshot = state.checkpoint
         state.executed.append(step)
         started = time.perf_counter()
         try:
@@ -375,16 +392,20 @@ class PipelineRunner:
             record.error = f"{type(exc).__name__}: {exc}"
             return self._fail(model, snapshot, step, record, exc, state)
         record.seconds = time.perf_counter() - started
-        record.modified = bool(result.modified)
         record.stats = {k: int(v) for k, v in sorted(pass_.stats.items())}
         record.details = dict(pass_.details)
-        if result.model is not model:
-            raise PassFailedError(
-                f"pass {step.name!r} returned a different model object although it is in-place",
-                pass_name=step.name,
-                hint="an in-place pass must return the model it was given; this is a bug in the "
-                "pass",
+        fingerprint = structure_fingerprint(model, state.hasher)
+        changed = fingerprint != state.fingerprint
+        record.modified = bool(result.modified) or changed
+        if changed and not result.modified:
+            record.underreported = True
+            message = (
+                f"pass {step.name!r} changed the model but reported modified=False (a bug in "
+                "the pass: fixpoints stop early and a later pass would get the blame); verified "
+                "as a modifying pass"
             )
+            state.report.warnings.append(message)
+            logger.info("%s", message)
         if not record.modified:
             record.after = record.before
             record.verification = Verification(status="skipped", detail="unchanged")
@@ -392,16 +413,131 @@ class PipelineRunner:
         self._invalidate()
         try:
             if self.options.verify == "each":
-                record.verification = state.verifier.verify(model, pass_.lossless)
+                record.verification = state.verifier.check(model, pass_.lossless)
+            elif self.options.verify == "final" and pass_.lossless:
+                check_light(model)
+                record.verification = Verification(
+                    status="skipped",
+                    checker=True,
+                    detail="light structure check; numerics checked at the end of its lossless "
+                    "segment",
+                )
+                state.segment.append((record, snapshot))
+            else:
+                record.verification = state.verifier.check(model, pass_.lossless)
             record.after = self._current_cost(model).summary()
         except VerificationError as exc:
             record.verification = Verification(status="failed", detail=exc.message)
             record.error = exc.message
             return self._fail(model, snapshot, step, record, exc, state)
+        self._hygiene(model, pass_, record, state)
+        state.fingerprint = fingerprint
+        state.kept.append(step)
+        self._checkpoint(model, state)
         if not pass_.lossless and state.evaluator is not None:
             record.metrics = dict(state.evaluator(model))
         record.dump = self._dump(model, label)
         return True
+
+    def _checkpoint(self, model: ir.Model, state: _RunState) -> None:
+        """``--verify final``: keep a copy of the current state (weights shared) to bisect to.
+
+        With ``--verify each`` nothing is copied: a failing pass is undone by replaying the
+        passes kept so far on the input copy (passes are deterministic), which costs time only
+        when something fails.
+        """
+        state.checkpoint = model.clone() if self.options.verify == "final" else None
+
+    def _replay(self, state: _RunState) -> ir.Model | None:
+        """The model before the failing pass: the input copy with every kept pass applied."""
+        if state.input_copy is None:
+            return None
+        replayed = state.input_copy.clone()
+        for step in state.kept:
+            build_pass(step, self.context)(replayed)
+        return replayed
+
+    def _hygiene(
+        self, model: ir.Model, pass_: IrpassPass, record: PassRecord, state: _RunState
+    ) -> None:
+        """Attribute hygiene items the pass introduced; note unexplained weight growth."""
+        now = hygiene_issues(model)
+        for invariant, items in now.items():
+            before = set(state.hygiene.get(invariant, ()))
+            new = [item for item in items if item not in before]
+            if new:
+                record.hygiene[invariant] = new
+                owners = state.introduced.setdefault(invariant, {})
+                for item in new:
+                    owners.setdefault(item, record.name)
+        state.hygiene = now
+        grown = record.after.get("weight_bytes", 0) - record.before.get("weight_bytes", 0)
+        if pass_.lossless and grown > 0:
+            reasons = list(pass_.growth_reasons)
+            if reasons:
+                record.hygiene["weight_growth_explained"] = reasons
+            else:
+                record.hygiene["weight_growth"] = [f"+{grown} bytes"]
+                state.growth[record.name] = state.growth.get(record.name, 0) + grown
+
+    def _close_segment(self, model: ir.Model, state: _RunState) -> bool:
+        """``--verify final``: check the lossless passes since the last check as one segment.
+
+        On a mismatch the first failing pass is found by bisection over the snapshots, the model
+        is restored to its state before that pass (later passes of the segment are undone with
+        it), and the pass is handled like any failure. Returns True when the segment verified.
+        """
+        segment, state.segment = state.segment, []
+        if not segment:
+            return True
+        try:
+            state.verifier.check(model, lossless=True)
+        except VerificationError:
+            pass
+        else:
+            for record, _ in segment:
+                record.verification = Verification(
+                    status="equal",
+                    checker=True,
+                    detail="checked with the lossless passes around it (--verify final)",
+                )
+            return True
+        # the state after pass i is the snapshot taken before pass i + 1 (the model after the last)
+        states: list[ir.Model] = [snap for _, snap in segment[1:] if snap is not None] + [model]
+        low, high = 0, len(segment) - 1  # bisect for the first pass whose result fails
+        while low < high:
+            middle = (low + high) // 2
+            try:
+                state.verifier.compare_with_last(states[middle])
+            except VerificationError:
+                high = middle
+            else:
+                low = middle + 1
+        record, snapshot = segment[low]
+        error = VerificationError("the lossless segment changed the outputs")
+        try:
+            state.verifier.compare_with_last(states[low])
+        except VerificationError as exc:
+            error = exc
+        for earlier, _ in segment[:low]:
+            earlier.verification = Verification(
+                status="equal",
+                checker=True,
+                detail="checked while bisecting its lossless segment (--verify final)",
+            )
+        undone = len(segment) - low  # the culprit and the passes after it, all kept so far
+        del state.kept[len(state.kept) - undone :]
+        for later, _ in segment[low + 1 :]:
+            later.rolled_back = True
+            later.modified = False
+            later.verification = Verification(
+                status="skipped", detail=f"undone with {record.name!r}, which it ran after"
+            )
+        record.verification = Verification(status="failed", detail=error.message)
+        record.error = error.message
+        step = next(s for s in reversed(state.executed) if s.name == record.name)
+        self._fail(model, snapshot, step, record, error, state)
+        return False
 
     def _fail(
         self,
@@ -413,24 +549,31 @@ class PipelineRunner:
         state: _RunState,
     ) -> bool:
         reproducer = self._save_reproducer(state, step, exc)
-        if snapshot is not None:
+        if snapshot is None and self.options.on_failure == "rollback":
+            snapshot = self._replay(state)
+        if snapshot is not None and self.options.on_failure == "rollback":
             _restore(model, snapshot)
+            self._checkpoint(model, state)  # the model now holds the snapshot's graph
             self._invalidate()
+            state.fingerprint = structure_fingerprint(model, state.hasher)
+            state.hygiene = hygiene_issues(model)
             record.rolled_back = True
             record.modified = False
             record.after = record.before
+            where = f" (reproducer: {reproducer})" if reproducer else ""
             state.report.warnings.append(
-                f"pass {step.name!r} failed and was rolled back: {record.error}"
-                + (f" (reproducer: {reproducer})" if reproducer else "")
+                f"pass {step.name!r} failed and was rolled back: {record.error}{where}"
             )
-            logger.warning("pass %s failed and was rolled back: %s", step.name, record.error)
+            logger.info("pass %s failed and was rolled back: %s%s", step.name, record.error,
+                           where)
             return False
         message = exc.message if isinstance(exc, IrpassError) else f"{type(exc).__name__}: {exc}"
         hint = (
             f"reproduce with: irpass optimize {reproducer}/input.onnx -o repro-out "
             f'--passes "$(cat {reproducer}/pipeline.txt)"'
             if reproducer
-            else "rerun with --on-failure rollback to skip the pass, or --debug for the traceback"
+            else "rerun without --strict to roll the pass back and continue, or with --debug "
+            "for the traceback"
         )
         raise PassFailedError(
             f"pass {step.name!r} failed: {message}",
@@ -451,6 +594,41 @@ def _freezes_inputs(steps: list[Step] | tuple[Step, ...]) -> bool:
     )
 
 
+def _symbolic_input_shapes(
+    model: ir.Model, shapes: list[dict[str, tuple[int, ...]]]
+) -> dict[str, list[int]]:
+    """The first verification feed's shapes when some graph input has symbolic dims."""
+    symbolic = any(
+        value.shape is None or any(not isinstance(d, int) for d in value.shape)
+        for value in model.graph.inputs
+        if value.name not in model.graph.initializers
+    )
+    if not symbolic or not shapes:
+        return {}
+    return {name: list(shape) for name, shape in shapes[0].items()}
+
+
+def _cost_at(model: ir.Model, shapes: Mapping[str, list[int]]) -> dict[str, int]:
+    """MACs and peak activation memory with the graph inputs bound to ``shapes``.
+
+    Symbolic dims count as 1 in the per-pass numbers; these are the numbers for real sizes
+    (the verification shapes, or ``--input-shapes``). The model is left as it was.
+    """
+    inputs = [v for v in model.graph.inputs if v.name in shapes]
+    produced = [out for graph in model.graphs() for node in graph for out in node.outputs]
+    saved = [(value, value.shape) for value in inputs + produced]
+    try:
+        for value in inputs:
+            value.shape = ir.Shape(shapes[value.name or ""])
+        for value in produced:
+            value.shape = None  # re-inferred from the concrete input shapes
+        cost = model_cost(model)
+    finally:
+        for value, shape in saved:
+            value.shape = shape
+    return {"macs": cost.macs, "peak_activation_bytes": cost.peak_activation_bytes}
+
+
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:
     """Make ``model`` (the caller's object) hold the content of ``snapshot``."""
     functions = dict(snapshot.functions)
@@ -465,12 +643,25 @@ def _restore(model: ir.Model, snapshot: ir.Model) -> None:
 
 @dataclasses.dataclass
 class _RunState:
-    verifier: _Verifier
+    #: a clone of the current state (None when nothing can roll back)
+    checkpoint: ir.Model | None
+    verifier: Verifier
     report: RunReport
     evaluator: Callable[[ir.Model], Mapping[str, float]] | None
+    hasher: TensorHasher
+    fingerprint: str
+    hygiene: dict[str, list[str]]
     input_copy: ir.Model | None = None
     executed: list[Step] = dataclasses.field(default_factory=list)
+    #: steps that changed the model and were kept, in order (replayed to undo a failing pass)
+    kept: list[Step] = dataclasses.field(default_factory=list)
     fixpoints: int = 0
+    #: invariant -> item -> name of the pass that introduced it
+    introduced: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    #: pass name -> weight bytes it added without saying why
+    growth: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: ``--verify final``: lossless passes since the last numeric check, with their snapshots
+    segment: list[tuple[PassRecord, ir.Model | None]] = dataclasses.field(default_factory=list)
 
 
 def report_json(report: RunReport) -> str:

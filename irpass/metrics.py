@@ -40,17 +40,56 @@ SQNR_CAP_DB = 200.0
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
-    """``|a - b| <= atol * scale + rtol * |b|`` elementwise."""
+    """When a float tensor equals its reference up to rounding.
+
+    Per element (``b`` the reference, ``a`` the candidate)::
+
+        |a - b| <= atol * s + rtol * |b|        s = max(1, rms(b))
+
+    The rounding error of an element is proportional to the magnitudes of the terms that
+    produced it, not to its own value (cancellation leaves small elements with absolute
+    errors) and not to the largest element of the tensor: the tensor's RMS estimates that
+    magnitude, so one large element (1000) does not license a 0.01 -> 0.09 change elsewhere,
+    as scaling by ``max|b|`` did. On top of that a whole-tensor guard: the SQNR must reach
+    ``min_sqnr_db`` (a systematic shift of every element by just under the per-element bound
+    is not rounding), checked when the reference carries signal above ``atol``.
+    """
 
     rtol: float
     atol: float
+    min_sqnr_db: float
+
+    def scale(self, reference: np.ndarray) -> float:
+        """``max(1, rms)`` of the finite elements of ``reference`` (float64, flat)."""
+        finite = reference[np.isfinite(reference)]
+        if finite.size == 0:
+            return 1.0
+        return max(1.0, float(np.sqrt(np.mean(finite * finite))))
 
 
 _TOLERANCES: dict[Any, Tolerance] = {
-    np.dtype(np.float64): Tolerance(rtol=1e-7, atol=1e-9),
-    np.dtype(np.float32): Tolerance(rtol=1e-3, atol=1e-4),
-    np.dtype(np.float16): Tolerance(rtol=1e-2, atol=1e-3),
+    np.dtype(np.float64): Tolerance(rtol=1e-7, atol=1e-9, min_sqnr_db=160.0),
+    np.dtype(np.float32): Tolerance(rtol=1e-3, atol=1e-4, min_sqnr_db=80.0),
+    np.dtype(np.float16): Tolerance(rtol=1e-2, atol=1e-3, min_sqnr_db=40.0),
 }
+
+
+def _allowed(tol: Tolerance, reference: np.ndarray, tolerance_scale: float) -> np.ndarray:
+    """Per-element bound for finite float64 ``reference`` values."""
+    return tolerance_scale * (tol.atol * tol.scale(reference) + tol.rtol * np.abs(reference))
+
+
+def _sqnr_guard(
+    tol: Tolerance, reference: np.ndarray, actual: np.ndarray, tolerance_scale: float
+) -> float | None:
+    """The SQNR (dB) when it is below the tolerance's guard, else None."""
+    signal = float(np.dot(reference, reference))
+    if reference.size == 0 or math.sqrt(signal / reference.size) <= tol.atol * tolerance_scale:
+        return None
+    diff = reference - actual
+    sqnr = _sqnr_from_sums(signal, float(np.dot(diff, diff)))
+    guard = tol.min_sqnr_db - 20.0 * math.log10(max(tolerance_scale, 1e-12))
+    return sqnr if sqnr < guard else None
 
 
 def tolerance_for(dtype: Any) -> Tolerance | None:
@@ -151,9 +190,9 @@ def compare_tensor(
 ) -> TensorComparison:
     """Cosine, max/mean abs error, max|ref| and whether ``actual`` leaves the tolerance.
 
-    "Diverged" applies :func:`tolerance_for` the reference's dtype with ``atol`` scaled by
-    ``max(1, max|ref|)`` (exact equality for non-float dtypes); differing non-finite values
-    and shape mismatches diverge.
+    "Diverged" applies the reference dtype's :class:`Tolerance` (per element and the SQNR
+    guard; exact equality for non-float dtypes); differing non-finite values and shape
+    mismatches diverge.
     """
     reference, actual = np.asarray(reference), np.asarray(actual)
     if reference.shape != actual.shape:
@@ -187,8 +226,8 @@ def compare_tensor(
     if tol is None:
         diverged = bool(err.max() > 0.0)
     else:
-        allowed = tolerance_scale * (tol.atol * max(1.0, ref_max) + tol.rtol * abs_r)
-        diverged = bool(np.any(err > allowed))
+        diverged = bool(np.any(err > _allowed(tol, r, tolerance_scale)))
+        diverged = diverged or _sqnr_guard(tol, r, g, tolerance_scale) is not None
     return TensorComparison(
         cosine=cosine(r, g),
         max_abs_error=float(err.max()),
@@ -234,12 +273,20 @@ def _mismatch(
         r[~finite], g[~finite], equal_nan=True
     ):
         return OutputMismatch(name, float("inf"), 0.0, "non-finite values differ")
-    scale = max(1.0, float(np.max(np.abs(r[finite]))) if finite.any() else 1.0)
     r, g = np.where(finite, r, 0.0), np.where(finite, g, 0.0)
-    allowed = tolerance_scale * (tol.atol * scale + tol.rtol * np.abs(r))
+    allowed = _allowed(tol, r, tolerance_scale)
     err = np.abs(r - g)
     if not np.any(err > allowed):
-        return None
+        sqnr = _sqnr_guard(tol, r, g, tolerance_scale)
+        if sqnr is None:
+            return None
+        return OutputMismatch(
+            name,
+            float(err.max()),
+            float(allowed.max()),
+            f"every element is within tolerance but the output drifted as a whole: SQNR "
+            f"{sqnr:.1f} dB < {tol.min_sqnr_db:.0f} dB (max abs error {float(err.max()):.3g})",
+        )
     worst = int(np.argmax(err - allowed))
     return OutputMismatch(
         name,
@@ -257,9 +304,9 @@ def compare_outputs(
 ) -> list[OutputMismatch]:
     """Compare outputs by name; returns the mismatches (empty when equal).
 
-    Float outputs use :func:`tolerance_for` with ``atol`` multiplied by ``max(1, max|ref|)``;
-    other dtypes must be equal. Values that are not arrays (sequences, optionals) compare
-    element by element.
+    Float outputs use the :class:`Tolerance` of their dtype (per element, scaled by the
+    output's RMS, plus the SQNR guard); other dtypes must be equal. Values that are not
+    arrays (sequences, optionals) compare element by element.
     """
     missing = [n for n in reference if n not in actual]
     if missing or len(reference) != len(actual):

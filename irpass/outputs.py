@@ -176,7 +176,7 @@ class OutputPlan:
         self._protected = [(pathlib.Path(p), what) for p, what in protected]
         self._destinations: list[_Destination] = []
         self._staging: dict[pathlib.Path, pathlib.Path] = {}  # existing folder -> staging folder
-        self._anchors: dict[pathlib.Path, pathlib.Path] = {}  # destination -> its staging anchor
+        self._anchors: dict[pathlib.Path, pathlib.Path] = {}  # destination -> its anchor
 
     # -- declaring -----------------------------------------------------------------------
     def _add(
@@ -284,7 +284,7 @@ class OutputPlan:
         try:
             for dest in self._destinations:
                 anchor = _nearest_existing(dest.resolved.parent)
-                # fixed now: a folder written in place later (a reproducer) must not move it
+                # fixed now: a reproducer written during the run may create folders
                 self._anchors[dest.resolved] = anchor
                 if anchor not in self._staging:
                     self._staging[anchor] = make_staging_dir(anchor)

@@ -22,14 +22,13 @@ import collections
 import dataclasses
 import logging
 import re
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import onnx_ir as ir
 
 from irpass.context import PassContext
 
-__all__ = ["IrpassPass", "NoOptions", "all_graphs", "option"]
+__all__ = ["IrpassPass", "NoOptions", "option"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,20 +47,6 @@ def option(default: Any, doc: str) -> Any:
             default_factory=lambda: type(default)(default), metadata={"doc": doc}
         )
     return dataclasses.field(default=default, metadata={"doc": doc})
-
-
-def all_graphs(model: ir.Model) -> Iterator[ir.Graph]:
-    """Yield the main graph and every subgraph (If/Loop/Scan bodies), outermost first."""
-    stack: list[ir.Graph] = [model.graph]
-    while stack:
-        graph = stack.pop(0)
-        yield graph
-        for node in graph:
-            for attr in node.attributes.values():
-                if attr.type == ir.AttributeType.GRAPH:
-                    stack.append(attr.as_graph())
-                elif attr.type == ir.AttributeType.GRAPHS:
-                    stack.extend(attr.as_graphs())
 
 
 class IrpassPass(ir.passes.InPlacePass, abc.ABC):
@@ -111,6 +96,10 @@ class IrpassPass(ir.passes.InPlacePass, abc.ABC):
         self.context = context if context is not None else PassContext()
         self.stats: collections.Counter[str] = collections.Counter()
         self.details: dict[str, Any] = {}
+        #: Why this run of the pass grew the model's weights, when it did (e.g. "materialized
+        #: ConstantOfShape weights"); a lossless pipeline that grows weights names every pass
+        #: that did so without a reason (irpass.verify.hygiene).
+        self.growth_reasons: list[str] = []
 
     @classmethod
     def summary(cls) -> str:

@@ -15,7 +15,9 @@ __all__ = ["PassRecord", "RunReport", "Verification"]
 class Verification:
     """How the model was checked after a pass."""
 
-    status: str = "skipped"  # ok | skipped | failed
+    #: equal | drift <metric> | structural only | skipped | failed (never "ok": a status says
+    #: which check ran)
+    status: str = "skipped"
     checker: bool | None = None
     ort_load: bool | None = None
     max_abs_error: float | None = None
@@ -45,6 +47,10 @@ class PassRecord:
     error: str | None = None
     rolled_back: bool = False
     dump: str | None = None
+    #: the pass changed the model but returned ``modified=False``
+    underreported: bool = False
+    #: hygiene items this pass introduced, by invariant (see irpass.verify.hygiene)
+    hygiene: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -72,6 +78,14 @@ class RunReport:
     warnings: list[str] = dataclasses.field(default_factory=list)
     diff: dict[str, Any] | None = None
     target_checks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: how verification ran: mode, feeds, their input shapes, notes, the final check
+    verification: dict[str, Any] = dataclasses.field(default_factory=dict)
+    final_verification: Verification | None = None
+    #: MACs / peak activation bytes before and after with the inputs bound to ``shapes`` (the
+    #: verification shapes or --input-shapes), when the model has symbolic input dims
+    cost_at_shapes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: hygiene items left at the end, each with the pass that introduced it
+    hygiene: list[dict[str, str]] = dataclasses.field(default_factory=list)
     sweeps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     search: dict[str, Any] | None = None
 
@@ -79,6 +93,8 @@ class RunReport:
         """JSON-ready form (what report.json holds)."""
         data = dataclasses.asdict(self)
         data["passes"] = [record.to_dict() for record in self.passes]
+        if self.final_verification is not None:
+            data["final_verification"] = self.final_verification.to_dict()
         return data
 
     def modified_passes(self) -> list[PassRecord]:

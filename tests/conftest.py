@@ -1,9 +1,10 @@
-"""Shared fixtures: paths of the third-party models the suite runs on."""
+"""Shared fixtures: paths of the third-party models the suite runs on, the test passes."""
 
 from __future__ import annotations
 
 import importlib.util
 import pathlib
+from collections.abc import Iterator
 
 import onnx
 import pytest
@@ -32,3 +33,15 @@ def magika_model() -> pathlib.Path:
     if path is None:
         pytest.skip("magika is not installed (pip install -e '.[test]')")
     return path
+
+
+@pytest.fixture
+def test_passes() -> Iterator[None]:
+    """The ``t_*`` test passes, registered for one test; the registry is left as it was."""
+    from eval_passes_for_tests import DamageWeightPass
+    from passes_for_tests import TEST_PASSES
+
+    from irpass import registry
+
+    with registry.registered(*TEST_PASSES, DamageWeightPass):
+        yield

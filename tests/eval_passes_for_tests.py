@@ -1,4 +1,5 @@
-"""A deliberately lossy pass for the evaluation tests (registered as ``t_eval_damage``)."""
+"""A deliberately lossy pass for the evaluation tests (``t_eval_damage``, registered by the
+``test_passes`` fixture)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import dataclasses
 
 import onnx_ir as ir
 
-from irpass.errors import PipelineError
 from irpass.pass_base import IrpassPass, option
-from irpass.registry import get_pass, register
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +38,3 @@ class DamageWeightPass(IrpassPass):
         value.const_value = ir.tensor(scaled, name=value.name)
         return ir.passes.PassResult(model, True)
 
-
-try:
-    get_pass(DamageWeightPass.name)
-except PipelineError:
-    register(DamageWeightPass)

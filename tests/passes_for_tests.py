@@ -1,4 +1,9 @@
-"""Small passes used only by the core tests (registered under names starting with ``t_``)."""
+"""Small passes used only by the tests (names starting with ``t_``).
+
+Importing this module registers nothing: tests take the ``test_passes`` fixture (tests/conftest.py),
+which registers :data:`TEST_PASSES` for one test only; processes a test starts (search workers,
+a CLI subprocess) import ``plugin_passes_for_tests``, a pass plugin as users write them.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,7 @@ import dataclasses
 
 import onnx_ir as ir
 
-from irpass.errors import PipelineError
-from irpass.pass_base import IrpassPass, all_graphs, option
-from irpass.registry import get_pass, register
-
-
-def _register(cls):
-    try:
-        if get_pass(cls.name) is not None:
-            return get_pass(cls.name)
-    except PipelineError:
-        pass
-    return register(cls)
+from irpass.pass_base import IrpassPass, option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +19,6 @@ class _ScaleOptions:
     factor: float = option(0.5, "multiply the first float initializer by this")
 
 
-@_register
 class ScaleFirstWeightPass(IrpassPass):
     """Scale the first float initializer (lossy on purpose)."""
 
@@ -43,7 +36,6 @@ class ScaleFirstWeightPass(IrpassPass):
         return ir.passes.PassResult(model, False)
 
 
-@_register
 class LyingLosslessPass(ScaleFirstWeightPass):
     """Changes outputs while claiming to be lossless (a bug the manager must catch)."""
 
@@ -51,7 +43,6 @@ class LyingLosslessPass(ScaleFirstWeightPass):
     lossless = True
 
 
-@_register
 class RaisingPass(IrpassPass):
     """Always raises after renaming nothing."""
 
@@ -62,7 +53,6 @@ class RaisingPass(IrpassPass):
         raise RuntimeError("boom")
 
 
-@_register
 class RemoveIdentityOncePass(IrpassPass):
     """Removes one Identity node per call (so a fixpoint needs several iterations)."""
 
@@ -70,7 +60,7 @@ class RemoveIdentityOncePass(IrpassPass):
     lossless = True
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        for graph in all_graphs(model):
+        for graph in model.graphs():
             for node in graph:
                 if node.op_type == "Identity" and node.outputs[0] not in graph.outputs:
                     node.outputs[0].replace_all_uses_with(node.inputs[0])
@@ -81,7 +71,6 @@ class RemoveIdentityOncePass(IrpassPass):
 
 
 
-@_register
 class CountCalibrationPass(IrpassPass):
     """Counts the calibration samples the context hands over (reads data, changes nothing)."""
 
@@ -106,7 +95,6 @@ class _DropHiddenOptions:
     ratio: float = option(0.5, "fraction of hidden units to remove (the last ones)")
 
 
-@_register
 class DropHiddenUnitsPass(IrpassPass):
     """Removes the last hidden units between Gemm(transB=1) -> Relu -> Gemm(transB=1) pairs.
 
@@ -150,7 +138,6 @@ def _sole_consumer(node: ir.Node) -> ir.Node | None:
     return uses[0][0] if len(uses) == 1 else None
 
 
-@_register
 class SleepPass(IrpassPass):
     """Touches the file named by IRPASS_TEST_MARKER, then sleeps (for interruption tests)."""
 
@@ -167,7 +154,6 @@ class SleepPass(IrpassPass):
         return ir.passes.PassResult(model, False)
 
 
-@_register
 class FreezeInputsSilentlyPass(IrpassPass):
     """Drops every overridable graph input (a lossless pass must not do that unasked)."""
 
@@ -181,3 +167,84 @@ class FreezeInputsSilentlyPass(IrpassPass):
         graph.inputs.clear()
         graph.inputs.extend(kept)
         return ir.passes.PassResult(model, changed)
+
+
+class BatchLiarPass(IrpassPass):
+    """Hard-codes the first computed Reshape shape to [1, 8]: right at batch 1 only."""
+
+    name = "t_batch_liar"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        for node in model.graph:
+            if node.op_type == "Reshape" and node.inputs[1].const_value is None:
+                value = ir.Value(
+                    name="liar_shape",
+                    type=ir.TensorType(ir.DataType.INT64),
+                    shape=ir.Shape([2]),
+                    const_value=ir.tensor([1, 8], dtype=ir.DataType.INT64, name="liar_shape"),
+                )
+                model.graph.register_initializer(value)
+                node.replace_input_with(1, value)
+                return ir.passes.PassResult(model, True)
+        return ir.passes.PassResult(model, False)
+
+
+class UnderReportingPass(ScaleFirstWeightPass):
+    """Changes a weight (and so the outputs) but reports modified=False."""
+
+    name = "t_underreport"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        super().call(model)
+        return ir.passes.PassResult(model, False)
+
+
+class DirtyPass(IrpassPass):
+    """Leaves an unused initializer and an unused opset import behind (hygiene bugs)."""
+
+    name = "t_dirty"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        junk = ir.Value(
+            name="junk",
+            type=ir.TensorType(ir.DataType.FLOAT),
+            shape=ir.Shape([4]),
+            const_value=ir.tensor([1.0, 2.0, 3.0, 4.0], dtype=ir.DataType.FLOAT, name="junk"),
+        )
+        model.graph.register_initializer(junk)
+        model.opset_imports["com.example.unused"] = 1
+        return ir.passes.PassResult(model, True)
+
+
+class SmallChangePass(IrpassPass):
+    """Changes element 1 of the weight ``w`` from 0.01 to 0.09 (others untouched)."""
+
+    name = "t_small_change"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        value = model.graph.initializers["w"]
+        array = value.const_value.numpy().copy()
+        array[1] = 0.09
+        value.const_value = ir.tensor(array, name="w")
+        return ir.passes.PassResult(model, True)
+
+
+#: Every test pass, for ``irpass.registry.registered``.
+TEST_PASSES = (
+    ScaleFirstWeightPass,
+    LyingLosslessPass,
+    RaisingPass,
+    RemoveIdentityOncePass,
+    CountCalibrationPass,
+    DropHiddenUnitsPass,
+    SleepPass,
+    FreezeInputsSilentlyPass,
+    BatchLiarPass,
+    UnderReportingPass,
+    DirtyPass,
+    SmallChangePass,
+)

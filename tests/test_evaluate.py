@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import math
 
-import eval_passes_for_tests  # noqa: F401  (registers t_eval_damage)
 import numpy as np
 import onnx_ir as ir
 import pytest
@@ -11,7 +10,10 @@ from sklearn.metrics import f1_score
 from irpass.data import ArraySource, CallableSource, open_data
 from irpass.errors import DataError
 from irpass.evaluate import SQNR_CAP_DB, Evaluator, evaluate, macro_f1
+from irpass.manager import PipelineRunner
 from irpass.testing import model_from_text
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 LINEAR = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -206,7 +208,6 @@ def test_changed_output_shape_is_reported(data) -> None:
 
 # ------------------------------------------------------------- through the pass manager
 def test_damaged_model_shows_a_fidelity_drop_in_the_per_pass_report(tmp_path) -> None:
-    manager = pytest.importorskip("irpass.manager")
     from irpass.context import PassContext
     from irpass.ir import load_model
     from models import trained_eval_data, trained_paths
@@ -216,7 +217,7 @@ def test_damaged_model_shows_a_fidelity_drop_in_the_per_pass_report(tmp_path) ->
     labels = np.load(trained_eval_data()["digits_mlp"])["labels"]
     evaluator = Evaluator(model, data, labels)
     context = PassContext(evaluation_data=data, labels=labels, evaluator=evaluator)
-    result = manager.PipelineRunner("t_eval_damage", context=context).run(model)
+    result = PipelineRunner("t_eval_damage", context=context).run(model)
     passes = result.report.to_dict()["passes"]
     (damage,) = [p for p in passes if p["name"] == "t_eval_damage"]
     metrics = damage["metrics"]

@@ -114,7 +114,7 @@ def test_atomic_output_leaves_nothing_on_error(tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.slow
-def test_model_over_2gb_loads_passes_and_saves(tmp_path: pathlib.Path) -> None:
+def test_model_over_2gb_loads_passes_and_saves(tmp_path: pathlib.Path, test_passes) -> None:
     from irpass.manager import PipelineRunner, RunOptions
 
     text = """
@@ -139,8 +139,6 @@ def test_model_over_2gb_loads_passes_and_saves(tmp_path: pathlib.Path) -> None:
     assert (tmp_path / "big.onnx.data").stat().st_size >= count
     loaded = load_model(tmp_path / "big.onnx")
     assert isinstance(next(iter(loaded.graph.initializers.values())).const_value, ir.ExternalTensor)
-    import passes_for_tests  # noqa: F401
-
     result = PipelineRunner("t_remove_one_identity", options=RunOptions(verify="each")).run(loaded)
     assert result.report.passes[0].verification.status == "ok"
     save_model(result.model, tmp_path / "out.onnx")

@@ -5,12 +5,15 @@ import pathlib
 
 import onnx
 import onnx_ir as ir
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
+from irpass import registry
 from irpass.errors import PassFailedError, PassOptionError, PipelineError, UnsupportedModelError
 from irpass.manager import PipelineRunner, RunOptions, custom_ops, report_json
+from irpass.pass_base import IrpassPass
 from irpass.testing import model_from_text
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 MODEL = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -33,7 +36,9 @@ def test_fixpoint_runs_until_nothing_changes_and_records_each_pass() -> None:
     assert ops == ["MatMul"]
     records = result.report.passes
     assert [r.modified for r in records] == [True, True, True, False]
-    assert all(r.verification.status == "ok" for r in records if r.modified)
+    # removing an Identity leaves the computation unchanged: proven equal without running ORT
+    assert all(r.verification.status == "equal" for r in records if r.modified)
+    assert all(r.verification.status == "skipped" for r in records if not r.modified)
     assert records[0].stats == {"identity_removed": 1}
     assert result.report.before["nodes"] == 4 and result.report.after["nodes"] == 1
     assert records[0].step == "fixpoint#1.1/t_remove_one_identity"
@@ -42,7 +47,7 @@ def test_fixpoint_runs_until_nothing_changes_and_records_each_pass() -> None:
 def test_lossless_pass_that_changes_outputs_is_caught_with_reproducer(
     tmp_path: pathlib.Path,
 ) -> None:
-    options = RunOptions(reproducer_dir=tmp_path / "repro")
+    options = RunOptions(reproducer_dir=tmp_path / "repro", on_failure="error")
     with pytest.raises(PassFailedError) as info:
         PipelineRunner("t_remove_one_identity,t_lying_lossless", options=options).run(_model())
     assert info.value.pass_name == "t_lying_lossless"
@@ -54,7 +59,7 @@ def test_lossless_pass_that_changes_outputs_is_caught_with_reproducer(
     saved = onnx.load(repro / "input.onnx")
     assert [n.op_type for n in saved.graph.node] == ["Identity", "Identity", "Identity", "MatMul"]
     with pytest.raises(PassFailedError) as again:
-        PipelineRunner(pipeline).run(ir.from_proto(saved))
+        PipelineRunner(pipeline, options=RunOptions(on_failure="error")).run(ir.from_proto(saved))
     assert again.value.pass_name == "t_lying_lossless"
 
 
@@ -74,8 +79,30 @@ def test_rollback_restores_the_model_and_continues() -> None:
 
 def test_raising_pass_is_named() -> None:
     with pytest.raises(PassFailedError) as info:
-        PipelineRunner("t_raise").run(_model())
+        PipelineRunner("t_raise", options=RunOptions(on_failure="error")).run(_model())
     assert "'t_raise'" in info.value.message and "boom" in info.value.message
+
+
+class _ReturnsACopy(IrpassPass):
+    """Claims to work in place but returns a modified copy (onnx-ir's contract catches it)."""
+
+    name = "t_returns_a_copy"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        return ir.passes.PassResult(model.clone(), True)
+
+
+def test_an_in_place_pass_returning_another_model_is_a_named_failure() -> None:
+    with registry.registered(_ReturnsACopy):
+        with pytest.raises(PassFailedError) as info:
+            PipelineRunner("t_returns_a_copy", options=RunOptions(on_failure="error")).run(_model())
+        assert "'t_returns_a_copy'" in info.value.message
+        assert "declared in-place" in info.value.message
+        result = PipelineRunner("t_returns_a_copy", options=RunOptions(on_failure="rollback")).run(
+            _model()
+        )
+    assert [r.rolled_back for r in result.report.passes] == [True]
 
 
 def test_lossy_pass_is_measured_not_rejected() -> None:
@@ -93,7 +120,8 @@ def test_lossy_pass_is_measured_not_rejected() -> None:
     result = PipelineRunner("t_scale_weight(factor=0.5)", context=context).run(_model())
     record = result.report.passes[0]
     assert record.modified and not record.lossless
-    assert record.verification.status == "ok"
+    # SQNR of halving the weights: 20 log10(1 / 0.5) = 6.0 dB
+    assert record.verification.status == "drift sqnr=6.0dB"
     assert record.verification.max_abs_error and record.verification.max_abs_error > 0
     assert record.metrics == {"weight_sum": 39.0}
     assert result.report.metrics_before == {"weight_sum": 78.0}

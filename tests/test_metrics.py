@@ -125,3 +125,54 @@ def test_metric_properties(a: np.ndarray, noise: float) -> None:
     assert sqnr_db(a, a) == SQNR_CAP_DB
     assert not compare_tensor(a, a).diverged
     assert compare_outputs({"y": a}, {"y": a.copy()}) == []
+
+
+def test_tolerance_mixed_range_small_element_change_is_caught() -> None:
+    # one large element must not license a large relative change of a small one: with atol
+    # scaled by max|ref| (1000) 0.01 -> 0.09 passed; scaled by the RMS it does not
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal(64).astype(np.float32)
+    reference[0], reference[1] = 1000.0, 0.01
+    changed = reference.copy()
+    changed[1] = 0.09
+    mismatches = compare_outputs({"y": reference}, {"y": changed})
+    assert len(mismatches) == 1 and "flat index 1" in mismatches[0].detail
+    assert compare_tensor(reference, changed).diverged
+
+
+def test_tolerance_accepts_float32_rounding_of_a_reassociated_computation() -> None:
+    # the same dot products summed in another order (what folding does) stay equal
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((256, 512)).astype(np.float32) * 10
+    x = rng.standard_normal((8, 256)).astype(np.float32) * 10
+    reference = (x @ w).astype(np.float32)
+    reassociated = (x[:, ::-1] @ w[::-1, :]).astype(np.float32)
+    assert not np.array_equal(reference, reassociated)
+    assert compare_outputs({"y": reference}, {"y": reassociated}) == []
+
+
+def test_tolerance_sqnr_guard_catches_a_shift_within_the_per_element_bound() -> None:
+    rng = np.random.default_rng(2)
+    reference = rng.standard_normal(10_000).astype(np.float32) * 0.5
+    # every element moved by 90 % of its own bound (atol + rtol |b|): each passes alone
+    shifted = reference + 0.9 * (1e-4 + 1e-3 * reference)
+    mismatches = compare_outputs({"y": reference}, {"y": shifted.astype(np.float32)})
+    assert mismatches and "SQNR" in mismatches[0].detail
+    # a looser tolerance scale lowers the guard too
+    assert compare_outputs({"y": reference}, {"y": shifted.astype(np.float32)}, 100.0) == []
+
+
+def test_tolerance_is_dtype_aware() -> None:
+    reference = np.linspace(-1, 1, 100)
+    for dtype, step, ok in ((np.float16, 5e-4, True), (np.float32, 5e-4, False)):
+        ref = reference.astype(dtype)
+        got = (reference + step).astype(dtype)
+        assert (compare_outputs({"y": ref}, {"y": got}) == []) is ok, dtype
+    ints = np.arange(5, dtype=np.int64)
+    assert compare_outputs({"i": ints}, {"i": ints + np.array([0, 0, 1, 0, 0])})
+
+
+def test_tolerance_guard_ignores_outputs_at_rounding_level() -> None:
+    # an output that is zero up to rounding (x - x) has no signal to compare noise against
+    reference = np.full(100, 1e-7, dtype=np.float32)
+    assert compare_outputs({"y": reference}, {"y": -reference}) == []

@@ -97,7 +97,7 @@ def _start_sleeping_run(tmp_path: pathlib.Path) -> tuple[subprocess.Popen[bytes]
     onnx.save(onnx.parser.parse_model(MODEL), model)
     marker = tmp_path / "marker"
     code = (
-        "import sys; sys.path[:0] = ['tests', '.']; import passes_for_tests; "
+        "import sys; sys.path[:0] = ['tests', '.']; import plugin_passes_for_tests; "
         "from irpass.cli import main; "
         f"sys.exit(main(['optimize', {str(model)!r}, '-o', {str(tmp_path / 'out')!r}, "
         f"'--passes', 't_sleep', '--report', {str(tmp_path / 'r.json')!r}]))"

@@ -53,7 +53,6 @@ import onnx_ir as ir
 
 from irpass.analysis import channel_rules
 from irpass.analysis.shapes import ValueInfo, inferred_values
-from irpass.pass_base import all_graphs
 
 __all__ = [
     "ChannelAnalysis",
@@ -223,22 +222,12 @@ class ChannelAnalysis:
         """Groups that must keep all their channels."""
         return [g for g in self.groups if g.fully_frozen]
 
-    def group_of(self, value: ir.Value, axis: int) -> ChannelGroup | None:
-        """The group holding ``value``'s ``axis`` (negative or non-negative), if any."""
+    def group_of(self, name: str, axis: int) -> ChannelGroup | None:
+        """The group holding tensor ``name``'s ``axis`` (counted from the end), if any."""
         for group in self.groups:
-            for tensor_axis in group.axes:
-                if tensor_axis.value is value and _same_axis(tensor_axis, axis):
-                    return group
+            if any(a.value.name == name and a.axis == axis for a in group.axes):
+                return group
         return None
-
-
-def _same_axis(tensor_axis: TensorAxis, axis: int) -> bool:
-    if axis < 0:
-        return tensor_axis.axis == axis
-    rank = tensor_axis.value.shape.rank() if tensor_axis.value.shape is not None else None
-    array = constant_array(tensor_axis.value) if rank is None else None
-    rank = array.ndim if array is not None else rank
-    return rank is not None and tensor_axis.axis == axis - rank
 
 
 @dataclasses.dataclass
@@ -621,7 +610,7 @@ def analyze_channels(
         progress: Called with the name of each graph analysed.
     """
     builder = _Builder(model, attention=attention, ignore=ignore)
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         if progress is not None:
             progress(graph.name or "main graph")
         builder.run_graph(graph)

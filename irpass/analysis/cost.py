@@ -184,7 +184,7 @@ def _constant_weight(node: ir.Node) -> tuple[int, int] | None:
         attr = node.attributes.get("value")
         if attr is None or attr.type != ir.AttributeType.TENSOR:
             return None
-        tensor = attr.as_tensor()
+        tensor = attr.value  # as_tensor() checks a Protocol: slow on big graphs
         return math.prod(tensor.shape.numpy()), tensor.nbytes
     if node.op_type == "ConstantOfShape" and node.inputs and node.inputs[0] is not None:
         shape_value = node.inputs[0].const_value
@@ -192,7 +192,7 @@ def _constant_weight(node: ir.Node) -> tuple[int, int] | None:
             return None
         count = math.prod(int(d) for d in shape_value.numpy().reshape(-1))
         attr = node.attributes.get("value")
-        itemsize = attr.as_tensor().dtype.itemsize if attr is not None else 4
+        itemsize = attr.value.dtype.itemsize if attr is not None else 4
         return count, int(count * itemsize)
     return None
 

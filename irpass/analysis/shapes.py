@@ -15,6 +15,11 @@ from collections.abc import Iterator
 
 import onnx
 import onnx_ir as ir
+
+# Private to onnx-ir, used on purpose: call_onnx_api (what its public ShapeInferencePass runs
+# on) infers on a proto without the large weights and restores the model; the public pass would
+# write the inferred shapes into the model, which an analysis must not touch, and a clone first
+# would cost what this module exists to avoid.
 from onnx_ir.passes.common import _c_api_utils
 
 __all__ = ["ValueInfo", "infer_shapes_proto", "inferred_values", "static_numel"]

@@ -116,13 +116,13 @@ def search_table(search: dict[str, Any]) -> Table:
     usable = [p for p in points if p.get("file_bytes") is not None and metric in p["metrics"]]
     front = {id(usable[i]) for i in pareto_front(
         [(float(p["file_bytes"]), float(p["metrics"][metric])) for p in usable])}
-    chosen = search.get("chosen", {}).get("levels")
+    chosen = search.get("chosen", {}).get("index")
     table = Table(title=esc(f"search ({len(points)} settings tried; "
                             f"{search.get('budget_described', '')})"))
     for column in ("setting", metric, "size", "est. cost", ""):
         table.add_column(esc(column), justify="left" if column in ("setting", "") else "right")
     for p in points:
-        is_chosen = p.get("levels") == chosen
+        is_chosen = p.get("index") == chosen
         if id(p) not in front and not is_chosen and p.get("phase") != "baseline":
             continue
         status = "chosen" if is_chosen else ("fits" if p.get("feasible") else "over budget")

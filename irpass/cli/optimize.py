@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import pathlib
 
+import numpy as np
 import onnx_ir as ir
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -16,7 +18,7 @@ from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
 from irpass.cli._markup import esc
 from irpass.cli._search import add_search_arguments, search_for, search_table
-from irpass.context import PassContext, limit_samples
+from irpass.context import FeedSource, PassContext, limit_samples
 from irpass.data import load_labels, open_data
 from irpass.diff import diff_models
 from irpass.errors import DataError, OutputError, PassFailedError, UsageError
@@ -75,15 +77,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--verify",
         choices=["each", "final", "none"],
         default="each",
-        help="numeric verification after each pass (default), once at the end, or never",
+        help="numeric verification after each pass (default), at the end of each run of "
+        "lossless passes, or never (structural checks only)",
     )
     parser.add_argument(
         "--on-failure",
         choices=["error", "rollback"],
-        default="error",
-        help="stop at a failing pass (default) or roll it back and continue",
+        default="rollback",
+        help="roll a failing pass back, warn and continue (default), or stop with an error",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for verification inputs")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first failing pass or hygiene violation (= --on-failure error; for CI)",
+    )
+    parser.add_argument(
+        "--input-shapes",
+        action="append",
+        metavar="NAME:DIMS,...",
+        help="verify with these input shapes instead of searching for sizes the model accepts, "
+        "e.g. images:1x3x640x640 (repeat the flag for more configurations)",
+    )
+    parser.add_argument(
+        "--verify-data",
+        help="verify with these inputs instead of generated ones (any data spec as for "
+        "--eval-data; the first two batches are used)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for verification inputs (seed and seed + 1)"
+    )
     parser.add_argument(
         "--freeze-inputs",
         action="store_true",
@@ -130,11 +152,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=["int8", "fp16", "fp32"],
         help="instead of the target's default precision (int8 needs --calib-data)",
-    )
-    target.add_argument(
-        "--input-shapes",
-        help="shapes of dynamic inputs, name:1x3x224x224,... (the shape fixed-shape targets "
-        "get; TensorRT's opt profile); default: the data's shapes with batch 1",
     )
     target.add_argument(
         "--max-shapes",
@@ -256,6 +273,7 @@ def _summary_tables(report: RunReport) -> list[Table]:
     for col in ("", "before", "after", "ratio"):
         totals.add_column(col, justify="left" if not col else "right")
     for key, fmt in (
+        ("file_bytes", fmt_bytes),
         ("nodes", fmt_count),
         ("params", fmt_count),
         ("weight_bytes", fmt_bytes),
@@ -263,13 +281,24 @@ def _summary_tables(report: RunReport) -> list[Table]:
         ("peak_activation_bytes", fmt_bytes),
     ):
         b, a = report.before.get(key), report.after.get(key)
-        totals.add_row(key.replace("_", " "), fmt(b), fmt(a), fmt_ratio(b, a))
+        label = key.replace("_", " ")
+        at = report.cost_at_shapes
+        if key in ("macs", "peak_activation_bytes") and at.get("after"):
+            b, a = at["before"].get(key), at["after"].get(key)
+            label += " *"
+        totals.add_row(label, fmt(b), fmt(a), fmt_ratio(b, a))
     if report.metrics_before and report.metrics_after:
         for key, value in report.metrics_after.items():
             before = report.metrics_before.get(key)
             before_text = f"{before:.4g}" if before is not None else "-"
             totals.add_row(esc(key), before_text, f"{value:.4g}", "")
     totals.add_row("time", "", f"{report.seconds:.2f}s", "")
+    if report.cost_at_shapes.get("after"):
+        shapes = ", ".join(
+            f"{name}:{'x'.join(map(str, dims))}"
+            for name, dims in report.cost_at_shapes["shapes"].items()
+        )
+        totals.caption = f"* for inputs {shapes} (verification shapes; set with --input-shapes)"
     return [passes, totals]
 
 
@@ -277,9 +306,9 @@ def run(args: argparse.Namespace) -> int:
     """Load, optimize with verification, write outputs atomically, print the summary."""
     if args.target is not None:
         return _run_target(args)
-    if args.precision or args.input_shapes or args.max_shapes or args.no_engine:
+    if args.precision or args.max_shapes or args.no_engine:
         raise UsageError(
-            "--precision, --input-shapes, --max-shapes and --no-engine need --target",
+            "--precision, --max-shapes and --no-engine need --target",
             hint="see `irpass targets`",
         )
     input_path = pathlib.Path(args.model)
@@ -311,10 +340,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shapes(text: str | None, model_path: str) -> dict[str, tuple[int, ...]] | None:
-    if not text:
-        return None
-    return parse_input_shapes(text, load_model(model_path))
+def _shapes(texts: list[str] | str | None, model_path: str) -> list[dict[str, tuple[int, ...]]]:
+    if not texts:
+        return []
+    model = load_model(model_path)
+    return [parse_input_shapes(text, model) for text in ([texts] if isinstance(texts, str)
+                                                          else texts)]
 
 
 def _run_target(args: argparse.Namespace) -> int:
@@ -337,6 +368,8 @@ def _run_target(args: argparse.Namespace) -> int:
         def on_step(label: str, index: int) -> None:
             progress.update(task, description=esc(f"pass {index}: {label}"))
 
+        # the first --input-shapes configuration is the target's (fixed / opt) shape
+        shapes = _shapes(args.input_shapes, args.model)
         result = optimize(
             args.model,
             args.target,
@@ -346,12 +379,14 @@ def _run_target(args: argparse.Namespace) -> int:
             labels=args.labels,
             passes=args.passes,
             precision=args.precision,
-            input_shapes=_shapes(args.input_shapes, args.model),
-            max_shapes=_shapes(args.max_shapes, args.model),
+            input_shapes=shapes[0] if shapes else None,
+            max_shapes=next(iter(_shapes(args.max_shapes, args.model)), None),
+            verify_shapes=shapes or None,
+            verify_data=args.verify_data,
             out_dir=args.output,
             report_path=args.report,
             verify=args.verify,
-            on_failure=args.on_failure,
+            on_failure="error" if args.strict else args.on_failure,
             seed=args.seed,
             freeze_inputs=args.freeze_inputs,
             allow_custom_ops=args.allow_custom_ops,
@@ -403,6 +438,7 @@ def _optimize(
     args: argparse.Namespace, input_path: pathlib.Path, model: ir.Model, outputs: Outputs
 ) -> RunReport:
     """Run the pipeline; the optimized model is saved into the staging folder."""
+    input_bytes = _file_bytes([input_path, *external_data_paths(model)])
     context = PassContext(seed=args.seed)
     verification_feeds = None
     if args.labels and not args.eval_data:
@@ -414,7 +450,10 @@ def _optimize(
         context.evaluation_data = data
         context.labels = labels
         context.evaluator = Evaluator(model, data, labels)
-        verification_feeds = [dict(next(iter(data())))]
+        verification_feeds = _first_batches(data)
+    if args.verify_data:
+        verification_feeds = _first_batches(open_data(args.verify_data, model, seed=args.seed))
+    input_shapes = [parse_input_shapes(text, model) for text in args.input_shapes or ()]
     if args.calib_data:
         if args.calib_samples < 1:
             raise DataError(
@@ -427,11 +466,12 @@ def _optimize(
     plan = outputs.plan
     options = RunOptions(
         verify=args.verify,
-        seeds=(args.seed,),
+        seeds=(args.seed, args.seed + 1),
         feeds=verification_feeds,
+        input_shapes=input_shapes or None,
         dump_dir=plan.staged(outputs.dump_dir) if outputs.dump_dir is not None else None,
         reproducer_dir=outputs.reproducer_dir,
-        on_failure=args.on_failure,
+        on_failure="error" if args.strict else args.on_failure,
         allow_custom_ops=args.allow_custom_ops,
     )
     pipeline = DEFAULT_PIPELINE if args.passes is None else args.passes
@@ -473,5 +513,16 @@ def _optimize(
     if search is not None:
         result.report.search = search.to_dict()
     result.report.output = str(outputs.model)
-    save_model(result.model, plan.staged(outputs.model))
+    written = save_model(result.model, plan.staged(outputs.model))
+    result.report.before["file_bytes"] = input_bytes
+    result.report.after["file_bytes"] = _file_bytes(written)
     return result.report
+
+
+def _first_batches(data: FeedSource, count: int = 2) -> list[dict[str, np.ndarray]]:
+    """The first ``count`` feeds of a data source (verification inputs)."""
+    return [dict(feed) for feed in itertools.islice(iter(data()), count)]
+
+
+def _file_bytes(paths: list[pathlib.Path]) -> int:
+    return sum(p.stat().st_size for p in paths if p.is_file())

@@ -42,8 +42,8 @@ def search_section(search: Mapping[str, Any] | None) -> str:
         return ""
     points = [p for p in as_list(search.get("points")) if isinstance(p, dict)]
     metric = str(search.get("budget_metric") or "")
-    chosen_levels = as_dict(search.get("chosen")).get("levels")
-    chosen = next((i for i, p in enumerate(points) if p.get("levels") == chosen_levels), None)
+    chosen_index = as_dict(search.get("chosen")).get("index")
+    chosen = next((i for i, p in enumerate(points) if p.get("index") == chosen_index), None)
     threshold = num(search.get("threshold"))
     timed = any(num(p.get("latency_ms")) is not None for p in points)
     x_key, x_title = ("latency_ms", "latency (ms)") if timed else (

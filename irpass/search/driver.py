@@ -24,6 +24,7 @@ from irpass.manager import PipelineRunner, RunOptions
 from irpass.pipeline import format_pipeline
 from irpass.search.budget import Budget, parse_budget
 from irpass.search.executors import Executor, make_executor
+from irpass.search.layers import prune_layer_probes
 from irpass.search.objective import OBJECTIVES, precision_costs_for
 from irpass.search.search import SearchOptions, SearchResult, prepared_model_file, run_search
 from irpass.search.space import default_knobs, split_lossless_prefix
@@ -114,7 +115,8 @@ def search_pipeline(
             options = SearchOptions(objective=objective, budget_seconds=budget_seconds,
                                     max_candidates=max_candidates)
             result = run_search(space, settings, parsed, runner, options=options,
-                                has_labels=labels is not None, progress=progress)
+                                has_labels=labels is not None, progress=progress,
+                                layer_probes=lambda knob: prune_layer_probes(prepared, knob))
     finally:
         if isinstance(executor, str):
             runner.close()

@@ -36,9 +36,11 @@ import onnx_ir as ir
 
 from irpass.bench import measure_latency
 from irpass.ir import load_model, save_model
+from irpass.pipeline import format_pipeline
 from irpass.search.budget import Budget
 from irpass.search.executors import Executor
-from irpass.search.space import SearchSpace
+from irpass.search.layers import PROBE_RATIO, LayerProbe, per_layer_knob, probe_step
+from irpass.search.space import Knob, SearchSpace
 from irpass.search.worker import CandidateJob, CandidateResult, EvalSettings, evaluate_candidate
 
 __all__ = ["SearchOptions", "SearchPoint", "SearchResult", "run_search"]
@@ -74,6 +76,7 @@ class SearchPoint:
     result: CandidateResult
     description: str
     phase: str
+    index: int = 0
     feasible: bool = False
     slack: float = float("-inf")
     cost: float | None = None
@@ -95,7 +98,8 @@ class SearchPoint:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (also what the report's Pareto plot reads)."""
         data = self.result.to_dict()
-        data.update(description=self.description, phase=self.phase, feasible=self.feasible,
+        data.update(index=self.index, description=self.description, phase=self.phase,
+                    feasible=self.feasible,
                     slack=None if math.isinf(self.slack) else self.slack, cost=self.cost,
                     latency_ms=self.latency_ms)
         return data
@@ -152,6 +156,9 @@ class SearchResult:
         }
 
 
+Candidate = tuple[str, str, Levels]  # pipeline text, description, levels in the space
+
+
 class _Search:
     def __init__(
         self,
@@ -162,6 +169,7 @@ class _Search:
         executor: Executor,
         progress: Progress | None,
         has_labels: bool,
+        layer_probes: LayerProbeFn | None,
     ) -> None:
         self.space = space
         self.settings = settings
@@ -170,37 +178,43 @@ class _Search:
         self.executor = executor
         self.progress = progress
         self.has_labels = has_labels
-        self.points: dict[Levels, SearchPoint] = {}
-        self.order: list[Levels] = []
+        self.layer_probes = layer_probes
+        self.points: dict[str, SearchPoint] = {}  # by pipeline text: one evaluation each
         self.started = time.perf_counter()
         self.stopped_early = False
         self.baseline_metrics: dict[str, float] = {}
-        self._models: dict[Levels, bytes] = {}
+        self._models: dict[str, bytes] = {}
 
     # ------------------------------------------------------------------ evaluation
     def _out_of_time(self) -> bool:
         limit = self.options.budget_seconds
         return limit is not None and time.perf_counter() - self.started > limit
 
-    def evaluate(self, candidates: Sequence[Levels], phase: str) -> list[SearchPoint]:
+    def at(self, levels: Levels) -> Candidate:
+        return self.space.pipeline(levels), self.space.describe(levels), levels
+
+    def evaluate(self, candidates: Sequence[Candidate], phase: str) -> list[SearchPoint]:
         """Evaluate the candidates not seen yet (one parallel batch); return all of them."""
-        fresh = [c for c in dict.fromkeys(candidates) if c not in self.points]
+        fresh = list({c[0]: c for c in candidates if c[0] not in self.points}.values())
         room = self.options.max_candidates - len(self.points)
         if fresh and (room <= 0 or (self.points and self._out_of_time())):
             self.stopped_early = True
             fresh = []
-        fresh = fresh[: max(0, room)]
+        if len(fresh) > max(0, room):
+            self.stopped_early = True
+            fresh = fresh[: max(0, room)]
         if fresh:
             if self.progress is not None:
                 self.progress(f"{phase}: {len(fresh)} setting(s), {len(self.points)} done")
-            jobs = [CandidateJob(c, self.space.pipeline(c), self.settings) for c in fresh]
-            for levels, result in zip(fresh, self.executor.map(evaluate_candidate, jobs),
-                                      strict=True):
-                self._record(levels, result, phase)
-        return [self.points[c] for c in candidates if c in self.points]
+            jobs = [CandidateJob(levels, pipeline, self.settings)
+                    for pipeline, _, levels in fresh]
+            results = self.executor.map(evaluate_candidate, jobs)
+            for (_, description, _), result in zip(fresh, results, strict=True):
+                self._record(description, result, phase)
+        return [self.points[c[0]] for c in candidates if c[0] in self.points]
 
-    def _record(self, levels: Levels, result: CandidateResult, phase: str) -> None:
-        point = SearchPoint(result, self.space.describe(levels), phase)
+    def _record(self, description: str, result: CandidateResult, phase: str) -> None:
+        point = SearchPoint(result, description, phase, index=len(self.points))
         if result.ok:
             if not self.baseline_metrics:  # the first point recorded is the baseline
                 self.baseline_metrics = dict(result.metrics)
@@ -209,96 +223,156 @@ class _Search:
             point.slack = self.budget.slack(self.baseline_metrics, result.metrics)
             point.cost = result.cost
             if result.model_bytes is not None and point.feasible:
-                self._models[levels] = result.model_bytes
+                self._models[result.pipeline] = result.model_bytes
         result.model_bytes = None  # reports and results stay small
-        self.points[levels] = point
-        self.order.append(levels)
+        self.points[result.pipeline] = point
+
+    def lookup(self, levels: Levels) -> SearchPoint | None:
+        return self.points.get(self.space.pipeline(levels))
 
     # ------------------------------------------------------------------ strategy
+    def _ranking(self) -> str:
+        return "cost" if self.options.objective == "latency" else self.options.objective
+
     def best(self, points: Sequence[SearchPoint]) -> SearchPoint | None:
         feasible = [p for p in points if p.feasible]
         if not feasible:
             return None
-        ranking = "cost" if self.options.objective == "latency" else self.options.objective
-        return min(feasible, key=lambda p: (p.objective(ranking), -p.slack, p.result.levels))
+        ranking = self._ranking()
+        return min(feasible, key=lambda p: (p.objective(ranking), -p.slack, p.index))
+
+    def _singles(self, k: int) -> list[Candidate]:
+        n = len(self.space.knobs)
+        return [self.at(tuple(level if i == k else 0 for i in range(n)))
+                for level in range(1, self.space.knobs[k].levels + 1)]
 
     def run(self) -> SearchResult:
         knobs = self.space.knobs
         zero: Levels = tuple(0 for _ in knobs)
-        baseline = self.evaluate([zero], "baseline")
+        baseline = self.evaluate([self.at(zero)], "baseline")
         if not baseline or not baseline[0].result.ok:
             error = baseline[0].result.error if baseline else "not evaluated"
             raise RuntimeError(f"the model without lossy passes cannot be evaluated: {error}")
         base = baseline[0]
         base.feasible = True
-        current = base
+        names = [k.name for k in knobs]
         if knobs:
-            singles = [tuple(level if i == k else 0 for i in range(len(knobs)))
-                       for k, knob in enumerate(knobs) for level in range(1, knob.levels + 1)]
-            self.evaluate(singles, "sensitivity")
-            start = tuple(self._highest_alone(k) for k in range(len(knobs)))
-            current = self._combine(start) or base
-            current = self._climb(current)
+            self.evaluate([c for k in range(len(knobs)) for c in self._singles(k)],
+                          "sensitivity")
+            self._per_layer()
+            names = [k.name for k in self.space.knobs]
+            start = tuple(self._highest_alone(k) for k in range(len(self.space.knobs)))
+            current = self._combine(start)
+            if current is not None:
+                self._climb(current)
         chosen = self._finalize(base)
         return SearchResult(
             budget=self.budget,
             objective=self.options.objective,
-            knobs=[k.name for k in knobs],
+            knobs=names,
             baseline=base,
-            points=[self.points[c] for c in self.order],
+            points=sorted(self.points.values(), key=lambda p: p.index),
             chosen=chosen,
             stopped_early=self.stopped_early,
             seconds=time.perf_counter() - self.started,
         )
 
+    def _per_layer(self) -> None:
+        """Replace a pruning knob by per-layer ratios from each group's sensitivity alone.
+
+        The per-layer knob is kept when it fits the budget at a setting at least as cheap as
+        the global knob's best; otherwise the global knob stays.
+        """
+        if self.layer_probes is None:
+            return
+        for k, knob in enumerate(self.space.knobs):
+            if knob.pass_name != "prune" or knob.option != "ratio" or knob.variants:
+                continue
+            probes = self.layer_probes(knob)
+            if len(probes) < 2:
+                continue
+            n = len(self.space.knobs)
+            zero = tuple(0 for _ in range(n))
+            prefix = [s for s in (self.space.knobs[i].step(0) for i in range(n)) if s]
+            candidates = []
+            for probe in probes:
+                steps = [*prefix, probe_step(knob, probe), *self.space.tail]
+                candidates.append((format_pipeline(steps), f"{knob.pass_name} group "
+                                   f"{probe.group} ({probe.label}) alone at {PROBE_RATIO}",
+                                   zero))
+            probed = self.evaluate(candidates, "layer sensitivity")
+            if len(probed) != len(probes) or not all(p.result.ok for p in probed):
+                continue
+            # what each group costs alone, in the budget's metric and direction (a group
+            # whose pruning happens to help costs nothing)
+            base_slack = self.budget.slack(self.baseline_metrics, self.baseline_metrics)
+            drops = [max(0.0, base_slack - p.slack) for p in probed]
+            global_best = self.best([p for c in self._singles(k)
+                                     if (p := self.points.get(c[0])) is not None])
+            knobs = list(self.space.knobs)
+            knobs[k] = per_layer_knob(knob, probes, drops)
+            layered = dataclasses.replace(self.space, knobs=tuple(knobs))
+            previous, self.space = self.space, layered
+            layered_best = self.best(self.evaluate(self._singles(k), "per-layer sensitivity"))
+            ranking = self._ranking()
+            if layered_best is None or (global_best is not None and global_best.objective(
+                    ranking) < layered_best.objective(ranking)):
+                self.space = previous
+
     def _highest_alone(self, k: int) -> int:
         best = 0
         for level in range(1, self.space.knobs[k].levels + 1):
-            levels = tuple(level if i == k else 0 for i in range(len(self.space.knobs)))
-            point = self.points.get(levels)
+            point = self.lookup(tuple(level if i == k else 0
+                                      for i in range(len(self.space.knobs))))
             if point is not None and point.feasible:
                 best = level
         return best
 
-    def _combine(self, start: Levels) -> SearchPoint | None:
+    def _combine(self, start: Levels) -> Levels | None:
         current = start
         while any(current):
-            point = self.evaluate([current], "combine")
+            point = self.evaluate([self.at(current)], "combine")
             if not point:
                 return None
             if point[0].feasible:
-                return point[0]
+                return current
             downs = [tuple(lv - 1 if i == k else lv for i, lv in enumerate(current))
                      for k in range(len(current)) if current[k] > 0]
-            tried = self.evaluate(downs, "back off")
-            if not tried:
+            tried = self.evaluate([self.at(d) for d in downs], "back off")
+            if len(tried) != len(downs):
                 return None
+            by_point = dict(zip([id(p) for p in tried], downs, strict=True))
             best = self.best(tried)
             if best is not None:
-                return best
+                return by_point[id(best)]
             ok = [p for p in tried if p.result.ok]
             if not ok:
                 return None
-            current = max(ok, key=lambda p: (p.slack, [-x for x in p.result.levels])).result.levels
+            current = by_point[id(max(ok, key=lambda p: (p.slack, -p.index)))]
         return None
 
-    def _climb(self, current: SearchPoint) -> SearchPoint:
-        ranking = "cost" if self.options.objective == "latency" else self.options.objective
+    def _climb(self, current: Levels) -> Levels:
+        ranking = self._ranking()
         while True:
-            levels = current.result.levels
-            ups = [tuple(lv + 1 if i == k else lv for i, lv in enumerate(levels))
-                   for k, knob in enumerate(self.space.knobs) if levels[k] < knob.levels]
-            best = self.best(self.evaluate(ups, "climb"))
-            if best is None or best.objective(ranking) >= current.objective(ranking):
+            here = self.lookup(current)
+            ups = [tuple(lv + 1 if i == k else lv for i, lv in enumerate(current))
+                   for k, knob in enumerate(self.space.knobs) if current[k] < knob.levels]
+            tried = self.evaluate([self.at(u) for u in ups], "climb")
+            if len(tried) != len(ups) or here is None:
                 return current
-            current = best
+            best = self.best(tried)
+            if best is None or best.objective(ranking) >= here.objective(ranking):
+                return current
+            current = dict(zip([id(p) for p in tried], ups, strict=True))[id(best)]
 
     def _finalize(self, base: SearchPoint) -> SearchPoint:
-        feasible = [self.points[c] for c in self.order if self.points[c].feasible]
+        feasible = [p for p in sorted(self.points.values(), key=lambda p: p.index)
+                    if p.feasible]
         if self.options.objective != "latency":
             return self.best(feasible) or base
-        ranked = sorted((p for p in feasible if p is not base and p.result.levels in self._models),
-                        key=lambda p: (p.objective("cost"), p.result.levels))
+        ranked = sorted((p for p in feasible
+                         if p is not base and p.result.pipeline in self._models),
+                        key=lambda p: (p.objective("cost"), p.index))
         finalists = ranked[: self.options.latency_finalists]
         if not finalists:
             return base
@@ -307,27 +381,30 @@ class _Search:
         with tempfile.TemporaryDirectory(prefix="irpass-search-") as tmp:
             paths = {"baseline": self.settings.model.local_path()}
             for point in finalists:
-                path = pathlib.Path(tmp) / f"{'-'.join(map(str, point.result.levels))}.onnx"
-                path.write_bytes(self._models[point.result.levels])
-                paths[point.description] = str(path)
+                path = pathlib.Path(tmp) / f"candidate-{point.index}.onnx"
+                path.write_bytes(self._models[point.result.pipeline])
+                paths[f"#{point.index}"] = str(path)
             report = measure_latency(paths, repeats=30, warmup=3, seed=self.settings.seed)
         base.latency_ms = report.stats["baseline"].median_ms
         winner = base
         for point in finalists:
-            point.latency_ms = report.stats[point.description].median_ms
-            faster = report.ratio("baseline", point.description) < 1.0 and report.is_real(
-                "baseline", point.description)
+            key = f"#{point.index}"
+            point.latency_ms = report.stats[key].median_ms
+            faster = report.ratio("baseline", key) < 1.0 and report.is_real("baseline", key)
             if faster and (winner is base or point.latency_ms < (winner.latency_ms or math.inf)):
                 winner = point
         if winner is base:
             # nothing measurably faster: never ship a slower model, prefer the smallest of the
             # finalists that is not measurably slower
             not_slower = [p for p in finalists
-                          if not (report.ratio("baseline", p.description) > 1.0
-                                  and report.is_real("baseline", p.description))]
+                          if not (report.ratio("baseline", f"#{p.index}") > 1.0
+                                  and report.is_real("baseline", f"#{p.index}"))]
             if not_slower:
-                winner = min(not_slower, key=lambda p: (p.objective("size"), p.result.levels))
+                winner = min(not_slower, key=lambda p: (p.objective("size"), p.index))
         return winner
+
+
+LayerProbeFn = Callable[[Knob], list[LayerProbe]]
 
 
 def run_search(
@@ -339,12 +416,18 @@ def run_search(
     options: SearchOptions | None = None,
     has_labels: bool = False,
     progress: Progress | None = None,
+    layer_probes: LayerProbeFn | None = None,
 ) -> SearchResult:
-    """Search ``space`` for the cheapest setting within ``budget`` (see the module docstring)."""
+    """Search ``space`` for the cheapest setting within ``budget`` (see the module docstring).
+
+    ``layer_probes`` lists the prunable groups of a pruning knob (see
+    :mod:`irpass.search.layers`); with it, pruning ratios are also searched per layer.
+    """
     options = options or SearchOptions()
     if options.objective == "latency" and not settings.return_model:
         settings = dataclasses.replace(settings, return_model=True)
-    search = _Search(space, settings, budget, options, executor, progress, has_labels)
+    search = _Search(space, settings, budget, options, executor, progress, has_labels,
+                     layer_probes)
     return search.run()
 
 

@@ -23,7 +23,7 @@ from irpass.pipeline import OptionValue, Step, expand_presets, format_pipeline, 
 __all__ = ["Knob", "SearchSpace", "default_knobs", "split_lossless_prefix"]
 
 #: Levels tried for passes that take a fraction (pruning ratio, low-rank parameter ratio).
-RATIO_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+RATIO_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 #: Options the search varies when a pass of that name is a knob: (option, levels from gentle
 #: to aggressive). quantize's ``max_drop`` is its own fallback budget (top-1 disagreement on
@@ -47,10 +47,15 @@ class Knob:
     option: str | None
     values: tuple[OptionValue, ...]
     fixed: tuple[tuple[str, OptionValue], ...] = ()
+    #: Per level, several options at once (e.g. a ratio and the per-layer ratios behind it);
+    #: ``values`` then only name the levels.
+    variants: tuple[tuple[tuple[str, OptionValue], ...], ...] = ()
 
     @property
     def levels(self) -> int:
         """Number of levels besides 0 (off)."""
+        if self.variants:
+            return len(self.variants)
         return len(self.values) if self.option is not None else 1
 
     def step(self, level: int) -> Step | None:
@@ -60,7 +65,9 @@ class Knob:
         if not 1 <= level <= self.levels:
             raise ValueError(f"knob {self.name} has levels 0..{self.levels}, not {level}")
         options = dict(self.fixed)
-        if self.option is not None:
+        if self.variants:
+            options.update(self.variants[level - 1])
+        elif self.option is not None:
             options[self.option] = self.values[level - 1]
         return Step(self.pass_name, tuple(options.items()))
 

@@ -48,6 +48,7 @@ __all__ = [
     "input_hints",
     "input_specs",
     "make_feeds",
+    "overridable_inputs",
     "parse_input_shapes",
     "real_inputs",
     "register_value_rule",
@@ -384,17 +385,40 @@ def _spatial_axes(dims: Sequence[Any]) -> set[int]:
     return set()
 
 
-def input_specs(model: ir.Model) -> list[InputSpec]:
-    """The real inputs with dimension keys and value hints (see :func:`input_hints`)."""
+def overridable_inputs(model: ir.Model) -> list[ir.Value]:
+    """Float graph inputs with a default value (an initializer), for IR >= 4 models.
+
+    Feeding them random values makes a rewrite that froze one into a constant show up; integer
+    ones keep their defaults (they are often shapes). IR < 4 lists every weight as an input.
+    """
+    if model.ir_version < 4:
+        return []
+    graph = model.graph
+    return [
+        v
+        for v in graph.inputs
+        if v.name in graph.initializers and v.dtype is not None and v.dtype.is_floating_point()
+    ]
+
+
+def input_specs(model: ir.Model, overridable: bool = False) -> list[InputSpec]:
+    """The inputs to feed, with dimension keys and value hints (see :func:`input_hints`).
+
+    With ``overridable``, float inputs that have a default value are included
+    (:func:`overridable_inputs`).
+    """
     hints = input_hints(model)
     specs = []
-    for value in real_inputs(model.graph):
+    values = real_inputs(model.graph) + (overridable_inputs(model) if overridable else [])
+    for value in values:
         name = value.name or ""
         dtype = value.dtype.numpy() if value.dtype is not None else np.dtype(np.float32)
         dims: list[Any] = []
         for axis, dim in enumerate(value.shape if value.shape is not None else []):
             if isinstance(dim, int) and dim >= 0:
                 dims.append(dim)
+            elif value.const_value is not None:
+                dims.append(int(value.const_value.shape.numpy()[axis]))
             elif isinstance(dim, ir.SymbolicDim) and dim.value and _NAMED.match(dim.value):
                 dims.append(str(dim.value))
             else:
@@ -669,6 +693,7 @@ def find_feeds(
     *,
     seeds: Sequence[int] = (0, 1),
     input_shapes: Sequence[Mapping[str, Sequence[int]]] = (),
+    overridable: bool = False,
 ) -> FeedPlan:
     """Find feeds the model runs with: at least two configurations when it has symbolic dims.
 
@@ -676,13 +701,14 @@ def find_feeds(
     ONNX Runtime refuses it. ``input_shapes`` (from ``--input-shapes``; one mapping per
     configuration) replaces the search for the dimensions it binds; with a single mapping a
     second configuration with a larger batch is still tried. Each configuration is paired with
-    a seed (configurations and seeds cycle until both are covered).
+    a seed (configurations and seeds cycle until both are covered). ``overridable`` also feeds
+    float inputs that have a default value (:func:`overridable_inputs`).
 
     Raises:
         UnsupportedModelError: no generated feed runs; the message names the inputs with what
             was tried, the hint points to ``--input-shapes`` and ``--verify-data``.
     """
-    specs = input_specs(model)
+    specs = input_specs(model, overridable=overridable)
     infos = _dim_infos(specs)
     stride = total_stride(model)
     seeds = list(seeds) or [0]

@@ -90,14 +90,7 @@ def make_session(
     providers = ["CPUExecutionProvider"]
     try:
         if isinstance(model, ir.Model):
-            if initializer_bytes(model) > PROTOBUF_LIMIT:
-                tmp = tempfile.TemporaryDirectory()
-                path = pathlib.Path(tmp.name) / "model.onnx"
-                save_model(model, path, external_data=True)
-                session = ort.InferenceSession(str(path), options, providers=providers)
-                session._irpass_tmp = tmp  # type: ignore[attr-defined]  # keep files alive
-                return session
-            model = to_proto(model)
+            return _session_sharing_weights(model, options, providers)
         if isinstance(model, onnx.ModelProto):
             model = model.SerializeToString()
         if isinstance(model, pathlib.Path):
@@ -112,6 +105,57 @@ def make_session(
             hint="the model must load in ONNX Runtime (CPU) for irpass to verify it; --verify "
             "none skips that",
         ) from exc
+
+
+#: Main-graph weights above this size reach ONNX Runtime as shared buffers, not serialized.
+_SHARED_WEIGHT_BYTES = 1024
+_IN_MEMORY = "irpass-in-memory"
+
+
+def _session_sharing_weights(
+    model: ir.Model, options: ort.SessionOptions, providers: list[str]
+) -> ort.InferenceSession:
+    """A session whose large weights are the model's own buffers: nothing copied or serialized.
+
+    The graph is serialized with each large main-graph initializer as an external-data
+    placeholder, and ONNX Runtime receives the arrays through
+    ``SessionOptions.add_external_initializers`` (OrtValues sharing the numpy memory). This
+    makes a session per verification cheap and works for models above the 2 GB protobuf limit.
+    Weight prepacking is off (it would copy every weight for a session used a few times).
+    """
+    shared: list[tuple[ir.Value, ir.TensorProtocol, np.ndarray]] = []
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if tensor is None or tensor.nbytes <= _SHARED_WEIGHT_BYTES:
+            continue
+        if not value.uses() or value.is_graph_output() or value.is_graph_input():
+            continue  # ORT drops unused initializers and then cannot replace them
+        if tensor.dtype in (ir.DataType.STRING, ir.DataType.UNDEFINED):
+            continue
+        array = np.ascontiguousarray(tensor.numpy())
+        if array.dtype.kind not in "biuf":
+            continue
+        shared.append((value, tensor, array))
+    try:
+        for value, tensor, _ in shared:
+            shape = ir.Shape(tensor.shape.numpy())
+            value.const_value = ir.ExternalTensor(
+                _IN_MEMORY, 0, tensor.nbytes, tensor.dtype, shape=shape, name=value.name or ""
+            )
+        proto = ir.to_proto(model)  # onnx-ir's: irpass.ir.to_proto would inline the data
+    finally:
+        for value, tensor, _ in shared:
+            value.const_value = tensor
+    names = [value.name or "" for value, _, _ in shared]
+    arrays = [array for _, _, array in shared]
+    if names:
+        options.add_external_initializers(
+            names, [ort.OrtValue.ortvalue_from_numpy(array) for array in arrays]
+        )
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers)
+    session._irpass_buffers = arrays  # type: ignore[attr-defined]  # keep the memory alive
+    return session
 
 
 _ORT_TO_NUMPY = {

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from irpass.pass_base import all_graphs
-
 __all__ = ["WEIGHT_SLOTS", "count_nodes", "is_onnx_domain"]
 
 #: Inputs that hold learned parameters, by (op_type): input indices. A constant subgraph that
@@ -42,4 +40,4 @@ def is_onnx_domain(domain: str) -> bool:
 
 def count_nodes(model: ir.Model) -> int:
     """Number of nodes in the main graph and every subgraph."""
-    return sum(len(graph) for graph in all_graphs(model))
+    return sum(len(graph) for graph in model.graphs())

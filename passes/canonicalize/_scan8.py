@@ -26,8 +26,6 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from irpass.pass_base import all_graphs
-
 from ._common import is_onnx_domain
 
 __all__ = ["Scan8Refusal", "ScanPlan", "finish", "prepare"]
@@ -61,7 +59,7 @@ def _batch_size(node: ir.Node) -> int | None:
 def _scan8_nodes(model: ir.Model) -> list[ir.Node]:
     return [
         node
-        for graph in all_graphs(model)
+        for graph in model.graphs()
         for node in graph
         if node.op_type == "Scan" and is_onnx_domain(node.domain)
     ]
@@ -74,7 +72,7 @@ def prepare(model: ir.Model) -> list[ScanPlan]:
         Scan8Refusal: a Scan has ``sequence_lens`` or a batch size that is not statically 1.
     """
     nodes = _scan8_nodes(model)
-    taken = {node.name for graph in all_graphs(model) for node in graph if node.name}
+    taken = {node.name for graph in model.graphs() for node in graph if node.name}
     plans = []
     for index, node in enumerate(nodes):
         if node.inputs and node.inputs[0] is not None:
@@ -116,7 +114,7 @@ def _axes_operand(graph: ir.Graph, before: ir.Node, target: int) -> ir.Value | N
 
 def _unique_names(model: ir.Model) -> set[str]:
     names: set[str] = set()
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         names.update(v.name for v in graph.inputs if v.name)
         names.update(graph.initializers)
         for node in graph:

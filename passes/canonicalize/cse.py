@@ -30,7 +30,8 @@ from typing import Any
 
 import onnx_ir as ir
 
-from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.ir import KNOWN_DOMAINS
+from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
 from ._common import is_onnx_domain
@@ -50,7 +51,6 @@ _RANDOM_OPS = frozenset(
         "Dropout",
     }
 )
-_KNOWN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
 #: Subgraphs and tensor lists are not compared (equal bodies are rare; comparing is costly).
 _UNCOMPARED_ATTRIBUTES = frozenset(
     {
@@ -105,7 +105,7 @@ def _attribute_key(attr: ir.Attr, max_elements: int) -> Any:
 
 
 def _node_key(node: ir.Node, max_elements: int) -> tuple[Any, ...] | None:
-    if node.domain not in _KNOWN_DOMAINS:
+    if node.domain not in KNOWN_DOMAINS:
         return None
     if is_onnx_domain(node.domain) and node.op_type in _RANDOM_OPS:
         return None
@@ -182,7 +182,7 @@ class EliminateCommonSubexpressionsPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Merge duplicates graph by graph."""
         merged = 0
-        for graph in list(all_graphs(model)):
+        for graph in list(model.graphs()):
             merged += _cse_graph(graph, self.options.max_tensor_elements)
         for function in model.functions.values():
             merged += _cse_graph(function, self.options.max_tensor_elements)

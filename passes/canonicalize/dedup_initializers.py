@@ -25,7 +25,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import IrpassPass
 from irpass.registry import register
 
 __all__ = ["DeduplicateInitializersPass"]
@@ -96,7 +96,7 @@ class DeduplicateInitializersPass(IrpassPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Deduplicate the initializers of every graph."""
-        merged = sum(_dedup_graph(graph) for graph in list(all_graphs(model)))
+        merged = sum(_dedup_graph(graph) for graph in list(model.graphs()))
         if merged:
             self.stats["initializers_merged"] += merged
         return ir.passes.PassResult(model, modified=merged > 0)

@@ -24,7 +24,7 @@ from onnx_ir.passes.common import (
     RemoveUnusedOpsetsPass,
 )
 
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import IrpassPass
 from irpass.registry import register
 
 from ._common import count_nodes
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 def _remove_unused_subgraph_initializers(model: ir.Model) -> int:
     removed = 0
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         if graph is model.graph:
             continue
         keep = set(graph.inputs) | set(graph.outputs)
@@ -58,7 +58,7 @@ class EliminateDeadPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Dead-code elimination that keeps the model's signature."""
         nodes = count_nodes(model)
-        initializers = sum(len(g.initializers) for g in all_graphs(model))
+        initializers = sum(len(g.initializers) for g in model.graphs())
         functions = len(model.functions)
         opsets = len(model.opset_imports)
         modified = RemoveUnusedNodesPass()(model).modified
@@ -68,7 +68,7 @@ class EliminateDeadPass(IrpassPass):
         modified = modified or removed_sub > 0
         for key, count in (
             ("nodes", nodes - count_nodes(model)),
-            ("initializers", initializers - sum(len(g.initializers) for g in all_graphs(model))),
+            ("initializers", initializers - sum(len(g.initializers) for g in model.graphs())),
             ("functions", functions - len(model.functions)),
             ("opset_imports", opsets - len(model.opset_imports)),
         ):

@@ -32,7 +32,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import IrpassPass
 from irpass.registry import register
 
 from ._common import is_onnx_domain
@@ -140,9 +140,9 @@ class EliminateIdentityPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Turn removable Dropouts into Identity, then eliminate Identity nodes."""
         from_dropout: set[ir.Node] = set()
-        for graph in list(all_graphs(model)):
+        for graph in list(model.graphs()):
             from_dropout |= _dropouts_to_identity(graph, self.stats)
-        graphs: list[ir.Graph | ir.Function] = [*all_graphs(model), *model.functions.values()]
+        graphs: list[ir.Graph | ir.Function] = [*model.graphs(), *model.functions.values()]
         removed = sum(_eliminate_identities(g, from_dropout, self.stats) for g in graphs)
         # A Dropout that became an Identity and stays one is still a change to the model.
         return ir.passes.PassResult(model, modified=removed > 0 or bool(from_dropout))

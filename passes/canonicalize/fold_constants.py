@@ -44,9 +44,13 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+
+# Private to onnxscript, used on purpose: the public fold_constants_ir aborts the whole folding
+# when one op's evaluator raises; only a subclass of its pass can skip that node (_TolerantFolder).
+# Nothing is vendored: an onnxscript change that breaks this fails tests/passes/canonicalize.
 from onnxscript.optimizer._constant_folding import FoldConstantsPass as _OnnxscriptFolder
 
-from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
 from ._common import WEIGHT_SLOTS, count_nodes, is_onnx_domain
@@ -62,7 +66,7 @@ _NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeL
 def weight_bound_values(model: ir.Model) -> set[ir.Value]:
     """Values that reach a weight slot (see ``WEIGHT_SLOTS``) directly or through other nodes."""
     stack: list[ir.Value] = []
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for node in graph:
             if not is_onnx_domain(node.domain):
                 continue
@@ -180,7 +184,7 @@ def _fold_constant_of_shape(model: ir.Model, should_fold: Callable[[ir.Node], bo
     (which costs about 3 ms each: the light zoo has hundreds of them).
     """
     folded = 0
-    for graph in list(all_graphs(model)):
+    for graph in list(model.graphs()):
         for node in list(graph):
             if node.op_type != "ConstantOfShape" or not is_onnx_domain(node.domain):
                 continue
@@ -293,4 +297,11 @@ class FoldConstantsPass(IrpassPass):
         removed = nodes_before - count_nodes(model)
         if removed > 0:
             self.stats["nodes_removed"] += removed
-        return ir.passes.PassResult(model, modified=bool(result.modified) or direct > 0)
+        modified = bool(result.modified) or direct > 0
+        if modified:
+            # results are stored before their producers die (eliminate_dead removes those)
+            self.growth_reasons.append(
+                "constant subgraphs stored as initializers (weights built at run time by "
+                "ConstantOfShape/Expand/..., folded shapes); their dead producers go next"
+            )
+        return ir.passes.PassResult(model, modified=modified)

@@ -32,7 +32,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from irpass.analysis.shapes import infer_shapes_proto
-from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
 __all__ = ["InferShapesPass"]
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 def _signature(model: ir.Model) -> list[tuple[object, object]]:
     return [
         (value.type, tuple(value.shape) if value.shape is not None else None)
-        for graph in all_graphs(model)
+        for graph in model.graphs()
         for node in graph
         for value in node.outputs
     ]

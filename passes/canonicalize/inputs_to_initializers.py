@@ -88,4 +88,6 @@ class ConvertInputsToInitializersPass(IrpassPass):
             self.stats["constants_lifted"] += (
                 sum(len(g.initializers) for g in model.graphs()) - before
             )
+            if lifted:  # value_ints/value_floats Constants were not counted as weights before
+                self.growth_reasons.append("Constant nodes became initializers")
         return ir.passes.PassResult(model, modified=bool(removed) or lifted)

@@ -16,7 +16,7 @@ import logging
 
 import onnx_ir as ir
 
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import IrpassPass
 from irpass.registry import register
 
 from ._common import is_onnx_domain
@@ -62,7 +62,7 @@ class MergeConcatsPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Merge nested Concats until none is left (inner ones first are handled in order)."""
         merged = 0
-        for graph in list(all_graphs(model)):
+        for graph in list(model.graphs()):
             for node in list(graph):
                 if node.op_type != "Concat" or not is_onnx_domain(node.domain):
                     continue

@@ -22,7 +22,7 @@ import logging
 
 import onnx_ir as ir
 
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import IrpassPass
 from irpass.registry import register
 
 from ._common import is_onnx_domain
@@ -109,7 +109,7 @@ class UnwrapLegacySoftmaxPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Rewrite every exact wrapper in every graph."""
         count = 0
-        for graph in list(all_graphs(model)):
+        for graph in list(model.graphs()):
             for node in list(graph):
                 if node.op_type not in _SOFTMAX_OPS or not is_onnx_domain(node.domain):
                     continue

@@ -400,6 +400,8 @@ class RuleSetPass(IrpassPass):
     lossless: ClassVar[bool] = True
     #: Rule classes of each phase; override :meth:`phases` when rules depend on options.
     rule_phases: ClassVar[Sequence[Sequence[type[FusionRule]]]] = ()
+    #: Why the pass may grow the weights (reported when a run of it did; see IrpassPass).
+    growth_reason: ClassVar[str | None] = None
     #: Let onnxscript also try every operand order of commutative ops (Add, Mul).
     commute: ClassVar[bool] = False
 
@@ -423,6 +425,7 @@ class RuleSetPass(IrpassPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Apply every phase to a fixpoint; clean up what the rewrites orphaned."""
         before = _initializers(model)
+        bytes_before = _weight_bytes(before.values())
         unused_inits = _unused_initializers(model)
         unused_consts = _unused_constant_nodes(model)
         total = 0
@@ -448,7 +451,14 @@ class RuleSetPass(IrpassPass):
                 if key not in before and value.name
             ]
             _take_back_names(model, created)
+            grown = _weight_bytes(_initializers(model).values()) > bytes_before
+            if grown and self.growth_reason:
+                self.growth_reasons.append(self.growth_reason)
         return ir.passes.PassResult(model, modified=total > 0)
+
+
+def _weight_bytes(values: Iterable[ir.Value]) -> int:
+    return sum(v.const_value.nbytes for v in values if v.const_value is not None)
 
 
 def _remove_orphans(

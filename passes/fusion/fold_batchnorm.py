@@ -518,6 +518,10 @@ class FoldBatchNormPass(RuleSetPass):
 
     name = "fold_batchnorm"
     lossless = True
+    growth_reason = (
+        "a weight shared by several linear ops, each followed by a BatchNormalization "
+        "(deduplication merges equal weights), is folded once per user"
+    )
     Options = FoldBatchNormOptions
 
     def phases(self) -> list[list[FusionRule]]:

@@ -38,7 +38,7 @@ import onnx
 import onnx_ir as ir
 
 from irpass.ir import default_opset
-from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.pass_base import IrpassPass, option
 from irpass.passes.fusion._rules import const_array, unique_name
 from irpass.registry import register
 
@@ -155,7 +155,7 @@ def downgrade_blockers(model: ir.Model, target: int) -> list[str]:
     blockers: list[str] = []
     if model.functions:
         blockers.append("model-local functions need IR version 8 (opset 15)")
-    for graph in all_graphs(model):
+    for graph in model.graphs():
         for node in graph:
             if node.domain not in ("", "ai.onnx"):
                 continue
@@ -270,7 +270,7 @@ class DowngradeOpsetPass(IrpassPass):
                 f" (+{len(blockers) - 5} more)" if len(blockers) > 5 else "",
             )
             return ir.passes.PassResult(model, modified=False)
-        for graph in all_graphs(model):
+        for graph in model.graphs():
             for node in list(graph):
                 if node.domain not in ("", "ai.onnx"):
                     continue
@@ -291,7 +291,7 @@ class DowngradeOpsetPass(IrpassPass):
         model.opset_imports.pop("ai.onnx", None)
         imports = [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
         model.ir_version = int(onnx.helper.find_min_ir_version_for(imports))
-        for graph in all_graphs(model):
+        for graph in model.graphs():
             if graph.opset_imports and "" in graph.opset_imports:
                 graph.opset_imports[""] = target
         return ir.passes.PassResult(model, modified=True)

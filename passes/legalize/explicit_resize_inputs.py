@@ -21,7 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irpass.ir import default_opset
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import IrpassPass
 from irpass.passes.fusion._rules import rank_of, unique_name
 from irpass.registry import register
 
@@ -52,7 +52,7 @@ class ExplicitResizeInputsPass(IrpassPass):
         """Fill omitted roi inputs of Resize nodes resized by ``scales``."""
         if (default_opset(model) or 0) < 11:
             return ir.passes.PassResult(model, modified=False)
-        for graph in all_graphs(model):
+        for graph in model.graphs():
             cache: dict[int, ir.Value] = {}
             for node in graph:
                 if node.op_type != "Resize" or node.domain not in ("", "ai.onnx"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import IrpassPass
 from irpass.passes.fusion._rules import const_array, unique_name
 from irpass.registry import register
 
@@ -58,7 +58,7 @@ class ExplicitZeroPointsPass(IrpassPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Add the zero-point input where it is omitted."""
-        for graph in all_graphs(model):
+        for graph in model.graphs():
             for node in graph:
                 if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
                     continue

@@ -23,7 +23,7 @@ import dataclasses
 
 import onnx_ir as ir
 
-from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
 __all__ = ["FixInputShapesPass", "format_shape_spec", "parse_shape_spec"]
@@ -127,7 +127,7 @@ class FixInputShapesPass(IrpassPass):
                 self.stats["inputs"] += 1
                 modified = True
         if params:
-            for graph in all_graphs(model):
+            for graph in model.graphs():
                 values = [*graph.inputs, *graph.outputs]
                 values += [out for node in graph for out in node.outputs]
                 for value in values:

@@ -30,7 +30,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irpass.ir import default_opset
-from irpass.pass_base import IrpassPass, all_graphs
+from irpass.pass_base import IrpassPass
 from irpass.passes.fusion._rules import const_array, unique_name
 from irpass.registry import register
 
@@ -234,7 +234,7 @@ class Lift1dTo2dPass(IrpassPass):
         """Lift every liftable rank-3 op, then cancel the Squeeze/Unsqueeze pairs."""
         opset = default_opset(model) or 0
         lifted = 0
-        for graph in all_graphs(model):
+        for graph in model.graphs():
             build = _Builder(graph, opset)
             in_graph = 0
             for node in list(graph):

@@ -44,7 +44,7 @@ import onnx_ir as ir
 from irpass.analysis.channels import ChannelAnalysis, ChannelGroup, analyze_channels
 from irpass.context import limit_samples
 from irpass.errors import PassOptionError
-from irpass.pass_base import IrpassPass, all_graphs, option
+from irpass.pass_base import IrpassPass, option
 from irpass.passes.canonicalize.inputs_to_initializers import ConvertInputsToInitializersPass
 from irpass.passes.pruning.handlers import Surgery, handler_for
 from irpass.passes.pruning.importance import (
@@ -94,7 +94,11 @@ class PruneOptions:
     round_to: int = option(8, "keep a multiple of this many channels per group (1: exact)")
     max_group_ratio: float = option(0.8, "never remove more than this fraction of one group")
     ignore: list[str] = option([], "node names (shell patterns) or op types left untouched")
-    ratios: list[str] = option([], "per-node ratios: 'pattern=ratio' for groups of matching nodes")
+    ratios: list[str] = option(
+        [],
+        "per-group ratios: 'pattern=ratio' for groups of matching nodes, '#id=ratio' for the "
+        "group with that id (irpass inspect --groups)",
+    )
     repair: bool = option(True, "refit consumers on calibration data (when the run has some)")
     attention: bool = option(False, "prune whole attention heads (Reshape [.., heads, dim])")
     calib_samples: int = option(512, "calibration samples used for scoring and repair")
@@ -137,7 +141,7 @@ class PrunePass(IrpassPass):
         self.stats["groups_frozen"] = len(analysis.frozen())
         self.stats["groups_partly_frozen"] = sum(1 for g in groups if g.frozen)
         self.stats["channels_prunable"] = sum(g.free_channels for g in groups)
-        if opts.ratio == 0.0 or not groups:
+        if (opts.ratio == 0.0 and not opts.ratios) or not groups:
             return analysis, Selection({})
         scorer = self._scorer(model, groups, self._calibration())
         scores = {g.id: np.asarray(scorer.score(g), dtype=np.float64) for g in groups}
@@ -180,6 +184,12 @@ class PrunePass(IrpassPass):
         self.stats["channels_removed"] = selection.channels_removed
         self.stats["groups_pruned"] = len(selection.removed)
         self.details["groups"] = self._group_report(analysis, selection.removed)
+        logger.info(
+            "prune: %d of %d prunable channels removed from %d groups",
+            selection.channels_removed,
+            self.stats["channels_prunable"],
+            len(selection.removed),
+        )
         if opts.repair and source is not None:
             report = repair_consumers(
                 original, model, masks, source, ridge=opts.ridge, max_samples=opts.calib_samples
@@ -224,14 +234,18 @@ class PrunePass(IrpassPass):
         for group in groups:
             names = [label.split(" ", 1)[-1] for label in group.nodes]
             for pattern, value in ratios:
-                if any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                if pattern.startswith("#") and pattern[1:].isdigit():
+                    matched = group.id == int(pattern[1:])
+                else:
+                    matched = any(fnmatch.fnmatchcase(name, pattern) for name in names)
+                if matched:
                     found[group.id] = value
                     break
         return found
 
     def _cut(self, model: ir.Model, masks: Any) -> None:
         surgery = Surgery(model, masks)
-        for graph in all_graphs(model):
+        for graph in model.graphs():
             for node in list(graph):
                 handler_for(node)(node, surgery)
         missed = surgery.unsliced_constants()

@@ -520,12 +520,16 @@ def repair_consumers(
         return report
     with tempfile.TemporaryDirectory(prefix="irpass-repair-") as tmp:
         folder = pathlib.Path(tmp)
+        message = f"repair: targets of {len(layers)} layer(s) from the original model"
+        logger.info(message)
         if progress is not None:
-            progress(f"repair: targets of {len(layers)} layer(s) from the original model")
+            progress(message)
         stats = _record_targets(original, layers, source, max_samples, rows_per_batch, folder)
         for number, wave in enumerate(_waves(pruned, layers), 1):
+            message = f"repair wave {number}: {len(wave)} layer(s)"
+            logger.info(message)
             if progress is not None:
-                progress(f"repair wave {number}: {len(wave)} layer(s)")
+                progress(message)
             _accumulate_wave(pruned, layers, wave, stats, source, max_samples, max_features, folder)
             for layer in wave:
                 entry = stats[id(layer.node)]

@@ -10,10 +10,13 @@ from __future__ import annotations
 import pathlib
 import sys
 
+import networkx as nx
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "passes" / "pruning"))
+
+import itertools
 
 from pruning_testlib import (
     analyze,
@@ -58,6 +61,17 @@ def test_residual_add_couples_its_producers() -> None:
     assert group_with(analysis, "w1", -4) is not residual
     assert group_with(analysis, "w4", -4).fully_frozen  # feeds the graph output
     assert "graph output" in _reasons(analysis, "w4", -4)
+    # the dependency graph: the spaces of w2's and w3's output channels are linked by the Add
+    spaces = {
+        (data["tensor"], data["axis"]): node for node, data in analysis.graph.nodes(data=True)
+    }
+    path = nx.shortest_path(analysis.graph, spaces[("w2", -4)], spaces[("w3", -4)])
+    labels = {
+        label
+        for a, b in itertools.pairwise(path)
+        for label in analysis.graph.edges[a, b]["nodes"]
+    }
+    assert any(label.startswith("Add") for label in labels)
     prune_and_check(model, ratio=0.5, scope="local")
 
 

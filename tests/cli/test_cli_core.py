@@ -10,13 +10,14 @@ import sys
 import numpy as np
 import onnx
 import onnx_ir as ir
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 from conftest import light_model_path
 
 from irpass.cli import main
 from irpass.errors import ModelLoadError
 from irpass.ir import save_model
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 MODEL = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -89,11 +90,17 @@ def test_failing_pass_names_pass_and_saves_reproducer(
     small_model: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    assert main(["optimize", str(small_model), "-o", str(out), "--passes", "t_lying_lossless"]) == 2
+    argv = ["optimize", str(small_model), "-o", str(out), "--passes", "t_lying_lossless"]
+    assert main([*argv, "--strict"]) == 2
     err = capsys.readouterr().err
     assert "t_lying_lossless" in err and "Traceback" not in err
     assert (out / "reproducer" / "input.onnx").exists()
     assert not (out / "model.onnx").exists()
+    # by default the pass is rolled back with a warning and the run goes on
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "t_lying_lossless" in err and "rolled back" in err
+    assert (out / "model.onnx").exists()
 
 
 def test_bad_pipeline_lists_valid_passes(

@@ -82,9 +82,7 @@ def test_empty_data(capsys, tmp_path: pathlib.Path) -> None:
     assert "empty" in capsys.readouterr().err
 
 
-def test_optimize_reports_the_fidelity_cost_of_a_lossy_pass(capsys, tmp_path) -> None:
-    import eval_passes_for_tests  # noqa: F401  (registers t_eval_damage)
-
+def test_optimize_reports_the_fidelity_cost_of_a_lossy_pass(capsys, tmp_path, test_passes) -> None:
     out = tmp_path / "out"
     code = main(
         ["optimize", str(MLP), "-o", str(out), "--passes", "t_eval_damage",

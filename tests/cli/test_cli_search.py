@@ -6,13 +6,14 @@ import json
 import pathlib
 
 import onnx
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
 from irpass.cli import main
 from irpass.data import load_labels, open_data
 from irpass.evaluate import evaluate
 from irpass.ir import load_model
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MLP = REPO / "models" / "trained" / "digits_mlp.onnx"

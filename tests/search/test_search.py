@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pathlib
 
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
 from irpass.ir import load_model
@@ -14,6 +13,8 @@ from irpass.search.executors import SerialExecutor
 from irpass.search.search import SearchOptions, run_search
 from irpass.search.space import Knob, SearchSpace
 from irpass.search.worker import DataRef, EvalSettings
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MLP = REPO / "models" / "trained" / "digits_mlp.onnx"
@@ -28,7 +29,7 @@ def _settings(executor) -> EvalSettings:
         reference=executor.share(MLP),
         eval_data=DataRef(str(TEST), executor.share(TEST)),
         labels=DataRef(str(TEST), executor.share(TEST)),
-        plugins=("passes_for_tests",),
+        plugins=("plugin_passes_for_tests",),
     )
 
 
@@ -85,3 +86,28 @@ def test_model_is_not_touched() -> None:
     _search("3%")
     assert MLP.read_bytes() == before
     assert load_model(MLP) is not None
+
+
+def test_pruning_is_searched_per_layer_from_layer_sensitivity() -> None:
+    from irpass.search.layers import prune_layer_probes
+
+    executor = SerialExecutor()
+    calib = REPO / "models" / "trained" / "digits8_calib.npz"
+    settings = EvalSettings(
+        model=executor.share(MLP), reference=executor.share(MLP),
+        eval_data=DataRef(str(TEST), executor.share(TEST)),
+        labels=DataRef(str(TEST), executor.share(TEST)),
+        calib_data=DataRef(str(calib), executor.share(calib)),
+    )
+    knob = Knob("prune.ratio", "prune", "ratio", (0.3, 0.5, 0.7))
+    model = load_model(MLP)
+    result = run_search(SearchSpace((knob,)), settings, parse_budget("1%"), executor,
+                        options=SearchOptions(objective="size"), has_labels=True,
+                        layer_probes=lambda k: prune_layer_probes(model, k))
+    phases = [p.phase for p in result.points]
+    assert phases.count("layer sensitivity") == 2  # the MLP's two hidden layers
+    assert "per-layer sensitivity" in phases
+    assert result.chosen.feasible and result.found
+    assert result.chosen.result.params < result.baseline.result.params
+    base = result.baseline.result.metrics["accuracy"]
+    assert result.chosen.result.metrics["accuracy"] >= base - 0.01 - 1e-9

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-import passes_for_tests  # noqa: F401  (registers the t_* passes)
 import pytest
 
 from irpass.errors import PipelineError
 from irpass.pipeline import parse_pipeline
 from irpass.search.space import Knob, SearchSpace, default_knobs, split_lossless_prefix
+
+pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
 
 def test_prefix_split_stops_at_the_first_lossy_step() -> None:

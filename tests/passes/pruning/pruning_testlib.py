@@ -27,11 +27,9 @@ def build(text: str, weights: Iterable[str] = (), seed: int = 0) -> ir.Model:
 
 def group_with(analysis: ChannelAnalysis, name: str, axis: int) -> ChannelGroup:
     """The group holding tensor ``name``'s ``axis`` (fails when there is none)."""
-    for group in analysis.groups:
-        for tensor_axis in group.axes:
-            if tensor_axis.value.name == name and tensor_axis.axis == axis:
-                return group
-    raise AssertionError(f"no channel group holds {name!r} axis {axis}")
+    group = analysis.group_of(name, axis)
+    assert group is not None, f"no channel group holds {name!r} axis {axis}"
+    return group
 
 
 def classes_of(analysis: ChannelAnalysis, name: str, axis: int) -> np.ndarray:

@@ -137,6 +137,21 @@ def test_per_node_ratio_overrides_the_global_one() -> None:
     assert _shapes(model)[first.inputs[1].name][0] == 64  # 128 hidden units, half removed
 
 
+def test_a_group_id_ratio_prunes_that_group_alone() -> None:
+    model = load_model(zoo_paths()["mlp"])
+    groups = [g for g in analyze_channels(model).groups if g.prunable]
+    target = groups[0]
+    before = _shapes(model)
+    PrunePass(PruneOptions(ratio=0.0, round_to=1, ratios=[f"#{target.id}=0.5"]))(model)
+    after = _shapes(model)
+    changed = {name for name in before if before[name] != after.get(name)}
+    assert changed, "the group with that id lost channels"
+    sizes = {a.value.name: int(a.classes.size) for a in target.axes}
+    for name in changed:
+        assert name in sizes  # only tensors of that group changed
+    assert any(s // 2 in after[n] for n, s in sizes.items() if n in after)
+
+
 @pytest.mark.parametrize(("round_to", "expected"), [(1, 90), (8, 88), (16, 96)])
 def test_round_to_aligns_the_kept_channels(round_to: int, expected: int) -> None:
     model = load_model(zoo_paths()["mlp"])

@@ -1,0 +1,328 @@
+"""Regenerate the benchmark tables in the docs from ``benchmarks/results/*.json``, never typed.
+
+Every results file owns one block in a document, between two markers::
+
+    <!-- begin generated from results/fusion.json by benchmarks/render.py; do not edit -->
+    ...
+    <!-- end generated -->
+
+``python benchmarks/render.py`` rewrites every block from its file (a block whose file is gone
+says so) and appends a block to ``benchmarks/README.md`` for a results file that has none, so
+whatever results exist are shown. ``--check`` changes nothing and exits 1 when a document differs
+from what the files produce (``tests/benchmarks/test_render.py`` runs that on the committed
+files). Benchmarks with a renderer below get their own tables; any other results file is shown
+by the generic renderer (its scalar values, and tables for mappings of mappings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import re
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+DOCUMENTS = (HERE / "README.md", HERE.parent / "docs" / "benchmarks.md")
+
+BEGIN = "<!-- begin generated from results/{name}.json by benchmarks/render.py; do not edit -->"
+END = "<!-- end generated -->"
+_BLOCK = re.compile(
+    r"<!-- begin generated from results/(?P<name>[\w.-]+)\.json by benchmarks/render\.py; "
+    r"do not edit -->\n(?P<body>.*?)" + re.escape(END),
+    re.S,
+)
+_BLOCK_NAMES = re.compile(r"<!-- begin generated from results/([\w.-]+)\.json")
+
+Payload = Mapping[str, Any]
+
+
+# ----------------------------------------------------------------------------- formatting
+def number(value: Any, digits: int = 3) -> str:
+    """A number as table text: ints as they are, floats with ``digits`` decimals."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A markdown table (first column left-aligned, the others right-aligned)."""
+    align = ["---"] + ["---:"] * (len(headers) - 1)
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def provenance(payload: Payload) -> str:
+    """Where, when and how the numbers were measured (from the results file)."""
+    machine = payload.get("machine", {})
+    packages = machine.get("packages", {})
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(packages.items()))
+    return (
+        f"Measured {payload.get('date', '?')} on {machine.get('cpu', '?')} "
+        f"({machine.get('cores', '?')} cores, {machine.get('os', '?')}), Python "
+        f"{machine.get('python', '?')}; {versions}. Command: `{payload.get('command', '?')}`."
+    )
+
+
+# ----------------------------------------------------------------------------- renderers
+_SETTING_LABELS = {
+    "1t/ort_on": "1 thread, ORT opt on",
+    "default_t/ort_on": "default threads, ORT opt on",
+    "1t/ort_off": "1 thread, ORT opt off",
+    "default_t/ort_off": "default threads, ORT opt off",
+}
+
+
+def _verdict(comparison: Mapping[str, Any]) -> str:
+    ratio = comparison["ratio"]
+    if not comparison["real"]:
+        word = "noise"
+    else:
+        word = "faster" if ratio < 1 else "slower"
+    return f"{ratio:.3f} ±{comparison['threshold']:.3f} {word}"
+
+
+def _story_table(results: Payload, story: str) -> str:
+    settings = list(results["settings"])
+    rows = []
+    for name, row in results["models"].items():
+        rows.append([name, *(_verdict(row[story][key]) for key in settings)])
+    summary = results["summary"][story]
+    rows.append(["**geometric mean**",
+                 *(f"**{summary[key]['geomean_ratio']:.3f}**" for key in settings)])
+    rows.append(["faster / slower / within noise",
+                 *(f"{summary[key]['faster']} / {summary[key]['slower']} / "
+                   f"{summary[key]['within_noise']}" for key in settings)])
+    return table(["model", *(_SETTING_LABELS.get(k, k) for k in settings)], rows)
+
+
+def render_fusion(payload: Payload) -> str:
+    """Fusion alone, canonicalize alone, and node counts against onnxslim."""
+    results = payload["results"]
+    nodes = []
+    equal = fewer = more = 0
+    for name, row in results["models"].items():
+        n = row["nodes"]
+        slim = n.get("onnxslim")
+        if slim is not None:
+            equal += n["fused"] == slim
+            fewer += n["fused"] < slim
+            more += n["fused"] > slim
+        nodes.append([name, number(n["orig"]), number(n["canon"]), number(n["fused"]),
+                      number(slim) if slim is not None else "failed"])
+    return "\n\n".join([
+        provenance(payload)
+        + f" Median of {results['repeats']} interleaved rounds per setting (fewer when a setting "
+        f"exceeded {number(results['budget_seconds'], 0)} s), after {results['warmup']} warm-up "
+        "rounds.",
+        "**Fusion alone**: median latency of `canonicalize` + `fuse` over `canonicalize` "
+        "(below 1 is faster). Each cell gives the ratio, the threshold it must exceed (the "
+        "larger of the A/A gap and half the spread of either measurement) and the verdict.",
+        _story_table(results, "fusion"),
+        "**Canonicalize alone**: median latency of `canonicalize` over the original file, same "
+        "run.",
+        _story_table(results, "canonicalize"),
+        f"**Node counts** (main graph): `canonicalize` + `fuse` has as many nodes as onnxslim on "
+        f"{equal} models, fewer on {fewer}, more on {more}.",
+        table(["model", "original", "canonicalize", "+ fuse", "onnxslim"], nodes),
+    ])
+
+
+def render_canonicalize(payload: Payload) -> str:
+    """Per model and tool: seconds, nodes and output size; totals and ratios."""
+    results = payload["results"]
+    models = results["models"]
+    tools = [t for t in results.get("totals", {}) if t != "input"]
+    rows = []
+    for name, row in models.items():
+        cells = [name, f"{number(row['nodes'])} / {row['file_bytes'] / 1e6:.2f}"]
+        for tool in tools:
+            r = row.get(tool, {})
+            if "seconds" in r:
+                mark = " ≠" if r.get("equal") is False else ""
+                cells.append(f"{r['seconds']:.2f} / {number(r['nodes'])} / "
+                             f"{r['file_bytes'] / 1e6:.2f}{mark}")
+            else:
+                cells.append("failed")
+        rows.append(cells)
+    totals = results["totals"]
+    rows.append(["**total**", f"{number(int(totals['input']['nodes']))} / "
+                              f"{totals['input']['file_bytes'] / 1e6:.2f}"]
+                + [f"{totals[t]['seconds']:.2f} / {number(int(totals[t]['nodes']))} / "
+                   f"{totals[t]['file_bytes'] / 1e6:.2f}" for t in tools])
+    ratio_rows = [[key, *(number(v.get(m)) for m in ("seconds", "nodes", "file_bytes"))]
+                  for key, v in results.get("ratios", {}).items()]
+    parts = [
+        provenance(payload) + f" Pipeline `{results.get('pipeline', '?')}`; totals over the "
+        f"{results.get('complete_models', len(models))} models every tool processed.",
+        "Seconds / nodes / MB written per tool (≠: output differs from the input on the "
+        "checked feeds).",
+        table(["model", "input nodes / MB", *tools], rows),
+        "Ratios of the totals:",
+        table(["ratio", "seconds", "nodes", "file bytes"], ratio_rows),
+    ]
+    failures = results.get("failures") or {}
+    if failures:
+        parts.append("Failures: " + "; ".join(f"{m}: {', '.join(sorted(t))}"
+                                              for m, t in sorted(failures.items())))
+    return "\n\n".join(parts)
+
+
+def render_pruning(payload: Payload) -> str:
+    """Per model and ratio: accuracy, params, MACs and latency of every variant; the goals."""
+    results = payload["results"]
+    rows, goals = [], []
+    for model, by_ratio in results["models"].items():
+        for ratio, entry in by_ratio.items():
+            for variant, v in entry["variants"].items():
+                latency = v["latency_ms"]
+                rows.append([model, ratio, variant, number(v["accuracy"], 4),
+                             number(v["params_ratio"]), number(v["macs_ratio"]),
+                             number(v["latency_ratio"]),
+                             f"{latency['median_ms']:.4f} ±{latency['spread']:.3f}"])
+            g = entry["goals"]
+            goals.append([model, ratio, number(g.get("tp_loss_points"), 2),
+                          number(g.get("repair_loss_points"), 2),
+                          number(g.get("no_repair_matches_tp")),
+                          number(g.get("repair_third_of_tp_loss")),
+                          number(g.get("latency_follows_macs_irpass")),
+                          number(entry.get("noise"))])
+    return "\n\n".join([
+        provenance(payload) + " Ratios are against the original model; latency is the median "
+        "with its relative p10..p90 spread.",
+        table(["model", "ratio", "variant", "accuracy", "params", "MACs", "latency",
+               "median ms ±spread"], rows),
+        "Goals per model and ratio (accuracy loss in points; A/A noise of the latency run):",
+        table(["model", "ratio", "Torch-Pruning loss", "irpass+repair loss",
+               "no repair within a point of TP", "repair <= 1/3 of TP loss",
+               "latency follows MACs (irpass)", "A/A noise"], goals),
+    ])
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def render_generic(payload: Payload) -> str:
+    """Any results file: its scalar values, and a table per mapping of mappings of scalars."""
+    parts = [provenance(payload)]
+    scalars: list[list[str]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if _scalar(value):
+            scalars.append([prefix, number(value)])
+        elif isinstance(value, list) and all(_scalar(v) for v in value):
+            scalars.append([prefix, ", ".join(number(v) for v in value)])
+        elif isinstance(value, Mapping) and value and all(
+            isinstance(v, Mapping) and all(_scalar(x) for x in v.values())
+            for v in value.values()
+        ):
+            columns = list(dict.fromkeys(k for v in value.values() for k in v))
+            rows = [[str(k), *(number(v.get(c)) for c in columns)] for k, v in value.items()]
+            parts.append(f"`{prefix}`:\n\n" + table([prefix.rsplit(".", 1)[-1], *columns], rows))
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            scalars.append([prefix, json.dumps(value, sort_keys=True)])
+
+    walk("", payload.get("results", {}))
+    if scalars:
+        parts.insert(1, table(["result", "value"], scalars))
+    return "\n\n".join(parts)
+
+
+RENDERERS: dict[str, Callable[[Payload], str]] = {
+    "fusion": render_fusion,
+    "canonicalize": render_canonicalize,
+    "pruning": render_pruning,
+}
+
+
+def render(name: str, payload: Payload) -> str:
+    """The block body for results file ``name``: its renderer, generic when that one fails."""
+    renderer = RENDERERS.get(name, render_generic)
+    try:
+        return renderer(payload)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        # a results file written by an older or newer version of its benchmark
+        return render_generic(payload)
+
+
+# ----------------------------------------------------------------------------- documents
+def load_results(directory: pathlib.Path | None = None) -> dict[str, Payload]:
+    """Every results file (default: ``benchmarks/results``), by benchmark name."""
+    folder = RESULTS_DIR if directory is None else directory
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def block(name: str, body: str) -> str:
+    """A generated block with its markers."""
+    return f"{BEGIN.format(name=name)}\n{body.strip()}\n{END}"
+
+
+def update(text: str, results: Mapping[str, Payload], append_missing: bool) -> str:
+    """``text`` with every generated block rendered from ``results``.
+
+    With ``append_missing``, results without a block get a section at the end.
+    """
+    def replace(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name not in results:
+            return block(name, f"No results file `benchmarks/results/{name}.json` yet.")
+        return block(name, render(name, results[name]))
+
+    out = _BLOCK.sub(replace, text)
+    if append_missing:
+        present = set(_BLOCK_NAMES.findall(out))
+        for name in sorted(set(results) - present):
+            section = f"## `{name}`\n\n" + block(name, render(name, results[name]))
+            out = out.rstrip("\n") + "\n\n" + section + "\n"
+    return out
+
+
+
+def tables_outside_blocks(text: str) -> list[str]:
+    """Markdown table lines outside generated blocks (every table must be generated)."""
+    outside = _BLOCK.sub("", text)
+    return [line for line in outside.splitlines() if line.lstrip().startswith("|")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the documents (or, with ``--check``, report which are stale)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 when a document is not what the files give")
+    args = parser.parse_args(argv)
+    results = load_results()
+    stale = []
+    for index, path in enumerate(DOCUMENTS):
+        if not path.exists():
+            continue
+        text = path.read_text()
+        new = update(text, results, append_missing=index == 0)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new)
+    for path in stale:
+        verb = "is stale" if args.check else "rewritten"
+        print(f"{path.relative_to(HERE.parent)} {verb}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

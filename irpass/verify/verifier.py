@@ -1,0 +1,255 @@
+"""The verifier the pipeline runner consults after passes: what was checked, and how it went.
+
+One :class:`Verifier` per run. At the start it finds feeds the input model runs with
+(:func:`irpass.verify.feeds.find_feeds`, or the user's data) and keeps the input model's
+outputs on them: the reference, computed once. After a pass it answers with a
+:class:`~irpass.run_report.Verification` whose ``status`` says what actually happened:
+
+- ``equal``: proven equal to the last verified state, either because the computation
+  fingerprint is unchanged (same function, bit for bit: dead code, deduplication, merged equal
+  nodes) or because ONNX Runtime's outputs match within the dtype's tolerance on every feed
+  (two input configurations where the model has symbolic dims, two seeds);
+- ``drift <metric>``: a lossy pass, measured against the input model (SQNR, cosine);
+- ``structural only``: only the structural checks ran (``--verify none`` or custom ops);
+- ``skipped``: nothing ran (the pass changed nothing, or ``--verify final`` defers the check).
+
+A lossless pass whose outputs differ raises :class:`~irpass.errors.VerificationError`; the
+runner rolls it back (or stops with ``--strict``). :meth:`Verifier.final` runs the full ONNX
+checker once and compares the end result with the input model end to end, so errors within
+tolerance cannot add up unnoticed over many passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from irpass.errors import UnsupportedModelError, VerificationError
+from irpass.metrics import compare_outputs, cosine, max_abs_error, sqnr_db
+from irpass.run_report import Verification
+from irpass.verify.feeds import FeedPlan, find_feeds
+from irpass.verify.fingerprint import TensorHasher, computation_fingerprint
+from irpass.verify.session import check_structure, make_session, run_model
+from irpass.verify.structure import check_light
+
+__all__ = ["Verifier", "drift_metrics"]
+
+logger = logging.getLogger(__name__)
+
+Outputs = list[dict[str, np.ndarray]]
+
+
+def drift_metrics(reference: Outputs, actual: Outputs) -> dict[str, float]:
+    """Worst SQNR (dB), worst cosine and max abs error over every float output of every feed."""
+    worst_sqnr, worst_cos, worst_abs = float("inf"), 1.0, 0.0
+    for ref, got in zip(reference, actual, strict=True):
+        for name, value in ref.items():
+            other = got.get(name)
+            if other is None or np.shape(other) != np.shape(value):
+                return {"sqnr_db": float("-inf"), "cosine": 0.0, "max_abs_error": float("inf")}
+            value, other = np.asarray(value), np.asarray(other)
+            worst_abs = max(worst_abs, max_abs_error(value, other))
+            if value.dtype.kind == "f" and value.size:
+                worst_sqnr = min(worst_sqnr, sqnr_db(value, other))
+                worst_cos = min(worst_cos, cosine(value, other))
+    return {"sqnr_db": worst_sqnr, "cosine": worst_cos, "max_abs_error": worst_abs}
+
+
+def _describe_shapes(plan_shapes: Sequence[Mapping[str, tuple[int, ...]]]) -> str:
+    seen: list[str] = []
+    for shapes in plan_shapes:
+        text = ", ".join(f"{k}:{'x'.join(map(str, v)) or 'scalar'}" for k, v in shapes.items())
+        if text not in seen:
+            seen.append(text)
+    return "; ".join(seen)
+
+
+@dataclasses.dataclass
+class _State:
+    """The last verified state: its computation fingerprint and outputs."""
+
+    fingerprint: str
+    outputs: Outputs
+
+
+class Verifier:
+    """Feeds, reference outputs and the last verified state of one pipeline run.
+
+    Args:
+        model: The input model (before any pass).
+        numeric: False for structural checks only (``--verify none``, custom ops).
+        feeds: Verification inputs given by the user (``--verify-data``/``--eval-data``);
+            None to derive them from the graph.
+        input_shapes: Per configuration, input shapes to use instead of searching
+            (``--input-shapes``).
+        seeds: Seeds of the generated feeds (at least two are used).
+        tolerance_scale: Multiplier of the dtype tolerances.
+        overridable: Also feed float inputs that have a default value, so that a pass which
+            freezes one into a constant is caught.
+    """
+
+    def __init__(
+        self,
+        model: ir.Model,
+        *,
+        numeric: bool = True,
+        feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+        input_shapes: Sequence[Mapping[str, Sequence[int]]] = (),
+        seeds: Sequence[int] = (0, 1),
+        tolerance_scale: float = 1.0,
+        overridable: bool = False,
+    ) -> None:
+        self.numeric = numeric
+        self.tolerance_scale = tolerance_scale
+        self.hasher = TensorHasher()
+        self.plan: FeedPlan | None = None
+        self.notes: list[str] = []
+        check_light(model)
+        fingerprint = computation_fingerprint(model, self.hasher) if numeric else ""
+        outputs: Outputs = []
+        if numeric:
+            session = make_session(model)
+            if feeds:
+                shapes = [{k: tuple(np.shape(v)) for k, v in f.items()} for f in feeds]
+                try:
+                    outputs = [run_model(session, f) for f in feeds]
+                except VerificationError as exc:
+                    raise UnsupportedModelError(
+                        f"ONNX Runtime cannot run the input model on the verification data: "
+                        f"{exc.message}",
+                        hint="check that the data match the model's inputs (names, shapes, "
+                        "dtypes, value ranges)",
+                    ) from exc
+                self.plan = FeedPlan([dict(f) for f in feeds], outputs, [{}] * len(feeds), shapes)
+            else:
+                self.plan = find_feeds(
+                    model,
+                    lambda feed: run_model(session, feed),
+                    seeds=seeds,
+                    input_shapes=input_shapes,
+                    overridable=overridable,
+                )
+                outputs = self.plan.outputs
+            self.notes.extend(self.plan.notes)
+        self.original = _State(fingerprint, outputs)
+        self.last = self.original
+
+    # -- what the report says about the feeds ---------------------------------------------
+    @property
+    def shapes(self) -> list[dict[str, tuple[int, ...]]]:
+        """Input shapes of every verification feed (empty without numeric verification)."""
+        return list(self.plan.shapes) if self.plan is not None else []
+
+    def describe(self) -> str:
+        """One line: how many feeds, which shapes."""
+        if self.plan is None:
+            return "structural checks only"
+        return f"{len(self.plan.feeds)} feeds ({_describe_shapes(self.plan.shapes)})"
+
+    # -- checks --------------------------------------------------------------------------
+    def _run(self, model: ir.Model) -> Outputs:
+        assert self.plan is not None
+        session = make_session(model)
+        return [run_model(session, feed) for feed in self.plan.feeds]
+
+    def _equal(self, reference: Outputs, outputs: Outputs, what: str) -> str:
+        """Raise when ``outputs`` differ from ``reference``; return the detail of the match."""
+        for index, (expected, actual) in enumerate(zip(reference, outputs, strict=True)):
+            mismatches = compare_outputs(expected, actual, self.tolerance_scale)
+            if mismatches:
+                assert self.plan is not None
+                shapes = _describe_shapes([self.plan.shapes[index]])
+                raise VerificationError(
+                    f"{what} changed the outputs on feed {index + 1} ({shapes}): "
+                    f"{mismatches[0]}",
+                    hint="this is a bug in the pass; the reproducer holds its input",
+                )
+        drift = drift_metrics(reference, outputs)
+        return (
+            f"{len(outputs)} feeds, max abs error {drift['max_abs_error']:.3g}, "
+            f"SQNR >= {min(drift['sqnr_db'], 200.0):.0f} dB"
+        )
+
+    def check(self, model: ir.Model, lossless: bool) -> Verification:
+        """Verify ``model`` after one pass against the last verified state.
+
+        Raises VerificationError for a malformed model, a model ONNX Runtime cannot load or
+        run, and a lossless pass whose outputs differ.
+        """
+        check_light(model)
+        result = Verification(status="structural only", checker=True)
+        if not self.numeric:  # --verify none: no proofs either, it is the cheapest mode
+            result.detail = "structure checked; numeric verification is off"
+            return result
+        fingerprint = computation_fingerprint(model, self.hasher)
+        self.hasher.prune()
+        if fingerprint == self.last.fingerprint:
+            result.status = "equal"
+            result.max_abs_error = 0.0
+            result.detail = "same computation (no op, weight or annotation on a path changed)"
+            return result
+        outputs = self._run(model)
+        result.ort_load = True
+        if lossless:
+            result.detail = self._equal(self.last.outputs, outputs, "a lossless pass")
+            result.status = "equal"
+        else:
+            drift = drift_metrics(self.original.outputs, outputs)
+            result.status = f"drift sqnr={drift['sqnr_db']:.1f}dB"
+            result.detail = (
+                f"vs. the input model: cosine {drift['cosine']:.6f}, "
+                f"max abs error {drift['max_abs_error']:.4g}"
+            )
+        result.max_abs_error = max_abs_error_all(self.last.outputs, outputs)
+        self.last = _State(fingerprint, outputs)
+        return result
+
+    def compare_with_last(self, model: ir.Model) -> None:
+        """Raise VerificationError when ``model`` differs from the last verified state."""
+        check_light(model)
+        if computation_fingerprint(model, self.hasher) == self.last.fingerprint:
+            return
+        if self.numeric:
+            self._equal(self.last.outputs, self._run(model), "the lossless passes")
+
+    def final(self, model: ir.Model, lossless_run: bool) -> Verification:
+        """Full ONNX checker, then the end result against the input model, end to end."""
+        check_structure(model)
+        result = Verification(status="structural only", checker=True)
+        if not self.numeric:
+            result.detail = "ONNX checker passed; numeric verification is off"
+            return result
+        fingerprint = computation_fingerprint(model, self.hasher)
+        if fingerprint == self.original.fingerprint:
+            result.status, result.max_abs_error = "equal", 0.0
+            result.detail = "same computation as the input model"
+            return result
+        outputs = self.last.outputs if fingerprint == self.last.fingerprint else self._run(model)
+        result.ort_load = True
+        result.max_abs_error = max_abs_error_all(self.original.outputs, outputs)
+        if lossless_run:
+            detail = self._equal(self.original.outputs, outputs, "the lossless pipeline")
+            result.status, result.detail = "equal", "end to end vs. the input model: " + detail
+        else:
+            drift = drift_metrics(self.original.outputs, outputs)
+            result.status = f"drift sqnr={drift['sqnr_db']:.1f}dB"
+            result.detail = (
+                f"end to end vs. the input model: cosine {drift['cosine']:.6f}, "
+                f"max abs error {drift['max_abs_error']:.4g}"
+            )
+        self.last = _State(fingerprint, outputs)
+        return result
+
+
+def max_abs_error_all(reference: Outputs, actual: Outputs) -> float:
+    """The largest absolute difference over every output of every feed (inf on mismatch)."""
+    worst = 0.0
+    for ref, got in zip(reference, actual, strict=True):
+        for name, value in ref.items():
+            other = got.get(name)
+            worst = max(worst, float("inf") if other is None else max_abs_error(value, other))
+    return worst

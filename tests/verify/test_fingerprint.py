@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import onnx_ir as ir
+
+from irpass.testing import model_from_text
+from irpass.verify.fingerprint import TensorHasher, computation_fingerprint, structure_fingerprint
+
+TEXT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4] x) => (float[N, 3] y) <float[4, 3] w = {1,2,3,4,5,6,7,8,9,10,11,12}> {
+    a = Identity (x)
+    dead = Relu (x)
+    y = MatMul (a, w)
+}
+"""
+
+
+def test_computation_fingerprint_ignores_dead_code_identity_and_names() -> None:
+    model = model_from_text(TEXT)
+    before = computation_fingerprint(model)
+    graph = model.graph
+    dead = next(n for n in graph if n.op_type == "Relu")
+    graph.remove(dead, safe=True)
+    identity = next(n for n in graph if n.op_type == "Identity")
+    identity.outputs[0].replace_all_uses_with(identity.inputs[0])
+    graph.remove(identity, safe=True)
+    next(iter(graph)).name = "renamed"
+    assert computation_fingerprint(model) == before
+
+
+def test_computation_fingerprint_sees_weights_ops_and_in_place_changes() -> None:
+    model = model_from_text(TEXT)
+    array = np.arange(12, dtype=np.float32).reshape(4, 3)
+    model.graph.initializers["w"].const_value = ir.tensor(array, name="w")
+    hasher = TensorHasher()
+    before = computation_fingerprint(model, hasher)
+    array[0, 0] = 100.0  # mutated in place, same tensor object
+    assert computation_fingerprint(model, hasher) != before
+    matmul = next(n for n in model.graph if n.op_type == "MatMul")
+    matmul.op_type = "Gemm"
+    assert computation_fingerprint(model, hasher) != before
+
+
+def test_structure_fingerprint_sees_annotations_and_hashes_bfloat16() -> None:
+    model = model_from_text(TEXT)
+    hasher = TensorHasher()
+    before = structure_fingerprint(model, hasher)
+    assert structure_fingerprint(model, hasher) == before
+    next(n for n in model.graph if n.op_type == "Relu").outputs[0].shape = ir.Shape(["N", 4])
+    changed = structure_fingerprint(model, hasher)
+    assert changed != before
+    bf16 = np.arange(6, dtype=np.float32).astype(ml_dtypes.bfloat16)
+    assert len(hasher.content(ir.tensor(bf16))) == 32
+    strings = ir.tensor(np.array(["a", "b"], dtype=object))
+    assert hasher.content(strings) == hasher.content(strings)  # cached, sample re-checked
