@@ -59,6 +59,8 @@ METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy", "mse")
 
 #: Histogram bins per tensor (even, and divisible by 4 so doubling the window stays exact).
 DEFAULT_BINS = 4096
+#: Elements per batch and tensor that enter the histogram (larger tensors are strided).
+HISTOGRAM_SAMPLE = 1 << 20
 
 
 class TensorStats:
@@ -102,7 +104,12 @@ class TensorStats:
         self.edge *= 2.0
 
     def update(self, values: np.ndarray) -> None:
-        """Add the values of one batch (any shape)."""
+        """Add the values of one batch (any shape).
+
+        The extremes are exact; tensors above :data:`HISTOGRAM_SAMPLE` elements are histogrammed
+        on an evenly strided subset, each sample counting for the stride, which keeps a
+        per-token activation of a long sequence from costing seconds per batch.
+        """
         flat = np.asarray(values).reshape(-1)
         if flat.size == 0:
             return
@@ -123,10 +130,12 @@ class TensorStats:
             self.edge = bound if bound > 0 else 1e-8
         while bound > self.edge:
             self._grow()
+        stride = -(-flat.size // HISTOGRAM_SAMPLE)
+        sample = flat[::stride] if stride > 1 else flat
         scale = self.bins / (2.0 * self.edge)
-        index = ((flat.astype(np.float64) + self.edge) * scale).astype(np.int64)
+        index = ((sample.astype(np.float64) + self.edge) * scale).astype(np.int64)
         np.clip(index, 0, self.bins - 1, out=index)
-        self.hist += np.bincount(index, minlength=self.bins)
+        self.hist += np.bincount(index, minlength=self.bins) * stride
         self.count += int(flat.size)
 
 
@@ -214,11 +223,11 @@ def _percentile_range(stats: TensorStats, p: float, symmetric: bool) -> tuple[fl
     tail = (100.0 - p) / 100.0
     if symmetric:
         folded, width = _folded(stats)
-        cdf = np.cumsum(folded) / max(stats.count, 1)
+        cdf = np.cumsum(folded) / max(int(folded.sum()), 1)
         index = int(np.searchsorted(cdf, 1.0 - tail))
         bound = min((index + 1) * width, max(-stats.min, stats.max))
         return -bound, bound
-    cdf = np.cumsum(stats.hist) / max(stats.count, 1)
+    cdf = np.cumsum(stats.hist) / max(int(stats.hist.sum()), 1)
     edges = -stats.edge + stats.bin_width * np.arange(stats.bins + 1)
     lo_index = int(np.searchsorted(cdf, tail, side="right"))
     hi_index = int(np.searchsorted(cdf, 1.0 - tail))

@@ -329,6 +329,8 @@ class QdqWriter:
         current = _const(node.inputs[slot]) if len(node.inputs) > slot else None
         bias: np.ndarray | None = None
         if current is not None:
+            if plan.bias_input is not None:
+                current = current.reshape(-1)  # [1, N] Gemm bias: one value per channel
             bias = current.astype(np.float32) + (0.0 if delta is None else delta)
         elif delta is not None:
             bias = delta.astype(np.float32)

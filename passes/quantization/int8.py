@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,9 @@ from irpass.ir import default_opset
 
 from . import recover, speed
 from .calibrate import Calibration, calibrate
+from .equalize import cross_layer_equalize, smooth_quant
 from .insert_qdq import QuantizedWeight, insert_qdq, resolve_tensor_params
-from .plan import QuantPlan, calibration_candidates, make_plan, name_nodes
+from .plan import QuantPlan, make_plan, name_nodes
 from .rules import RuleSet
 
 if TYPE_CHECKING:
@@ -122,8 +124,11 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
         stats["quantized_layers"] = 0
         _record_plan(pass_.details, full, [])
         return modified
-    names = calibration_candidates(model, rules, dtypes)
+    modified = _rescale(model, full, source, options, stats) or modified
+    names = full.activations()
+    started = time.perf_counter()
     calibration: Calibration = calibrate(model, names, source)
+    logger.info("quantize: calibration %.1f s", time.perf_counter() - started)
     stats["calibration_samples"] = calibration.samples
     ranges = calibration.ranges(
         options.method,
@@ -131,9 +136,7 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
         symmetric=rules.symmetric_activations,
         percentile=options.percentile,
     )
-    dtypes.update(
-        {n: ir.DataType.FLOAT if d.kind == "f" else None for n, d in calibration.dtypes.items()}
-    )
+    dtypes.update({n: ir.DataType.from_numpy(d) for n, d in calibration.dtypes.items()})
     float_model = model.clone()
     builder = Int8Builder(
         float_model, rules, frozenset(options.exclude), options.per_channel, dtypes, ranges
@@ -142,16 +145,21 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
     fidelity_source = limit_samples(source, FIDELITY_SAMPLES)
     layers: dict[str, recover.LayerStats] = {}
     if options.bias_correction or budget.active:
+        started = time.perf_counter()
         layers = recover.layer_statistics(builder, fidelity_source)
+        logger.info("quantize: shadow layers %.1f s", time.perf_counter() - started)
     if options.bias_correction:
         builder.bias_delta = recover.bias_correction(layers, stats)
     fallback: list[str] = []
     if budget.active:
+        started = time.perf_counter()
         sensitivity = {name: layer.sqnr_db for name, layer in layers.items()}
         fallback = recover.fallback_search(
             builder, fidelity_source, budget, sensitivity, stats, pass_.details
         )
+        logger.info("quantize: fallback search %.1f s", time.perf_counter() - started)
     if options.never_slower and rules.name.startswith("ort"):
+        started = time.perf_counter()
         verdict = speed.keep_float_where_slower(
             builder, fallback, fidelity_source, calibration, stats, pass_.details
         )
@@ -160,6 +168,7 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
             _record_plan(pass_.details, builder.plan(list(full.nodes)), list(full.nodes))
             return modified
         fallback = verdict
+        logger.info("quantize: speed checks %.1f s", time.perf_counter() - started)
     final_plan = builder.plan(fallback)
     builder.build(fallback, target=model)
     stats["quantized_layers"] = len(final_plan.linear())
@@ -167,6 +176,43 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
     stats["fallback_layers"] = len(fallback)
     _record_plan(pass_.details, final_plan, fallback)
     return True
+
+
+def _rescale(
+    model: ir.Model, plan: QuantPlan, source: FeedSource, options: Any, stats: Any
+) -> bool:
+    """CLE and SmoothQuant as asked; reverted when the float outputs moved (a safety net)."""
+    per_tensor = any(p.weight_axis is None for p in plan.linear())
+    wanted_cle = options.equalize == "on" or (options.equalize == "auto" and per_tensor)
+    if not wanted_cle and options.smooth_quant is None:
+        return False
+    before = model.clone()
+    changed = 0
+    if wanted_cle:
+        stats["equalized_pairs"] = cross_layer_equalize(model)
+        changed += stats["equalized_pairs"]
+    if options.smooth_quant is not None:
+        changed += smooth_quant(
+            model, plan, limit_samples(source, FIDELITY_SAMPLES), options.smooth_quant, stats
+        )
+    if not changed:
+        return False
+    check = limit_samples(source, 8)
+    drift = recover.fidelity(before, model, check)
+    if drift["sqnr_db"] < 60.0:
+        logger.warning(
+            "quantize: rescaling changed the float outputs (%.1f dB); undone", drift["sqnr_db"]
+        )
+        stats["rescaling_undone"] = 1
+        _restore(model, before)
+        return False
+    return True
+
+
+def _restore(model: ir.Model, snapshot: ir.Model) -> None:
+    model.graph = snapshot.graph
+    model.opset_imports.clear()
+    model.opset_imports.update(snapshot.opset_imports)
 
 
 def _record_plan(details: dict[str, Any], plan: QuantPlan, fallback: list[str]) -> None:

@@ -7,8 +7,10 @@ steps over the main graph, in topological order:
 1. **Anchors**: every ``linear`` op whose weight is a float constant (or a MatMul of two
    activations when the rule allows it) and that is not excluded.
 2. **Growth** (rule sets whose linear outputs are quantized, ONNX Runtime and NNAPI): ops with
-   an int8 kernel join when all their activation inputs are already quantized; a Relu or a
-   Clip(0, c) that is the only reader of a quantized output is absorbed into that output's Q.
+   an int8 kernel join when all their activation inputs are already quantized (an Add or Mul
+   with a constant operand does not: it is arithmetic on one tensor, a bias or a scale, and
+   quantizing it only adds rounding); a Relu or a Clip(0, c) that is the only reader of a
+   quantized output is absorbed into that output's Q.
    TensorRT instead gets Q/DQ on the residual input of an Add fed by an anchor.
 3. **Pruning**: a unary or data-movement op whose output no quantized op reads is dropped
    again (its Q would only be followed by a DQ back to float, and it costs the same in float),
@@ -41,7 +43,6 @@ __all__ = [
     "NodePlan",
     "QuantPlan",
     "TensorPlan",
-    "calibration_candidates",
     "make_plan",
     "name_nodes",
 ]
@@ -107,6 +108,14 @@ class QuantPlan:
         """Names of the tensors whose ranges calibration must measure."""
         return [t.name for t in self.tensors.values() if t.source == "calibrated"]
 
+    def activations(self) -> list[str]:
+        """Every quantized activation tensor, whatever its grid's source.
+
+        Calibrating all of them lets any plan that keeps more nodes float (the fallback and
+        speed searches) find a range for a tensor whose grid it no longer inherits.
+        """
+        return [t.name for t in self.tensors.values() if t.source != "constant"]
+
     def linear(self) -> list[NodePlan]:
         """Planned nodes with a quantized weight, in graph order."""
         return [n for n in self.nodes.values() if n.weight_input is not None]
@@ -136,10 +145,11 @@ def _const_array(value: ir.Value | None) -> np.ndarray | None:
 
 
 def _is_float(value: ir.Value | None, dtypes: Mapping[str, ir.DataType | None]) -> bool:
+    """Float32, or of unknown type (calibration observes the type and the plan is redone)."""
     if value is None:
         return False
     dtype = value.dtype if value.dtype is not None else dtypes.get(value.name or "")
-    return dtype == ir.DataType.FLOAT
+    return dtype is None or dtype == ir.DataType.FLOAT
 
 
 def _excluded(node: ir.Node, exclude: Collection[str]) -> bool:
@@ -196,8 +206,16 @@ class _Planner:
         bias = layout.bias_input
         if bias is not None:
             bias_array = _const_array(node.inputs[bias])
-            if bias_array is None or bias_array.ndim > 1:
-                bias = None if bias_array is None or rule.bias == "int32" else bias
+            weight_array = _const_array(weight)
+            assert weight_array is not None
+            channels = layout.out_channels(weight_array.shape)
+            # an int32 bias is one value per output channel; Gemm's C may be [1, N] (the same)
+            if (
+                bias_array is None
+                or bias_array.size != channels
+                or max(bias_array.shape[:-1], default=1) != 1
+            ):
+                bias = None
         return NodePlan(
             node.name or "",
             node.op_type,
@@ -241,8 +259,11 @@ class _Planner:
             value = node.inputs[slot]
             if value is None:
                 continue
-            if _const_array(value) is not None and rule.role in ("binary", "variadic"):
-                if not _is_float(value, self.dtypes):
+            if _const_array(value) is not None:
+                # a bias add or a scale by a constant is elementwise arithmetic on one tensor:
+                # quantizing it adds a rounding step and saves nothing (activation formulas
+                # such as the tanh GELU are chains of them); concatenating a constant is fine
+                if rule.role != "variadic" or not _is_float(value, self.dtypes):
                     return None
                 continue
             if (value.name or "") not in self.quantized_out:
@@ -386,29 +407,3 @@ def make_plan(
         if tensor.source == "shared" and tensor.shared_with not in tensors:
             raise AssertionError(f"{tensor.name} shares the grid of unplanned {tensor.shared_with}")
     return QuantPlan(rules, planner.nodes, tensors, planner.skipped)
-
-
-def calibration_candidates(
-    model: ir.Model, rules: RuleSet, dtypes: Mapping[str, ir.DataType | None] | None = None
-) -> list[str]:
-    """Every main-graph tensor some plan under ``rules`` may quantize, in graph order.
-
-    Calibrating this superset once lets the fallback search re-plan with any subset of nodes
-    kept float (a tensor behind a fallen-back node may then need its own range).
-    """
-    dtypes = dtypes or {}
-    names: dict[str, None] = {}
-    for node in model.graph:
-        rule = rules.rule(node.op_type)
-        if rule is None or node.domain not in _ONNX_DOMAINS:
-            continue
-        slots = (0,) if rule.role == "absorb" else rule.activation_inputs(len(node.inputs))
-        if rule.role == "linear" and not rule.two_activations:
-            slots = (0,)
-        values = [node.inputs[i] for i in slots] + list(node.outputs[:1])
-        for value in values:
-            if value is None or not value.name or _const_array(value) is not None:
-                continue
-            if _is_float(value, dtypes) or (value.dtype is None and value.name not in dtypes):
-                names[value.name] = None
-    return list(names)

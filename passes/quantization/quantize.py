@@ -69,13 +69,19 @@ class QuantizePass(IrpassPass):
         per_channel: bool = option(True, "per-channel weights where the rule set allows")
         exclude: tuple[str, ...] = option((), "node names or op types that stay float")
         max_drop: float | None = option(
-            1.0,
+            0.5,
             "fidelity budget: top-1 disagreement with float on calibration data, "
             "percentage points (none = no budget)",
         )
         min_cosine: float | None = option(None, "fidelity budget: cosine floor of outputs")
         min_sqnr: float | None = option(None, "fidelity budget: SQNR floor of outputs (dB)")
         bias_correction: bool = option(True, "correct the bias for the mean quantization error")
+        equalize: Literal["auto", "on", "off"] = option(
+            "auto", "cross-layer equalization (auto: when some weights are per-tensor)"
+        )
+        smooth_quant: float | None = option(
+            None, "SmoothQuant migration strength alpha for linear-op inputs (e.g. 0.5)"
+        )
         never_slower: bool = option(True, "rules=ort: keep layers float where int8 is not faster")
         calib_samples: int | None = option(None, "use at most this many calibration samples")
         block_size: int = option(32, "int8w/int4w: weights per scale along the input axis")
@@ -97,6 +103,8 @@ class QuantizePass(IrpassPass):
                 raise ValueError(f"min_cosine must be in [-1, 1], got {self.min_cosine}")
             if self.block_size < 16 or self.block_size & (self.block_size - 1):
                 raise ValueError(f"block_size must be a power of two >= 16, got {self.block_size}")
+            if self.smooth_quant is not None and not 0.0 < self.smooth_quant < 1.0:
+                raise ValueError(f"smooth_quant must be in (0, 1), got {self.smooth_quant}")
             if self.calib_samples is not None and self.calib_samples < 1:
                 raise ValueError(f"calib_samples must be >= 1, got {self.calib_samples}")
 

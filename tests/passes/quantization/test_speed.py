@@ -7,7 +7,7 @@ from quant_testlib import build, gaussian_source, op_counts
 from irpass.passes.quantization import speed
 from irpass.passes.quantization.calibrate import calibrate
 from irpass.passes.quantization.int8 import Int8Builder, element_types
-from irpass.passes.quantization.plan import calibration_candidates, name_nodes
+from irpass.passes.quantization.plan import make_plan, name_nodes
 from irpass.passes.quantization.rules import ORT
 
 NET = """
@@ -53,7 +53,8 @@ def setup():
         node.name = f"conv{index}"
     name_nodes(model.graph)
     source = gaussian_source({"x": (2, 4, 8, 8)})
-    calibration = calibrate(model, calibration_candidates(model, ORT), source)
+    names = make_plan(model, ORT, dtypes=element_types(model)).activations()
+    calibration = calibrate(model, names, source)
     ranges = calibration.ranges("minmax", levels=256)
     builder = Int8Builder(model, ORT, frozenset(), True, element_types(model), ranges)
     return builder, source, calibration
