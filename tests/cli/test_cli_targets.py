@@ -36,7 +36,10 @@ def test_optimize_target_writes_the_folder_and_prints_device_steps(
     assert {p.name for p in out.iterdir()} >= {"model.onnx", "build_engine.sh", "manifest.json",
                                                "report.json", "report.html"}
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["precision"]["effective"] == "fp16" and manifest["precision"]["at_build"]
+    # without calibration data jetson falls back to FP16, written as an FP16-typed model that
+    # TensorRT 10 builds strongly typed
+    assert manifest["precision"]["effective"] == "fp16" and not manifest["precision"]["at_build"]
+    assert "--stronglyTyped" in (out / "build_engine.sh").read_text()
     assert "calibration data" in captured.err  # the fallback is a warning, with its reason
 
 
