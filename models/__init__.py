@@ -26,7 +26,8 @@ __all__ = [
 
 MODELS_DIR = pathlib.Path(__file__).resolve().parent
 ZOO_NAMES = (
-    "resnet_cnn", "mobilenet_v2", "power_cnn1d", "mlp", "transformer", "unet", "mobilenet_v3"
+    "resnet_cnn", "mobilenet_v2", "power_cnn1d", "mlp", "transformer", "unet",
+    "patch_transformer", "mobilenet_v3",
 )
 
 

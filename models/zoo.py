@@ -19,6 +19,8 @@ transformer        tokens int64 [N, T]         Embedding (Gather), multi-head at
                                                LayerNorm, GELU, FFN, dynamic sequence length
 unet               image [N, 1, 16, 16]        encoder/decoder, Resize (upsample), Concat
                                                skips, Split
+patch_transformer  vector [N, 64]              the transformer over 8 tokens of 8 features
+                                               (linear patch embedding, batched MatMuls)
 mobilenet_v3       image [N, 1, 16, 16]        HardSwish, squeeze-excite with HardSigmoid,
                                                5x5 depthwise convs (ops NNAPI lacks)
 =================  ==========================  ===============================================
@@ -44,6 +46,7 @@ __all__ = [
     "mlp",
     "mobilenet_v2",
     "mobilenet_v3",
+    "patch_transformer",
     "power_cnn1d",
     "resnet_cnn",
     "transformer",
@@ -306,15 +309,21 @@ class TransformerEncoder(nn.Module):
     """Pre-norm transformer encoder classifier over token ids (any sequence length <= max_len)."""
 
     def __init__(self, vocab: int = 128, dim: int = 64, heads: int = 4, layers: int = 2,
-                 ffn: int = 128, max_len: int = 64, num_classes: int = 4) -> None:
+                 ffn: int = 128, max_len: int = 64, num_classes: int = 4,
+                 patch: int | None = None) -> None:
         super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
+        # With ``patch`` the input is a float vector cut into tokens of ``patch`` features each
+        # (a ViT-style linear patch embedding) instead of token ids.
+        self.patch = patch
+        self.embed: nn.Module = nn.Embedding(vocab, dim) if patch is None else nn.Linear(patch, dim)
         self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
         self.layers = nn.Sequential(*[_EncoderLayer(dim, heads, ffn) for _ in range(layers)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.patch is not None:
+            tokens = tokens.reshape(tokens.shape[0], -1, self.patch)
         x = self.embed(tokens) + self.pos[:, : tokens.shape[1]]
         x = self.norm(self.layers(x))
         return self.head(x.mean(dim=1))
@@ -381,6 +390,12 @@ class ZooEntry:
     doc: str = ""
 
 
+def _patch_transformer(**kwargs: Any) -> nn.Module:
+    # The zoo transformer with a linear patch embedding: a flattened 8x8 digit is 8 tokens
+    # (rows) of 8 pixels; a wider FFN than the token model, 10 classes.
+    return TransformerEncoder(**{"patch": 8, "ffn": 256, "num_classes": 10, **kwargs})
+
+
 def _image() -> tuple[torch.Tensor, ...]:
     return (torch.randn(*DIGITS_SHAPE, generator=torch.Generator().manual_seed(0)),)
 
@@ -407,6 +422,10 @@ ZOO: dict[str, ZooEntry] = {
                  doc="transformer encoder: attention, LayerNorm, GELU, FFN; dynamic sequence"),
         ZooEntry("unet", UNet, _image, ("input",), ("mask",),
                  doc="two-level U-Net with Resize, Concat and Split"),
+        ZooEntry("patch_transformer", _patch_transformer,
+                 lambda: (torch.randn(1, 64, generator=torch.Generator().manual_seed(0)),),
+                 ("input",), ("logits",),
+                 doc="transformer encoder over 8 tokens of 8 features (flattened 8x8 digits)"),
         ZooEntry("mobilenet_v3", MobileNetV3, _image, ("input",), ("logits",),
                  doc="MobileNetV3-style net: HardSwish, squeeze-excite (HardSigmoid), 5x5 DW"),
     )
@@ -473,6 +492,11 @@ def transformer() -> nn.Module:
 def unet() -> nn.Module:
     """U-Net with Resize/Concat/Split."""
     return build("unet")
+
+
+def patch_transformer() -> nn.Module:
+    """Transformer over 8 tokens of 8 features (the digits transformer's architecture)."""
+    return build("patch_transformer")
 
 
 def mobilenet_v3() -> nn.Module:

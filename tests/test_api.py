@@ -32,12 +32,17 @@ KNOWN = {
     # Core ML's ML Program list has no Gather (the embedding lookup)
     ("ios", "zoo/transformer"): {"operators supported",
                                  "CoreML MLProgram partitions (ORT usability checker)"},
+    # ORT's checker inlines an FP16 Gelu (no float16 Gelu kernel to claim it) and the body's
+    # Sum is not on the ML Program list; the report names Sum and why it stayed
+    ("ios", "zoo/patch_transformer"): {"CoreML MLProgram partitions (ORT usability checker)"},
+    ("ios", "trained/digits_transformer"): {
+        "CoreML MLProgram partitions (ORT usability checker)"},
 }
 SLOW_LIGHT = {"vgg19", "bvlc_alexnet", "zfnet512"}
 
 
 def _shapes(name: str) -> dict[str, tuple[int, ...]] | None:
-    return {"tokens": (1, 16)} if name.endswith("transformer") else None
+    return {"tokens": (1, 16)} if name == "zoo/transformer" else None
 
 
 def _fp16(model: ir.Model) -> bool:
@@ -71,7 +76,7 @@ def test_every_target_on_the_zoo_and_trained_models(
     # the written model computes what the input computed (fixed shapes where the target
     # fixed them)
     written = load_model(out / "model.onnx")
-    if name.endswith("transformer"):
+    if name == "zoo/transformer":
         feeds = {"tokens": np.random.default_rng(0).integers(0, 128, (1, 16))}
     else:
         shape = [d if isinstance(d, int) else 1 for d in written.graph.inputs[0].shape]

@@ -19,6 +19,7 @@ EXPECTED_OPS = {
     "mlp": {"Gemm", "Relu"},
     "transformer": {"Gather", "MatMul", "Softmax", "LayerNormalization", "Gelu"},
     "unet": {"Conv", "Resize", "Concat", "Split", "MaxPool"},
+    "patch_transformer": {"Reshape", "MatMul", "Softmax", "LayerNormalization", "Gelu"},
     "mobilenet_v3": {"Conv", "BatchNormalization", "HardSwish", "HardSigmoid", "Mul", "Add"},
 }
 
@@ -29,6 +30,7 @@ FEEDS = {
     "mlp": {"input": (3, 64)},
     "transformer": {"tokens": (3, 11)},
     "unet": {"input": (3, 1, 16, 16)},
+    "patch_transformer": {"input": (3, 64)},
     "mobilenet_v3": {"input": (3, 1, 16, 16)},
 }
 
