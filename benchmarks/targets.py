@@ -20,7 +20,7 @@ Two parts, one run, written to ``benchmarks/results/targets.json``:
 
     python benchmarks/targets.py                 # everything (about 20 minutes)
     python benchmarks/targets.py --part cpu --repeats 200
-    python benchmarks/targets.py --markdown benchmarks/results/targets.json   # the tables
+    python benchmarks/render.py                  # the tables of benchmarks/README.md
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ CALIB = {
     "digits_resnet": "digits16_calib.npz",
     "digits_mobilenet": "digits16_calib.npz",
     "power_cnn1d": "power_calib.npz",
+    "digits_transformer": "digits8_calib.npz",
 }
 LIGHT_DIR = pathlib.Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
@@ -164,7 +165,7 @@ def mobile_part(work: pathlib.Path) -> dict[str, Any]:
     models.update({f"light/{p.stem[6:]}": p for p in sorted(LIGHT_DIR.glob("light_*.onnx"))})
     results: dict[str, Any] = {}
     for name, path in models.items():
-        shapes = {"tokens": (1, 16)} if name.endswith("transformer") else None
+        shapes = {"tokens": (1, 16)} if name == "zoo/transformer" else None
         baseline = _fixed_like_ort(path, work / "fixed.onnx")
         entry: dict[str, Any] = {}
         for target, ep in (("android", "nnapi"), ("ios", "coreml")):
@@ -184,74 +185,11 @@ def mobile_part(work: pathlib.Path) -> dict[str, Any]:
     return results
 
 
-def markdown(path: pathlib.Path) -> str:
-    """The tables of benchmarks/README.md, generated from a results file."""
-    import json
-
-    payload = json.loads(path.read_text())
-    data = payload["results"]
-    packages = payload["machine"]["packages"]
-    lines = [
-        f"Run of {payload['date'][:10]} (`{payload['command']}`; {payload['machine']['cpu']}, "
-        f"{payload['machine']['cores']} cores, onnxruntime {packages.get('onnxruntime')}).",
-        "",
-    ]
-    if "cpu" in data:
-        lines += [
-            "Latency ratio to the input FP32 model (median, 1 thread, batch 1; `~` = within "
-            "the run's noise), test accuracy, file size and peak memory of the session:",
-            "",
-            "| model | variant | precision | latency | accuracy | size | peak memory |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        order = ("input fp32", "irpass generic fp32", "irpass x86", "irpass rpi",
-                 "ORT quantize_static")
-        for model, info in data["cpu"].items():
-            for label in order:
-                entry = info.get(label)
-                if not isinstance(entry, dict) or "accuracy" not in entry:
-                    continue
-                ratio = entry.get("latency_ratio_vs_input", 1.0)
-                mark = "" if entry.get("latency_difference_real", True) else " ~"
-                lines.append(
-                    f"| {model} | {label} | {entry.get('precision') or '-'} | "
-                    f"x{ratio:.2f}{mark} | {100 * entry['accuracy']:.2f}% | "
-                    f"{entry['bytes'] / 1024:.0f} KiB | "
-                    f"{entry['peak_memory']['session_bytes'] / 2**20:.1f} MiB |"
-                )
-        lines.append("")
-    if "mobile" in data:
-        lines += [
-            "Partitions (nodes covered) that ONNX Runtime's mobile usability checker reports, "
-            "for the model as ONNX Runtime's tools prepare it (batch fixed to 1) and for "
-            "irpass's output:",
-            "",
-            "| model | NNAPI: ORT tools | NNAPI: irpass android | Core ML: ORT tools | "
-            "Core ML: irpass ios |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for model, entry in data["mobile"].items():
-            cells = []
-            for target in ("android", "ios"):
-                for side in ("ort_tools", "irpass"):
-                    part = entry[target][side]
-                    cells.append(f"{part['partitions']} ({100 * part['coverage']:.0f}%)")
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["cpu", "mobile", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=1000)
-    parser.add_argument(
-        "--markdown", type=pathlib.Path, help="print the tables of this results file and exit"
-    )
     args = parser.parse_args()
-    if args.markdown is not None:
-        print(markdown(args.markdown))
-        return
     data: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="irpass-bench-targets-") as tmp:
         work = pathlib.Path(tmp)
