@@ -317,6 +317,54 @@ def render_svd(payload: Payload) -> str:
     ])
 
 
+def render_targets(payload: Payload) -> str:
+    """CPU targets against ONNX Runtime's quantizer; mobile checker partitions before/after."""
+    data = payload["results"]
+    parts = [provenance(payload)]
+    if "cpu" in data:
+        order = ("input fp32", "irpass generic fp32", "irpass x86", "irpass rpi",
+                 "ORT quantize_static")
+        rows = []
+        for model, info in data["cpu"].items():
+            for label in order:
+                entry = info.get(label)
+                if not isinstance(entry, dict) or "accuracy" not in entry:
+                    continue
+                ratio = entry.get("latency_ratio_vs_input", 1.0)
+                verdict = "" if entry.get("latency_difference_real", True) else " noise"
+                rows.append([
+                    model, label, entry.get("precision") or "–", f"{ratio:.3f}{verdict}",
+                    f"{100 * entry['accuracy']:.2f}%", f"{entry['bytes'] / 1024:.0f} KiB",
+                    f"{entry['peak_memory']['session_bytes'] / 2**20:.1f} MiB",
+                ])
+        parts += [
+            "Latency is the median ratio to the input FP32 model (ONNX Runtime CPU, 1 thread, "
+            "batch 1; `noise` = within the run's A/A noise); accuracy on the test split; file "
+            "size; the session's peak memory (fresh process). `irpass x86`/`rpi` ran with the "
+            "calibration split; their precision is what they shipped (a layer stays float when "
+            "its INT8 form is not faster here).",
+            table(["model", "variant", "precision", "latency", "accuracy", "size",
+                   "peak memory"], rows),
+        ]
+    if "mobile" in data:
+        rows = []
+        for model, entry in data["mobile"].items():
+            cells = []
+            for target in ("android", "ios"):
+                for side in ("ort_tools", "irpass"):
+                    part = entry[target][side]
+                    cells.append(f"{part['partitions']} ({100 * part['coverage']:.0f}%)")
+            rows.append([model, *cells])
+        parts += [
+            "Partitions (node coverage) ONNX Runtime's mobile usability checker reports for the "
+            "model as ONNX Runtime's tools prepare it (dynamic dims fixed to 1) and for irpass's "
+            "`--target android` / `--target ios` output (one partition at 100% is the goal):",
+            table(["model", "NNAPI: ORT tools", "NNAPI: irpass android", "Core ML: ORT tools",
+                   "Core ML: irpass ios"], rows),
+        ]
+    return "\n\n".join(parts)
+
+
 def _latency(row: Mapping[str, Any], batch: int) -> str:
     ratio = row.get(f"latency_ratio_batch{batch}")
     if ratio is None:
@@ -366,6 +414,7 @@ RENDERERS: dict[str, Callable[[Payload], str]] = {
     "compression": render_compression,
     "compression.headline": render_compression_headline,
     "svd": render_svd,
+    "targets": render_targets,
 }
 
 

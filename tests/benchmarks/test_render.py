@@ -136,3 +136,16 @@ def test_svd_results_get_their_own_tables() -> None:
     assert "| m | aware@0.3 | 2 | 0.700 | 0.720 | 0.9700 | 0.50 | 0.0200 | 0.250 | 0.900 noise " \
            "| 0.800 faster |" in body
     assert "| m | 0.690 | 0.500 | 0.50 | yes | 0.250 | yes | 0.050 | 0.020 |" in body
+
+
+def test_targets_results_get_their_own_tables() -> None:
+    entry = {"accuracy": 0.5, "bytes": 2048, "peak_memory": {"session_bytes": 2**20},
+             "precision": "int8", "latency_ratio_vs_input": 0.75, "latency_difference_real": True}
+    part = {"partitions": 2, "coverage": 0.5, "unsupported": {"Erf": 1}}
+    body = render.render("targets", _payload({
+        "cpu": {"m": {"irpass x86": entry, "noise": 0.01}},
+        "mobile": {"zoo/m": {"android": {"ort_tools": part, "irpass": part},
+                             "ios": {"ort_tools": part, "irpass": part}}},
+    }))
+    assert "| m | irpass x86 | int8 | 0.750 | 50.00% | 2 KiB | 1.0 MiB |" in body
+    assert "| zoo/m | 2 (50%) | 2 (50%) | 2 (50%) | 2 (50%) |" in body
