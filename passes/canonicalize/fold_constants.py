@@ -26,6 +26,10 @@ Constant nodes, the model's own and those the folder writes for values it derive
 shapes (``Shape``, ``Size`` of a known tensor), become initializers too, except a Constant that
 is a graph output (an output stays produced by a node).
 
+onnxscript writes the shapes it resolves as ``Constant <value_ints=...>``, an attribute form
+that exists from opset 12 on; in older models the Constants left as nodes are rewritten to the
+``value`` tensor form every opset accepts.
+
 Never folded: ``QuantizeLinear``/``DequantizeLinear`` (they *are* the quantized weight format),
 random ops, custom-domain ops (passed through untouched). Nodes whose inputs are graph inputs
 are not folded either; run ``inputs_to_initializers`` first on IR < 4 models.
@@ -56,6 +60,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass
 # Nothing is vendored: an onnxscript change that breaks this fails tests/passes/canonicalize.
 from onnxscript.optimizer._constant_folding import FoldConstantsPass as _OnnxscriptFolder
 
+from irpass.ir import default_opset
 from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
@@ -252,6 +257,31 @@ def _fold_constant_of_shape(model: ir.Model, should_fold: Callable[[ir.Node], bo
     return folded
 
 
+#: Constant attributes other than ``value`` (opset 12+), with the numpy dtype they hold.
+_CONSTANT_FORMS = {
+    "value_int": np.int64,
+    "value_ints": np.int64,
+    "value_float": np.float32,
+    "value_floats": np.float32,
+}
+
+
+def _constants_as_tensors(model: ir.Model) -> None:
+    """Rewrite ``Constant <value_ints=...>`` (and the other forms) to ``value=`` tensors."""
+    for graph in model.graphs():
+        for node in graph:
+            if node.op_type != "Constant" or not is_onnx_domain(node.domain):
+                continue
+            for name, dtype in _CONSTANT_FORMS.items():
+                attr = node.attributes.get(name)
+                if attr is None:
+                    continue
+                array = np.array(attr.value, dtype=dtype)
+                del node.attributes[name]
+                tensor = ir.Tensor(array, name=node.outputs[0].name)
+                node.attributes["value"] = ir.AttrTensor("value", tensor)
+
+
 @register
 class FoldConstantsPass(IrpassPass):
     """Fold constant subgraphs into initializers, by consumer and size (weights always)."""
@@ -328,6 +358,9 @@ class FoldConstantsPass(IrpassPass):
         lifted = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
         if lifted.modified:
             self.stats["constants_lifted"] += constants - _count_constant_nodes(model)
+        opset = default_opset(model)
+        if result.modified and opset is not None and opset < 12:
+            _constants_as_tensors(model)
         if kept:
             self.stats["kept_large"] += len(kept)
         removed = nodes_before - count_nodes(model)

@@ -185,6 +185,26 @@ def test_runs_inside_onnx_ir_pass_manager() -> None:
     assert _ops(result.model) == ["Conv"]
 
 
+@pytest.mark.parametrize("opset", [11, 13])
+def test_resolved_shapes_are_constants_the_opset_accepts(opset: int) -> None:
+    # Found by the fuzzer (irpass.fuzz): onnxscript's folder writes a resolved Shape as
+    # Constant <value_ints=...>, which the checker rejects below opset 12.
+    text = f"""
+    <ir_version: 7, opset_import: ["" : {opset}]>
+    g (float[2,5] x) => (float[10] y) {{
+        s = Shape (x)
+        n = ReduceProd <keepdims = 1> (s)
+        y = Reshape (x, n)
+    }}
+    """
+    model, reference = model_from_text(text), model_from_text(text)
+    assert FoldConstantsPass()(model).modified is True
+    constants = [n for n in model.graph if n.op_type == "Constant"]
+    if opset < 12:
+        assert all(set(n.attributes) == {"value"} for n in constants)
+    assert_equivalent(reference, model)  # the ONNX checker runs first
+
+
 def test_a_failing_evaluator_leaves_its_node_and_folds_the_rest() -> None:
     # onnxscript's SplitToSequence rewrite raises when `split` is a 0-d graph input
     # (ONNX backend case test_split_to_sequence_1); the constant Add must still fold.
