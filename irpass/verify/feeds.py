@@ -538,6 +538,7 @@ def _draw_narrow(
 ) -> np.ndarray:
     """bfloat16, float8, float4, int4, int2 (ml_dtypes): drawn as float32 / int64, then cast."""
     dtype = spec.dtype
+    wide: np.dtype[Any]
     try:
         info: Any = ml_dtypes.finfo(dtype)
         wide = np.dtype(np.float32)
