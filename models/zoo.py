@@ -21,6 +21,8 @@ unet               image [N, 1, 16, 16]        encoder/decoder, Resize (upsample
                                                skips, Split
 patch_transformer  vector [N, 64]              the transformer over 8 tokens of 8 features
                                                (linear patch embedding, batched MatMuls)
+mobilenet_v3       image [N, 1, 16, 16]        HardSwish, squeeze-excite with HardSigmoid,
+                                               5x5 depthwise convs (ops NNAPI lacks)
 =================  ==========================  ===============================================
 
 This module needs torch (``pip install irpass[torch]``); code that must run without torch uses
@@ -43,6 +45,7 @@ __all__ = [
     "build",
     "mlp",
     "mobilenet_v2",
+    "mobilenet_v3",
     "patch_transformer",
     "power_cnn1d",
     "resnet_cnn",
@@ -143,6 +146,78 @@ class MobileNetV2(nn.Module):
         layers += [nn.Conv2d(cin, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6()]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(0.1), nn.Linear(last, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(torch.flatten(x, 1))
+
+
+# ------------------------------------------------------------------------- MobileNetV3-style
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.expand = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = F.relu(self.reduce(F.adaptive_avg_pool2d(x, 1)))
+        return x * F.hardsigmoid(self.expand(scale))
+
+
+class _V3Block(nn.Module):
+    def __init__(self, cin: int, hidden: int, cout: int, kernel: int, stride: int, se: bool,
+                 act: type[nn.Module]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if hidden != cin:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), act()]
+        layers += [
+            nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            act(),
+        ]
+        self.expand = nn.Sequential(*layers)
+        self.se: nn.Module = _SqueezeExcite(hidden, max(8, hidden // 4)) if se else nn.Identity()
+        self.project = nn.Sequential(nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.use_residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.expand(x)))
+        return x + y if self.use_residual else y
+
+
+class MobileNetV3(nn.Module):
+    """MobileNetV3-Small in miniature: HardSwish, squeeze-excite gates (HardSigmoid), 5x5 DW."""
+
+    # (kernel, hidden, out, squeeze-excite, HardSwish?, stride), as the paper's table 2, scaled
+    SETTINGS = (
+        (3, 16, 16, True, False, 2),
+        (3, 48, 24, False, False, 1),
+        (3, 64, 24, False, False, 1),
+        (5, 72, 32, True, True, 2),
+        (5, 96, 32, True, True, 1),
+        (5, 96, 48, True, True, 1),
+    )
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        stem = 16
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(stem),
+            nn.Hardswish(),
+        ]
+        cin = stem
+        for kernel, hidden, cout, se, hswish, stride in self.SETTINGS:
+            act = nn.Hardswish if hswish else nn.ReLU
+            layers.append(_V3Block(cin, hidden, cout, kernel, stride, se, act))
+            cin = cout
+        last = 96
+        layers += [nn.Conv2d(cin, last, 1, bias=False), nn.BatchNorm2d(last), nn.Hardswish()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Linear(last, 128), nn.Hardswish(), nn.Dropout(0.1), nn.Linear(128, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.adaptive_avg_pool2d(self.features(x), 1)
@@ -351,6 +426,8 @@ ZOO: dict[str, ZooEntry] = {
                  lambda: (torch.randn(1, 64, generator=torch.Generator().manual_seed(0)),),
                  ("input",), ("logits",),
                  doc="transformer encoder over 8 tokens of 8 features (flattened 8x8 digits)"),
+        ZooEntry("mobilenet_v3", MobileNetV3, _image, ("input",), ("logits",),
+                 doc="MobileNetV3-style net: HardSwish, squeeze-excite (HardSigmoid), 5x5 DW"),
     )
 }
 
@@ -420,3 +497,8 @@ def unet() -> nn.Module:
 def patch_transformer() -> nn.Module:
     """Transformer over 8 tokens of 8 features (the digits transformer's architecture)."""
     return build("patch_transformer")
+
+
+def mobilenet_v3() -> nn.Module:
+    """MobileNetV3-style net with HardSwish and HardSigmoid."""
+    return build("mobilenet_v3")
