@@ -32,11 +32,6 @@ KNOWN = {
     # Core ML's ML Program list has no Gather (the embedding lookup)
     ("ios", "zoo/transformer"): {"operators supported",
                                  "CoreML MLProgram partitions (ORT usability checker)"},
-    # ORT's checker inlines an FP16 Gelu (no float16 Gelu kernel to claim it) and the body's
-    # Sum is not on the ML Program list; the report names Sum and why it stayed
-    ("ios", "zoo/patch_transformer"): {"CoreML MLProgram partitions (ORT usability checker)"},
-    ("ios", "trained/digits_transformer"): {
-        "CoreML MLProgram partitions (ORT usability checker)"},
 }
 SLOW_LIGHT = {"vgg19", "bvlc_alexnet", "zfnet512"}
 
