@@ -301,7 +301,8 @@ def render_svd(payload: Payload) -> str:
     return "\n\n".join([
         provenance(payload) + " Reference: the model after `canonicalize,fuse`. Settings: "
         "`plain@r` is `svd(ratio=r, data_aware=false)`, `aware@r` is `svd(ratio=r)` with the "
-        "model's calibration split, `plain@aware@r` is plain SVD at the ranks `aware@r` chose. "
+        "model's calibration split, `aware-nosens@r` the same with `sensitivity=false`, "
+        "`plain@aware@r` is plain SVD at the ranks `aware@r` chose. "
         "params/MACs/latency are ratios to the reference (latency: median, ONNX Runtime CPU, one "
         "thread, with its verdict against the A/A noise); accuracy on the test split; drop in "
         "points; error is the output's relative RMS error; err/plain is `aware`'s error over "
