@@ -240,6 +240,8 @@ class _Converter:
     def run(self, keep_io_fp32: bool) -> None:
         half_nodes = {n.name or "": n for n in self.graph if n.name in self.decisions}
         half_ids = {id(n) for n in half_nodes.values()}
+        # graph outputs that were float16 already stay float16 with keep_io_fp32
+        was_half = {id(v) for v in self.graph.outputs if v.dtype == _F16}
         # 1. outputs of fp16 nodes become fp16 values
         for name, node in half_nodes.items():
             for slot in self.decisions[name][1]:
@@ -270,7 +272,7 @@ class _Converter:
                     self.graph.remove(cast_node, safe=True)
                     self.count -= 1
         for index, value in enumerate(list(self.graph.outputs)):
-            if value.dtype != _F16 or not keep_io_fp32:
+            if value.dtype != _F16 or not keep_io_fp32 or id(value) in was_half:
                 continue
             name = value.name or ""
             self.taken.discard(name)

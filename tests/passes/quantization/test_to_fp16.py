@@ -171,3 +171,20 @@ def test_nothing_to_convert_changes_nothing():
     pass_ = QuantizePass(QuantizePass.Options(mode="fp16"), PassContext())
     assert pass_(model).modified is False
     assert onnx.printer.to_text(ir.to_proto(model).graph) == before
+
+
+def test_an_output_that_was_float16_stays_float16():
+    # keep_io_fp32 casts back what the conversion made fp16, not an output fp16 from the start
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,4] x) => (float[2,4] y, float16[2,4] h) {
+      y = Relu(x)
+      h = Cast<to = 10>(y)
+    }"""
+    model = ir.from_proto(onnx.parser.parse_model(text))
+    fp16(model)
+    dtypes = {v.name: v.dtype for v in model.graph.outputs}
+    assert dtypes == {"y": ir.DataType.FLOAT, "h": ir.DataType.FLOAT16}
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    out = run_ir(model, {"x": x})
+    np.testing.assert_allclose(out["h"].astype(np.float32), np.maximum(x, 0), atol=1e-3)
