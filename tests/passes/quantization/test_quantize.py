@@ -202,3 +202,23 @@ def test_fallback_keeps_the_most_sensitive_layer_float_to_meet_the_budget():
     assert pass_.details["fidelity"]["sqnr_db"] >= 30
     feed = next(iter(source()))
     assert sqnr_db(run_ir(reference, feed)["y"], run_ir(model, feed)["y"]) > 30
+
+
+@pytest.mark.parametrize("mode", ["int8", "fp16"])
+def test_calibration_reports_progress_per_batch_to_whoever_listens(mode):
+    messages: list[str] = []
+    model = build(TWO_CONVS, ["w1", "w2"])
+    run_quantize(
+        model,
+        gaussian_source({"x": (2, 3, 8, 8)}, batches=3),
+        f"mode={mode}" + (f",{OPTIONS}" if mode == "int8" else ""),
+        extra={"progress": messages.append},
+    )
+    step = "calibrating" if mode == "int8" else "checking fp16 ranges"
+    assert [m for m in messages if m.startswith(step)][:3] == [
+        f"{step}: batch 1",
+        f"{step}: batch 2",
+        f"{step}: batch 3",
+    ]
+    # nobody listening: the pass runs without a reporter
+    assert QuantizePass().progress("calibrating") is None
