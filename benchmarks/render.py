@@ -27,13 +27,17 @@ from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
-DOCUMENTS = (HERE / "README.md", HERE.parent / "docs" / "benchmarks.md")
+#: Documents with generated blocks; the first two also get a section for every results file
+#: that has no block yet (the top-level README only holds the blocks put there by hand).
+DOCUMENTS = (HERE / "README.md", HERE.parent / "docs" / "benchmarks.md", HERE.parent / "README.md")
+APPENDING = 2
 
-BEGIN = "<!-- begin generated from results/{name}.json by benchmarks/render.py; do not edit -->"
+BEGIN = ("<!-- begin generated from results/{name}.json{view} by benchmarks/render.py; "
+         "do not edit -->")
 END = "<!-- end generated -->"
 _BLOCK = re.compile(
-    r"<!-- begin generated from results/(?P<name>[\w.-]+)\.json by benchmarks/render\.py; "
-    r"do not edit -->\n(?P<body>.*?)" + re.escape(END),
+    r"<!-- begin generated from results/(?P<name>[\w.-]+)\.json(?: \((?P<view>\w+)\))? "
+    r"by benchmarks/render\.py; do not edit -->\n(?P<body>.*?)" + re.escape(END),
     re.S,
 )
 _BLOCK_NAMES = re.compile(r"<!-- begin generated from results/([\w.-]+)\.json")
@@ -288,6 +292,164 @@ def render_quantize(payload: Payload) -> str:
     ])
 
 
+def _compression_rows(payload: Payload) -> list[tuple[str, str, Mapping[str, Any], str]]:
+    """(model, variant, row, metric) for every measured compressed variant."""
+    out = []
+    for model, entry in payload["results"]["models"].items():
+        for variant, row in entry["variants"].items():
+            if variant != "fp32" and "error" not in row:
+                out.append((model, variant, row, entry["metric"]))
+    return out
+
+
+def render_compression(payload: Payload) -> str:
+    """Per model: FP32 and every target's model (size, metric, latency, goals)."""
+    results = payload["results"]
+    rows = []
+    for model, entry in results["models"].items():
+        metric = entry["metric"]
+        for variant, row in entry["variants"].items():
+            if "error" in row:
+                rows.append([model, variant, "failed: " + row["error"].replace("|", "/")[:80],
+                             *["–"] * 7])
+                continue
+            goals = row.get("goals", {})
+            rows.append([
+                model, variant, row.get("chosen") or ("as trained" if variant == "fp32" else "–"),
+                f"{row['file_bytes'] / 1024:.0f} KB", number(row.get("size_ratio", 1.0)),
+                f"{number(row[metric], 2)} {metric}", number(row.get("points_lost"), 2),
+                number(row.get("latency_ratio", 1.0)),
+                " ".join(k for k, v in goals.items() if v) or "–",
+            ])
+    return "\n\n".join([
+        provenance(payload) + " Metric and size on the half of the test split the search never "
+        "saw; latency: ONNX Runtime CPU, batch 1, one thread, median ratio to FP32 (jetson and "
+        "android graphs are timed on this CPU for reference only).",
+        table(["model", "variant", "chosen setting", "size", "size ratio", "metric",
+               "points lost", "latency ratio", "goals met"], rows),
+    ])
+
+
+_METRIC_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy"}
+
+
+def render_compression_headline(payload: Payload) -> str:
+    """One line per model: the best CPU-target result (for the top-level README)."""
+    lines = []
+    for model, variant, row, metric in _compression_rows(payload):
+        if variant not in ("x86", "rpi"):
+            continue
+        lines.append(
+            f"- **{model}** (`--target {variant}`): {100 * (1 - row['size_ratio']):.0f} % smaller, "
+            f"{1 / row['latency_ratio']:.2f}x as fast (ONNX Runtime CPU, batch 1, one thread), "
+            f"{row['points_lost']:+.2f} points of {_METRIC_NAMES.get(metric, metric)} lost"
+        )
+    date = str(payload.get("date", "?"))[:10]
+    return "\n".join([*lines, "", f"(`benchmarks/compression.py`, {date}; details in "
+                                   "[docs/benchmarks.md](docs/benchmarks.md).)"])
+
+
+def render_svd(payload: Payload) -> str:
+    """Per model and setting: params, MACs, accuracy, output error, latency; the goals at 0.3."""
+    rows, goals = [], []
+    for entry in payload["results"]["models"]:
+        model, base = entry["model"], entry["base"]
+        rows.append([model, "unfactorized", "0", "1.000", "1.000", number(base["accuracy"], 4),
+                     "–", "–", "–", "–", "–"])
+        for row in entry["settings"]:
+            rows.append([
+                model, row["setting"], str(row["factorized_layers"]), number(row["params_ratio"]),
+                number(row["macs_ratio"]), number(row["accuracy"], 4),
+                number(row["accuracy_drop_points"], 2), number(row["relative_error"], 4),
+                number(row.get("error_vs_plain_equal_rank")),
+                *(_latency(row, batch) for batch in (1, 32)),
+            ])
+        g = entry["goals"]
+        if g:
+            aware = next(r for r in entry["settings"] if r["setting"] == "aware@0.3")
+            goals.append([model, number(aware["eligible_params_kept"]),
+                          number(aware["factorized_params_kept"]),
+                          number(aware["accuracy_drop_points"], 2),
+                          number(g.get("drop_at_most_1pt")),
+                          number(aware.get("error_vs_plain_equal_rank")),
+                          number(g.get("half_error_of_plain")),
+                          *(number(entry["latency"][f"batch{b}"]["noise"]) for b in (1, 32))])
+    return "\n\n".join([
+        provenance(payload) + " Reference: the model after `canonicalize,fuse`. Settings: "
+        "`plain@r` is `svd(ratio=r, data_aware=false)`, `aware@r` is `svd(ratio=r)` with the "
+        "model's calibration split, `plain@aware@r` is plain SVD at the ranks `aware@r` chose. "
+        "params/MACs/latency are ratios to the reference (latency: median, ONNX Runtime CPU, one "
+        "thread, with its verdict against the A/A noise); accuracy on the test split; drop in "
+        "points; error is the output's relative RMS error; err/plain is `aware`'s error over "
+        "`plain@aware`'s (equal ranks).",
+        table(["model", "setting", "layers", "params", "MACs", "accuracy", "drop", "error",
+               "err/plain", "latency b1", "latency b32"], rows),
+        "Goals at ratio 0.3 (issue 11): data-aware loses at most a point; its output error is "
+        "at most half of plain SVD's at equal ranks.",
+        table(["model", "factorizable params kept", "factorized layers' params kept",
+               "aware drop", "drop <= 1 point",
+               "err / plain at equal rank", "<= 0.5", "A/A noise b1", "A/A noise b32"],
+              goals),
+    ])
+
+
+def render_targets(payload: Payload) -> str:
+    """CPU targets against ONNX Runtime's quantizer; mobile checker partitions before/after."""
+    data = payload["results"]
+    parts = [provenance(payload)]
+    if "cpu" in data:
+        order = ("input fp32", "irpass generic fp32", "irpass x86", "irpass rpi",
+                 "ORT quantize_static")
+        rows = []
+        for model, info in data["cpu"].items():
+            for label in order:
+                entry = info.get(label)
+                if not isinstance(entry, dict) or "accuracy" not in entry:
+                    continue
+                ratio = entry.get("latency_ratio_vs_input", 1.0)
+                verdict = "" if entry.get("latency_difference_real", True) else " noise"
+                rows.append([
+                    model, label, entry.get("precision") or "–", f"{ratio:.3f}{verdict}",
+                    f"{100 * entry['accuracy']:.2f}%", f"{entry['bytes'] / 1024:.0f} KiB",
+                    f"{entry['peak_memory']['session_bytes'] / 2**20:.1f} MiB",
+                ])
+        parts += [
+            "Latency is the median ratio to the input FP32 model (ONNX Runtime CPU, 1 thread, "
+            "batch 1; `noise` = within the run's A/A noise); accuracy on the test split; file "
+            "size; the session's peak memory (fresh process). `irpass x86`/`rpi` ran with the "
+            "calibration split; their precision is what they shipped (a layer stays float when "
+            "its INT8 form is not faster here).",
+            table(["model", "variant", "precision", "latency", "accuracy", "size",
+                   "peak memory"], rows),
+        ]
+    if "mobile" in data:
+        rows = []
+        for model, entry in data["mobile"].items():
+            cells = []
+            for target in ("android", "ios"):
+                for side in ("ort_tools", "irpass"):
+                    part = entry[target][side]
+                    cells.append(f"{part['partitions']} ({100 * part['coverage']:.0f}%)")
+            rows.append([model, *cells])
+        parts += [
+            "Partitions (node coverage) ONNX Runtime's mobile usability checker reports for the "
+            "model as ONNX Runtime's tools prepare it (dynamic dims fixed to 1) and for irpass's "
+            "`--target android` / `--target ios` output (one partition at 100% is the goal):",
+            table(["model", "NNAPI: ORT tools", "NNAPI: irpass android", "Core ML: ORT tools",
+                   "Core ML: irpass ios"], rows),
+        ]
+    return "\n\n".join(parts)
+
+
+def _latency(row: Mapping[str, Any], batch: int) -> str:
+    ratio = row.get(f"latency_ratio_batch{batch}")
+    if ratio is None:
+        return "–"
+    word = {"no measurable change": "noise"}.get(row[f"latency_batch{batch}"],
+                                                   row[f"latency_batch{batch}"])
+    return f"{ratio:.3f} {word}"
+
+
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
@@ -326,6 +488,10 @@ RENDERERS: dict[str, Callable[[Payload], str]] = {
     "canonicalize": render_canonicalize,
     "pruning": render_pruning,
     "quantize": render_quantize,
+    "compression": render_compression,
+    "compression.headline": render_compression_headline,
+    "svd": render_svd,
+    "targets": render_targets,
 }
 
 
@@ -346,9 +512,10 @@ def load_results(directory: pathlib.Path | None = None) -> dict[str, Payload]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
 
-def block(name: str, body: str) -> str:
-    """A generated block with its markers."""
-    return f"{BEGIN.format(name=name)}\n{body.strip()}\n{END}"
+def block(name: str, body: str, view: str | None = None) -> str:
+    """A generated block with its markers (``view``: another renderer of the same file)."""
+    marker = BEGIN.format(name=name, view=f" ({view})" if view else "")
+    return f"{marker}\n{body.strip()}\n{END}"
 
 
 def update(text: str, results: Mapping[str, Payload], append_missing: bool) -> str:
@@ -357,10 +524,10 @@ def update(text: str, results: Mapping[str, Payload], append_missing: bool) -> s
     With ``append_missing``, results without a block get a section at the end.
     """
     def replace(match: re.Match[str]) -> str:
-        name = match.group("name")
+        name, view = match.group("name"), match.group("view")
         if name not in results:
-            return block(name, f"No results file `benchmarks/results/{name}.json` yet.")
-        return block(name, render(name, results[name]))
+            return block(name, f"No results file `benchmarks/results/{name}.json` yet.", view)
+        return block(name, render(f"{name}.{view}" if view else name, results[name]), view)
 
     out = _BLOCK.sub(replace, text)
     if append_missing:
@@ -390,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             continue
         text = path.read_text()
-        new = update(text, results, append_missing=index == 0)
+        new = update(text, results, append_missing=index < APPENDING)
         if new != text:
             stale.append(path)
             if not args.check:

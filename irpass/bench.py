@@ -38,8 +38,10 @@ __all__ = [
     "AA_CONTROL",
     "LatencyReport",
     "LatencyStats",
+    "MemoryStats",
     "machine_info",
     "measure_latency",
+    "measure_peak_memory",
 ]
 
 #: Name under which the A/A control (a second session of the first model) is reported.
@@ -209,6 +211,123 @@ def measure_latency(
         optimize=optimize,
         input_shapes={k: list(np.asarray(v).shape) for k, v in feeds.items()},
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryStats:
+    """Resident memory of a fresh process that loads a model into ONNX Runtime and runs it.
+
+    ``baseline_bytes`` is the resident memory after importing ONNX Runtime and receiving the
+    inputs; ``peak_bytes`` the high-water mark while creating the session and running it (on
+    Linux the mark is reset first, so import-time peaks do not count); ``session_bytes`` the
+    difference: what the model costs (weights, the arena, kernel scratch).
+    """
+
+    baseline_bytes: int
+    peak_bytes: int
+
+    @property
+    def session_bytes(self) -> int:
+        """Peak resident memory the model added."""
+        return max(0, self.peak_bytes - self.baseline_bytes)
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-ready fields."""
+        return {**dataclasses.asdict(self), "session_bytes": self.session_bytes}
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _reset_peak() -> int:
+    """Reset the high-water mark where the OS allows it; return the resident bytes now."""
+    try:  # Linux >= 4.0: "5" resets VmHWM to the current VmRSS
+        pathlib.Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    rss = _status_kib("VmRSS")
+    return rss * 1024 if rss is not None else _max_rss_bytes()
+
+
+def _max_rss_bytes() -> int:
+    hwm = _status_kib("VmHWM")
+    if hwm is not None:
+        return hwm * 1024
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB
+
+
+def _memory_child(
+    path: str, feeds: dict[str, np.ndarray], threads: int, optimize: bool, runs: int
+) -> tuple[int, int]:
+    # runs in a fresh process: the high-water mark before and after the session
+    import onnxruntime as ort
+
+    baseline = _reset_peak()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    for _ in range(max(1, runs)):
+        session.run(None, {k: v for k, v in feeds.items() if k in wanted})
+    return baseline, _max_rss_bytes()
+
+
+def measure_peak_memory(
+    model: ModelLike,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    *,
+    threads: int = 1,
+    optimize: bool = True,
+    runs: int = 3,
+    seed: int = 0,
+    dim_values: Mapping[str, int] | None = None,
+) -> MemoryStats:
+    """Peak resident memory of loading and running ``model`` in a fresh (spawned) process.
+
+    A separate process keeps the measurement free of what this process already holds (other
+    sessions, the IR, caches); Linux and macOS report the high-water mark through ``getrusage``.
+    """
+    import concurrent.futures
+    import multiprocessing
+    import tempfile
+
+    from irpass.ir import save_model, to_ir
+
+    with tempfile.TemporaryDirectory(prefix="irpass-bench-") as tmp:
+        if isinstance(model, (str, pathlib.Path)):
+            path = str(model)
+        else:
+            path = str(pathlib.Path(tmp) / "model.onnx")
+            if isinstance(model, bytes):
+                pathlib.Path(path).write_bytes(model)
+            else:
+                save_model(to_ir(model), path)
+        if feeds is None:
+            feeds = random_feeds(make_session(path), seed=seed, dim_values=dim_values)
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            baseline, peak = pool.submit(
+                _memory_child, path, dict(feeds), threads, optimize, runs
+            ).result()
+    return MemoryStats(baseline_bytes=baseline, peak_bytes=peak)
 
 
 def _cpu_name() -> str:

@@ -16,6 +16,7 @@ __all__ = [
     "PassFailedError",
     "PassOptionError",
     "PipelineError",
+    "TargetError",
     "UnsupportedModelError",
     "UsageError",
     "VerificationError",
@@ -85,6 +86,10 @@ class DataError(IrpassError):
 
 class OutputError(IrpassError):
     """An output path cannot be written."""
+
+
+class TargetError(IrpassError):
+    """A target profile is unknown or invalid, or a model cannot be prepared for its target."""
 
 
 class UsageError(IrpassError):

@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 
 from irpass.errors import ModelLoadError, OutputError, UnsupportedModelError
 from irpass.outputs import make_staging_dir
-from irpass.validate import validate_model_proto
+from irpass.validate import validate_model, validate_model_proto
 
 __all__ = [
     "KNOWN_DOMAINS",
@@ -337,6 +337,8 @@ def save_model(
 def to_ir(model: ir.Model | onnx.ModelProto | str | os.PathLike[str]) -> ir.Model:
     """Accept a path, a ModelProto or an ir.Model and return an ir.Model (validated)."""
     if isinstance(model, ir.Model):
+        if validate_model(model):
+            model.graph.sort()
         return model
     if isinstance(model, onnx.ModelProto):
         return _deserialize(model, "the model")

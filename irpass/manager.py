@@ -60,6 +60,7 @@ from irpass.pipeline import (
     parse_pipeline,
 )
 from irpass.run_report import PassRecord, RunReport, Verification
+from irpass.validate import validate_model
 from irpass.verify.fingerprint import TensorHasher, structure_fingerprint
 from irpass.verify.hygiene import hygiene_issues
 from irpass.verify.structure import check_light
@@ -208,8 +209,17 @@ class PipelineRunner:
 
     # -- running -----------------------------------------------------------------------
     def run(self, model: ir.Model, input_path: str | None = None) -> RunResult:
-        """Run the pipeline on ``model`` (modified in place) and return it with the report."""
+        """Run the pipeline on ``model`` (modified in place) and return it with the report.
+
+        The model is validated first (:func:`irpass.validate.validate_model`): a cycle, a
+        node input nothing produces, two producers of one value, a bad weight or an absurd
+        input shape raise :class:`~irpass.errors.UnsupportedModelError` naming the node or
+        value, before any pass, clone or serialization touches it. Nodes listed out of
+        topological order are sorted.
+        """
         started = time.perf_counter()
+        if validate_model(model):
+            model.graph.sort()
         customs = custom_ops(model)
         if customs and not self.options.allow_custom_ops:
             names = ", ".join(f"{d}::{o}" for d, o in customs)

@@ -158,11 +158,13 @@ def max_abs_error(a: np.ndarray, b: np.ndarray) -> float:
         return float("inf")
     if not (_numeric(a) and _numeric(b)):
         return 0.0 if np.array_equal(a, b) else float("inf")
-    if a.size == 0:
+    x, y = _flat64(a), _flat64(b)
+    keep = np.isfinite(x) & np.isfinite(y)  # inf - inf would warn and compare nothing
+    if not keep.any():
         return 0.0
-    diff = np.abs(_flat64(a) - _flat64(b))
-    finite = np.isfinite(diff)
-    return float(diff[finite].max()) if finite.any() else 0.0
+    diff = np.abs(x[keep] - y[keep])
+    finite = np.isfinite(diff)  # float64 extremes can still overflow
+    return float(diff[finite].max()) if finite.any() else float("inf")
 
 
 def top1_agreement(reference: np.ndarray, test: np.ndarray, axis: int = -1) -> float:
@@ -383,13 +385,16 @@ class FidelityAccumulator:
         r = reference.astype(np.float64)
         o = actual.astype(np.float64)
         self.max_abs = max(self.max_abs, max_abs_error(r, o))
-        diff = r - o
-        self.signal += float(np.sum(r * r))
-        self.noise += float(np.sum(diff * diff))
+        if r.size == 0:
+            return
         rows_r = r.reshape(r.shape[0], -1) if r.ndim else r.reshape(1, -1)
         rows_o = o.reshape(rows_r.shape)
+        # as in sqnr_db and cosine: only elements finite in both count (inf - inf is nan)
         finite = np.isfinite(rows_r) & np.isfinite(rows_o)
         rows_r, rows_o = np.where(finite, rows_r, 0.0), np.where(finite, rows_o, 0.0)
+        diff = rows_r - rows_o
+        self.signal += float(np.sum(rows_r * rows_r))
+        self.noise += float(np.sum(diff * diff))
         norm_r = np.sum(rows_r * rows_r, axis=1)
         norm_o = np.sum(rows_o * rows_o, axis=1)
         dots = np.sum(rows_r * rows_o, axis=1)

@@ -15,14 +15,17 @@ them too); :func:`validate_model_proto` returns whether the main graph needs sor
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 import onnx
+import onnx_ir as ir
 
 from irpass.errors import UnsupportedModelError
 
-__all__ = ["MAX_DIM", "MAX_INPUT_BYTES", "validate_model_proto"]
+__all__ = ["MAX_DIM", "MAX_INPUT_BYTES", "validate_model", "validate_model_proto"]
 
 #: Largest dimension irpass accepts in a declared input or weight shape.
 MAX_DIM = 2**31 - 1
@@ -56,98 +59,119 @@ def _subgraphs(node: onnx.NodeProto) -> Iterable[tuple[str, onnx.GraphProto]]:
                 yield f"{attr.name}[{i}]", graph
 
 
-class _GraphChecker:
-    """Checks one graph; returns the names it reads from enclosing scopes."""
+@dataclasses.dataclass
+class _Node:
+    """What the checks need of a node: values read and written (keys), nested graphs."""
 
-    def __init__(self, where: str) -> None:
+    label: str
+    inputs: list[Hashable]
+    outputs: list[Hashable]
+    subgraphs: Callable[[], Iterable[tuple[str, _Graph]]]
+
+
+@dataclasses.dataclass
+class _Graph:
+    """What the checks need of a graph; keys are names (protobuf) or ``ir.Value`` objects."""
+
+    inputs: list[Hashable]
+    initializers: list[Hashable]
+    nodes: list[_Node]
+    outputs: list[Hashable]
+    check_weights: Callable[[str], None] = lambda label: None
+
+
+class _GraphChecker:
+    """Checks one graph; returns the values it reads from enclosing scopes.
+
+    ``name`` turns a value key into the name printed in messages: for a protobuf keys are
+    names; for an ``ir.Value`` two distinct values may carry one name, which serializes
+    into two producers of that name and is reported as such.
+    """
+
+    def __init__(self, where: str, name: Callable[[Hashable], str] = str) -> None:
         self.where = where
+        self.name = name
 
     def error(self, message: str, hint: str = _HINT) -> UnsupportedModelError:
         return UnsupportedModelError(f"{self.where}: {message}", hint=hint)
 
-    def check(
-        self,
-        inputs: Iterable[str],
-        initializers: Iterable[str],
-        nodes: list[onnx.NodeProto],
-        outputs: Iterable[str],
-        outer: frozenset[str],
-        label: str,
-    ) -> tuple[set[str], bool]:
-        defined: dict[str, str] = {}
-        for name in inputs:
-            if name in defined:
-                raise self.error(f"{label} declares input {name!r} twice")
-            defined[name] = "a graph input"
-        for name in initializers:
-            if name in defined and defined[name] != "a graph input":
-                raise self.error(f"{label} holds two initializers named {name!r}")
-            defined.setdefault(name, "an initializer")
-        producer: dict[str, int] = {}
-        for index, node in enumerate(nodes):
-            for out in node.output:
-                if not out:
-                    continue
+    def check(self, graph: _Graph, outer: frozenset[Hashable], label: str) -> tuple[set, bool]:
+        """Return (values read from enclosing graphs, whether nodes are out of order)."""
+        graph.check_weights(label)
+        defined: dict[Hashable, str] = {}
+        by_name: dict[str, str] = {}
+
+        def define(key: Hashable, what: str) -> None:
+            name = self.name(key)
+            if name in by_name and key not in defined:
+                raise self.error(
+                    f"value {name!r} in {label} has two producers: {by_name[name]} and {what}"
+                )
+            defined[key] = what
+            if name:
+                by_name[name] = what
+
+        for key in graph.inputs:
+            if key in defined:
+                raise self.error(f"{label} declares input {self.name(key)!r} twice")
+            define(key, "a graph input")
+        for key in graph.initializers:
+            if key in defined and defined[key] != "a graph input":
+                raise self.error(f"{label} holds two initializers named {self.name(key)!r}")
+            if key not in defined:
+                define(key, "an initializer")
+        producer: dict[Hashable, int] = {}
+        for index, node in enumerate(graph.nodes):
+            for out in node.outputs:
                 if out in defined:
                     raise self.error(
-                        f"value {out!r} in {label} has two producers: "
-                        f"{defined[out]} and {_node_label(node, index)}"
+                        f"value {self.name(out)!r} in {label} has two producers: "
+                        f"{defined[out]} and {node.label}"
                     )
-                defined[out] = _node_label(node, index)
+                define(out, node.label)
                 producer[out] = index
         visible = outer | frozenset(defined)
-        free: set[str] = set()
-        edges: list[set[int]] = [set() for _ in nodes]  # producer index -> consumer indices
-        indegree = [0] * len(nodes)
-        for index, node in enumerate(nodes):
-            deps = {name for name in node.input if name}
-            for attr_name, graph in _subgraphs(node):
-                sub_label = f"subgraph {attr_name!r} of {_node_label(node, index)}"
-                deps |= self.check_graph(graph, visible, sub_label)
-            own = set(node.output)
-            for name in sorted(deps):
-                if name in own:
-                    raise self.error(f"{_node_label(node, index)} reads its own output {name!r}")
-                if name in producer:
-                    source = producer[name]
+        free: set[Hashable] = set()
+        unsorted = False
+        edges: list[set[int]] = [set() for _ in graph.nodes]  # producer -> consumer indices
+        indegree = [0] * len(graph.nodes)
+        for index, node in enumerate(graph.nodes):
+            deps = set(node.inputs)
+            for attr_name, subgraph in node.subgraphs():
+                sub_free, sub_unsorted = self.check(
+                    subgraph, visible, f"subgraph {attr_name!r} of {node.label}"
+                )
+                deps |= sub_free
+                unsorted = unsorted or sub_unsorted
+            own = set(node.outputs)
+            for key in sorted(deps, key=self.name):
+                if key in own:
+                    raise self.error(f"{node.label} reads its own output {self.name(key)!r}")
+                if key in producer:
+                    source = producer[key]
                     if index not in edges[source]:
                         edges[source].add(index)
                         indegree[index] += 1
-                elif name not in defined:
-                    if name not in outer:
+                elif key not in defined:
+                    if key not in outer:
                         raise self.error(
-                            f"{_node_label(node, index)} in {label} reads {name!r}, which no "
+                            f"{node.label} in {label} reads {self.name(key)!r}, which no "
                             "node, graph input or initializer produces"
                         )
-                    free.add(name)
-        order = self._topological_order(nodes, edges, indegree, label)
-        for name in outputs:
-            if name not in defined and name not in outer:
+                    free.add(key)
+        order = self._topological_order(graph.nodes, edges, indegree, label)
+        for key in graph.outputs:
+            if key not in defined and key not in outer:
                 raise self.error(
-                    f"graph output {name!r} of {label} is produced by no node, input or "
-                    "initializer"
+                    f"graph output {self.name(key)!r} of {label} is produced by no node, input "
+                    "or initializer"
                 )
-            if name not in defined:
-                free.add(name)
-        return free, order != list(range(len(nodes)))
-
-    def check_graph(self, graph: onnx.GraphProto, outer: frozenset[str], label: str) -> set[str]:
-        initializers = [t.name for t in graph.initializer]
-        initializers += [s.values.name for s in graph.sparse_initializer]
-        for tensor in graph.initializer:
-            self.check_tensor(tensor, label)
-        free, _ = self.check(
-            [v.name for v in graph.input],
-            initializers,
-            list(graph.node),
-            [v.name for v in graph.output],
-            outer,
-            label,
-        )
-        return free
+            if key not in defined:
+                free.add(key)
+        return free, unsorted or order != list(range(len(graph.nodes)))
 
     def _topological_order(
-        self, nodes: list[onnx.NodeProto], edges: list[set[int]], indegree: list[int], label: str
+        self, nodes: list[_Node], edges: list[set[int]], indegree: list[int], label: str
     ) -> list[int]:
         ready = [i for i, d in enumerate(indegree) if d == 0]
         remaining = list(indegree)
@@ -173,60 +197,149 @@ class _GraphChecker:
         ring = list(reversed(path))  # producer before consumer
         start_at = ring.index(min(ring))
         ring = ring[start_at:] + ring[:start_at]
-        cycle = " -> ".join(_node_label(nodes[i], i) for i in ring)
-        first = _node_label(nodes[ring[0]], ring[0])
-        raise self.error(f"{label} has a cycle: {cycle} -> {first}")
+        cycle = " -> ".join(nodes[i].label for i in ring)
+        raise self.error(f"{label} has a cycle: {cycle} -> {nodes[ring[0]].label}")
 
-    def check_tensor(self, tensor: onnx.TensorProto, label: str) -> None:
-        dims = list(tensor.dims)
+    def check_dims(self, dims: list[int], what: str, label: str) -> None:
         for dim in dims:
             if dim < 0 or dim > MAX_DIM:
-                raise self.error(f"weight {tensor.name!r} in {label} declares dimension {dim}")
-        itemsize = _itemsize(tensor.data_type)
-        if itemsize is None:
-            return
-        expected = math.prod(dims) * itemsize
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            entries = {e.key: e.value for e in tensor.external_data}
-            stored = int(entries["length"]) if entries.get("length", "").isdigit() else None
-        elif tensor.HasField("raw_data"):
-            stored = len(tensor.raw_data)
-        else:
-            return  # typed fields (float_data, ...) are sized by the protobuf itself
-        if stored is not None and stored != expected:
-            raise self.error(
-                f"weight {tensor.name!r} in {label} declares shape {dims} ({expected} bytes) "
-                f"but holds {stored} bytes"
-            )
+                raise self.error(f"{what} in {label} declares dimension {dim}")
 
 
-def _check_input_sizes(checker: _GraphChecker, graph: onnx.GraphProto) -> None:
-    initializers = {t.name for t in graph.initializer}
-    for value in graph.input:
-        if value.name in initializers or not value.type.HasField("tensor_type"):
-            continue
-        tensor_type = value.type.tensor_type
-        if not tensor_type.HasField("shape"):
-            continue
-        dims = []
-        for dim in tensor_type.shape.dim:
-            if dim.HasField("dim_value"):
-                if dim.dim_value < 0 or dim.dim_value > MAX_DIM:
-                    raise checker.error(
-                        f"graph input {value.name!r} declares dimension {dim.dim_value}",
-                        hint="fix the input's declared shape (re-export with the real size)",
-                    )
-                dims.append(dim.dim_value)
-        itemsize = _itemsize(tensor_type.elem_type) or 1
-        size = math.prod(dims) * itemsize
-        if size > MAX_INPUT_BYTES:
+# -- protobuf views ----------------------------------------------------------------------
+
+
+def _proto_tensor_check(checker: _GraphChecker, tensor: onnx.TensorProto, label: str) -> None:
+    dims = list(tensor.dims)
+    what = f"weight {tensor.name!r}"
+    checker.check_dims(dims, what, label)
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        entries = {e.key: e.value for e in tensor.external_data}
+        stored = int(entries["length"]) if entries.get("length", "").isdigit() else None
+    elif tensor.HasField("raw_data"):
+        stored = len(tensor.raw_data)
+    else:
+        return  # typed fields (float_data, ...) are sized by the protobuf itself
+    itemsize = _itemsize(tensor.data_type)
+    if itemsize is None or stored is None:
+        return
+    expected = math.prod(dims) * itemsize
+    if stored != expected:
+        raise checker.error(
+            f"{what} in {label} declares shape {dims} ({expected} bytes) but holds {stored} bytes"
+        )
+
+
+def _proto_nodes(nodes: Iterable[onnx.NodeProto], checker: _GraphChecker) -> list[_Node]:
+    return [
+        _Node(
+            _node_label(node, index),
+            [name for name in node.input if name],
+            [name for name in node.output if name],
+            functools.partial(_proto_subgraphs, node, checker),
+        )
+        for index, node in enumerate(nodes)
+    ]
+
+
+def _proto_subgraphs(node: onnx.NodeProto, checker: _GraphChecker) -> Iterable[tuple[str, _Graph]]:
+    for attr_name, graph in _subgraphs(node):
+        yield attr_name, _proto_graph(graph, checker)
+
+
+def _proto_graph(graph: onnx.GraphProto, checker: _GraphChecker) -> _Graph:
+    def check_weights(label: str) -> None:
+        for tensor in graph.initializer:
+            _proto_tensor_check(checker, tensor, label)
+
+    initializers = [t.name for t in graph.initializer]
+    initializers += [s.values.name for s in graph.sparse_initializer]
+    return _Graph(
+        [v.name for v in graph.input],
+        initializers,
+        _proto_nodes(graph.node, checker),
+        [v.name for v in graph.output],
+        check_weights,
+    )
+
+
+# -- onnx-ir views -------------------------------------------------------------------------
+
+
+def _ir_name(value: Hashable) -> str:
+    assert isinstance(value, ir.Value)
+    return value.name or ""
+
+
+def _ir_tensor_check(checker: _GraphChecker, value: ir.Value, label: str) -> None:
+    what = f"weight {value.name!r}"
+    tensor = value.const_value
+    if tensor is None:
+        raise checker.error(
+            f"initializer {value.name!r} in {label} holds no tensor",
+            hint="give every registered initializer a const_value (an ir.Tensor)",
+        )
+    dims = [int(d) for d in tensor.shape.numpy()]
+    checker.check_dims(dims, what, label)
+    if isinstance(tensor, ir.ExternalTensor) and tensor.dtype != ir.DataType.STRING:
+        expected = tensor.nbytes  # from shape and dtype (4-bit types round up)
+        if tensor.length != expected:
             raise checker.error(
-                f"graph input {value.name!r} declares shape "
-                f"{[d.dim_value if d.HasField('dim_value') else d.dim_param for d in tensor_type.shape.dim]}"  # noqa: E501
-                f": {size / 2**30:.0f} GiB per sample, more than irpass can feed "
-                f"({MAX_INPUT_BYTES // 2**30} GiB)",
-                hint="fix the input's declared shape (re-export with the real size)",
+                f"{what} in {label} declares shape {dims} ({expected} bytes) but holds "
+                f"{tensor.length} bytes"
             )
+
+
+def _ir_nodes(nodes: Iterable[ir.Node], checker: _GraphChecker) -> list[_Node]:
+    return [
+        _Node(
+            f"node {node.name or f'#{index}'!r} ({node.op_type})",
+            [value for value in node.inputs if value is not None],
+            list(node.outputs),
+            functools.partial(_ir_subgraphs, node, checker),
+        )
+        for index, node in enumerate(nodes)
+    ]
+
+
+def _ir_subgraphs(node: ir.Node, checker: _GraphChecker) -> Iterable[tuple[str, _Graph]]:
+    for attr in node.attributes.values():
+        if attr.type == ir.AttributeType.GRAPH:
+            yield attr.name, _ir_graph(attr.as_graph(), checker)
+        elif attr.type == ir.AttributeType.GRAPHS:
+            for i, graph in enumerate(attr.as_graphs()):
+                yield f"{attr.name}[{i}]", _ir_graph(graph, checker)
+
+
+def _ir_graph(graph: ir.Graph, checker: _GraphChecker) -> _Graph:
+    def check_weights(label: str) -> None:
+        for value in graph.initializers.values():
+            _ir_tensor_check(checker, value, label)
+
+    return _Graph(
+        list(graph.inputs),
+        list(graph.initializers.values()),
+        _ir_nodes(graph, checker),
+        list(graph.outputs),
+        check_weights,
+    )
+
+
+def _check_input_size(
+    checker: _GraphChecker, name: str, dims: list[int | str], itemsize: float | None
+) -> None:
+    """An input whose one sample (symbolic dims = 1) could not be fed is refused."""
+    hint = "fix the input's declared shape (re-export with the real size)"
+    for dim in dims:
+        if isinstance(dim, int) and (dim < 0 or dim > MAX_DIM):
+            raise checker.error(f"graph input {name!r} declares dimension {dim}", hint=hint)
+    size = math.prod(d for d in dims if isinstance(d, int)) * (itemsize or 1)
+    if size > MAX_INPUT_BYTES:
+        raise checker.error(
+            f"graph input {name!r} declares shape {dims}: {size / 2**30:.0f} GiB per sample, "
+            f"more than irpass can feed ({MAX_INPUT_BYTES // 2**30} GiB)",
+            hint=hint,
+        )
 
 
 def validate_model_proto(model: onnx.ModelProto, where: str) -> bool:
@@ -237,25 +350,57 @@ def validate_model_proto(model: onnx.ModelProto, where: str) -> bool:
     """
     checker = _GraphChecker(where)
     graph = model.graph
-    initializers = [t.name for t in graph.initializer]
-    initializers += [s.values.name for s in graph.sparse_initializer]
-    for tensor in graph.initializer:
-        checker.check_tensor(tensor, "the main graph")
-    _, unsorted = checker.check(
-        [v.name for v in graph.input],
-        initializers,
-        list(graph.node),
-        [v.name for v in graph.output],
-        frozenset(),
-        "the main graph",
-    )
-    _check_input_sizes(checker, graph)
+    _, unsorted = checker.check(_proto_graph(graph, checker), frozenset(), "the main graph")
+    initializers = {t.name for t in graph.initializer}
+    for value in graph.input:
+        if value.name in initializers or not value.type.HasField("tensor_type"):
+            continue
+        tensor_type = value.type.tensor_type
+        if tensor_type.HasField("shape"):
+            dims: list[int | str] = [
+                d.dim_value if d.HasField("dim_value") else d.dim_param
+                for d in tensor_type.shape.dim
+            ]
+            _check_input_size(checker, value.name, dims, _itemsize(tensor_type.elem_type))
     for function in model.functions:
         checker.check(
-            list(function.input),
-            [],
-            list(function.node),
-            list(function.output),
+            _Graph(
+                list(function.input),
+                [],
+                _proto_nodes(function.node, checker),
+                list(function.output),
+            ),
+            frozenset(),
+            f"function {function.domain}::{function.name}",
+        )
+    return unsorted
+
+
+def validate_model(model: ir.Model, where: str = "the model") -> bool:
+    """:func:`validate_model_proto` for an ``ir.Model`` (e.g. one a library caller built).
+
+    Values are followed by identity, so a node input that is not produced in the graph (or an
+    enclosing one) is found even when another value carries its name; two values with one
+    name are reported as two producers, which is what they become when serialized. Returns
+    whether nodes (main graph or subgraphs) are out of topological order.
+    """
+    checker = _GraphChecker(where, _ir_name)
+    graph = model.graph
+    _, unsorted = checker.check(_ir_graph(graph, checker), frozenset(), "the main graph")
+    for value in graph.inputs:
+        if value.is_initializer() or value.shape is None or value.dtype is None:
+            continue
+        dims = [d if isinstance(d, int) else str(d) for d in value.shape]
+        itemsize = None if value.dtype == ir.DataType.STRING else value.dtype.itemsize
+        _check_input_size(checker, value.name or "", dims, itemsize)
+    for function in model.functions.values():
+        checker.check(
+            _Graph(
+                list(function.inputs),
+                [],
+                _ir_nodes(function, checker),
+                list(function.outputs),
+            ),
             frozenset(),
             f"function {function.domain}::{function.name}",
         )

@@ -1,6 +1,6 @@
 """The irpass model zoo: committed ONNX files, and (with torch) the builders that made them.
 
-- :func:`zoo_paths`: the six zoo architectures, untrained with seeded weights
+- :func:`zoo_paths`: the zoo architectures, untrained with seeded weights
   (``models/zoo/<name>.onnx``), for pass tests that need real graph shapes but no accuracy;
 - :func:`trained_paths`: models trained on real data (``models/trained/<name>.onnx``);
   :func:`trained_eval_data` gives the committed test split of each and
@@ -25,7 +25,10 @@ __all__ = [
 ]
 
 MODELS_DIR = pathlib.Path(__file__).resolve().parent
-ZOO_NAMES = ("resnet_cnn", "mobilenet_v2", "power_cnn1d", "mlp", "transformer", "unet")
+ZOO_NAMES = (
+    "resnet_cnn", "mobilenet_v2", "power_cnn1d", "mlp", "transformer", "unet",
+    "patch_transformer", "mobilenet_v3",
+)
 
 
 def zoo_paths() -> dict[str, pathlib.Path]:

@@ -3,6 +3,7 @@
     python -m models.train zoo        # models/zoo/<name>.onnx (seeded, untrained), seconds
     python -m models.train trained    # models/trained/*.onnx + *_test.npz + metrics.json, minutes
     python -m models.train all
+    python -m models.train trained --only digits_transformer   # one model, keeps the others
 
 Needs torch (``pip install irpass[torch]``) and scikit-learn. CI does not run this; the tests use
 the committed files. Training runs on one CPU thread with fixed seeds, so a rebuild on the same
@@ -17,7 +18,7 @@ import json
 import logging
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -137,8 +138,11 @@ def write_calibration_splits() -> None:
         np.savez_compressed(TRAINED_DIR / f"{name}_calib.npz", **arrays)  # type: ignore[arg-type]
 
 
-def train_models() -> dict[str, dict[str, object]]:
-    """Train the digits and power-trace models; write ONNX, test splits and metrics.json."""
+def train_models(only: Sequence[str] = ()) -> dict[str, dict[str, object]]:
+    """Train the digits and power-trace models; write ONNX, test splits and metrics.json.
+
+    With ``only``, train just the named models and keep the other entries of metrics.json.
+    """
     TRAINED_DIR.mkdir(exist_ok=True)
     digits16 = datasets.digits(size=16)
     digits8 = datasets.digits(flat=True)
@@ -156,10 +160,19 @@ def train_models() -> dict[str, dict[str, object]]:
         ("digits_mobilenet", "mobilenet_v2", digits16, "digits16_test.npz", 20, 5e-3,
          shift_image),
         ("digits_mlp", "mlp", digits8, "digits8_test.npz", 30, 3e-3, None),
+        ("digits_transformer", "patch_transformer", digits8, "digits8_test.npz", 40, 2e-3, None),
         ("power_cnn1d", "power_cnn1d", power, "power_test.npz", 25, 2e-3, shift_trace),
     ]
-    results: dict[str, dict[str, object]] = {}
+    unknown = set(only) - {job[0] for job in jobs}
+    if unknown:
+        raise SystemExit(f"unknown trained model(s): {', '.join(sorted(unknown))}")
+    metrics_path = TRAINED_DIR / "metrics.json"
+    results: dict[str, dict[str, object]] = (
+        json.loads(metrics_path.read_text()) if only and metrics_path.is_file() else {}
+    )
     for out_name, arch, split, test_file, epochs, lr, augment in jobs:
+        if only and out_name not in only:
+            continue
         start = time.process_time()
         logger.info("training %s (%s, %d samples)", out_name, arch, len(split.x_train))
         module = zoo.build(arch)
@@ -179,7 +192,7 @@ def train_models() -> dict[str, dict[str, object]]:
             **{k: round(v, 6) for k, v in metrics.items()},
         }
         logger.info("%s: %s", out_name, results[out_name])
-    (TRAINED_DIR / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    metrics_path.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -187,6 +200,8 @@ def main() -> None:
     """Command line of this script."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["zoo", "trained", "calib", "all"])
+    parser.add_argument("--only", nargs="+", default=(), metavar="NAME",
+                        help="train only these models (keeps the others' metrics.json entries)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -194,7 +209,7 @@ def main() -> None:
     if args.what in ("zoo", "all"):
         build_zoo()
     if args.what in ("trained", "all"):
-        train_models()
+        train_models(args.only)
     if args.what == "calib":
         write_calibration_splits()
 

@@ -1,4 +1,4 @@
-"""Zoo builders: six small PyTorch architectures covering what edge models are made of.
+"""Zoo builders: seven small PyTorch architectures covering what edge models are made of.
 
 Every builder seeds torch before creating its layers, so the same call gives the same weights
 on every machine (that is what the committed ``models/zoo/<name>.onnx`` files are), and returns
@@ -19,6 +19,10 @@ transformer        tokens int64 [N, T]         Embedding (Gather), multi-head at
                                                LayerNorm, GELU, FFN, dynamic sequence length
 unet               image [N, 1, 16, 16]        encoder/decoder, Resize (upsample), Concat
                                                skips, Split
+patch_transformer  vector [N, 64]              the transformer over 8 tokens of 8 features
+                                               (linear patch embedding, batched MatMuls)
+mobilenet_v3       image [N, 1, 16, 16]        HardSwish, squeeze-excite with HardSigmoid,
+                                               5x5 depthwise convs (ops NNAPI lacks)
 =================  ==========================  ===============================================
 
 This module needs torch (``pip install irpass[torch]``); code that must run without torch uses
@@ -41,6 +45,8 @@ __all__ = [
     "build",
     "mlp",
     "mobilenet_v2",
+    "mobilenet_v3",
+    "patch_transformer",
     "power_cnn1d",
     "resnet_cnn",
     "transformer",
@@ -146,6 +152,78 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
+# ------------------------------------------------------------------------- MobileNetV3-style
+class _SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.expand = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = F.relu(self.reduce(F.adaptive_avg_pool2d(x, 1)))
+        return x * F.hardsigmoid(self.expand(scale))
+
+
+class _V3Block(nn.Module):
+    def __init__(self, cin: int, hidden: int, cout: int, kernel: int, stride: int, se: bool,
+                 act: type[nn.Module]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if hidden != cin:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), act()]
+        layers += [
+            nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            act(),
+        ]
+        self.expand = nn.Sequential(*layers)
+        self.se: nn.Module = _SqueezeExcite(hidden, max(8, hidden // 4)) if se else nn.Identity()
+        self.project = nn.Sequential(nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.use_residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.expand(x)))
+        return x + y if self.use_residual else y
+
+
+class MobileNetV3(nn.Module):
+    """MobileNetV3-Small in miniature: HardSwish, squeeze-excite gates (HardSigmoid), 5x5 DW."""
+
+    # (kernel, hidden, out, squeeze-excite, HardSwish?, stride), as the paper's table 2, scaled
+    SETTINGS = (
+        (3, 16, 16, True, False, 2),
+        (3, 48, 24, False, False, 1),
+        (3, 64, 24, False, False, 1),
+        (5, 72, 32, True, True, 2),
+        (5, 96, 32, True, True, 1),
+        (5, 96, 48, True, True, 1),
+    )
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
+        super().__init__()
+        stem = 16
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(stem),
+            nn.Hardswish(),
+        ]
+        cin = stem
+        for kernel, hidden, cout, se, hswish, stride in self.SETTINGS:
+            act = nn.Hardswish if hswish else nn.ReLU
+            layers.append(_V3Block(cin, hidden, cout, kernel, stride, se, act))
+            cin = cout
+        last = 96
+        layers += [nn.Conv2d(cin, last, 1, bias=False), nn.BatchNorm2d(last), nn.Hardswish()]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Linear(last, 128), nn.Hardswish(), nn.Dropout(0.1), nn.Linear(128, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(torch.flatten(x, 1))
+
+
 # --------------------------------------------------------------------------------- 1D CNN
 class PowerCNN1D(nn.Module):
     """Appliance classifier for power traces (NILM): 5x (Conv1d, ReLU, MaxPool), 2 FC, Softmax.
@@ -231,15 +309,21 @@ class TransformerEncoder(nn.Module):
     """Pre-norm transformer encoder classifier over token ids (any sequence length <= max_len)."""
 
     def __init__(self, vocab: int = 128, dim: int = 64, heads: int = 4, layers: int = 2,
-                 ffn: int = 128, max_len: int = 64, num_classes: int = 4) -> None:
+                 ffn: int = 128, max_len: int = 64, num_classes: int = 4,
+                 patch: int | None = None) -> None:
         super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
+        # With ``patch`` the input is a float vector cut into tokens of ``patch`` features each
+        # (a ViT-style linear patch embedding) instead of token ids.
+        self.patch = patch
+        self.embed: nn.Module = nn.Embedding(vocab, dim) if patch is None else nn.Linear(patch, dim)
         self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
         self.layers = nn.Sequential(*[_EncoderLayer(dim, heads, ffn) for _ in range(layers)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.patch is not None:
+            tokens = tokens.reshape(tokens.shape[0], -1, self.patch)
         x = self.embed(tokens) + self.pos[:, : tokens.shape[1]]
         x = self.norm(self.layers(x))
         return self.head(x.mean(dim=1))
@@ -306,6 +390,12 @@ class ZooEntry:
     doc: str = ""
 
 
+def _patch_transformer(**kwargs: Any) -> nn.Module:
+    # The zoo transformer with a linear patch embedding: a flattened 8x8 digit is 8 tokens
+    # (rows) of 8 pixels; a wider FFN than the token model, 10 classes.
+    return TransformerEncoder(**{"patch": 8, "ffn": 256, "num_classes": 10, **kwargs})
+
+
 def _image() -> tuple[torch.Tensor, ...]:
     return (torch.randn(*DIGITS_SHAPE, generator=torch.Generator().manual_seed(0)),)
 
@@ -332,6 +422,12 @@ ZOO: dict[str, ZooEntry] = {
                  doc="transformer encoder: attention, LayerNorm, GELU, FFN; dynamic sequence"),
         ZooEntry("unet", UNet, _image, ("input",), ("mask",),
                  doc="two-level U-Net with Resize, Concat and Split"),
+        ZooEntry("patch_transformer", _patch_transformer,
+                 lambda: (torch.randn(1, 64, generator=torch.Generator().manual_seed(0)),),
+                 ("input",), ("logits",),
+                 doc="transformer encoder over 8 tokens of 8 features (flattened 8x8 digits)"),
+        ZooEntry("mobilenet_v3", MobileNetV3, _image, ("input",), ("logits",),
+                 doc="MobileNetV3-style net: HardSwish, squeeze-excite (HardSigmoid), 5x5 DW"),
     )
 }
 
@@ -396,3 +492,13 @@ def transformer() -> nn.Module:
 def unet() -> nn.Module:
     """U-Net with Resize/Concat/Split."""
     return build("unet")
+
+
+def patch_transformer() -> nn.Module:
+    """Transformer over 8 tokens of 8 features (the digits transformer's architecture)."""
+    return build("patch_transformer")
+
+
+def mobilenet_v3() -> nn.Module:
+    """MobileNetV3-style net with HardSwish and HardSigmoid."""
+    return build("mobilenet_v3")

@@ -5,6 +5,8 @@ import json
 import pathlib
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import pytest
 
 from irpass.bench import AA_CONTROL, LatencyReport, LatencyStats, machine_info, measure_latency
@@ -90,3 +92,24 @@ def test_in_memory_models_are_timed_as_loaded_from_their_file(monkeypatch) -> No
     measure_latency({"m": model}, repeats=2, warmup=0, dim_values={"N": 1})
     assert seen and all(isinstance(m, bytes) for m in seen)
     assert seen[0] == ir.to_proto(model).SerializeToString()
+
+
+def test_peak_memory_grows_with_the_weights_a_session_holds(tmp_path: pathlib.Path) -> None:
+    from irpass.bench import measure_peak_memory
+
+    def model(size: int) -> onnx.ModelProto:
+        weight = onnx.numpy_helper.from_array(np.ones((size, size), np.float32), "w")
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])],
+            "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, size])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, size])],
+            [weight],
+        )
+        return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+    small = measure_peak_memory(model(64), optimize=False)
+    large = measure_peak_memory(model(2048), optimize=False)  # 16 MiB of weights
+    assert large.session_bytes - small.session_bytes >= 12 * 2**20
+    assert large.peak_bytes >= large.baseline_bytes
+    assert set(large.to_dict()) == {"baseline_bytes", "peak_bytes", "session_bytes"}

@@ -232,3 +232,13 @@ def test_real_optimizer_output_matches_node_for_node(tmp_path):
     result = numeric_diff(a, b, diff=diff)
     assert result.first_divergence is None
     assert all(not t.diverged for t in result.outputs)
+
+
+def test_malformed_caller_model_is_an_error_naming_the_node_not_a_crash():
+    from irpass.errors import UnsupportedModelError
+
+    broken = net()
+    first, *_, last = list(broken.graph)
+    first.replace_input_with(0, last.outputs[0])
+    with pytest.raises(UnsupportedModelError, match="B: the main graph has a cycle"):
+        diff_models(net(), broken)

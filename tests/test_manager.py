@@ -182,3 +182,39 @@ def test_irpass_pass_runs_inside_onnx_ir_pass_manager() -> None:
     result = manager(_model())
     assert result.modified
     assert [n.op_type for n in result.model.graph] == ["MatMul"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("cycle", "the main graph has a cycle: node 'first'"),
+        ("dangling", "node 'last' (MatMul) in the main graph reads 'stray'"),
+    ],
+)
+def test_caller_built_malformed_model_is_refused_naming_the_node(
+    damage: str, fragment: str, tmp_path: pathlib.Path
+) -> None:
+    model = _model()
+    nodes = list(model.graph)
+    nodes[0].name, nodes[-1].name = "first", "last"
+    if damage == "cycle":
+        nodes[0].replace_input_with(0, nodes[2].outputs[0])
+    else:
+        stray = ir.Value(
+            name="stray", shape=ir.Shape([1, 4]), type=ir.TensorType(ir.DataType.FLOAT)
+        )
+        nodes[-1].replace_input_with(0, stray)
+    options = RunOptions(reproducer_dir=tmp_path / "repro", dump_dir=tmp_path / "dumps")
+    with pytest.raises(UnsupportedModelError) as info:
+        PipelineRunner("t_remove_one_identity", options=options).run(model)
+    assert fragment in info.value.message and info.value.hint
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_caller_built_model_out_of_order_is_sorted_and_runs() -> None:
+    model = _model()
+    matmul = list(model.graph)[-1]
+    model.graph.remove(matmul)
+    model.graph.insert_before(next(iter(model.graph)), matmul)
+    result = PipelineRunner("t_remove_one_identity").run(model)
+    assert [n.op_type for n in result.model.graph] == ["Identity", "Identity", "MatMul"]

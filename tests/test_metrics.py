@@ -108,6 +108,23 @@ def test_fidelity_accumulator_integer_outputs() -> None:
     assert acc.result() == {"exact_match": 0.75, "max_abs_error": 3.0}
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_non_finite_and_empty_outputs_compare_without_numpy_warnings() -> None:
+    # inf - inf used to emit "invalid value encountered in subtract" to every CLI user
+    ref = np.array([[np.inf, 1.0, -np.inf], [2.0, np.nan, 3.0]], np.float32)
+    out = np.array([[np.inf, 1.5, np.inf], [2.0, np.nan, 3.0]], np.float32)
+    assert max_abs_error(ref, out) == pytest.approx(0.5)
+    assert max_abs_error(np.array([np.inf]), np.array([np.inf])) == 0.0
+    acc = FidelityAccumulator()
+    acc.update(ref, out)
+    acc.update(ref[:0], out[:0])  # an empty batch adds nothing (it used to fail to reshape)
+    result = acc.result()
+    finite = np.isfinite(ref) & np.isfinite(out)
+    assert result["sqnr_db"] == pytest.approx(sqnr_db(ref[finite], out[finite]))
+    assert result["max_abs_error"] == pytest.approx(0.5)
+    assert math.isfinite(result["cosine"])
+
+
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
 

@@ -151,3 +151,18 @@ def test_sigkill_leftovers_are_removed_by_the_next_run(tmp_path: pathlib.Path) -
     )
     assert not list(tmp_path.glob(f"{STAGING_PREFIX}*"))
     assert (tmp_path / "out2.onnx").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_folder_written_in_place_does_not_move_the_staging_of_its_neighbours(
+    tmp_path: pathlib.Path,
+) -> None:
+    out = tmp_path / "new" / "out"  # does not exist yet: files stage in tmp_path
+    plan = OutputPlan()
+    model = plan.add_file(out / "model.onnx", "the model")
+    reproducer = plan.add_folder(out / "reproducer", "the reproducer", staged=False)
+    with plan:
+        reproducer.mkdir(parents=True)  # e.g. a rolled-back pass saved its reproducer
+        (reproducer / "input.onnx").write_text("x")
+        plan.staged(model).write_text("model")
+        plan.commit()
+    assert model.read_text() == "model" and (reproducer / "input.onnx").is_file()

@@ -3,12 +3,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx.helper as oh
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto
 
 from irpass.errors import UnsupportedModelError
 from irpass.ir import to_ir
-from irpass.validate import validate_model_proto
+from irpass.validate import validate_model, validate_model_proto
 
 
 def _model(nodes, inputs=("x",), outputs=("y",), initializers=(), functions=()):
@@ -133,3 +134,138 @@ def test_absurd_input_sizes() -> None:
     )
     with pytest.raises(UnsupportedModelError, match=r"'x' declares shape \['n', 1048576, 4096\]"):
         validate_model_proto(oh.make_model(graph), "m")
+
+
+# -- ir.Model built by a library caller ---------------------------------------------------
+
+
+def _value(name: str, shape=(1, 4), dtype=ir.DataType.FLOAT) -> ir.Value:
+    return ir.Value(name=name, shape=ir.Shape(list(shape)), type=ir.TensorType(dtype))
+
+
+def _chain() -> tuple[ir.Model, ir.Node, ir.Node]:
+    """x -> Relu 'relu' -> Neg 'neg' -> y."""
+    x = _value("x")
+    relu = ir.node("Relu", [x], name="relu")
+    neg = ir.node("Neg", [relu.outputs[0]], name="neg")
+    relu.outputs[0].name, neg.outputs[0].name = "a", "y"
+    graph = ir.Graph([x], [neg.outputs[0]], nodes=[relu, neg], opset_imports={"": 17})
+    return ir.Model(graph, ir_version=8), relu, neg
+
+
+def test_ir_valid_model_passes() -> None:
+    model, _, _ = _chain()
+    assert validate_model(model) is False
+
+
+def test_ir_cycle_names_the_nodes() -> None:
+    model, relu, neg = _chain()
+    relu.replace_input_with(0, neg.outputs[0])
+    with pytest.raises(UnsupportedModelError, match=r"cycle: node 'relu' \(Relu\) -> node 'neg'"):
+        validate_model(model, "caller")
+
+
+def test_ir_self_loop() -> None:
+    model, relu, _ = _chain()
+    relu.replace_input_with(0, relu.outputs[0])
+    with pytest.raises(UnsupportedModelError, match=r"node 'relu' \(Relu\) reads its own output"):
+        validate_model(model)
+
+
+def test_ir_dangling_input_found_by_identity_even_when_a_name_matches() -> None:
+    model, _, neg = _chain()
+    stray = _value("a")  # same name as relu's output, but no node produces this value
+    neg.replace_input_with(0, stray)
+    with pytest.raises(UnsupportedModelError, match=r"node 'neg' \(Neg\) .* reads 'a', which no"):
+        validate_model(model)
+
+
+def test_ir_two_values_with_one_name_are_two_producers() -> None:
+    model, _relu, neg = _chain()
+    neg.outputs[0].name = "a"
+    model.graph.outputs[0] = neg.outputs[0]
+    with pytest.raises(
+        UnsupportedModelError, match=r"value 'a' in the main graph has two producers: node 'relu'"
+    ):
+        validate_model(model)
+
+
+def test_ir_unproduced_graph_output() -> None:
+    model, _, _ = _chain()
+    model.graph.outputs.append(_value("z"))
+    with pytest.raises(UnsupportedModelError, match="graph output 'z' of the main graph"):
+        validate_model(model)
+
+
+def test_ir_unsorted_nodes_are_reported_and_to_ir_sorts_them() -> None:
+    model, relu, _neg = _chain()
+    model.graph.remove(relu)
+    model.graph.append(relu)
+    assert validate_model(model) is True
+    assert [n.name for n in to_ir(model).graph] == ["relu", "neg"]
+
+
+def test_ir_subgraph_reads_outer_values_but_not_strays() -> None:
+    def body(read: ir.Value) -> ir.Graph:
+        node = ir.node("Identity", [read], name="inner")
+        node.outputs[0].name = "z"
+        return ir.Graph([], [node.outputs[0]], nodes=[node], name="b")
+
+    def model(stray: bool) -> ir.Model:
+        x, cond = _value("x"), _value("c", (), ir.DataType.BOOL)
+        read = _value("x") if stray else x  # a stray only looks like the input
+        if_node = ir.node(
+            "If",
+            [cond],
+            attributes={"then_branch": body(read), "else_branch": body(read)},
+            name="if",
+        )
+        if_node.outputs[0].name = "y"
+        graph = ir.Graph([x, cond], [if_node.outputs[0]], nodes=[if_node], opset_imports={"": 17})
+        return ir.Model(graph, ir_version=8)
+
+    assert validate_model(model(stray=False)) is False
+    with pytest.raises(UnsupportedModelError, match=r"subgraph '(then|else)_branch' of node 'if'"):
+        validate_model(model(stray=True))
+
+
+def test_ir_initializer_without_tensor_and_bad_external_length(tmp_path) -> None:
+    model, _, neg = _chain()
+    weight = _value("w")
+    weight.const_value = ir.tensor(np.ones((1, 4), np.float32))
+    model.graph.register_initializer(weight)
+    weight.const_value = None  # onnx-ir checks on registration only
+    add = ir.node("Add", [neg.outputs[0], weight], name="add")
+    model.graph.append(add)
+    model.graph.outputs[0] = add.outputs[0]
+    with pytest.raises(UnsupportedModelError, match="initializer 'w' in the main graph holds no"):
+        validate_model(model)
+    (tmp_path / "w.bin").write_bytes(bytes(8))
+    weight.const_value = ir.ExternalTensor(
+        "w.bin", 0, 8, ir.DataType.FLOAT, shape=ir.Shape([1, 4]), name="w", base_dir=tmp_path
+    )
+    with pytest.raises(UnsupportedModelError, match=r"declares shape \[1, 4\] \(16 bytes\) but"):
+        validate_model(model)
+
+
+def test_ir_absurd_input_shape() -> None:
+    model, _, _ = _chain()
+    model.graph.inputs[0].shape = ir.Shape(["n", 2**20, 2**12])
+    with pytest.raises(UnsupportedModelError, match=r"'x' declares shape \['n', 1048576, 4096\]"):
+        validate_model(model)
+
+
+def test_ir_function_bodies_are_checked() -> None:
+    a = _value("a")
+    add = ir.node("Add", [a, _value("q")], name="inside")
+    function = ir.Function(
+        "f",
+        "F",
+        "",
+        graph=ir.Graph([a], [add.outputs[0]], nodes=[add], opset_imports={"": 17}),
+        attributes=[],
+    )
+    model, _, _ = _chain()
+    model.functions[function.identifier()] = function
+    with pytest.raises(UnsupportedModelError, match=r"function f::F.*reads 'q'"):
+        validate_model(model)

@@ -124,7 +124,9 @@ def iter_activations(
         missing = [n for n in input_names if n not in feed]
         if missing:
             raise ValueError(f"calibration feed has no value for model input {missing[0]!r}")
-        results = session.run(fetch, {n: feed[n] for n in input_names})
+        # ORT runs every output for an empty fetch list: skip the run when only graph inputs
+        # were asked for.
+        results = session.run(fetch, {n: feed[n] for n in input_names}) if fetch else []
         batch = {name: np.asarray(value) for name, value in zip(fetch, results, strict=True)}
         for name in wanted:
             if name not in batch and name in feed:

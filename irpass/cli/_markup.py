@@ -8,20 +8,14 @@ it is printed or put into a table; only irpass's own literal styling stays marku
 
 from __future__ import annotations
 
-from rich.markup import escape
-
 __all__ = ["esc"]
 
 
 def esc(value: object) -> str:
-    """``value`` as text that rich prints verbatim (markup characters escaped).
+    r"""``value`` as text that rich prints verbatim (markup characters escaped).
 
-    rich's ``escape`` doubles a trailing backslash so that a tag written right after it stays
-    a tag; irpass never writes a tag directly after an escaped value, and a path ending in
-    a backslash must print as it is.
+    rich takes the one backslash right before any ``[`` as an escape (``\[`` prints ``[``,
+    ``\\[`` prints ``\[``), not only before tag-like text as ``rich.markup.escape``
+    assumes, so every ``[`` gets its own backslash; other backslashes print as they are.
     """
-    text = str(value)
-    escaped = escape(text)
-    if text.endswith("\\") and escaped.endswith("\\\\") and not text.endswith("\\\\"):
-        escaped = escaped[:-1]
-    return escaped
+    return str(value).replace("[", "\\[")

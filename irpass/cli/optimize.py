@@ -13,6 +13,7 @@ import onnx_ir as ir
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from irpass.api import OptimizeResult, optimize
 from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
 from irpass.cli._markup import esc
@@ -20,7 +21,7 @@ from irpass.cli._search import add_search_arguments, search_for, search_table
 from irpass.context import FeedSource, PassContext, limit_samples
 from irpass.data import load_labels, open_data
 from irpass.diff import diff_models
-from irpass.errors import DataError, OutputError, PassFailedError
+from irpass.errors import DataError, OutputError, PassFailedError, UsageError
 from irpass.evaluate import Evaluator
 from irpass.ir import external_data_paths, load_model, save_model
 from irpass.manager import PipelineRunner, RunOptions, report_json
@@ -44,6 +45,7 @@ __all__ = [
     "report_diff",
     "resolve_outputs",
     "run",
+    "target_table",
 ]
 
 
@@ -139,6 +141,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--report", type=pathlib.Path, help="also write report.json here")
     parser.add_argument("--json", action="store_true", help="print the report as JSON at the end")
+    target = parser.add_argument_group("deployment target (see `irpass targets`)")
+    target.add_argument(
+        "--target",
+        help="optimize for a target (jetson, jetson-nano, android, ios, rpi, x86, generic or a "
+        "profile .json): its pipeline, legalization, precision and backend artifacts; -o is "
+        "then a folder that also receives manifest.json",
+    )
+    target.add_argument(
+        "--precision",
+        choices=["int8", "fp16", "fp32"],
+        help="instead of the target's default precision (int8 needs --calib-data)",
+    )
+    target.add_argument(
+        "--max-shapes",
+        help="largest shapes of dynamic inputs for TensorRT's optimization profile",
+    )
+    target.add_argument(
+        "--no-engine",
+        action="store_true",
+        help="write the engine build script only, even where TensorRT and a GPU are present",
+    )
     add_search_arguments(parser)
 
 
@@ -281,6 +304,13 @@ def _summary_tables(report: RunReport) -> list[Table]:
 
 def run(args: argparse.Namespace) -> int:
     """Load, optimize with verification, write outputs atomically, print the summary."""
+    if args.target is not None:
+        return _run_target(args)
+    if args.precision or args.max_shapes or args.no_engine:
+        raise UsageError(
+            "--precision, --max-shapes and --no-engine need --target",
+            hint="see `irpass targets`",
+        )
     input_path = pathlib.Path(args.model)
     resolve_outputs(args.output, input_path)  # a malformed -o is reported before loading
     model = load_model(input_path)
@@ -308,6 +338,100 @@ def run(args: argparse.Namespace) -> int:
         written = f" and {outputs.directory}/report.json, report.html" if outputs.directory else ""
         console.print(esc(f"wrote {outputs.model}{written}"), soft_wrap=True)
     return 0
+
+
+def _shapes(texts: list[str] | str | None, model_path: str) -> list[dict[str, tuple[int, ...]]]:
+    if not texts:
+        return []
+    model = load_model(model_path)
+    return [parse_input_shapes(text, model) for text in ([texts] if isinstance(texts, str)
+                                                          else texts)]
+
+
+def _run_target(args: argparse.Namespace) -> int:
+    """``--target``: everything through :func:`irpass.optimize`, then the summary."""
+    if args.max_drop is not None:
+        raise UsageError(
+            "--max-drop does not combine with --target yet",
+            hint="search without --target, then give the pipeline it found with --passes",
+        )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def on_step(label: str, index: int) -> None:
+            progress.update(task, description=esc(f"pass {index}: {label}"))
+
+        # the first --input-shapes configuration is the target's (fixed / opt) shape
+        shapes = _shapes(args.input_shapes, args.model)
+        result = optimize(
+            args.model,
+            args.target,
+            calib_data=args.calib_data,
+            calib_samples=args.calib_samples,
+            eval_data=args.eval_data,
+            labels=args.labels,
+            passes=args.passes,
+            precision=args.precision,
+            input_shapes=shapes[0] if shapes else None,
+            max_shapes=next(iter(_shapes(args.max_shapes, args.model)), None),
+            verify_shapes=shapes or None,
+            verify_data=args.verify_data,
+            out_dir=args.output,
+            report_path=args.report,
+            verify=args.verify,
+            on_failure="error" if args.strict else args.on_failure,
+            seed=args.seed,
+            freeze_inputs=args.freeze_inputs,
+            allow_custom_ops=args.allow_custom_ops,
+            dump_dir=args.dump_dir,
+            build_engine="never" if args.no_engine else "auto",
+            progress=on_step,
+        )
+    report = result.report
+    for warning in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {esc(warning)}", soft_wrap=True)
+    if args.json:
+        console.print_json(report_json(report))
+        return 0
+    for table in _summary_tables(report):
+        console.print(table)
+    console.print(target_table(result))
+    files = ", ".join(a["path"] for a in result.manifest["artifacts"])
+    console.print(esc(f"wrote {args.output}: {files}, manifest.json, report.json, report.html"),
+                  soft_wrap=True)
+    for step in result.manifest["device_steps"]:
+        console.print(esc(f"  on the device: {step}"), soft_wrap=True)
+    return 0
+
+
+def target_table(result: OptimizeResult) -> Table:
+    """The target, the precision it got and why, and every target check."""
+    target = result.target
+    assert target is not None and result.precision is not None
+    plan = result.precision
+    title = f"target {target.name}: {target.runtime.name} {target.runtime.version}"
+    table = Table(title=esc(title))
+    table.add_column("check", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("detail", overflow="fold", ratio=1)
+    how = " (set by the engine builder)" if plan.at_build else ""
+    precision = f"{plan.effective}{how}"
+    if plan.effective != plan.requested:
+        precision += f", not {plan.requested}: " + "; ".join(plan.reasons)
+    table.add_row("precision", "pass" if plan.effective == plan.requested else "[yellow]warn",
+                  esc(precision))
+    colors = {"pass": "green", "fail": "red", "warn": "yellow", "skipped": "yellow"}
+    for check in result.checks:
+        color = colors.get(check.status, "white")
+        table.add_row(esc(check.name), f"[{color}]{check.status}", esc(check.detail))
+    return table
 
 
 def _optimize(

@@ -12,6 +12,7 @@ from irpass.diff.changes import io_changes, node_changes
 from irpass.diff.match import Matcher, Side
 from irpass.diff.model import GraphDiff, NodeMatch
 from irpass.diff.regions import changed_regions
+from irpass.validate import validate_model
 
 __all__ = ["diff_models", "model_summary_cost"]
 
@@ -84,8 +85,12 @@ def diff_models(
     also flags weights of equal shape whose values differ (up to
     :data:`VALUE_COMPARE_LIMIT` elements each). ``order_fallback`` adds the low-confidence
     ``order`` phase (see the module docstring). Subgraph bodies are summarised as attributes
-    (node counts), not matched node by node.
+    (node counts), not matched node by node. Both models are validated first
+    (:func:`irpass.validate.validate_model`), so a malformed graph is an
+    :class:`~irpass.errors.UnsupportedModelError` naming the node, not a crash.
     """
+    validate_model(a, a_label)
+    validate_model(b, b_label)
     pa, pb = _prepare(a, infer_shapes), _prepare(b, infer_shapes)
     cost_a = model_summary_cost(a, pa if infer_shapes else None) if with_cost else {}
     cost_b = model_summary_cost(b, pb if infer_shapes else None) if with_cost else {}

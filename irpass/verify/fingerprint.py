@@ -209,10 +209,10 @@ def structure_fingerprint(model: ir.Model, hasher: TensorHasher | None = None) -
     """Identity of everything in the model a pass can change, compared within one run.
 
     The IR is rewritten in place, so object identities tell what changed: a node that was
-    replaced, rewired, given other attributes or outputs; a value renamed or re-annotated (a new
-    ``Shape`` / type object); an initializer holding another tensor (or a tensor whose strided
-    sample changed in place, through ``hasher``); opsets, signature and functions. Cheap: no
-    repr, no serialization.
+    replaced, rewired, given other attributes or outputs; a value renamed or re-annotated
+    (another shape or type, compared by content); an initializer holding another tensor (or a
+    tensor whose strided sample changed in place, through ``hasher``); opsets, signature and
+    functions. Cheap: no serialization.
     """
     hasher = hasher or TensorHasher()
     parts: list[Any] = [model.ir_version, sorted(model.opset_imports.items())]
@@ -220,7 +220,10 @@ def structure_fingerprint(model: ir.Model, hasher: TensorHasher | None = None) -
     def value_part(value: ir.Value | None) -> Any:
         if value is None:
             return None
-        return (id(value), value.name, id(value.shape), id(value.type))
+        # Annotations by content: constant folding and the rewriter re-annotate values with new
+        # but equal Shape objects, which is no change (by identity, a fixpoint never settles).
+        shape = None if value.shape is None else str(value.shape)
+        return (id(value), value.name, shape, str(value.type))
 
     def graph_parts(graph: ir.Graph) -> None:
         parts.append([value_part(v) for v in graph.inputs])

@@ -10,7 +10,7 @@ Each invariant is a function returning the offending items (names) of one kind:
 - ``shadowed_inputs``: graph inputs that also have an initializer (IR < 4 style weights; a
   user can ask to keep them overridable);
 - ``constant_nodes``: ``Constant`` nodes in the main graph (canonical form holds constants as
-  initializers; subgraph bodies may keep Constant nodes);
+  initializers; subgraph bodies may keep Constant nodes, and so may a constant graph output);
 - ``consecutive_slices``: a Slice whose data comes from a Slice that nothing else reads, both
   with constant parameters (one Slice does both).
 
@@ -68,11 +68,15 @@ def shadowed_inputs(model: ir.Model) -> list[str]:
 
 
 def constant_nodes(model: ir.Model) -> list[str]:
-    """Constant nodes of the main graph."""
+    """Constant nodes of the main graph, except those producing a graph output.
+
+    A constant graph output stays a node: an initializer listed as an output is legal ONNX
+    but not what onnx-ir's constant lifting or every runtime expects.
+    """
     return [
         node.outputs[0].name or node.name or "Constant"
         for node in model.graph
-        if node.op_type == "Constant" and _onnx(node)
+        if node.op_type == "Constant" and _onnx(node) and not node.outputs[0].is_graph_output()
     ]
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -36,26 +37,54 @@ from irpass.verify.fingerprint import TensorHasher, computation_fingerprint
 from irpass.verify.session import check_structure, make_session, run_model
 from irpass.verify.structure import check_light
 
-__all__ = ["Verifier", "drift_metrics"]
+__all__ = ["Verifier", "drift_metrics", "max_abs_error_all"]
 
 logger = logging.getLogger(__name__)
 
-Outputs = list[dict[str, np.ndarray]]
+Outputs = list[dict[str, Any]]
+
+
+def _tensor_pairs(reference: Any, actual: Any) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """The (reference, actual) tensors of one output, None when their structures differ.
+
+    A sequence pairs its elements; two empty optionals pair nothing.
+    """
+    if isinstance(reference, list) or isinstance(actual, list):
+        if not (isinstance(reference, list) and isinstance(actual, list)):
+            return None
+        if len(reference) != len(actual):
+            return None
+        pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        for ref, got in zip(reference, actual, strict=True):
+            inner = _tensor_pairs(ref, got)
+            if inner is None:
+                return None
+            pairs.extend(inner)
+        return pairs
+    if reference is None or actual is None:
+        return [] if reference is None and actual is None else None
+    return [(np.asarray(reference), np.asarray(actual))]
 
 
 def drift_metrics(reference: Outputs, actual: Outputs) -> dict[str, float]:
-    """Worst SQNR (dB), worst cosine and max abs error over every float output of every feed."""
+    """Worst SQNR (dB), worst cosine and max abs error over every float output of every feed.
+
+    Sequence outputs count each of their tensors; empty optionals count nothing.
+    """
     worst_sqnr, worst_cos, worst_abs = float("inf"), 1.0, 0.0
+    diverged = {"sqnr_db": float("-inf"), "cosine": 0.0, "max_abs_error": float("inf")}
     for ref, got in zip(reference, actual, strict=True):
-        for name, value in ref.items():
-            other = got.get(name)
-            if other is None or np.shape(other) != np.shape(value):
-                return {"sqnr_db": float("-inf"), "cosine": 0.0, "max_abs_error": float("inf")}
-            value, other = np.asarray(value), np.asarray(other)
-            worst_abs = max(worst_abs, max_abs_error(value, other))
-            if value.dtype.kind == "f" and value.size:
-                worst_sqnr = min(worst_sqnr, sqnr_db(value, other))
-                worst_cos = min(worst_cos, cosine(value, other))
+        for name, output in ref.items():
+            pairs = _tensor_pairs(output, got[name]) if name in got else None
+            if pairs is None:
+                return diverged
+            for value, other in pairs:
+                if value.shape != other.shape:
+                    return diverged
+                worst_abs = max(worst_abs, max_abs_error(value, other))
+                if value.dtype.kind == "f" and value.size:
+                    worst_sqnr = min(worst_sqnr, sqnr_db(value, other))
+                    worst_cos = min(worst_cos, cosine(value, other))
     return {"sqnr_db": worst_sqnr, "cosine": worst_cos, "max_abs_error": worst_abs}
 
 
@@ -246,10 +275,16 @@ class Verifier:
 
 
 def max_abs_error_all(reference: Outputs, actual: Outputs) -> float:
-    """The largest absolute difference over every output of every feed (inf on mismatch)."""
+    """The largest absolute difference over every output of every feed (inf on mismatch).
+
+    Sequence outputs count each of their tensors; empty optionals count nothing.
+    """
     worst = 0.0
     for ref, got in zip(reference, actual, strict=True):
-        for name, value in ref.items():
-            other = got.get(name)
-            worst = max(worst, float("inf") if other is None else max_abs_error(value, other))
+        for name, output in ref.items():
+            pairs = _tensor_pairs(output, got[name]) if name in got else None
+            if pairs is None:
+                return float("inf")
+            for value, other in pairs:
+                worst = max(worst, max_abs_error(value, other))
     return worst

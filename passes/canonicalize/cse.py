@@ -142,6 +142,10 @@ def _replace(graph: ir.Graph | ir.Function, duplicate: ir.Node, kept: ir.Node) -
                     name = old.name
                     old.name = None
                     new.name = name
+                    # the output keeps its declared type and shape (a graph output needs a
+                    # type, and the kept node's value often has none before shape inference)
+                    new.type = old.type or new.type
+                    new.shape = old.shape if old.shape is not None else new.shape
                     graph.outputs[index] = new
         old.replace_all_uses_with(new)
     graph.remove(duplicate, safe=True)

@@ -22,6 +22,14 @@ node is worth materializing, taken per node by its consumers and sizes:
 4. otherwise (e.g. a 100 MB ``Expand``/``Tile``/``ConstantOfShape`` that only feeds an ``Add``)
    the node stays: storing its result would inflate the file and buy nothing at run time.
 
+Constant nodes, the model's own and those the folder writes for values it derives from static
+shapes (``Shape``, ``Size`` of a known tensor), become initializers too, except a Constant that
+is a graph output (an output stays produced by a node).
+
+onnxscript writes the shapes it resolves as ``Constant <value_ints=...>``, an attribute form
+that exists from opset 12 on; in older models the Constants left as nodes are rewritten to the
+``value`` tensor form every opset accepts.
+
 Never folded: ``QuantizeLinear``/``DequantizeLinear`` (they *are* the quantized weight format),
 random ops, custom-domain ops (passed through untouched). Nodes whose inputs are graph inputs
 are not folded either; run ``inputs_to_initializers`` first on IR < 4 models.
@@ -44,12 +52,14 @@ from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
 # Private to onnxscript, used on purpose: the public fold_constants_ir aborts the whole folding
 # when one op's evaluator raises; only a subclass of its pass can skip that node (_TolerantFolder).
 # Nothing is vendored: an onnxscript change that breaks this fails tests/passes/canonicalize.
 from onnxscript.optimizer._constant_folding import FoldConstantsPass as _OnnxscriptFolder
 
+from irpass.ir import default_opset
 from irpass.pass_base import IrpassPass, option
 from irpass.registry import register
 
@@ -162,6 +172,25 @@ def _freed_bytes(node: ir.Node) -> int:
     return total
 
 
+def _annotations(model: ir.Model) -> dict[int, tuple[str, str]]:
+    """Type and shape of every graph input and node output, by content."""
+    found: dict[int, tuple[str, str]] = {}
+    for graph in model.graphs():
+        values = [*graph.inputs, *(out for node in graph for out in node.outputs)]
+        for value in values:
+            found[id(value)] = (str(value.type), str(value.shape))
+    return found
+
+
+def _count_constant_nodes(model: ir.Model) -> int:
+    return sum(
+        1
+        for graph in model.graphs()
+        for node in graph
+        if node.op_type == "Constant" and is_onnx_domain(node.domain)
+    )
+
+
 class _TolerantFolder(_OnnxscriptFolder):
     """onnxscript's folder, skipping a node whose evaluator raises instead of aborting."""
 
@@ -223,6 +252,31 @@ def _fold_constant_of_shape(model: ir.Model, should_fold: Callable[[ir.Node], bo
     return folded
 
 
+#: Constant attributes other than ``value`` (opset 12+), with the numpy dtype they hold.
+_CONSTANT_FORMS = {
+    "value_int": np.int64,
+    "value_ints": np.int64,
+    "value_float": np.float32,
+    "value_floats": np.float32,
+}
+
+
+def _constants_as_tensors(model: ir.Model) -> None:
+    """Rewrite ``Constant <value_ints=...>`` (and the other forms) to ``value=`` tensors."""
+    for graph in model.graphs():
+        for node in graph:
+            if node.op_type != "Constant" or not is_onnx_domain(node.domain):
+                continue
+            for name, dtype in _CONSTANT_FORMS.items():
+                attr = node.attributes.get(name)
+                if attr is None:
+                    continue
+                array = np.array(attr.value, dtype=dtype)
+                del node.attributes[name]
+                tensor = ir.Tensor(array, name=node.outputs[0].name)
+                node.attributes["value"] = ir.AttrTensor("value", tensor)
+
+
 @register
 class FoldConstantsPass(IrpassPass):
     """Fold constant subgraphs into initializers, by consumer and size (weights always)."""
@@ -276,6 +330,7 @@ class FoldConstantsPass(IrpassPass):
             return False
 
         direct = _fold_constant_of_shape(model, should_fold)
+        annotations = _annotations(model)
 
         def evaluator_failed(node: ir.Node, exc: Exception) -> None:
             cause = exc.__cause__ or exc
@@ -292,12 +347,24 @@ class FoldConstantsPass(IrpassPass):
             should_fold=should_fold,
         )
         result = folder(model)
+        # The folder writes values it derives from shapes as Constant nodes; canonical form
+        # holds constants as initializers (a Constant that is a graph output stays a node).
+        constants = _count_constant_nodes(model)
+        lifted = LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
+        if lifted.modified:
+            self.stats["constants_lifted"] += constants - _count_constant_nodes(model)
+        opset = default_opset(model)
+        if result.modified and opset is not None and opset < 12:
+            _constants_as_tensors(model)
         if kept:
             self.stats["kept_large"] += len(kept)
         removed = nodes_before - count_nodes(model)
         if removed > 0:
             self.stats["nodes_removed"] += removed
-        modified = bool(result.modified) or direct > 0
+        # onnxscript's folder also types values it infers (a Loop body's untyped carried
+        # input, say) without reporting it; that is a change to the model all the same.
+        annotated = not result.modified and _annotations(model) != annotations
+        modified = bool(result.modified) or direct > 0 or lifted.modified or annotated
         if modified:
             # results are stored before their producers die (eliminate_dead removes those)
             self.growth_reasons.append(

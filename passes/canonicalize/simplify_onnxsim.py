@@ -10,6 +10,12 @@ graphs, ops ONNX Runtime cannot run (custom domains). Then the pass logs a warni
 reason in ``self.stats`` (``failed_too_large``, ``failed_error``, ``failed_check``), leaves the
 model unchanged and returns ``modified=False``; it never raises for a model onnxsim rejects.
 Subgraphs are handled by onnxsim itself.
+
+Graph inputs with a default value (an initializer of the same name, IR >= 4: "overridable")
+stay inputs that keep their defaults: onnxsim folds such initializers as constants in some
+rewrites even with ``mutable_initializer=True`` (a LayerNormalization over a size-1 axis
+became its bias value), so it receives them as plain inputs and the defaults are put back on
+the inputs it kept.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import onnx
 import onnx_ir as ir
 
 from irpass.ir import PROTOBUF_LIMIT, initializer_bytes
@@ -58,9 +65,11 @@ class SimplifyWithOnnxsimPass(IrpassPass):
             self.stats["failed_too_large"] += 1
             return ir.passes.PassResult(model, modified=False)
         before = count_nodes(model)
+        proto = ir.to_proto(model)
+        defaults = _detach_defaults(proto) if model.ir_version >= 4 else []
         try:
             simplified, ok = onnxsim.simplify(
-                ir.to_proto(model),
+                proto,
                 check_n=self.options.check_n,
                 skip_fuse_bn=self.options.skip_fuse_bn,
             )
@@ -73,6 +82,7 @@ class SimplifyWithOnnxsimPass(IrpassPass):
             logger.warning("onnxsim's own check rejected its result, model unchanged")
             self.stats["failed_check"] += 1
             return ir.passes.PassResult(model, modified=False)
+        _attach_defaults(simplified, defaults)
         result = ir.from_proto(simplified)
         model.graph = result.graph  # the opset imports live on the graph and come along
         model.functions.clear()
@@ -81,3 +91,20 @@ class SimplifyWithOnnxsimPass(IrpassPass):
         after = count_nodes(model)
         self.stats["nodes_removed"] += max(0, before - after)
         return ir.passes.PassResult(model, modified=True)
+
+
+def _detach_defaults(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Remove the initializers of main-graph inputs (their defaults); return them."""
+    inputs = {value.name for value in proto.graph.input}
+    kept = [t for t in proto.graph.initializer if t.name not in inputs]
+    defaults = [t for t in proto.graph.initializer if t.name in inputs]
+    if defaults:
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(kept)
+    return defaults
+
+
+def _attach_defaults(proto: onnx.ModelProto, defaults: list[onnx.TensorProto]) -> None:
+    """Give the inputs onnxsim kept their default values back."""
+    inputs = {value.name for value in proto.graph.input}
+    proto.graph.initializer.extend(t for t in defaults if t.name in inputs)

@@ -97,6 +97,10 @@ class UpgradeOpsetPass(IrpassPass):
         _commit(model, converted)
         model.ir_version = max(model.ir_version, _min_ir_version(target))
         self.stats[f"opset_{current}_to_{target}"] += 1
+        self.growth_reasons.append(
+            f"opset {current} -> {target}: attributes that became inputs (axes, pads, scales, "
+            "split sizes) are constants now"
+        )
         return ir.passes.PassResult(model, modified=True)
 
 

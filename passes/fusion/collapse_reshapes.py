@@ -101,6 +101,10 @@ class CollapseReshapesPass(RuleSetPass):
 
     name = "collapse_reshapes"
     lossless = True
+    growth_reason = (
+        "one int64 target shape per collapsed chain (the chain's own axes/shape constants go "
+        "with dead code unless other nodes share them)"
+    )
 
     def phases(self) -> list[list[FusionRule]]:
         """Reshape-terminated chains first, then chains with a static final shape."""

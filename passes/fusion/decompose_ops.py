@@ -14,12 +14,25 @@
                                d / Sqrt(ReduceMean(d * d, axes a..-1) + e) * s + b
     BatchNormalization(x, g, b, m, v)   (inference mode)
                             -> Add(Mul(x, s), t),  s = g / sqrt(v + eps), t = b - m * s
+    Sum(a, b, c, ...)       -> Add(Add(a, b), c) ...          (left to right, as Sum adds)
+    Mean(a, b, ..., n args) -> Div(Add(Add(a, b), ...), n)
+    Reciprocal(x)           -> Div(1, x)
+    ReduceSum(x, axes)      -> Mul(ReduceMean(x, axes), N),  N = number of reduced elements
+                               (static dims only)
+    Erf(x)                  -> s * (1 - t * P(t) * Exp(-x * x)),  t = 1 / (1 + p * |x|),
+                               s = Clip(x * 1e30, -1, 1) (the sign, 0 at 0), P the degree-4
+                               polynomial of Abramowitz & Stegun 7.1.26
 
 Which ops to decompose comes from the ``decompose`` option (e.g.
 ``decompose_ops(decompose=[HardSwish,HardSigmoid])``) and, once target profiles exist, from the
 target: every decomposable op the target's ``supported_ops`` lacks is decomposed too (NNAPI,
-for example, has no HardSigmoid). The decompositions compute the same function up to float
-rounding. Left alone: LayerNormalization whose Mean/InvStdDev outputs are used, or whose input
+for example, has no HardSigmoid, Sum, Reciprocal or Erf). The decompositions compute the same
+function up to float rounding, except Erf: no finite composition of the ops mobile runtimes
+offer is exactly erf, so it becomes the A&S 7.1.26 approximation, whose absolute error (at most
+1.5e-7 on the whole real line) is below float32's resolution of erf's values near +-1 and far
+inside the verifier's float32 tolerance; the manager checks it like every lossless rewrite.
+Erf of float16 inputs is left alone (the 1e30 sign constant would overflow). Left alone:
+LayerNormalization whose Mean/InvStdDev outputs are used, or whose input
 is not float32/float64 (its ``stash_type`` computes float16 in float32, the decomposition would
 not), and values of unknown dtype.
 """
@@ -39,9 +52,12 @@ from irpass.passes.fusion._rules import (
     RuleSetPass,
     attr_float,
     attr_int,
+    attr_ints,
     attr_str,
+    const_array,
     node_of,
     rank_of,
+    static_shape,
 )
 from irpass.passes.fusion.fold_batchnorm import BatchNormToMulAdd
 from irpass.registry import register
@@ -49,7 +65,26 @@ from irpass.registry import register
 __all__ = ["DECOMPOSABLE", "DecomposeOpsPass"]
 
 #: Op types this pass knows how to decompose.
-DECOMPOSABLE = ("HardSwish", "HardSigmoid", "Gelu", "LayerNormalization", "BatchNormalization")
+DECOMPOSABLE = (
+    "HardSwish",
+    "HardSigmoid",
+    "Gelu",
+    "LayerNormalization",
+    "BatchNormalization",
+    "Sum",
+    "Mean",
+    "Reciprocal",
+    "ReduceSum",
+    "Erf",
+)
+
+#: Abramowitz & Stegun 7.1.26: erf(x) = 1 - t*(a1 + t*(a2 + ... + t*a5)) * exp(-x^2) for x >= 0,
+#: t = 1 / (1 + p*x), |error| <= 1.5e-7.
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+#: Large enough that x * _SIGN_SCALE saturates Clip(., -1, 1) for every float32 x where erf's
+#: value is not already below 1e-30 in magnitude.
+_SIGN_SCALE = 1e30
 
 
 class DecomposeBatchNorm(BatchNormToMulAdd):
@@ -63,17 +98,17 @@ class _Decompose(FusionRule):
 
     ``clip_inputs`` picks Clip's bounds as inputs (opset >= 11) or attributes (opset 6-10);
     a rule using Clip exists in both forms and ``min_opset``/``max_opset`` let exactly one
-    of them apply to a model.
+    of them apply to a model. ``None``: the rule emits no Clip and applies at any opset.
     """
 
     adds_initializers = True
 
-    def __init__(self, name: str | None = None, *, clip_inputs: bool = True) -> None:
+    def __init__(self, name: str | None = None, *, clip_inputs: bool | None = True) -> None:
         super().__init__(name)
-        self.clip_inputs = clip_inputs
+        self.clip_inputs = bool(clip_inputs)
         if clip_inputs:
             self.min_opset = max(self.min_opset, 11)
-        else:
+        elif clip_inputs is not None:
             self.max_opset = 10
 
     def plan(self, *args: Any, **bindings: Any) -> Any:
@@ -92,6 +127,22 @@ class _Decompose(FusionRule):
     def hard_sigmoid(self, op: Any, x: ir.Value, alpha: float, beta: float, near: ir.Node) -> Any:
         scaled = op.Mul(x, self.const(op, x, alpha, "alpha", near))
         return self.clip01(op, x, op.Add(scaled, self.const(op, x, beta, "beta", near)), near)
+
+    def erf(self, op: Any, x: ir.Value, y: Any, near: ir.Node) -> Any:
+        """A&S 7.1.26 erf of ``y`` (constants in the dtype of ``x``, which has one)."""
+
+        def const(value: float, name: str) -> ir.Value:
+            return self.const(op, x, value, name, near)
+
+        one = const(1.0, "one")
+        t = op.Div(one, op.Add(op.Mul(op.Abs(y), const(_ERF_P, "erf_p")), one))
+        poly = const(_ERF_A[-1], "erf_a5")
+        for k in (3, 2, 1, 0):
+            poly = op.Add(op.Mul(poly, t), const(_ERF_A[k], f"erf_a{k + 1}"))
+        decay = op.Exp(op.Mul(op.Mul(y, y), const(-1.0, "minus_one")))
+        magnitude = op.Sub(one, op.Mul(op.Mul(t, poly), decay))
+        sign = op.Clip(op.Mul(y, const(_SIGN_SCALE, "sign_scale")), const(-1.0, "minus_one"), one)
+        return op.Mul(sign, magnitude)
 
 
 class DecomposeHardSwish(_Decompose):
@@ -132,9 +183,17 @@ class DecomposeHardSigmoid(_Decompose):
 
 
 class DecomposeGelu(_Decompose):
-    """Gelu(x) -> 0.5 * x * (1 + Erf(x / sqrt2)) (or the Tanh form)."""
+    """Gelu(x) -> 0.5 * x * (1 + Erf(x / sqrt2)) (or the Tanh form).
+
+    When Erf is decomposed too, its approximation is written inline: the values the rewriter
+    creates carry no dtype, so a later Erf rule could not make constants for them.
+    """
 
     stat = "Gelu"
+
+    def __init__(self, inline_erf: bool = False) -> None:
+        super().__init__()
+        self.inline_erf = inline_erf
 
     def pattern(self, op: Any, x: Any) -> Any:
         return op.Gelu(x, _allow_other_attributes=True, _outputs=["out"])
@@ -150,7 +209,8 @@ class DecomposeGelu(_Decompose):
             poly = op.Add(x, op.Mul(cube, const(0.044715, "gelu_c")))
             inner = op.Tanh(op.Mul(poly, const(math.sqrt(2 / math.pi), "sqrt_2_pi")))
         else:
-            inner = op.Erf(op.Div(x, const(math.sqrt(2.0), "sqrt2")))
+            scaled = op.Div(x, const(math.sqrt(2.0), "sqrt2"))
+            inner = self.erf(op, x, scaled, node) if self.inline_erf else op.Erf(scaled)
         one_plus = op.Add(inner, const(1.0, "one"))
         return op.Mul(op.Mul(x, const(0.5, "half")), one_plus)
 
@@ -210,6 +270,149 @@ class DecomposeLayerNorm(_Decompose):
         return y
 
 
+class DecomposeSum(_Decompose):
+    """Sum(a, b, c, ...) -> Add(Add(a, b), c) ... (a single input becomes an Identity)."""
+
+    stat = "Sum"
+
+    def __init__(self) -> None:
+        super().__init__(clip_inputs=None)
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.Sum(x, _allow_other_inputs=True, _outputs=["out"])
+
+    def plan(self, x: ir.Value, out: ir.Value, **_: Any) -> Any:
+        if any(v is None for v in node_of(out).inputs):
+            return "an input is missing"
+        return None
+
+    @staticmethod
+    def add_chain(op: Any, node: ir.Node) -> Any:
+        total = node.inputs[0]
+        for value in node.inputs[1:]:
+            total = op.Add(total, value)
+        return total
+
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        node = node_of(out)
+        if len(node.inputs) == 1:
+            return op.Identity(x)
+        return self.add_chain(op, node)
+
+
+class DecomposeMean(DecomposeSum):
+    """Mean(a, b, ...) -> Div(Add(Add(a, b), ...), n)."""
+
+    stat = "Mean"
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.Mean(x, _allow_other_inputs=True, _outputs=["out"])
+
+    def plan(self, x: ir.Value, out: ir.Value, **_: Any) -> Any:
+        return super().plan(x, out) or (None if x.dtype is not None else "input dtype is unknown")
+
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        node = node_of(out)
+        if len(node.inputs) == 1:
+            return op.Identity(x)
+        count = self.const(op, x, len(node.inputs), "count", node)
+        return op.Div(self.add_chain(op, node), count)
+
+
+class DecomposeReciprocal(_Decompose):
+    """Reciprocal(x) -> Div(1, x)."""
+
+    stat = "Reciprocal"
+
+    def __init__(self) -> None:
+        super().__init__(clip_inputs=None)
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.Reciprocal(x, _outputs=["out"])
+
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        return op.Div(self.const(op, x, 1.0, "one", node_of(out)), x)
+
+
+class DecomposeReduceSum(_Decompose):
+    """ReduceSum(x, axes) -> Mul(ReduceMean(x, axes), N) for static reduced dims.
+
+    This variant is for opset >= 18, where ReduceMean takes its axes as an input.
+    """
+
+    stat = "ReduceSum"
+    axes_input = True
+    min_opset = 18
+
+    def __init__(self) -> None:
+        super().__init__(clip_inputs=None)
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.ReduceSum(
+            x, _allow_other_inputs=True, _allow_other_attributes=True, _outputs=["out"]
+        )
+
+    def plan(self, x: ir.Value, out: ir.Value, **_: Any) -> tuple[list[int], int] | str:
+        """The sorted non-negative axes and the number of elements each sum adds, or why not."""
+        node = node_of(out)
+        if x.dtype is None or x.dtype.numpy().kind != "f":
+            return "only float inputs (an integer mean would truncate)"
+        shape = static_shape(x)
+        if shape is None:
+            return "the reduced dims are not static"
+        rank = len(shape)
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            array = const_array(node.inputs[1])
+            if array is None:
+                return "axes are not constant"
+            axes = [int(a) % rank for a in array.reshape(-1)]
+        else:
+            attr = attr_ints(node, "axes")
+            axes = [a % rank for a in attr] if attr else []
+        if not axes:
+            if attr_int(node, "noop_with_empty_axes", 0):
+                return "empty axes with noop_with_empty_axes: nothing is reduced"
+            axes = list(range(rank))
+        axes = sorted(set(axes))
+        return axes, int(np.prod([shape[a] for a in axes]))
+
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **bindings: Any) -> Any:
+        axes, count = self.planned(x=x, out=out, **bindings)
+        node = node_of(out)
+        keepdims = attr_int(node, "keepdims", 1)
+        if self.axes_input:
+            value = self.new_initializer(op, np.array(axes, dtype=np.int64), "sum_axes", node)
+            mean = op.ReduceMean(x, value, keepdims=keepdims)
+        else:
+            mean = op.ReduceMean(x, axes=axes, keepdims=keepdims)
+        return op.Mul(mean, self.const(op, x, float(count), "count", node))
+
+
+class DecomposeReduceSumOpset17(DecomposeReduceSum):
+    """The same before opset 18, where ReduceMean takes its axes as an attribute."""
+
+    axes_input = False
+    min_opset = 1
+    max_opset = 17
+
+
+class DecomposeErf(_Decompose):
+    """Erf(x) -> the A&S 7.1.26 approximation built from Abs/Mul/Add/Div/Exp/Clip."""
+
+    stat = "Erf"
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.Erf(x, _outputs=["out"])
+
+    def plan(self, x: ir.Value, **_: Any) -> Any:
+        if x.dtype not in (ir.DataType.FLOAT, ir.DataType.DOUBLE):
+            return f"input type {x.dtype}: only float32/float64"
+        return None
+
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        return self.erf(op, x, x, node_of(out))
+
+
 def _check_ops(ops: tuple[str, ...]) -> None:
     unknown = [o for o in ops if o not in DECOMPOSABLE]
     if unknown:
@@ -222,11 +425,7 @@ def _check_ops(ops: tuple[str, ...]) -> None:
 class DecomposeOptions:
     """Options of decompose_ops."""
 
-    decompose: tuple[str, ...] = option(
-        (),
-        "op types to decompose: HardSwish, HardSigmoid, Gelu, LayerNormalization, "
-        "BatchNormalization",
-    )
+    decompose: tuple[str, ...] = option((), "op types to decompose: " + ", ".join(DECOMPOSABLE))
 
     def __post_init__(self) -> None:
         _check_ops(tuple(self.decompose))
@@ -234,7 +433,7 @@ class DecomposeOptions:
 
 @register
 class DecomposeOpsPass(RuleSetPass):
-    """Decompose HardSwish/HardSigmoid/Gelu/LayerNormalization/BN for targets that lack them.
+    """Decompose HardSwish/HardSigmoid/Gelu/LayerNorm/BN/Sum/Mean/Reciprocal/ReduceSum/Erf.
 
     The ops come from the ``decompose`` option and from the target profile's ``supported_ops``
     (when the context carries a target that has one).
@@ -262,9 +461,18 @@ class DecomposeOpsPass(RuleSetPass):
         if "HardSigmoid" in ops:
             rest += [DecomposeHardSigmoid(), DecomposeHardSigmoid(clip_inputs=False)]
         if "Gelu" in ops:
-            rest.append(DecomposeGelu())
+            rest.append(DecomposeGelu(inline_erf="Erf" in ops))
         if "LayerNormalization" in ops:
             rest += [DecomposeLayerNorm(), DecomposeLayerNorm(axes_input=False)]
         if "BatchNormalization" in ops:
             rest.append(DecomposeBatchNorm())
+        simple: dict[str, type[FusionRule]] = {
+            "Sum": DecomposeSum,
+            "Mean": DecomposeMean,
+            "Reciprocal": DecomposeReciprocal,
+            "Erf": DecomposeErf,
+        }
+        rest += [rule() for op_type, rule in simple.items() if op_type in ops]
+        if "ReduceSum" in ops:
+            rest += [DecomposeReduceSum(), DecomposeReduceSumOpset17()]
         return [first, rest]

@@ -78,7 +78,7 @@ def quantize_weight(
 
 
 def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None:
+    if value is None or value.is_graph_input():  # a default the user may override
         return None
     tensor = ir.convenience.get_const_tensor(value)
     return None if tensor is None else tensor.numpy()
@@ -326,7 +326,10 @@ class QdqWriter:
         assert weight_value is not None and array is not None
         delta = bias_delta.get(plan.name)
         slot = 2  # Conv, ConvTranspose and Gemm all take the bias third
-        current = _const(node.inputs[slot]) if len(node.inputs) > slot else None
+        bias_value = node.inputs[slot] if len(node.inputs) > slot else None
+        current = _const(bias_value)
+        if bias_value is not None and current is None:
+            delta = None  # a bias computed or fed at run time stays as it is
         bias: np.ndarray | None = None
         if current is not None:
             if plan.bias_input is not None:

@@ -138,10 +138,27 @@ def name_nodes(graph: ir.Graph) -> int:
 
 
 def _const_array(value: ir.Value | None) -> np.ndarray | None:
-    if value is None:
+    """A constant's array, or None (activations, and graph inputs with a default value).
+
+    The user may feed a graph input that has a default, so it is never frozen into a
+    quantized weight.
+    """
+    if value is None or value.is_graph_input():
         return None
     tensor = ir.convenience.get_const_tensor(value)
     return None if tensor is None else tensor.numpy()
+
+
+def _scalar(array: np.ndarray | None) -> float | None:
+    """The value of a constant holding exactly one element (any rank), else None."""
+    if array is None or np.size(array) != 1:
+        return None
+    return float(np.asarray(array).reshape(-1)[0])
+
+
+def _has_default(value: ir.Value | None) -> bool:
+    """A graph input with an initializer of the same name (overridable, IR >= 4)."""
+    return value is not None and value.is_graph_input() and value.is_initializer()
 
 
 def _is_float(value: ir.Value | None, dtypes: Mapping[str, ir.DataType | None]) -> bool:
@@ -235,6 +252,10 @@ class _Planner:
             if _excluded(node, self.exclude):
                 self.skip(node, "excluded")
                 continue
+            if any(_has_default(v) for v in node.inputs):
+                # neither a constant (the user may feed it) nor an activation calibration sees
+                self.skip(node, "reads a graph input with a default value")
+                continue
             if rule.role == "linear":
                 planned = self.anchor(node, rule)
             elif rule.role == "absorb":
@@ -300,11 +321,12 @@ class _Planner:
             return
         if node.op_type == "Clip":
             bounds = [_const_array(v) for v in node.inputs[1:3]]
-            low = bounds[0] if bounds else None
-            if low is None or float(np.asarray(low)) != 0.0:
+            # exporters write the bounds as scalars or as 1-element tensors
+            low, high = (_scalar(b) for b in ([*bounds, None, None])[:2])
+            if low != 0.0:
                 self.skip(node, "only Clip(0, c) folds into a quantized output")
                 return
-            if len(bounds) > 1 and bounds[1] is not None and float(np.asarray(bounds[1])) <= 0:
+            if high is not None and high <= 0:
                 return
         producer = self.quantized_out.pop(value.name or "")
         out = node.outputs[0].name or ""

@@ -88,8 +88,26 @@ class OrtLatencyProbe:
         }
 
 
-def _single_sample(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: (np.asarray(v)[:1] if np.ndim(v) else np.asarray(v)) for k, v in feed.items()}
+def _fixed_batch(value: ir.Value | None) -> bool:
+    """Whether ``value`` declares a number as its first dimension (its batch cannot change)."""
+    shape = value.shape if value is not None else None
+    return shape is not None and shape.rank() > 0 and isinstance(shape[0], int)
+
+
+def _one_sample_shape(value: ir.Value, shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` with a batch of 1, unless the value declares its first dimension."""
+    if not shape or _fixed_batch(value):
+        return tuple(shape)
+    return (1, *shape[1:])
+
+
+def _single_sample(feed: Mapping[str, np.ndarray], model: ir.Model) -> dict[str, np.ndarray]:
+    """The first sample of ``feed`` for inputs whose batch is free, the feed as is otherwise."""
+    inputs = {v.name: v for v in model.graph.inputs}
+    return {
+        k: np.asarray(v)[:1] if np.ndim(v) and not _fixed_batch(inputs.get(k)) else np.asarray(v)
+        for k, v in feed.items()
+    }
 
 
 def _random_feed(value: ir.Value, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
@@ -110,6 +128,8 @@ def layer_models(
 
     The quantized model takes and returns integers when its neighbours do (input produced by
     a quantized node, output quantized), so the timing is that of the fused kernel in place.
+    A value that declares a fixed first dimension keeps its calibrated batch. None when a
+    layer input has neither a shape nor a type known (the layer is then not timed alone).
     """
     graph = builder.float_model.graph
     node = next(n for n in graph if n.name == node_plan.name)
@@ -120,6 +140,12 @@ def layer_models(
     if node_plan.absorbed is not None:
         ops.append(next(n for n in graph if n.name == node_plan.absorbed))
     float_model = _extract(builder.float_model, ops, data)
+    for value in float_model.graph.inputs:
+        if value.type is None:  # an untyped input makes ONNX Runtime refuse the model
+            dtype = builder.dtypes.get(value.name or "")
+            if dtype is None:
+                return None
+            value.type = ir.TensorType(dtype)
     quant = float_model.clone()
     wanted = _tensors_of(node_plan, node)
     sub_plan = QuantPlan(
@@ -133,12 +159,12 @@ def layer_models(
     renamed = _integer_boundaries(quant, plan, node_plan)
     rng = np.random.default_rng(0)
     float_feeds = {
-        v.name or "": _random_feed(v, (1, *shapes[v.name or ""][1:]), rng)
+        v.name or "": _random_feed(v, _one_sample_shape(v, shapes[v.name or ""]), rng)
         for v in float_model.graph.inputs
     }
     quant_feeds = {
         v.name or "": _random_feed(
-            v, (1, *shapes[renamed.get(v.name or "", v.name or "")][1:]), rng
+            v, _one_sample_shape(v, shapes[renamed.get(v.name or "", v.name or "")]), rng
         )
         for v in quant.graph.inputs
     }
@@ -224,7 +250,7 @@ def keep_float_where_slower(
     # the least gain first: these are the layers to give back when int8 loses overall
     order = sorted(gains, key=lambda n: (-gains[n], n))
     slow = [n for n in order if gains[n] >= 1.0]
-    feeds = _single_sample(next(iter(source())))
+    feeds = _single_sample(next(iter(source())), builder.float_model)
     candidates = {"all": list(fallback)}
     if slow:
         candidates["per_layer"] = list(fallback) + slow

@@ -85,7 +85,7 @@ def block_quantize(weight: np.ndarray, bits: int, block_size: int) -> BlockQuant
 
 
 def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None:
+    if value is None or value.is_graph_input():  # a default the user may override
         return None
     tensor = ir.convenience.get_const_tensor(value)
     return None if tensor is None else tensor.numpy()
@@ -196,22 +196,31 @@ def _to_dequantize(graph: ir.Graph, node: ir.Node, q: BlockQuantized, rows: int)
     node.replace_input_with(1, dq.outputs[0])
 
 
+def _used_initializers(graph: ir.Graph) -> set[str]:
+    """Initializers some node (of the graph or a subgraph) reads."""
+    used = {v.name for n in graph.all_nodes() for v in n.inputs if v is not None}
+    return {name for name in graph.initializers if name in used}
+
+
 def quantize_weights_only(model: ir.Model, pass_: QuantizePass) -> bool:
     """Quantize every eligible MatMul/Gemm weight of the main graph; returns whether any was."""
     options = pass_.options
     bits = 4 if options.mode == "int4w" else 8
     ort = pass_.rule_set_name().startswith("ort")
+    upgraded = False
     if not ort and (default_opset(model) or 0) < 21:
         from irpass.passes.canonicalize.upgrade_opset import UpgradeOpsetPass
 
-        if not UpgradeOpsetPass(UpgradeOpsetPass.Options(target=21))(model).modified:
+        upgraded = UpgradeOpsetPass(UpgradeOpsetPass.Options(target=21))(model).modified
+        if not upgraded:
             raise UnsupportedModelError(
                 "blocked DequantizeLinear needs opset 21 and the model could not be upgraded",
                 hint="use rules=ort (MatMulNBits works at any opset) or upgrade the model first",
             )
     graph = model.graph  # after the upgrade, which may rebuild it
-    name_nodes(graph)
-    before = set(graph.initializers)
+    unnamed: dict[ir.Node, str | None] = {n: n.name for n in graph if not n.name}
+    name_nodes(graph)  # names for exclude= and the logs; given back if nothing is quantized
+    before = _used_initializers(graph)  # only weights this pass orphans are removed
     changed = 0
     for node in list(graph):
         if node.op_type not in ("MatMul", "Gemm"):
@@ -233,11 +242,12 @@ def quantize_weights_only(model: ir.Model, pass_: QuantizePass) -> bool:
         else:
             _to_dequantize(graph, node, quantized, weight.shape[0])
         changed += 1
-    used = {v.name for n in graph.all_nodes() for v in n.inputs if v is not None}
-    for name in list(graph.initializers):
-        if name in before and name not in used:
-            del graph.initializers[name]
+    for name in before - _used_initializers(graph):
+        del graph.initializers[name]
     if changed and ort and _MS_DOMAIN not in model.opset_imports:
         model.opset_imports[_MS_DOMAIN] = 1
     pass_.stats[f"weights_int{bits}"] = changed
-    return changed > 0
+    if not changed:
+        for node, original in unnamed.items():
+            node.name = original
+    return changed > 0 or upgraded

@@ -52,3 +52,11 @@ def test_unknown_names_and_initializers_are_errors() -> None:
         list(iter_activations(model, ["nope"], _source([np.ones((1, 3), np.float32)])))
     with pytest.raises(ValueError, match="initializer"):
         list(iter_activations(model, ["w"], _source([np.ones((1, 3), np.float32)])))
+
+
+def test_graph_inputs_alone_come_from_the_feed_without_running_the_model() -> None:
+    model = model_from_text(MODEL)
+    batch = np.ones((2, 3), np.float32)
+    (got,) = list(iter_activations(model, ["x"], _source([batch])))
+    assert set(got) == {"x"}
+    np.testing.assert_array_equal(got["x"], batch)

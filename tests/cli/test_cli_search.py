@@ -25,7 +25,7 @@ def _run(tmp_path: pathlib.Path, ratio: float, budget: str) -> tuple[int, dict]:
     code = main(["optimize", str(MLP), "-o", str(out), "--passes",
                  f"canonicalize,t_drop_hidden(ratio={ratio})", "--eval-data", str(TEST),
                  "--labels", "data", "--max-drop", budget, "--executor", "serial",
-                 "--search", "t_drop_hidden"])  # not prune: it joins the default space
+                 "--search", "t_drop_hidden"])  # not prune or svd: they join the default space
     report = json.loads((out / "report.json").read_text()) if code == 0 else {}
     return code, report
 

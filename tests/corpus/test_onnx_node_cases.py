@@ -6,6 +6,10 @@ ONNX Runtime cannot run (types its Python API cannot feed, ops it lacks) is stil
 must pass the checker and load wherever the original loads; it is then reported as skipped,
 because nothing numeric could be compared.
 
+Mode ``verify``: the manager with its default verification, on the inputs it derives from the
+graph itself (not the case's): it must find inputs the original runs on, verify every pass
+without a failure or a rollback, and the result must still agree on the case's own inputs.
+
 Cases that truly cannot pass are listed, with the reason, in ``allowlist.txt``; they run as
 strict xfails, so a fixed case fails the suite until its entry is removed.
 """
@@ -44,8 +48,14 @@ def _params(mode: str) -> list[Any]:
 def _optimize(name: str, options: RunOptions) -> RunResult:
     model = ir.from_proto(node_cases()[name].model)
     result = PipelineRunner(PIPELINE, options=options).run(model)
-    failed = [r.step for r in result.report.passes if r.error or r.rolled_back]
+    failed = [
+        f"{r.step}: {r.error or r.verification.detail}"
+        for r in result.report.passes
+        if r.error or r.rolled_back or r.verification.status == "failed"
+    ]
     assert not failed, f"passes failed or were rolled back: {failed}"
+    # hygiene left by a pass, a pass that under-reports, a fixpoint that never settles
+    assert not result.report.warnings, result.report.warnings
     return result
 
 
@@ -78,4 +88,12 @@ def test_passes_alone_keep_outputs(name: str) -> None:
         if ref.loads:
             make_session(result.model, threads=1)
         pytest.skip("ONNX Runtime cannot run the case's inputs (checked structurally only)")
+    _assert_same_outputs(name, result.model)
+
+
+@pytest.mark.parametrize("name", _params("verify"))
+def test_manager_verifies_every_pass(name: str) -> None:
+    if reference(name).outputs is None:
+        pytest.skip("ONNX Runtime cannot run the case's inputs")
+    result = _optimize(name, RunOptions())
     _assert_same_outputs(name, result.model)

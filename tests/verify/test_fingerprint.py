@@ -55,3 +55,16 @@ def test_structure_fingerprint_sees_annotations_and_hashes_bfloat16() -> None:
     assert len(hasher.content(ir.tensor(bf16))) == 32
     strings = ir.tensor(np.array(["a", "b"], dtype=object))
     assert hasher.content(strings) == hasher.content(strings)  # cached, sample re-checked
+
+
+def test_structure_fingerprint_ignores_equal_reannotation() -> None:
+    # Constant folding re-annotates values with new but equal Shape/type objects: no change
+    # (compared by identity, a fixpoint around the folder never settled).
+    model = model_from_text(TEXT)
+    relu = next(n for n in model.graph if n.op_type == "Relu").outputs[0]
+    relu.shape, relu.type = ir.Shape(["N", 4]), ir.TensorType(ir.DataType.FLOAT)
+    before = structure_fingerprint(model)
+    relu.shape, relu.type = ir.Shape(["N", 4]), ir.TensorType(ir.DataType.FLOAT)
+    assert structure_fingerprint(model) == before
+    relu.type = ir.TensorType(ir.DataType.DOUBLE)
+    assert structure_fingerprint(model) != before

@@ -202,6 +202,8 @@ class Surgery:
         else:
             raise ValueError(f"cannot rewrite the constant {value.name!r} ({producer.op_type})")
         value.shape = ir.Shape(array.shape)
+        if value.dtype is None:  # a shape without a type is dropped with a warning on save
+            value.dtype = ir.DataType.from_numpy(array.dtype)
 
 
 def _unique_name(graph: ir.Graph, base: str) -> str:

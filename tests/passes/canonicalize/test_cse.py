@@ -72,6 +72,21 @@ def test_duplicate_graph_outputs_keep_their_names() -> None:
     assert_equivalent(reference, model)
 
 
+def test_merged_graph_output_keeps_its_declared_type() -> None:
+    # Found by the fuzzer (irpass.fuzz): the kept node's value had no type (no shape inference
+    # yet), took over the output's name and left an untyped graph output the checker rejects.
+    text = HEADER + (
+        "g (float[2,3] x) => (float[2,3] y, float[?,?] b) { a = Neg (x)\n b = Neg (x)\n"
+        " y = Add (a, b) }"
+    )
+    model, reference = model_from_text(text), model_from_text(text)
+    assert EliminateCommonSubexpressionsPass()(model).modified is True
+    output = model.graph.outputs[1]
+    assert output.name == "b" and output.dtype == ir.DataType.FLOAT
+    assert output.shape is not None and output.shape.rank() == 2
+    assert_equivalent(reference, model)  # runs the ONNX checker first
+
+
 def test_recurses_into_if_branches() -> None:
     text = (
         HEADER

@@ -184,6 +184,26 @@ def test_runs_inside_onnx_ir_pass_manager() -> None:
     assert _ops(result.model) == ["Conv"]
 
 
+@pytest.mark.parametrize("opset", [11, 13])
+def test_resolved_shapes_are_constants_the_opset_accepts(opset: int) -> None:
+    # Found by the fuzzer (irpass.fuzz): onnxscript's folder writes a resolved Shape as
+    # Constant <value_ints=...>, which the checker rejects below opset 12.
+    text = f"""
+    <ir_version: 7, opset_import: ["" : {opset}]>
+    g (float[2,5] x) => (float[10] y) {{
+        s = Shape (x)
+        n = ReduceProd <keepdims = 1> (s)
+        y = Reshape (x, n)
+    }}
+    """
+    model, reference = model_from_text(text), model_from_text(text)
+    assert FoldConstantsPass()(model).modified is True
+    constants = [n for n in model.graph if n.op_type == "Constant"]
+    if opset < 12:
+        assert all(set(n.attributes) == {"value"} for n in constants)
+    assert_equivalent(reference, model)  # the ONNX checker runs first
+
+
 def test_a_failing_evaluator_leaves_its_node_and_folds_the_rest() -> None:
     # onnxscript's SplitToSequence rewrite raises when `split` is a 0-d graph input
     # (ONNX backend case test_split_to_sequence_1); the constant Add must still fold.
@@ -204,3 +224,47 @@ def test_a_failing_evaluator_leaves_its_node_and_folds_the_rest() -> None:
     expected, actual = run_ir(reference, feeds), run_ir(model, feeds)
     assert [a.tolist() for a in actual["s"]] == [e.tolist() for e in expected["s"]]
     np.testing.assert_array_equal(actual["y"], expected["y"])
+
+
+def test_constants_the_folder_derives_become_initializers() -> None:
+    # Shape of a static tensor folds to a Constant node; it is lifted like any constant, but a
+    # Constant that is itself a graph output stays a node.
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,3] x) => (float[2] y, int64[2] s) {
+      n = Shape (x)
+      f = Cast <to = 1> (n)
+      y = Add (f, f)
+      s = Shape (x)
+    }
+    """
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = FoldConstantsPass()
+    assert pass_(model).modified is True
+    assert [n.op_type for n in model.graph] == ["Constant"]
+    assert next(iter(model.graph)).outputs[0].name == "s"
+    assert model.graph.outputs[0].const_value is not None
+    assert pass_.stats["constants_lifted"] >= 1
+    assert_equivalent(reference, model)
+
+
+def test_types_the_folder_infers_count_as_a_change() -> None:
+    # The carried value of the Loop body is declared without a type; the folder takes it from
+    # the typed Identity that copies it (ONNX case test_range_float16_type_positive_delta_expanded)
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (int64 n, bool c, float[2] x) => (float[2] y, float[?,2] s) {
+      y, s = Loop (n, c, x) <body = b (int64 i, bool c_in, prev) => (
+          bool c_out, float[2] next, float[2] seen) {
+        c_out = Identity (c_in)
+        next = Neg (prev)
+        seen = Identity (prev)
+      }>
+    }
+    """
+    model = model_from_text(text)
+    body = next(iter(model.graph)).attributes["body"].as_graph()
+    assert body.inputs[2].type is None
+    assert FoldConstantsPass()(model).modified is True
+    assert body.inputs[2].type is not None
+    assert FoldConstantsPass()(model).modified is False

@@ -90,3 +90,22 @@ def test_if_model_is_simplified() -> None:
 def test_runs_inside_onnx_ir_pass_manager() -> None:
     model = model_from_text(FOLDABLE)
     assert ir.passes.PassManager([SimplifyWithOnnxsimPass()])(model).modified is True
+
+
+# Found by the fuzzer (irpass.fuzz): onnxsim folded the overridable bias `b` (a graph input
+# with a default) into a constant, LayerNormalization over a size-1 axis being its bias.
+OVERRIDABLE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,1] x, float[1] b) => (float[1,1] y) <float[1] s = {0.96}, float[1] b = {0.11}> {
+  y = LayerNormalization <axis = -1> (x, s, b)
+}
+"""
+
+
+def test_inputs_with_defaults_stay_inputs_with_their_defaults() -> None:
+    model, reference = model_from_text(OVERRIDABLE), model_from_text(OVERRIDABLE)
+    assert SimplifyWithOnnxsimPass()(model).modified
+    assert [v.name for v in model.graph.inputs] == ["x", "b"]
+    assert model.graph.initializers["b"].const_value.numpy().tolist() == pytest.approx([0.11])
+    feeds = {"x": np.ones((1, 1), np.float32), "b": np.array([-3.0], np.float32)}
+    assert_equivalent(reference, model, feeds=feeds)

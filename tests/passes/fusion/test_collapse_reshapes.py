@@ -61,3 +61,21 @@ def test_intermediate_with_other_users_is_left_alone():
       y = Reshape(t, s2)
     }"""
     assert_unchanged(CollapseReshapesPass, build(text))
+
+
+def test_new_target_shape_beside_shared_axes_is_explained_growth():
+    # the chain's axes constant is shared with another Unsqueeze, so it stays: the new target
+    # shape grows the weights (ONNX case test_group_normalization_example_expanded)
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[1,2,3,4] x, float[5] z) => (float[6,4] y, float[1,5] w) <int64[1] ax = {0}> {
+      t = Flatten<axis=3>(x)
+      u = Unsqueeze(t, ax)
+      y = Squeeze(u, ax)
+      w = Unsqueeze(z, ax)
+    }"""
+    model = build(text, infer_shapes=True)
+    pass_ = CollapseReshapesPass()
+    assert pass_(model).modified is True
+    assert "ax" in model.graph.initializers
+    assert pass_.growth_reasons == [CollapseReshapesPass.growth_reason]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 
 import numpy as np
@@ -17,7 +18,7 @@ from irpass.ir import load_model
 from irpass.manager import PipelineRunner, RunOptions
 from irpass.passes.pruning.prune import PruneOptions, PrunePass
 from irpass.pipeline import parse_pipeline, resolve_options
-from irpass.testing import randomize_weights
+from irpass.testing import model_from_text, randomize_weights, run_ir
 from irpass.verify import check_structure, make_session, random_feeds, run_model
 from models import zoo_paths
 from tests.conftest import LIGHT_MODELS, light_model_path, magika_model_path
@@ -209,3 +210,28 @@ def test_random_calibration_data_are_flagged(tmp_path: pathlib.Path) -> None:
     pass_ = PrunePass(PruneOptions(calib_samples=32), context)
     pass_(model)
     assert pass_.stats["calibration_random"] == 1 and pass_.stats["layers_refit"] >= 1
+
+
+def test_weights_in_constant_nodes_keep_a_type(caplog: pytest.LogCaptureFixture) -> None:
+    # found by the fuzzer (irpass.fuzz): the pruned Constant outputs got a shape but no type,
+    # and saving the model logged onnx-ir's "value type ... is not known" for each of them
+    rng = np.random.default_rng(0)
+    w1 = ",".join(f"{v:.3f}" for v in rng.standard_normal(8 * 3 * 3 * 3))
+    w2 = ",".join(f"{v:.3f}" for v in rng.standard_normal(4 * 8))
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,3,6,6] x) => (float[N,4,6,6] y) {{
+      w1 = Constant<value=float[8,3,3,3] {{{w1}}}>()
+      w2 = Constant<value=float[4,8,1,1] {{{w2}}}>()
+      c = Conv<pads=[1,1,1,1], kernel_shape=[3,3]>(x, w1)
+      r = Relu(c)
+      y = Conv<kernel_shape=[1,1]>(r, w2)
+    }}"""
+    model = model_from_text(text)
+    assert PrunePass(PruneOptions(ratio=0.5, round_to=1))(model).modified
+    with caplog.at_level(logging.WARNING):
+        ir.to_proto(model)
+    assert "is not known" not in caplog.text
+    constants = [n.outputs[0] for n in model.graph if n.op_type == "Constant"]
+    assert all(v.dtype == ir.DataType.FLOAT for v in constants)
+    assert run_ir(model, {"x": np.ones((2, 3, 6, 6), np.float32)})["y"].shape == (2, 4, 6, 6)

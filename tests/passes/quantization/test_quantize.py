@@ -222,3 +222,89 @@ def test_calibration_reports_progress_per_batch_to_whoever_listens(mode):
     ]
     # nobody listening: the pass runs without a reporter
     assert QuantizePass().progress("calibrating") is None
+
+
+# -- found by the fuzzer (irpass.fuzz) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", ["N", "2"])
+def test_speed_checks_time_unannotated_and_fixed_batch_models(batch):
+    # the layers were timed on inputs without a type (ONNX Runtime refused the model) and
+    # with batch-1 feeds even where the model declares its batch (refused as well)
+    model = build(TWO_CONVS.replace("float[N,", f"float[{batch},"), ["w1", "w2"])
+    source = gaussian_source({"x": (2, 3, 8, 8)})
+    pass_ = run_quantize(model, source, "max_drop=none")  # rules=ort, never_slower=true
+    assert "layer_latency_ratio" in pass_.details
+    check = run_ir(model, {"x": np.ones((2, 3, 8, 8), np.float32)})
+    assert check["y"].shape == (2, 8, 8, 8)
+
+
+def test_clip_bounds_written_as_one_element_tensors_are_read():
+    # Clip(0, 6) with shape-(1,) bounds, as some exporters write them, raised a TypeError
+    text = TWO_CONVS.replace(
+        "r = Relu(c)",
+        "lo = Constant<value=float[1] {0.0}>()\n  hi = Constant<value=float[1] {6.0}>()\n"
+        "  r = Clip(c, lo, hi)",
+    )
+    model = build(text, ["w1", "w2"])
+    pass_ = run_quantize(model, gaussian_source({"x": (2, 3, 8, 8)}), OPTIONS)
+    assert pass_.stats["quantized_layers"] == 2
+    assert "Clip" not in op_counts(model)  # absorbed into the first conv's quantized output
+
+
+def test_weights_and_biases_with_defaults_stay_inputs_the_model_reads():
+    # a graph input with a default (IR >= 4) was frozen into int8 codes: the input stayed,
+    # unread and without its default, so feeding it changed nothing and omitting it failed
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,3,8,8] x, float[8,3,3,3] w1, float[8] b1, float[8,8,3,3] w2) => (float[N,8,8,8] y) {
+      c = Conv<pads=[1,1,1,1]>(x, w1, b1)
+      r = Relu(c)
+      y = Conv<pads=[1,1,1,1]>(r, w2)
+    }"""
+    model = build(text, ["w1", "b1", "w2"])
+    for name in ("w1", "b1"):  # overridable: initializer and graph input
+        model.graph.inputs.append(model.graph.initializers[name])
+    pass_ = run_quantize(model, gaussian_source({"x": (2, 3, 8, 8)}), OPTIONS)
+    assert pass_.stats["quantized_layers"] == 1  # only the second conv's weight is constant
+    assert [v.name for v in model.graph.inputs] == ["x", "w1", "b1"]
+    assert {"w1", "b1"} <= set(model.graph.initializers)
+    first = next(n for n in model.graph if n.op_type == "Conv" and n.inputs[0].name == "x")
+    assert first.inputs[1].name == "w1" and first.inputs[2].name == "b1"
+
+
+@pytest.mark.parametrize(
+    "bias", ["float c = {0.5}", "float[1] c = {0.5}", "float[1,3] c = {1,2,3}"]
+)
+def test_gemm_with_a_broadcast_bias_quantizes(bias):
+    # a scalar C was quantized as a per-channel int32 bias and failed to broadcast
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,6] x, float[3,6] w) => (float[N,3] y) <{bias}> {{
+      y = Gemm<transB=1>(x, w, c)
+    }}"""
+    model = build(text, ["w"])
+    reference = build(text, ["w"])
+    options = OPTIONS + ",bias_correction=false"  # the bias stays as given, not per channel
+    pass_ = run_quantize(model, gaussian_source({"x": (4, 6)}), options)
+    assert pass_.stats["quantized_layers"] == 1
+    x = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
+    got, want = run_ir(model, {"x": x})["y"], run_ir(reference, {"x": x})["y"]
+    assert sqnr_db(want, got) > 25
+
+
+def test_a_matmul_reading_a_weight_with_a_default_stays_float():
+    # the overridable weight became an activation operand whose range calibration never
+    # measured (KeyError: no calibrated range)
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,4] x, float[4,8] w, float[8,3] v) => (float[N,3] y) {
+      h = MatMul(x, w)
+      r = Relu(h)
+      y = MatMul(r, v)
+    }"""
+    model = build(text, ["w", "v"])
+    model.graph.inputs.append(model.graph.initializers["w"])
+    pass_ = run_quantize(model, gaussian_source({"x": (4, 4)}), OPTIONS)
+    assert pass_.stats["quantized_layers"] == 1
+    assert next(n for n in model.graph if n.op_type == "MatMul").inputs[1].name == "w"

@@ -93,3 +93,26 @@ def test_weights_smaller_than_a_block_stay_float_and_no_data_is_needed():
     result = pass_(model)
     assert result.modified and pass_.stats["skipped_small"] == 1  # Gemm's K = 48 < 64
     assert op_counts(model)["Gemm"] == 1 and op_counts(model)["MatMulNBits"] == 1
+
+
+def test_nothing_to_quantize_leaves_the_model_as_it_was():
+    # found by the fuzzer (irpass.fuzz): nodes were named and unused initializers of the
+    # input deleted although the pass reported no change
+    model = mlp()
+    model.graph.initializers["spare"] = ir.Value(
+        name="spare", const_value=ir.tensor(np.ones(3, np.float32), name="spare")
+    )
+    names = [node.name for node in model.graph]
+    pass_ = QuantizePass(QuantizePass.Options(mode="int8w", block_size=128), PassContext())
+    assert pass_(model).modified is False
+    assert [node.name for node in model.graph] == names
+    assert "spare" in model.graph.initializers
+
+
+def test_a_weight_with_a_default_value_stays_an_input():
+    model = mlp()
+    model.graph.inputs.append(model.graph.initializers["w1"])  # overridable (IR >= 4)
+    pass_ = QuantizePass(QuantizePass.Options(mode="int8w", block_size=16), PassContext())
+    assert pass_(model).modified is True
+    assert op_counts(model)["MatMul"] == 1 and op_counts(model)["MatMulNBits"] == 1
+    assert model.graph.inputs[-1].name == "w1" and "w1" in model.graph.initializers
