@@ -7,7 +7,10 @@ Writes the optimized ``model.onnx``; with the profile's ``backend_options``:
 - ``ort_platform``: ``arm`` keeps int8 Q/DQ in the ORT file as ARM kernels want it, ``null``
   writes a portable file (no x86-only NCHWc layout);
 - ``offline_optimized``: ``model.basic.onnx``, the graph after ORT's portable ``basic``
-  optimizations (saves load time; tied to the ORT release that wrote it).
+  optimizations (saves load time; tied to the ORT release that wrote it);
+- ``cpu_arch``: the device's architecture (``x86_64``, ``aarch64``): the checks then say
+  whether this machine's INT8 instructions (VNNI, dot product) match the device's, since a
+  ``never_slower`` target keeps INT8 only where it was faster here.
 
 Checks: every op has a kernel in the CPU execution provider of the installed ONNX Runtime (the
 operator list comes from ORT's own kernel registry), the opset is one ORT parses, and ORT loads
@@ -31,6 +34,7 @@ from irpass.backends.checks import (
     ort_load_check,
     qdq_rules_check,
 )
+from irpass.backends.cpu_features import INT8_FLAGS, host_int8_check
 from irpass.backends.ort_format import OrtStyle, convert_to_ort, offline_optimize
 from irpass.backends.registry import register_backend
 from irpass.errors import OutputError, TargetError
@@ -46,7 +50,8 @@ __all__ = [
 ]
 
 CPU_PROVIDER = "onnxruntime-cpu"
-_OPTIONS = {"ort_format": bool, "ort_platform": (str, type(None)), "offline_optimized": bool}
+_OPTIONS = {"ort_format": bool, "ort_platform": (str, type(None)), "offline_optimized": bool,
+            "cpu_arch": str}
 
 
 def cpu_op_support() -> OpSupport:
@@ -156,6 +161,11 @@ class OnnxRuntimeBackend:
                 "onnxruntime backend option 'ort_platform' must be arm, amd64 or null",
                 hint="arm keeps int8 Q/DQ for ARM kernels; null writes a portable file",
             )
+        if "cpu_arch" in options and options["cpu_arch"] not in INT8_FLAGS:
+            raise TargetError(
+                f"onnxruntime backend option 'cpu_arch' must be one of {', '.join(INT8_FLAGS)}",
+                hint="the architecture of the device (uname -m)",
+            )
 
     def planned_files(self, target: Target, model_name: str) -> list[str]:
         """The model (+ weights file), the offline model and the ORT files the profile asks for."""
@@ -168,12 +178,15 @@ class OnnxRuntimeBackend:
         return files
 
     def check(self, model: ir.Model, target: Target) -> list[TargetCheck]:
-        """Operator coverage, opset range, and the Q/DQ placement of a quantized model."""
-        return [
+        """Operator coverage, opset range, Q/DQ placement, host INT8 instructions (cpu_arch)."""
+        checks = [
             op_support_check(model, target),
             opset_check(model, target),
             qdq_rules_check(model, target.quantization_rules or "ort"),
         ]
+        if "cpu_arch" in target.backend_options:
+            checks.append(host_int8_check(target.backend_options["cpu_arch"]))
+        return checks
 
     def emit(self, model: ir.Model, target: Target, request: EmitRequest) -> BackendResult:
         """Write model.onnx (+ .ort and model.basic.onnx as the profile asks)."""

@@ -64,6 +64,8 @@ from irpass.outputs import OutputPlan
 from irpass.pipeline import format_pipeline, parse_pipeline
 from irpass.report import write_report_html
 from irpass.run_report import RunReport
+from irpass.search.search import SearchResult
+from irpass.search.settings import SearchSettings
 from irpass.targets.loader import load_target
 from irpass.targets.precision import PrecisionPlan, plan_precision, step_down
 from irpass.targets.profile import Target
@@ -74,6 +76,7 @@ __all__ = [
     "FREEZE_STEP",
     "DataLike",
     "OptimizeResult",
+    "SearchSettings",
     "compose_pipeline",
     "optimize",
 ]
@@ -195,6 +198,8 @@ def optimize(
     dump_dir: str | os.PathLike[str] | None = None,
     build_engine: Literal["auto", "never"] = "auto",
     progress: ProgressCallback | None = None,
+    max_drop: str | None = None,
+    search: SearchSettings | None = None,
 ) -> OptimizeResult:
     """Optimize ``model`` for ``target`` and (with ``out_dir``) write what the target runs.
 
@@ -229,6 +234,13 @@ def optimize(
         dump_dir: Save the model before and after every modifying pass here.
         build_engine: ``auto`` builds device binaries (TensorRT engines) where possible.
         progress: Called with (step label, index) as passes start.
+        max_drop: An accuracy budget (``"1%"``, ``"macro_f1:1%"``, ``"cosine>=0.99"``; see
+            :func:`irpass.search.parse_budget`): search the lossy passes' settings (pruning
+            ratio and per-layer ratios rounded to the target's channel alignment, low-rank
+            ratio, the target's quantization) for the setting the target runs cheapest that
+            stays within the budget on ``eval_data`` (given as a file or data spec), then run
+            it like any pipeline. Without a target it searches ``passes``.
+        search: How the search runs (objective, workers, time bound); defaults when None.
 
     Every file is declared before the run (none may be the input or its weights), written
     into staging folders and moved into place only when everything succeeded.
@@ -257,7 +269,8 @@ def optimize(
             max_shapes=max_shapes, verify_shapes=verify_shapes, verify_data=verify_data,
             verify=verify, on_failure=on_failure, seed=seed,
             freeze_inputs=freeze_inputs, allow_custom_ops=allow_custom_ops,
-            build_engine=build_engine, progress=progress,
+            build_engine=build_engine, progress=progress, max_drop=max_drop,
+            search=search or SearchSettings(),
         )  # fmt: skip
         if outputs is not None:
             _write(result, outputs)
@@ -339,6 +352,8 @@ def _run(
     allow_custom_ops: bool,
     build_engine: Literal["auto", "never"],
     progress: ProgressCallback | None,
+    max_drop: str | None,
+    search: SearchSettings,
 ) -> OptimizeResult:
     calibration = _open(calib_data, ir_model, seed) if calib_data is not None else None
     evaluation = _open(eval_data, ir_model, seed) if eval_data is not None else None
@@ -376,7 +391,18 @@ def _run(
             target, precision, calibration is not None, backend.build_time_precisions
         )
         notes += plan.reasons
-    pipeline = compose_pipeline(passes, target, "")
+    searched = None
+    if max_drop is not None:
+        fixed_batch = _fixed_batch(ir_model) if profile and target is not None and (
+            target.shape_policy != "dynamic") else None
+        pipeline, searched, plan = _search(
+            ir_model, target, plan, passes, max_drop, search,
+            evaluation=evaluation, calibration=calibration, labels=labels,
+            calib_samples=calib_samples, seed=seed, batch=fixed_batch,
+            progress=progress,
+        )  # fmt: skip
+    else:
+        pipeline = compose_pipeline(passes, target, "")
     if freeze_inputs:
         pipeline = f"{FREEZE_STEP},{pipeline}"
     own_precision = plan is not None and plan.stage and not _stage_needed(pipeline, plan.stage)
@@ -433,6 +459,8 @@ def _run(
     if plan is not None:
         notes += [r for r in plan.reasons if r not in notes]
     report.warnings[:0] = notes
+    if searched is not None:
+        report.search = searched.to_dict()
     if outputs is not None and (outputs.out_dir is not None or outputs.report is not None):
         _attach_diff(original, run.model, report)
     backend_result = None
@@ -481,6 +509,115 @@ def _write(result: OptimizeResult, outputs: _Outputs) -> None:
         (staged / "manifest.json").write_text(text)
     if outputs.report is not None:
         outputs.plan.staged(outputs.report).write_text(report_json(report))
+
+
+def _spec_of(opened: tuple[FeedSource, str | None] | None, what: str) -> str | None:
+    """The data spec behind ``opened`` (the search's workers open data themselves)."""
+    if opened is None:
+        return None
+    if opened[1] is None:
+        raise DataError(
+            f"max_drop needs {what} given as a file or data spec, not as Python objects",
+            hint="save the arrays with numpy.savez and pass the .npz path",
+        )
+    return opened[1]
+
+
+def _with_batch(spec: str, batch: int | None) -> str:
+    """``spec`` served in batches of ``batch`` (a target that fixed the batch dimension)."""
+    if batch is None or "batch=" in spec.partition("?")[2]:
+        return spec
+    return f"{spec}{'&' if '?' in spec else '?'}batch={batch}"
+
+
+def _fixed_batch(model: ir.Model) -> int | None:
+    dims = [v.shape[0] for v in model.graph.inputs if v.shape is not None and len(v.shape)]
+    fixed = [d for d in dims if isinstance(d, int)]
+    return min(fixed) if fixed else None
+
+
+def _search(
+    model: ir.Model,
+    target: Target | None,
+    plan: PrecisionPlan | None,
+    passes: str | None,
+    max_drop: str,
+    settings: SearchSettings,
+    *,
+    evaluation: tuple[FeedSource, str | None] | None,
+    calibration: tuple[FeedSource, str | None] | None,
+    labels: str | os.PathLike[str] | np.ndarray | None,
+    calib_samples: int,
+    seed: int,
+    batch: int | None,
+    progress: ProgressCallback | None,
+) -> tuple[str, SearchResult, PrecisionPlan | None]:
+    """The pipeline the accuracy-budgeted search chooses, the search, and the precision plan.
+
+    The searched pipeline is the run's whole pipeline: the base pipeline, the target's
+    legalization and its precision stage (a lossy step the search may grade or leave out).
+    When the chosen setting leaves the precision stage out, the plan steps down with the
+    reason, as when the stage fails.
+    """
+    from irpass.search import search_pipeline
+
+    eval_spec = _spec_of(evaluation, "eval_data")
+    if eval_spec is None:
+        raise DataError(
+            "max_drop needs evaluation data: the budget is measured on it",
+            hint="give eval_data (--eval-data val.npz --labels data)",
+        )
+    if isinstance(labels, np.ndarray):
+        raise DataError("max_drop needs labels as a file or 'data', not an array",
+                        hint="save them with numpy.save and pass the .npy path")
+    calib_spec = _spec_of(calibration, "calib_data")
+    stage = plan.stage if plan is not None else ""
+    if stage and settings.only is not None and not (
+        {step.name for step in parse_pipeline(stage)} & set(settings.only)
+    ):
+        stage = ""  # not searched: the precision stage runs after the chosen pipeline as usual
+    text = compose_pipeline(passes, target, stage)
+    outcome = search_pipeline(
+        model,
+        text,
+        budget=max_drop,
+        eval_data=_with_batch(eval_spec, batch),
+        labels=os.fspath(labels) if labels is not None else None,
+        calib_data=_with_batch(calib_spec, batch) if calib_spec is not None else None,
+        calib_samples=calib_samples,
+        seed=seed,
+        objective=settings.objective,
+        jobs=settings.jobs,
+        executor=settings.executor,
+        budget_seconds=settings.budget_seconds,
+        max_candidates=settings.max_candidates,
+        only=list(settings.only) if settings.only else None,
+        backend=target.backend if target is not None else None,
+        round_to=target.channel_alignment.multiple if target is not None else None,
+        progress=(lambda message: progress(f"search: {message}", 0)) if progress else None,
+    )
+    chosen = outcome.pipeline
+    if target is not None and plan is not None and stage and not _has_lossy_steps_of(
+        chosen, stage
+    ):
+        from irpass.backends.registry import get_backend
+
+        why = (f"the accuracy-budgeted search ({outcome.search.budget.describe()}) found no "
+               f"setting with it that fits and costs less")
+        # a lower precision with a stage of its own (e.g. fp16) runs after, as after a failure
+        plan = step_down(target, plan, why, get_backend(target.backend).build_time_precisions)
+    return chosen, outcome.search, plan
+
+
+def _has_lossy_steps_of(pipeline: str, stage: str) -> bool:
+    """Whether ``pipeline`` runs the lossy passes of ``stage`` (what realizes a precision).
+
+    A lossless helper of the stage, such as ``explicit_zero_points``, alone does not count.
+    """
+    from irpass import registry
+
+    lossy = {s.name for s in parse_pipeline(stage) if not registry.get_pass(s.name).lossless}
+    return bool(lossy & {s.name for s in parse_pipeline(pipeline)})
 
 
 def _first_batches(source: FeedSource, count: int = 2) -> list[dict[str, np.ndarray]]:

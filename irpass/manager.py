@@ -61,7 +61,7 @@ from irpass.pipeline import (
 )
 from irpass.run_report import PassRecord, RunReport, Verification
 from irpass.validate import validate_model
-from irpass.verify.fingerprint import TensorHasher, structure_fingerprint
+from irpass.verify.fingerprint import StructureSnapshot, TensorHasher, structure_snapshot
 from irpass.verify.hygiene import hygiene_issues
 from irpass.verify.structure import check_light
 from irpass.verify.verifier import Verifier
@@ -287,7 +287,7 @@ class PipelineRunner:
             if self.options.reproducer_dir is not None or self.options.on_failure == "rollback"
             else None,
             hasher=hasher,
-            fingerprint=structure_fingerprint(model, hasher),
+            snapshot=structure_snapshot(model, hasher),
             hygiene=hygiene_issues(model),
         )
         self._checkpoint(model, state)
@@ -411,8 +411,9 @@ class PipelineRunner:
         record.seconds = time.perf_counter() - started
         record.stats = {k: int(v) for k, v in sorted(pass_.stats.items())}
         record.details = dict(pass_.details)
-        fingerprint = structure_fingerprint(model, state.hasher)
-        changed = fingerprint != state.fingerprint
+        structure = structure_snapshot(model, state.hasher)
+        state.hasher.prune()
+        changed = structure != state.snapshot
         record.modified = bool(result.modified) or changed
         if changed and not result.modified:
             record.underreported = True
@@ -448,7 +449,7 @@ class PipelineRunner:
             record.error = exc.message
             return self._fail(model, snapshot, step, record, exc, state)
         self._hygiene(model, pass_, record, state)
-        state.fingerprint = fingerprint
+        state.snapshot = structure
         state.kept.append(step)
         self._checkpoint(model, state)
         if not pass_.lossless and state.evaluator is not None:
@@ -572,7 +573,7 @@ class PipelineRunner:
             _restore(model, snapshot)
             self._checkpoint(model, state)  # the model now holds the snapshot's graph
             self._invalidate()
-            state.fingerprint = structure_fingerprint(model, state.hasher)
+            state.snapshot = structure_snapshot(model, state.hasher)
             state.hygiene = hygiene_issues(model)
             record.rolled_back = True
             record.modified = False
@@ -666,7 +667,7 @@ class _RunState:
     report: RunReport
     evaluator: Callable[[ir.Model], Mapping[str, float]] | None
     hasher: TensorHasher
-    fingerprint: str
+    snapshot: StructureSnapshot
     hygiene: dict[str, list[str]]
     input_copy: ir.Model | None = None
     executed: list[Step] = dataclasses.field(default_factory=list)

@@ -70,10 +70,17 @@ def infer_shapes_proto(
         onnx.shape_inference.infer_shapes, check_type=False, strict_mode=strict, data_prop=data_prop
     )
     order = list(model.graph.initializers)
+    # the helper annotates initializers that have no shape or type; an analysis must not
+    annotations = [(v, v.shape, v.type) for v in model.graph.initializers.values()]
     try:
         return _c_api_utils.call_onnx_api(infer, model)
     finally:
         _restore_initializer_order(model.graph, order)
+        for value, shape, type_ in annotations:
+            if value.shape is not shape:
+                value.shape = shape
+            if value.type is not type_:
+                value.type = type_
 
 
 def inferred_values(model: ir.Model) -> dict[str, ValueInfo]:

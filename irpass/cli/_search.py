@@ -13,11 +13,11 @@ from rich.table import Table
 from irpass.cli._format import fmt_bytes
 from irpass.cli._markup import esc
 from irpass.errors import DataError, PipelineError
-from irpass.search import SearchResult, search_pipeline
+from irpass.search import SearchResult, SearchSettings, search_pipeline
 from irpass.search.objective import OBJECTIVES
 from irpass.search.pareto import pareto_front
 
-__all__ = ["add_search_arguments", "search_for", "search_table"]
+__all__ = ["add_search_arguments", "search_for", "search_settings", "search_table"]
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +72,16 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def search_settings(args: argparse.Namespace) -> SearchSettings:
+    """The search options ``args`` give (checked)."""
+    if args.jobs is not None and args.jobs < 1:
+        raise PipelineError(f"--jobs must be at least 1, got {args.jobs}", hint="e.g. --jobs 4")
+    only = tuple(s.strip() for s in args.search.split(",") if s.strip()) if args.search else None
+    return SearchSettings(objective=args.objective, jobs=args.jobs, executor=args.executor,
+                          budget_seconds=args.budget_time, max_candidates=args.max_candidates,
+                          only=only)
+
+
 def search_for(
     args: argparse.Namespace,
     model: ir.Model,
@@ -85,9 +95,7 @@ def search_for(
             "--max-drop needs --eval-data: the budget is measured on evaluation data",
             hint="e.g. --eval-data val.npz --labels data --max-drop 1%",
         )
-    if args.jobs is not None and args.jobs < 1:
-        raise PipelineError(f"--jobs must be at least 1, got {args.jobs}", hint="e.g. --jobs 4")
-    only = [s.strip() for s in args.search.split(",") if s.strip()] if args.search else None
+    settings = search_settings(args)
     outcome = search_pipeline(
         model,
         pipeline,
@@ -97,12 +105,12 @@ def search_for(
         calib_data=args.calib_data,
         calib_samples=args.calib_samples,
         seed=args.seed,
-        objective=args.objective,
-        jobs=args.jobs,
-        executor=args.executor,
-        budget_seconds=args.budget_time,
-        max_candidates=args.max_candidates,
-        only=only,
+        objective=settings.objective,
+        jobs=settings.jobs,
+        executor=settings.executor,
+        budget_seconds=settings.budget_seconds,
+        max_candidates=settings.max_candidates,
+        only=list(settings.only) if settings.only else None,
         backend=backend,
         progress=progress,
     )

@@ -17,7 +17,7 @@ from irpass.api import OptimizeResult, optimize
 from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
 from irpass.cli._markup import esc
-from irpass.cli._search import add_search_arguments, search_for, search_table
+from irpass.cli._search import add_search_arguments, search_for, search_settings, search_table
 from irpass.context import FeedSource, PassContext, limit_samples
 from irpass.data import load_labels, open_data
 from irpass.diff import diff_models
@@ -350,10 +350,10 @@ def _shapes(texts: list[str] | str | None, model_path: str) -> list[dict[str, tu
 
 def _run_target(args: argparse.Namespace) -> int:
     """``--target``: everything through :func:`irpass.optimize`, then the summary."""
-    if args.max_drop is not None:
-        raise UsageError(
-            "--max-drop does not combine with --target yet",
-            hint="search without --target, then give the pipeline it found with --passes",
+    if args.max_drop is not None and not args.eval_data:
+        raise DataError(
+            "--max-drop needs --eval-data: the budget is measured on evaluation data",
+            hint="e.g. --eval-data val.npz --labels data --max-drop 1%",
         )
     with Progress(
         SpinnerColumn(),
@@ -393,6 +393,8 @@ def _run_target(args: argparse.Namespace) -> int:
             dump_dir=args.dump_dir,
             build_engine="never" if args.no_engine else "auto",
             progress=on_step,
+            max_drop=args.max_drop,
+            search=search_settings(args),
         )
     report = result.report
     for warning in report.warnings:
@@ -400,6 +402,9 @@ def _run_target(args: argparse.Namespace) -> int:
     if args.json:
         console.print_json(report_json(report))
         return 0
+    if report.search is not None:
+        console.print(search_table(report.search))
+        console.print(esc(report.search["summary"]), soft_wrap=True)
     for table in _summary_tables(report):
         console.print(table)
     console.print(target_table(result))

@@ -13,6 +13,7 @@ from irpass.search.budget import Budget, parse_budget
 from irpass.search.driver import SearchOutcome, search_pipeline
 from irpass.search.executors import make_executor
 from irpass.search.search import SearchOptions, SearchPoint, SearchResult, run_search
+from irpass.search.settings import SearchSettings
 
 __all__ = [
     "Budget",
@@ -20,6 +21,7 @@ __all__ = [
     "SearchOutcome",
     "SearchPoint",
     "SearchResult",
+    "SearchSettings",
     "make_executor",
     "parse_budget",
     "run_search",

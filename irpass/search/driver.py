@@ -70,20 +70,23 @@ def search_pipeline(
     max_candidates: int = 60,
     only: list[str] | None = None,
     backend: str | None = None,
+    round_to: int | None = None,
     plugins: tuple[str, ...] = (),
     progress: Callable[[str], None] | None = None,
 ) -> SearchOutcome:
     """Search the lossy knobs of ``pipeline`` on ``model`` (not modified) within ``budget``.
 
     ``labels == "data"`` takes the ``labels`` member of ``eval_data``. ``backend`` selects the
-    per-precision costs of the ``cost`` objective (``tensorrt``, ``nnapi``, ...). ``plugins``
+    per-precision costs of the ``cost`` objective (``tensorrt``, ``nnapi``, ...); ``round_to``
+    is the channel multiple pruning keeps (a target's alignment). ``plugins``
     are modules every worker imports first (they register passes of their own).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}")
     parsed = parse_budget(budget) if isinstance(budget, str) else budget
     prefix, rest = split_lossless_prefix(pipeline)
-    space = default_knobs(rest, only)
+    space = default_knobs(rest, only,
+                          {"prune": {"round_to": round_to}} if round_to is not None else None)
     if labels == "data":
         labels = eval_data.partition("?")[0]
     jobs = jobs if jobs is not None else max(1, os.cpu_count() or 1)

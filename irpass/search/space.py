@@ -13,7 +13,7 @@ factorization when those passes are installed, and every lossy step of the targe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from irpass import registry
 from irpass.errors import PipelineError
@@ -134,20 +134,29 @@ def _knob(cls: type[IrpassPass], step: Step) -> Knob:
     return Knob(f"{step.name}.{option}", step.name, option, levels, fixed)
 
 
-def default_knobs(rest: Sequence[Step], only: Sequence[str] | None = None) -> SearchSpace:
+def default_knobs(
+    rest: Sequence[Step],
+    only: Sequence[str] | None = None,
+    pass_options: Mapping[str, Mapping[str, OptionValue]] | None = None,
+) -> SearchSpace:
     """Knobs for the optional lossy passes that are registered and the lossy steps of ``rest``.
 
     ``rest`` is what follows the lossless prefix of the target's pipeline: its lossy steps
     become knobs (graded over :data:`GRADED_OPTIONS` where one applies, else on/off, keeping
     their other options) and its lossless steps stay in the tail.
-    ``only`` restricts the knobs to these pass names.
+    ``only`` restricts the knobs to these pass names. ``pass_options`` are options the added
+    optional passes take in every candidate (a target's channel alignment as prune's
+    ``round_to``); options a pass does not have are left out.
     """
     known = {cls.name: cls for cls in registry.list_passes()}
     knobs: list[Knob] = []
     in_rest = {s.name for s in rest if not s.is_fixpoint}
     for pass_name in OPTIONAL_PASSES:
         if pass_name in known and pass_name not in in_rest:
-            knob = _knob(known[pass_name], Step(pass_name))
+            fields = {f.name for f in dataclasses.fields(known[pass_name].Options)}
+            given = (pass_options or {}).get(pass_name, {})
+            options = tuple((k, v) for k, v in given.items() if k in fields)
+            knob = _knob(known[pass_name], Step(pass_name, options))
             if knob.option is not None:
                 knobs.append(knob)
     tail: list[Step] = []

@@ -1,37 +1,45 @@
-"""Cheap fingerprints: did a pass change the model, and did it change what it computes.
+"""Cheap fingerprints: did a pass change the model, what, and did it change what it computes.
 
-- :func:`structure_fingerprint` captures everything a pass can change (opsets, signature,
-  initializers, nodes with attributes, names and value annotations, functions, subgraphs) by
-  object identity, since passes rewrite the IR in place.
-  The manager takes it before and after every pass: a pass that changed the model but reported
-  ``modified=False`` is caught and verified anyway, instead of a later innocent pass getting the
-  blame.
+- :class:`StructureSnapshot` records everything a pass can change (opsets, signature,
+  initializers, every node with its attributes, inputs and outputs, value names and
+  annotations, functions, subgraphs): objects by identity, since passes rewrite the IR in
+  place, and annotations (shapes, types) by value, so a pass that re-sets a value's shape to an
+  equal one has not changed anything. The manager takes one after every pass: a pass that
+  changed the model but reported ``modified=False`` is caught and verified anyway, instead of a
+  later innocent pass getting the blame; the difference of two snapshots
+  (:meth:`StructureSnapshot.changed_nodes`) is what the pass touched, which the cost analysis and
+  region verification work from.
 - :func:`computation_fingerprint` hashes *what the graph outputs compute* (a Merkle hash over the
   graph: each value's hash is its op, domain, the operator's resolved schema version,
-  attributes, annotations and the hashes of its inputs; weights by content). Value names, node
-  order, dead code, Identity nodes and duplicated or deduplicated computations do not enter it.
-  Two models with equal computation fingerprints compute the same function bit for bit, so a
-  pass that only removed dead code, deduplicated weights or merged equal nodes is proven equal
-  without running it.
+  attributes and the hashes of its inputs; weights by content; the graph's inputs and outputs
+  with their declared types). Value names, node order, dead code, Identity nodes, duplicated or
+  deduplicated computations and the annotations of intermediate values (they do not change
+  what is computed) do not enter it. Two models with equal computation fingerprints compute the
+  same function bit for bit, so a pass that only removed dead code, deduplicated weights,
+  merged equal nodes or annotated shapes is proven equal without running it.
 
-Tensor contents are hashed once per tensor object (a :class:`TensorHasher` keeps the hashes;
-a strided sample of each tensor is re-read every time so that a tensor mutated in place is
-hashed again).
+Tensor contents are hashed once per tensor object (a :class:`TensorHasher` keeps the hashes).
+Tensors whose data can change in place (an ``ir.Tensor`` over a numpy array) have a strided
+sample re-read every time, so that a tensor mutated in place is hashed again; tensors read from
+a file (protobuf or external data) cannot change and are not re-read.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-__all__ = ["TensorHasher", "computation_fingerprint", "structure_fingerprint"]
+__all__ = ["StructureSnapshot", "TensorHasher", "computation_fingerprint", "structure_snapshot"]
 
 _SAMPLES = 64
+#: Tensor classes whose data cannot change once created (read from a file).
+_IMMUTABLE_TENSORS: tuple[type, ...] = (ir.serde.TensorProtoTensor, ir.ExternalTensor)
 
 
 def _digest(*parts: Any) -> str:
@@ -46,7 +54,7 @@ class TensorHasher:
     """Content hashes of tensors, computed once per tensor object and kept while it lives."""
 
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[Any, np.ndarray, str]] = {}
+        self._cache: dict[int, tuple[Any, np.ndarray | None, str]] = {}
         self._seen: set[int] = set()
 
     @staticmethod
@@ -61,21 +69,38 @@ class TensorHasher:
         flat = array.reshape(-1)
         return flat[:: max(1, flat.size // _SAMPLES)][:_SAMPLES].copy()
 
+    @staticmethod
+    def _mutable_array(tensor: ir.TensorProtocol) -> np.ndarray | None:
+        """The array an in-place change would alter, without converting anything."""
+        raw = getattr(tensor, "raw", None) if isinstance(tensor, ir.Tensor) else None
+        return raw if isinstance(raw, np.ndarray) and raw.flags.c_contiguous else None
+
+    def _unchanged(self, tensor: ir.TensorProtocol, sample: np.ndarray | None) -> bool:
+        """Whether a tensor hashed before still holds the same data (strided sample)."""
+        if isinstance(tensor, _IMMUTABLE_TENSORS) or sample is None:
+            return True
+        array = self._mutable_array(tensor)
+        if array is None:
+            array = self._array(tensor)
+            if array is None:
+                return True
+        if array.dtype.kind == "O":
+            return bool(np.array_equal(sample, self._sample(array)))
+        return bool(
+            np.array_equal(sample, self._sample(array), equal_nan=array.dtype.kind in "fc")
+        )
+
     def content(self, tensor: ir.TensorProtocol) -> str:
         """A hash of dtype, shape and every byte of ``tensor``."""
         key = id(tensor)
         self._seen.add(key)
-        array = self._array(tensor)
         cached = self._cache.get(key)
-        if cached is not None and cached[0] is tensor:
-            # the same tensor object: rehash only if a strided sample shows in-place changes
-            if array is None or np.array_equal(
-                cached[1], self._sample(array), equal_nan=array.dtype.kind in "fc"
-            ):
-                return cached[2]
+        if cached is not None and cached[0] is tensor and self._unchanged(tensor, cached[1]):
+            return cached[2]
+        array = self._array(tensor)
+        sample: np.ndarray | None = None
         if array is None:
             full = _digest("opaque", str(tensor.dtype), tuple(tensor.shape.numpy()), id(tensor))
-            sample = np.zeros(0)
         else:
             h = hashlib.blake2b(digest_size=16)
             h.update(f"{array.dtype.str}{array.shape}".encode())
@@ -84,7 +109,8 @@ class TensorHasher:
             else:  # bytes of any dtype, bfloat16 / float8 (ml_dtypes) included
                 h.update(array.reshape(-1).view(np.uint8).data)
             full = h.hexdigest()
-            sample = self._sample(array)
+            if not isinstance(tensor, _IMMUTABLE_TENSORS):
+                sample = self._sample(array)
         self._cache[key] = (tensor, sample, full)
         return full
 
@@ -92,6 +118,127 @@ class TensorHasher:
         """Forget tensors not hashed since the last prune (lets replaced weights be freed)."""
         self._cache = {k: v for k, v in self._cache.items() if k in self._seen}
         self._seen = set()
+
+
+# -- what a pass changed -------------------------------------------------------------------
+
+
+def _type_key(type_: ir.TypeProtocol | None) -> Any:
+    if type_ is None:
+        return None
+    if isinstance(type_, (ir.TensorType, ir.SparseTensorType)):
+        return (type_.__class__, type_.dtype)
+    return repr(type_)  # sequence / optional types: rare, compared by their full text
+
+
+def _value_key(value: ir.Value) -> tuple[Any, ...]:
+    """A value with its name and annotations; annotations by value (equal re-sets are no change)."""
+    shape = value.shape
+    return (value, value.name, None if shape is None else shape.dims, _type_key(value.type))
+
+
+def _subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
+    for attr in node.attributes.values():
+        if attr.type == ir.AttributeType.GRAPH:
+            yield attr.as_graph()
+        elif attr.type == ir.AttributeType.GRAPHS:
+            yield from attr.as_graphs()
+
+
+class StructureSnapshot:
+    """What a model looked like after a pass, compared within one run (see the module doc).
+
+    Attributes:
+        header: IR version, opset imports and model-local functions.
+        graphs: Per graph (main graph first, then subgraphs): the graph object, its inputs,
+            outputs and initializers (name, value, tensor object and content hash).
+        nodes: Every node of every graph and function with its record: op type, domain,
+            overload, version, name, attributes, input values and output values with names and
+            annotations.
+    """
+
+    __slots__ = ("graphs", "header", "nodes")
+
+    def __init__(self, model: ir.Model, hasher: TensorHasher) -> None:
+        self.nodes: dict[ir.Node, tuple[Any, ...]] = {}
+        self.graphs: list[tuple[Any, ...]] = []
+        pending = [model.graph]
+        while pending:
+            graph = pending.pop(0)
+            initializers = tuple(
+                (
+                    name,
+                    _value_key(value),
+                    value.const_value,
+                    hasher.content(value.const_value) if value.const_value is not None else None,
+                )
+                for name, value in graph.initializers.items()
+            )
+            self.graphs.append(
+                (
+                    graph,
+                    tuple(_value_key(v) for v in graph.inputs),
+                    tuple(_value_key(v) for v in graph.outputs),
+                    initializers,
+                )
+            )
+            for node in graph:
+                self.nodes[node] = self._record(node, hasher)
+                pending.extend(_subgraphs(node))
+        functions = []
+        for key, function in sorted(model.functions.items()):
+            functions.append((key, function))
+            for node in function:
+                self.nodes[node] = self._record(node, hasher)
+        self.header = (model.ir_version, sorted(model.opset_imports.items()), functions)
+
+    @staticmethod
+    def _record(node: ir.Node, hasher: TensorHasher) -> tuple[Any, ...]:
+        attributes: list[tuple[str, Any, str | None]] = []
+        for name, attr in node.attributes.items():
+            if attr.type == ir.AttributeType.TENSOR and not attr.is_ref():
+                attributes.append((name, attr, hasher.content(attr.value)))
+            else:
+                attributes.append((name, attr, None))
+        return (
+            node.op_type,
+            node.domain,
+            node.overload,
+            node.version,
+            node.name,
+            tuple(attributes),
+            tuple(node.inputs),
+            tuple(_value_key(v) for v in node.outputs),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StructureSnapshot):
+            return NotImplemented
+        return (
+            self.header == other.header
+            and self.graphs == other.graphs
+            and self.nodes == other.nodes
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable content, compared by value
+
+    def changed_nodes(self, before: StructureSnapshot) -> list[ir.Node]:
+        """Nodes that are new since ``before`` or whose record differs, in graph order."""
+        old = before.nodes
+        return [node for node, record in self.nodes.items() if old.get(node) != record]
+
+    def removed_nodes(self, before: StructureSnapshot) -> list[ir.Node]:
+        """Nodes of ``before`` that are gone or were changed (their old records are in it)."""
+        new = self.nodes
+        return [node for node, record in before.nodes.items() if new.get(node) != record]
+
+
+def structure_snapshot(model: ir.Model, hasher: TensorHasher | None = None) -> StructureSnapshot:
+    """Take a :class:`StructureSnapshot` of ``model``."""
+    return StructureSnapshot(model, hasher or TensorHasher())
+
+
+# -- what the model computes ---------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=4096)
@@ -117,7 +264,7 @@ class _Merkle:
         self.opsets = dict(model.opset_imports)
         self.hasher = hasher
         self.memo: dict[int, str] = {}
-        self.keep: list[ir.Value] = []  # keeps memo keys alive while hashing
+        self.keep: list[Any] = []  # keeps memo keys alive while hashing
 
     def value(self, value: ir.Value | None) -> str:
         if value is None:
@@ -135,7 +282,7 @@ class _Merkle:
         tensor = value.const_value
         if tensor is not None and (value.is_initializer() or value.producer() is None):
             if not value.is_graph_input():  # an overridable initializer stays an input
-                return _digest("const", self.hasher.content(tensor), _annotation(value))
+                return _digest("const", self.hasher.content(tensor))
         node = value.producer()
         if node is None:
             return _digest("input", value.name, _annotation(value))
@@ -144,17 +291,15 @@ class _Merkle:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             attr = node.attributes.get("value")
             if attr is not None and attr.type == ir.AttributeType.TENSOR:
-                return _digest("const", self.hasher.content(attr.value), _annotation(value))
-        return _digest(
-            self.node(node), node.outputs.index(value) if value in node.outputs else -1,
-            _annotation(value),
-        )
+                return _digest("const", self.hasher.content(attr.value))
+        return _digest(self.node(node), node.outputs.index(value) if value in node.outputs else -1)
 
     def node(self, node: ir.Node) -> str:
         key = id(node)
         found = self.memo.get(key)
         if found is not None:
             return found
+        self.keep.append(node)
         domain = node.domain or ""
         opset = node.version or self.opsets.get(domain, self.opsets.get("ai.onnx", 0))
         version = _since_version(node.op_type, domain, int(opset or 0))
@@ -178,6 +323,7 @@ class _Merkle:
         return (str(attr.type), repr(attr.value))
 
     def graph(self, graph: ir.Graph) -> str:
+        # a body's inputs are its interface (Loop/Scan feed them by position and type)
         inputs = [_digest("subgraph-input", i, _annotation(v)) for i, v in enumerate(graph.inputs)]
         for value, digest in zip(graph.inputs, inputs, strict=True):
             self.keep.append(value)
@@ -188,7 +334,7 @@ class _Merkle:
 def computation_fingerprint(model: ir.Model, hasher: TensorHasher | None = None) -> str:
     """Hash of what the graph outputs compute (see the module docstring)."""
     merkle = _Merkle(model, hasher or TensorHasher())
-    outputs = [(v.name, merkle.value(v)) for v in model.graph.outputs]
+    outputs = [(v.name, _annotation(v), merkle.value(v)) for v in model.graph.outputs]
     inputs = [(v.name, _annotation(v)) for v in model.graph.inputs]
     functions = sorted(
         (key, _function_digest(fn, merkle)) for key, fn in model.functions.items()
@@ -203,57 +349,3 @@ def _function_digest(function: ir.Function, merkle: _Merkle) -> str:
         if hasattr(function, "attributes")
         else [],
     )
-
-
-def structure_fingerprint(model: ir.Model, hasher: TensorHasher | None = None) -> str:
-    """Identity of everything in the model a pass can change, compared within one run.
-
-    The IR is rewritten in place, so object identities tell what changed: a node that was
-    replaced, rewired, given other attributes or outputs; a value renamed or re-annotated
-    (another shape or type, compared by content); an initializer holding another tensor (or a
-    tensor whose strided sample changed in place, through ``hasher``); opsets, signature and
-    functions. Cheap: no serialization.
-    """
-    hasher = hasher or TensorHasher()
-    parts: list[Any] = [model.ir_version, sorted(model.opset_imports.items())]
-
-    def value_part(value: ir.Value | None) -> Any:
-        if value is None:
-            return None
-        # Annotations by content: constant folding and the rewriter re-annotate values with new
-        # but equal Shape objects, which is no change (by identity, a fixpoint never settles).
-        shape = None if value.shape is None else str(value.shape)
-        return (id(value), value.name, shape, str(value.type))
-
-    def graph_parts(graph: ir.Graph) -> None:
-        parts.append([value_part(v) for v in graph.inputs])
-        parts.append([value_part(v) for v in graph.outputs])
-        for name, value in graph.initializers.items():
-            tensor = value.const_value
-            parts.append((name, value_part(value), hasher.content(tensor) if tensor else None))
-        for node in graph:
-            parts.append(
-                (
-                    id(node),
-                    node.op_type,
-                    node.domain,
-                    node.overload,
-                    node.version,
-                    [(name, id(attr)) for name, attr in node.attributes.items()],
-                    [value_part(v) for v in node.inputs],
-                    [value_part(v) for v in node.outputs],
-                )
-            )
-            for attr in node.attributes.values():
-                if attr.type == ir.AttributeType.GRAPH:
-                    graph_parts(attr.as_graph())
-                elif attr.type == ir.AttributeType.GRAPHS:
-                    for sub in attr.as_graphs():
-                        graph_parts(sub)
-                elif attr.type == ir.AttributeType.TENSOR:
-                    parts.append(hasher.content(attr.value))
-
-    graph_parts(model.graph)
-    for key, function in sorted(model.functions.items()):
-        parts.append((key, id(function), [id(n) for n in function]))
-    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()

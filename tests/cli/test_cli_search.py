@@ -66,3 +66,27 @@ def test_max_drop_without_eval_data_is_a_user_error(
     err = capsys.readouterr().err
     assert "--eval-data" in err and "hint:" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_target_run_searches_and_prints_the_search(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x86"
+    code = main(["optimize", str(MLP), "--target", "x86", "--precision", "fp32", "-o", str(out),
+                 "--eval-data", str(TEST), "--labels", "data", "--max-drop", "1%",
+                 "--search", "prune", "--executor", "serial", "--max-candidates", "4"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["search"]["found"] and "prune(round_to=16," in report["pipeline"]
+    printed = capsys.readouterr().out
+    assert "settings tried" in printed and "target x86" in printed
+
+
+def test_target_search_without_eval_data_is_one_clear_error(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["optimize", str(MLP), "--target", "x86", "-o", str(tmp_path / "o"),
+                 "--max-drop", "1%"])
+    assert code != 0
+    assert "--max-drop needs --eval-data" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -61,7 +61,7 @@ def test_optimize_target_json_and_input_shapes(
     [
         (["--target", "jetson-nano", "--precision", "int8"], "runs fp16, fp32, not int8"),
         (["--precision", "fp16"], "need --target"),
-        (["--target", "x86", "--max-drop", "1%"], "does not combine with --target"),
+        (["--target", "x86", "--max-drop", "1%"], "--max-drop needs --eval-data"),
         (["--target", "nope"], "unknown target 'nope'"),
         (["--target", "android", "--input-shapes", "input:1x2"], "the model fixes it to 64"),
     ],

@@ -81,6 +81,7 @@ def _profile(**changes):
         ({"quantization_rules": None}, "must name its 'quantization_rules'"),
         ({"supported_ops": {"provider": "onnxruntime-cpu", "release": "1.9"}}, "installed"),
         ({"backend_options": {"ort_format": "yes"}}, "wrong type"),
+        ({"backend_options": {"cpu_arch": "riscv64"}}, "'cpu_arch' must be one of"),
         ({"precision_pipelines": {"int8": ""}}, "one entry per precision"),
     ],
 )

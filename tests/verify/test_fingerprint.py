@@ -5,7 +5,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irpass.testing import model_from_text
-from irpass.verify.fingerprint import TensorHasher, computation_fingerprint, structure_fingerprint
+from irpass.verify.fingerprint import TensorHasher, computation_fingerprint, structure_snapshot
 
 TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -43,28 +43,42 @@ def test_computation_fingerprint_sees_weights_ops_and_in_place_changes() -> None
     assert computation_fingerprint(model, hasher) != before
 
 
-def test_structure_fingerprint_sees_annotations_and_hashes_bfloat16() -> None:
+def test_structure_snapshot_sees_annotations_by_value_and_hashes_bfloat16() -> None:
     model = model_from_text(TEXT)
     hasher = TensorHasher()
-    before = structure_fingerprint(model, hasher)
-    assert structure_fingerprint(model, hasher) == before
-    next(n for n in model.graph if n.op_type == "Relu").outputs[0].shape = ir.Shape(["N", 4])
-    changed = structure_fingerprint(model, hasher)
+    before = structure_snapshot(model, hasher)
+    assert structure_snapshot(model, hasher) == before
+    relu = next(n for n in model.graph if n.op_type == "Relu")
+    relu.outputs[0].shape = ir.Shape(["N", 4])
+    changed = structure_snapshot(model, hasher)
     assert changed != before
+    assert changed.changed_nodes(before) == [relu]
+    relu.outputs[0].shape = ir.Shape(["N", 4])  # an equal shape re-set is no change
+    assert structure_snapshot(model, hasher) == changed
     bf16 = np.arange(6, dtype=np.float32).astype(ml_dtypes.bfloat16)
     assert len(hasher.content(ir.tensor(bf16))) == 32
     strings = ir.tensor(np.array(["a", "b"], dtype=object))
     assert hasher.content(strings) == hasher.content(strings)  # cached, sample re-checked
 
 
-def test_structure_fingerprint_ignores_equal_reannotation() -> None:
+def test_structure_snapshot_sees_weights_changed_in_place() -> None:
+    model = model_from_text(TEXT)
+    array = np.arange(12, dtype=np.float32).reshape(4, 3)
+    model.graph.initializers["w"].const_value = ir.tensor(array, name="w")
+    hasher = TensorHasher()
+    before = structure_snapshot(model, hasher)
+    array[0, 0] = 100.0
+    assert structure_snapshot(model, hasher) != before
+
+
+def test_structure_snapshot_ignores_equal_reannotation() -> None:
     # Constant folding re-annotates values with new but equal Shape/type objects: no change
     # (compared by identity, a fixpoint around the folder never settled).
     model = model_from_text(TEXT)
     relu = next(n for n in model.graph if n.op_type == "Relu").outputs[0]
     relu.shape, relu.type = ir.Shape(["N", 4]), ir.TensorType(ir.DataType.FLOAT)
-    before = structure_fingerprint(model)
+    before = structure_snapshot(model)
     relu.shape, relu.type = ir.Shape(["N", 4]), ir.TensorType(ir.DataType.FLOAT)
-    assert structure_fingerprint(model) == before
+    assert structure_snapshot(model) == before
     relu.type = ir.TensorType(ir.DataType.DOUBLE)
-    assert structure_fingerprint(model) != before
+    assert structure_snapshot(model) != before

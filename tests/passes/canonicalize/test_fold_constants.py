@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 import pytest
@@ -96,14 +97,16 @@ def test_weights_are_folded_whatever_the_size_limit(max_output_bytes: int) -> No
     assert _ops(model) == ["Conv"]
 
 
-def test_fold_weights_false_leaves_large_weights_alone() -> None:
+def test_fold_weights_false_leaves_weights_that_grow_the_model_alone() -> None:
+    # w (432 bytes from a 32-byte shape) would grow the model; b (16 bytes) is smaller than the
+    # node it replaces
     model = model_from_text(WEIGHT_FROM_SHAPE)
     options = FoldConstantsPass.Options(max_output_bytes=0, fold_weights=False)
     pass_ = FoldConstantsPass(options)
-    before = serialized(model)
-    assert pass_(model).modified is False
-    assert_unchanged(before, model)
-    assert pass_.stats["kept_large"] == 2
+    assert pass_(model).modified is True
+    assert _ops(model) == ["ConstantOfShape", "Conv"]
+    assert pass_.stats["kept_large"] == 1
+    assert not pass_.growth_reasons or "materialized" not in pass_.growth_reasons[0]
 
 
 LARGE_TILE = """
@@ -226,6 +229,91 @@ def test_a_failing_evaluator_leaves_its_node_and_folds_the_rest() -> None:
     np.testing.assert_array_equal(actual["y"], expected["y"])
 
 
+def _tied_weights_text() -> str:
+    values = ",".join(str(i % 7) for i in range(1024))
+    return f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,32] x) => (float[2,32] y, float[2,32] y2, float[2,32] y3)
+      <float[32,32] w = {{{values}}}, float[32,32] v = {{{values}}}>
+    {{
+      wt = Transpose (w)
+      y = MatMul (x, w)
+      y2 = MatMul (x, wt)
+      vt = Transpose (v)
+      y3 = MatMul (x, vt)
+    }}
+    """
+
+
+def test_a_transposed_copy_of_a_weight_still_used_is_kept_and_a_dying_one_is_folded() -> None:
+    # w is read as it is and transposed (tied embeddings): storing wt would add 4 KiB;
+    # v is read only by its Transpose, so storing vt replaces it
+    text = _tied_weights_text()
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = FoldConstantsPass()
+    assert pass_(model).modified is True
+    assert _ops(model) == ["Transpose", "MatMul", "MatMul", "MatMul"]
+    assert sorted(model.graph.initializers) == ["vt", "w"]
+    assert pass_.stats["kept_large"] == 1
+    assert pass_.growth_reasons == []
+    assert_equivalent(reference, model)
+
+
+def test_growth_from_materialized_weights_is_reported_with_its_size() -> None:
+    model = model_from_text(WEIGHT_FROM_SHAPE)
+    pass_ = FoldConstantsPass()
+    pass_(model)
+    assert pass_.stats["weights_materialized"] == 1
+    (reason,) = [r for r in pass_.growth_reasons if "materialized" in r]
+    # w: 4*3*3*3 floats from a 32-byte shape; b (16 bytes from 8) fits and says so apart
+    assert "materialized 1 weights" in reason and f"+{4 * 27 * 4 - 32} bytes" in reason
+
+
+CONSTANT_IF = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2] x) => (float[2] y) <bool c = {1}, float[2] k = {1.0, 2.0}> {
+  y = If (c) <then_branch = then_g () => (float[2] t_out) {
+        t_out = Relu (x)
+     }, else_branch = else_g () => (float[2] e_out) {
+        e_out = Add (x, k)
+     }>
+}
+"""
+
+
+def test_weights_only_a_discarded_if_branch_read_go_with_it() -> None:
+    model, reference = model_from_text(CONSTANT_IF), model_from_text(CONSTANT_IF)
+    assert FoldConstantsPass()(model).modified is True
+    assert _ops(model) == ["Relu"]
+    assert list(model.graph.initializers) == []
+    assert_equivalent(reference, model, feeds={"x": np.array([1.0, -2.0], np.float32)})
+
+
+CHANNEL_SCALE_FROM_FILL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,64,4,4] x) => (float[1,64,4,4] y) <int64[1] c = {64}, int64[1] a = {1}> {
+  s = ConstantOfShape <value = float[1] {0.5}> (c)
+  s3 = Unsqueeze (s, a)
+  s4 = Unsqueeze (s3, a)
+  y = Mul (x, s4)
+}
+"""
+
+
+def test_a_per_channel_scale_built_from_a_fill_is_materialized_as_a_weight() -> None:
+    # a Caffe-style Scale layer: fusion folds it into the Conv/BatchNorm before it, so it is a
+    # weight although Mul has no weight slot (a 256-byte result from 16 bytes)
+    model, reference = (
+        model_from_text(CHANNEL_SCALE_FROM_FILL),
+        model_from_text(CHANNEL_SCALE_FROM_FILL),
+    )
+    pass_ = FoldConstantsPass()
+    assert pass_(model).modified is True
+    assert _ops(model) == ["Mul"]
+    assert pass_.stats["weights_materialized"] == 1
+    assert_equivalent(reference, model)
+
+
 def test_constants_the_folder_derives_become_initializers() -> None:
     # Shape of a static tensor folds to a Constant node; it is lifted like any constant, but a
     # Constant that is itself a graph output stays a node.
@@ -268,3 +356,31 @@ def test_types_the_folder_infers_count_as_a_change() -> None:
     assert FoldConstantsPass()(model).modified is True
     assert body.inputs[2].type is not None
     assert FoldConstantsPass()(model).modified is False
+
+
+def test_cast_like_with_saturate_keeps_its_attribute() -> None:
+    # onnxscript rewrites CastLike into Cast and drops saturate=0 (ONNX backend cases
+    # test_castlike_no_saturate_*): 1e6 must stay inf in float8e5m2, not saturate to 57344.
+    text = """
+    <ir_version: 10, opset_import: ["" : 21]>
+    g (float[2] x, float8e5m2[0] like) => (float8e5m2[2] y) {
+      y = CastLike <saturate = 0> (x, like)
+    }
+    """
+    model, snapshot = model_from_text(text), serialized(model_from_text(text))
+    assert FoldConstantsPass()(model).modified is False
+    assert_unchanged(snapshot, model)
+    feeds = {"x": np.array([1e6, 1.0], np.float32), "like": np.zeros(0, ml_dtypes.float8_e5m2)}
+    y = run_ir(model, feeds)["y"].astype(np.float32)
+    assert np.isinf(y[0]) and y[1] == 1.0
+
+
+def test_cast_like_without_attributes_still_becomes_cast() -> None:
+    text = """
+    <ir_version: 10, opset_import: ["" : 21]>
+    g (float[2] x, float16[0] like) => (float16[2] y) { y = CastLike (x, like) }
+    """
+    model, reference = model_from_text(text), model_from_text(text)
+    assert FoldConstantsPass()(model).modified is True
+    assert [n.op_type for n in model.graph] == ["Cast"]
+    assert_equivalent(reference, model)
