@@ -88,17 +88,21 @@ def measure_sensitivities(
     Layers whose probe changes nothing measurable (layer error 0) get the mean of the others;
     every sensitivity is floored at a thousandth of the largest, so no layer looks free.
     """
+    probes = list(probes)
+    # One model run per layer: on a large model this is the slow part of svd, so say so.
+    logger.info("svd: measuring the sensitivity of %d layers (one model run each on up to %d "
+                "calibration samples; sensitivity=false skips this)", len(probes), samples)
     reference = reference_outputs(model, source, samples)
     measured: dict[str, float] = {}
     unknown: list[str] = []
-    for name, layer_error, rewrite in probes:
+    for index, (name, layer_error, rewrite) in enumerate(probes, 1):
         if layer_error <= 0:
             unknown.append(name)
             continue
         probe = model.clone()
         rewrite(probe)
         measured[name] = model_output_error(reference, probe, source, samples) / layer_error
-        logger.debug("sensitivity of %s: %.4g", name, measured[name])
+        logger.info("svd: sensitivity %d/%d %s: %.4g", index, len(probes), name, measured[name])
     if not measured:
         return dict.fromkeys(unknown, 1.0)
     floor = 1e-3 * max(measured.values())
