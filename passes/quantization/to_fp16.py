@@ -185,8 +185,8 @@ def _whole_batches(source: FeedSource, samples: int) -> FeedSource:
         seen = 0
         for feed in source():
             yield feed
-            first = next(iter(feed.values()), None)
-            seen += int(np.shape(first)[0]) if np.ndim(first) else 1
+            first = np.asarray(next(iter(feed.values()), 0))
+            seen += int(first.shape[0]) if first.ndim else 1
             if seen >= samples:
                 return
 
