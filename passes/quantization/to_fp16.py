@@ -37,6 +37,7 @@ import onnx
 import onnx_ir as ir
 
 from irpass.context import Feed, FeedSource
+from irpass.errors import DataError
 
 from .calibrate import calibrate
 from .plan import name_nodes
@@ -201,7 +202,15 @@ def _out_of_range(model: ir.Model, pass_: QuantizePass) -> set[str]:
         v.name for node in model.graph for v in node.outputs if v.name and v.dtype in (_F32, None)
     ]
     try:
-        measured = calibrate(model, names, _whole_batches(source, RANGE_SAMPLES), bins=8)
+        measured = calibrate(
+            model,
+            names,
+            _whole_batches(source, RANGE_SAMPLES),
+            bins=8,
+            progress=pass_.progress("checking fp16 ranges"),
+        )
+    except DataError:
+        raise  # no calibration samples at all: the user's data, said as such
     except Exception as exc:  # data the runtime cannot take (bfloat16, sequences) must not
         # stop the conversion, but the skipped check is reported, not silent
         pass_.stats["range_check_failed"] = 1
