@@ -216,6 +216,82 @@ def render_pruning(payload: Payload) -> str:
     ])
 
 
+def _quant_cell(entry: Mapping[str, Any], fp32: float) -> list[str]:
+    if not entry.get("valid"):
+        reason = entry.get("error") or entry.get("invalid_reason") or "failed"
+        return ["invalid: " + str(reason)[:60].replace("|", "/")] + ["–"] * 6
+    slower = " (slower)" if entry.get("slower_than_fp32") else ""
+    return [
+        f"{number(entry['task'], 4)} ({100 * (entry['task'] - fp32):+.2f})",
+        number(entry.get("cosine"), 5),
+        number(entry.get("weight_ratio")),
+        number(entry.get("file_ratio")),
+        number(entry.get("latency_ratio_fp32")) + slower,
+        f"{number(entry.get('peak_rss_mb'), 0)} (+{number(entry.get('peak_increase_mb'), 0)})",
+        number(entry.get("seconds"), 1),
+    ]
+
+
+def render_quantize(payload: Payload) -> str:
+    """Per model and tool: task metric, size, latency, memory; ORT's calibrators; the goals."""
+    results = payload["results"]
+    rows, calibrators, goals = [], [], []
+    for name, case in results["cases"].items():
+        fp32 = case["fp32"]["task"]
+        rows.append([name, "fp32", number(fp32, 4), "1", "1.000", "1.000", "1.000", "–", "–"])
+        for tool, entry in case["tools"].items():
+            label = f"ort ({entry['chosen']})" if tool == "ort" and entry.get("chosen") else tool
+            rows.append([name, label, *_quant_cell(entry, fp32)])
+        ort = case["tools"].get("ort", {})
+        if "calibrators" in ort:
+            cells = []
+            for method in ("MinMax", "Entropy", "Percentile"):
+                run = ort["calibrators"].get(method, {})
+                if run.get("valid"):
+                    memory = number(run["peak_increase_mb"], 0)
+                    cells.append(f"{number(run['task'], 4)} / +{memory}")
+                else:
+                    reason = run.get("error") or run.get("invalid_reason") or "failed"
+                    cells.append("failed: " + str(reason)[:50].replace("|", "/"))
+            calibrators.append([name, *cells])
+        g = case["goals"]
+        accuracy, latency = g.get("accuracy", {}), g.get("latency", {})
+        targets = g.get("targets", {})
+        goals.append([
+            name,
+            number(100 * accuracy["ort_drop"], 2) if accuracy else "–",
+            number(100 * accuracy["irpass_drop"], 2) if accuracy else "–",
+            number(accuracy.get("met")) if accuracy.get("applicable") else "n/a",
+            number(latency.get("irpass_over_ort")),
+            number(latency.get("met")),
+            f"{number(g['validity']['ort_valid'])} / {number(g['validity']['irpass_valid'])}",
+            " / ".join(number(targets[t]["met"]) if t in targets else "–"
+                       for t in ("irpass", "irpass_all")),
+        ])
+    magika = results["cases"].get("magika", {}).get("files")
+    files = (f" magika: {magika['evaluation']} files of this machine evaluated, "
+             f"{magika['calibration']} calibrate." if magika else "")
+    return "\n\n".join([
+        provenance(payload) + " Tools: " + ", ".join(results["tools"]) + "." + files,
+        "Per model and tool: task metric (accuracy; label agreement with FP32 for magika and "
+        "SqueezeNet) with its change in points, cosine of the outputs to FP32's, weight bytes "
+        "and file bytes over FP32, median "
+        "latency over FP32 (batch 1, one thread; \"slower\" only beyond the A/A noise), peak "
+        "resident MB of the quantizing process (+ its increase during quantization), seconds.",
+        table(["model", "tool", "metric (points)", "cosine", "weights", "file", "latency",
+               "peak MB (+)", "s"], rows),
+        "ONNX Runtime `quantize_static` per calibrator (metric / peak MB increase); the best "
+        "valid one is reported above:",
+        table(["model", "MinMax", "Entropy", "Percentile"], calibrators),
+        "Goals of issue 12: drops in points; the accuracy goal (irpass loses at most a fifth "
+        "of what ORT loses) applies where ORT loses; latency irpass / ORT ≤ 1.05; valid models "
+        "(ORT / irpass); per-model targets (drop ≤ 0.5 point, 1 for the transformer; weights "
+        "≤ 30 %; not slower than FP32; magika agreement ≥ 99 %) for irpass / irpass_all:",
+        table(["model", "ORT drop", "irpass drop", "≤ 1/5 of ORT", "latency irpass/ORT",
+               "≤ 1.05", "valid ORT / irpass", "targets irpass / all"], goals),
+    ])
+
+
 def _compression_rows(payload: Payload) -> list[tuple[str, str, Mapping[str, Any], str]]:
     """(model, variant, row, metric) for every measured compressed variant."""
     out = []
@@ -255,16 +331,20 @@ def render_compression(payload: Payload) -> str:
 
 
 _METRIC_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy"}
+#: Compression variants that run on a CPU like this machine's, as the headline names them.
+_CPU_VARIANTS = {"x86": "`--target x86`", "x86-size": "`--target x86`, size first",
+                 "rpi": "`--target rpi`"}
 
 
 def render_compression_headline(payload: Payload) -> str:
     """One line per model: the best CPU-target result (for the top-level README)."""
     lines = []
     for model, variant, row, metric in _compression_rows(payload):
-        if variant not in ("x86", "rpi"):
+        label = _CPU_VARIANTS.get(variant)
+        if label is None:
             continue
         lines.append(
-            f"- **{model}** (`--target {variant}`): {100 * (1 - row['size_ratio']):.0f} % smaller, "
+            f"- **{model}** ({label}): {100 * (1 - row['size_ratio']):.0f} % smaller, "
             f"{1 / row['latency_ratio']:.2f}x as fast (ONNX Runtime CPU, batch 1, one thread), "
             f"{row['points_lost']:+.2f} points of {_METRIC_NAMES.get(metric, metric)} lost"
         )
@@ -301,7 +381,8 @@ def render_svd(payload: Payload) -> str:
     return "\n\n".join([
         provenance(payload) + " Reference: the model after `canonicalize,fuse`. Settings: "
         "`plain@r` is `svd(ratio=r, data_aware=false)`, `aware@r` is `svd(ratio=r)` with the "
-        "model's calibration split, `plain@aware@r` is plain SVD at the ranks `aware@r` chose. "
+        "model's calibration split, `aware-nosens@r` the same with `sensitivity=false`, "
+        "`plain@aware@r` is plain SVD at the ranks `aware@r` chose. "
         "params/MACs/latency are ratios to the reference (latency: median, ONNX Runtime CPU, one "
         "thread, with its verdict against the A/A noise); accuracy on the test split; drop in "
         "points; error is the output's relative RMS error; err/plain is `aware`'s error over "
@@ -411,6 +492,7 @@ RENDERERS: dict[str, Callable[[Payload], str]] = {
     "fusion": render_fusion,
     "canonicalize": render_canonicalize,
     "pruning": render_pruning,
+    "quantize": render_quantize,
     "compression": render_compression,
     "compression.headline": render_compression_headline,
     "svd": render_svd,

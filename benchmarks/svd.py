@@ -8,7 +8,10 @@ factorizable layers' parameters removed) the script measures
 
 - ``plain``       ``svd(ratio=r, data_aware=false)``: ranks allocated on the weight spectra;
 - ``aware``       ``svd(ratio=r)`` with the model's calibration split: whitened, bias-corrected,
-                  sequentially refit, ranks allocated on the whitened spectra;
+                  sequentially refit, ranks allocated on the whitened spectra weighted by each
+                  layer's measured sensitivity (its effect on the model's outputs);
+- ``aware-nosens`` the same with ``sensitivity=false`` (every layer's error weighs the same):
+                  what the sensitivity probes buy;
 - ``plain@aware`` plain SVD at exactly the ranks ``aware`` chose (``svd(ranks=[...])``): the
                   equal-rank comparison of the output error;
 
@@ -120,12 +123,14 @@ def bench_model(name: str, ratios: list[float], repeats: int) -> dict[str, Any]:
     settings: list[dict[str, Any]] = []
     for ratio in ratios:
         aware_ranks: list[str] = []
-        for mode in ("plain", "aware", "plain@aware"):
+        for mode in ("plain", "aware", "aware-nosens", "plain@aware"):
             if mode == "plain":
                 model, details, seconds = factorize(base, None, ratio=ratio)
             elif mode == "aware":
                 model, details, seconds = factorize(base, calib, ratio=ratio)
                 aware_ranks = [f"{x['name']}:{x['rank']}" for x in details["layers"]]
+            elif mode == "aware-nosens":
+                model, details, seconds = factorize(base, calib, ratio=ratio, sensitivity=False)
             else:
                 if not aware_ranks:
                     continue

@@ -597,7 +597,9 @@ def _search(
         progress=(lambda message: progress(f"search: {message}", 0)) if progress else None,
     )
     chosen = outcome.pipeline
-    if target is not None and plan is not None and stage and _stage_needed(chosen, stage):
+    if target is not None and plan is not None and stage and not _has_lossy_steps_of(
+        chosen, stage
+    ):
         from irpass.backends.registry import get_backend
 
         why = (f"the accuracy-budgeted search ({outcome.search.budget.describe()}) found no "
@@ -605,6 +607,17 @@ def _search(
         # a lower precision with a stage of its own (e.g. fp16) runs after, as after a failure
         plan = step_down(target, plan, why, get_backend(target.backend).build_time_precisions)
     return chosen, outcome.search, plan
+
+
+def _has_lossy_steps_of(pipeline: str, stage: str) -> bool:
+    """Whether ``pipeline`` runs the lossy passes of ``stage`` (what realizes a precision).
+
+    A lossless helper of the stage, such as ``explicit_zero_points``, alone does not count.
+    """
+    from irpass import registry
+
+    lossy = {s.name for s in parse_pipeline(stage) if not registry.get_pass(s.name).lossless}
+    return bool(lossy & {s.name for s in parse_pipeline(pipeline)})
 
 
 def _first_batches(source: FeedSource, count: int = 2) -> list[dict[str, np.ndarray]]:

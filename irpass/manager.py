@@ -22,7 +22,9 @@ It wraps onnx-ir's pass contract (every step is an ``onnx_ir.passes`` pass) and 
 - **failure handling**: a failing pass is named, a reproducer (the input model plus the flat
   pipeline of every pass run up to the failing one) is saved, and the model is restored to its
   state before the pass and the run continues (``on_failure="rollback"``, the default) or the
-  run stops with an error (``"error"``, ``--strict``).
+  run stops with an error (``"error"``, ``--strict``). A ``DataError`` (data the user must give
+  are missing or unusable, e.g. INT8 quantization without calibration data) always stops the
+  run: rolling back would hide the user's mistake behind a warning.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from irpass.analysis.cost import Cost, model_cost
 from irpass.compose import build_pass
 from irpass.context import PassContext
 from irpass.errors import (
+    DataError,
     IrpassError,
     PassFailedError,
     UnsupportedModelError,
@@ -397,6 +400,10 @@ class PipelineRunner:
         started = time.perf_counter()
         try:
             result = pass_(model)
+        except DataError:
+            # the user's data are missing or unusable (INT8 without calibration data): theirs
+            # to fix, so a clear error, not a rollback hidden behind a warning
+            raise
         except Exception as exc:  # a pass that raises must not take the run down silently
             record.seconds = time.perf_counter() - started
             record.error = f"{type(exc).__name__}: {exc}"

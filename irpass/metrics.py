@@ -6,7 +6,9 @@ evaluation (what did a lossy pass cost?) and the quantization / pruning / low-ra
 same thing in every report.
 
 Every function accepts arrays of any rank, 0-d included, and compares in float64. Non-numeric
-arrays (strings, objects) compare by equality.
+arrays (strings, objects) compare by equality. The narrow types numpy lacks (ml_dtypes'
+bfloat16, float8, float4, int4, int2) compare by value in float64: floats within one unit in
+the last place of their type, integers exactly.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 __all__ = [
@@ -95,9 +98,26 @@ def _sqnr_guard(
 def tolerance_for(dtype: Any) -> Tolerance | None:
     """The tolerance for a float dtype; None means exact comparison (ints, bools, strings)."""
     try:
-        return _TOLERANCES.get(np.dtype(dtype))
+        dtype = np.dtype(dtype)
     except TypeError:
         return None
+    if dtype in _TOLERANCES:
+        return _TOLERANCES[dtype]
+    if _is_ml_dtype(dtype):
+        try:
+            eps = float(ml_dtypes.finfo(dtype).eps)
+        except ValueError:  # ml_dtypes' narrow integers
+            return None
+        # one unit in the last place (the smallest normal near zero): a rounding flip is all
+        # a lossless rewrite may cost
+        tiny = float(ml_dtypes.finfo(dtype).smallest_normal)
+        return Tolerance(rtol=eps, atol=tiny, min_sqnr_db=-20.0 * math.log10(eps))
+    return None
+
+
+def _is_ml_dtype(dtype: np.dtype) -> bool:
+    """A narrow type numpy lacks (bfloat16, float8, int4, ...), provided by ml_dtypes."""
+    return dtype.type.__module__ == ml_dtypes.__name__
 
 
 def _numeric(array: np.ndarray) -> bool:
@@ -263,6 +283,8 @@ def _mismatch(
         return OutputMismatch(name, float("inf"), 0.0, f"dtype {got.dtype} != {ref.dtype}")
     tol = tolerance_for(ref.dtype)
     if tol is None:
+        if _is_ml_dtype(ref.dtype):  # narrow integers: compare their values
+            ref, got = ref.astype(np.int64), got.astype(np.int64)
         if not np.array_equal(ref, got):
             count = int(np.sum(ref != got))
             return OutputMismatch(name, float("inf"), 0.0, f"{count} elements differ exactly")

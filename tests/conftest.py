@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import pathlib
 from collections.abc import Iterator
+from typing import Any
 
 import onnx
 import pytest
@@ -45,3 +47,44 @@ def test_passes() -> Iterator[None]:
 
     with registry.registered(*TEST_PASSES, DamageWeightPass):
         yield
+
+
+# -- summary of the ONNX node-case corpus (tests/corpus), printed after the run ---------------
+
+_CORPUS_MODULE = "tests/corpus/test_onnx_node_cases.py::"
+_corpus_outcomes: dict[str, collections.Counter[str]] = collections.defaultdict(
+    collections.Counter
+)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count each corpus case's outcome per mode (runs on the xdist controller too)."""
+    if not report.nodeid.startswith(_CORPUS_MODULE) or "[" not in report.nodeid:
+        return
+    if report.when != "call" and not (report.failed or report.skipped):
+        return
+    mode = report.nodeid[len(_CORPUS_MODULE) :].split("[", 1)[0]
+    if hasattr(report, "wasxfail"):
+        outcome = "allow-listed (xfail)" if report.skipped else "allow-listed but passes"
+    elif report.skipped:
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        outcome = (
+            "skipped: ORT cannot load the original"
+            if "cannot load" in reason
+            else "skipped: ORT fails on its inputs (allow-listed)"
+        )
+    elif report.failed:
+        outcome = "failed"
+    else:
+        outcome = "equal"
+    _corpus_outcomes[mode][outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per corpus mode: how many cases were equal, skipped (and why), failed."""
+    if not _corpus_outcomes:
+        return
+    terminalreporter.section("ONNX node-case corpus")
+    for mode, counts in sorted(_corpus_outcomes.items()):
+        parts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+        terminalreporter.write_line(f"{mode}: {sum(counts.values())} cases: {parts}")

@@ -295,3 +295,22 @@ def test_readme_python_example_runs_as_written(tmp_path: pathlib.Path, monkeypat
     result = namespace["result"]
     assert result.precision.effective == "int8"  # type: ignore[attr-defined]
     assert (tmp_path / "out" / "model.with_runtime_opt.ort").is_file()
+
+
+def test_ios_decomposes_lrn_so_core_ml_takes_the_whole_graph():
+    # AlexNet/GoogLeNet-era LRN is not on the ML Program list (the light alexnet, zfnet512 and
+    # inception_v1 split there); its decomposition is verified equal and one partition
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[1,8,6,6] x) => (float[1,8,6,6] y) {
+      r = Relu(x)
+      y = LRN<size=5, alpha=0.5, beta=0.75, bias=2.0>(r)
+    }"""
+    result = irpass.optimize(onnx.parser.parse_model(text), "ios", precision="fp32",
+                             verify="final")
+    checks = {c.name: c for c in result.checks}
+    check = checks["CoreML MLProgram partitions (ORT usability checker)"]
+    assert check.status == "pass" and check.data["partitions"] == 1, check.detail
+    assert "LRN" not in {n.op_type for n in result.model.graph}
+    assert [p.verification.status for p in result.report.passes if p.name == "decompose_ops"] == [
+        "equal"]

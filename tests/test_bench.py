@@ -73,6 +73,27 @@ def test_write_results_records_where_and_how(tmp_path: pathlib.Path) -> None:
     assert payload["machine"]["cores"] and payload["date"].endswith("+00:00")
 
 
+def test_in_memory_models_are_timed_as_loaded_from_their_file(monkeypatch) -> None:
+    # verification sessions of an ir.Model share its weights with prepacking off, which slows
+    # integer kernels; timing must see what a session opened from the file sees
+    import onnx_ir as ir
+
+    from irpass import bench
+
+    seen: list[object] = []
+    real = bench.make_session
+
+    def spy(model, **kwargs):
+        seen.append(model)
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(bench, "make_session", spy)
+    model = model_from_text(MODEL)
+    measure_latency({"m": model}, repeats=2, warmup=0, dim_values={"N": 1})
+    assert seen and all(isinstance(m, bytes) for m in seen)
+    assert seen[0] == ir.to_proto(model).SerializeToString()
+
+
 def test_peak_memory_grows_with_the_weights_a_session_holds(tmp_path: pathlib.Path) -> None:
     from irpass.bench import measure_peak_memory
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from irpass.metrics import (
     cosine,
     max_abs_error,
     sqnr_db,
+    tolerance_for,
     top1_agreement,
 )
 
@@ -193,3 +195,24 @@ def test_tolerance_guard_ignores_outputs_at_rounding_level() -> None:
     # an output that is zero up to rounding (x - x) has no signal to compare noise against
     reference = np.full(100, 1e-7, dtype=np.float32)
     assert compare_outputs({"y": reference}, {"y": -reference}) == []
+
+
+def test_narrow_float_types_compare_within_one_unit_in_the_last_place() -> None:
+    values = np.array([1.0, 2.0, -4.0, np.nan], dtype=np.float32)
+    ref = values.astype(ml_dtypes.float8_e4m3fn)
+    assert tolerance_for(ref.dtype) is not None
+    assert compare_outputs({"y": ref}, {"y": ref.copy()}) == []  # NaN where NaN
+    one_ulp = np.array([1.125, 2.0, -4.5, np.nan], dtype=np.float32)
+    assert compare_outputs({"y": ref}, {"y": one_ulp.astype(ml_dtypes.float8_e4m3fn)}) == []
+    off = np.array([1.5, 2.0, -4.0, np.nan], dtype=np.float32).astype(ml_dtypes.float8_e4m3fn)
+    assert compare_outputs({"y": ref}, {"y": off})
+    wide = values.astype(ml_dtypes.bfloat16)
+    assert compare_outputs({"y": wide}, {"y": (values * 1.05).astype(ml_dtypes.bfloat16)})
+
+
+def test_narrow_integer_types_compare_exactly() -> None:
+    ref = np.array([-8, 0, 7], dtype=ml_dtypes.int4)
+    assert tolerance_for(ref.dtype) is None
+    assert compare_outputs({"y": ref}, {"y": ref.copy()}) == []
+    (found,) = compare_outputs({"y": ref}, {"y": np.array([-8, 1, 7], dtype=ml_dtypes.int4)})
+    assert "1 elements differ" in found.detail

@@ -494,6 +494,14 @@ def _optimize(
 
         def on_step(label: str, index: int) -> None:
             progress.update(task, description=esc(f"pass {index}: {label}"))
+            current[:] = [f"pass {index}: {label}"]
+
+        def on_detail(message: str) -> None:
+            # a pass reporting progress inside its step (quantize: calibration batches)
+            progress.update(task, description=esc(f"{current[0]}: {message}"))
+
+        current = ["starting"]
+        context.extra["progress"] = on_detail
 
         search = None
         if args.max_drop is not None:

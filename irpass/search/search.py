@@ -336,8 +336,13 @@ class _Search:
                 return None
             if point[0].feasible:
                 return current
+            # each knob one level down, and each knob off: a knob that costs most of the
+            # budget (e.g. an aggressive low-rank ratio) is dropped in one step instead of
+            # walking it down level by level while the others stay at their highest
             downs = [tuple(lv - 1 if i == k else lv for i, lv in enumerate(current))
                      for k in range(len(current)) if current[k] > 0]
+            downs += [tuple(0 if i == k else lv for i, lv in enumerate(current))
+                      for k in range(len(current)) if current[k] > 1]
             tried = self.evaluate([self.at(d) for d in downs], "back off")
             if len(tried) != len(downs):
                 return None

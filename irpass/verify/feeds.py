@@ -33,6 +33,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 
@@ -500,6 +501,8 @@ def _draw(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator, see
             return np.array(choices[seed % len(choices)]).astype(dtype)
         picks = rng.integers(0, len(choices), size=shape)
         return np.asarray(choices, dtype=object)[picks].astype(dtype)
+    if dtype.type.__module__ == ml_dtypes.__name__:
+        return _draw_narrow(spec, shape, rng, seed)
     if dtype.kind == "b":
         return rng.integers(0, 2, size=shape).astype(np.bool_)
     if dtype.kind in "iu":
@@ -528,6 +531,24 @@ def _draw(spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator, see
         f"cannot make verification data for input {spec.name!r} of dtype {dtype}",
         hint="give real inputs with --verify-data",
     )
+
+
+def _draw_narrow(
+    spec: InputSpec, shape: tuple[int, ...], rng: np.random.Generator, seed: int
+) -> np.ndarray:
+    """bfloat16, float8, float4, int4, int2 (ml_dtypes): drawn as float32 / int64, then cast."""
+    dtype = spec.dtype
+    wide: np.dtype[Any]
+    try:
+        info: Any = ml_dtypes.finfo(dtype)
+        wide = np.dtype(np.float32)
+    except ValueError:
+        info = ml_dtypes.iinfo(dtype)
+        wide = np.dtype(np.int64)
+    data = _draw(dataclasses.replace(spec, dtype=wide), shape, rng, seed)
+    if wide.kind == "f" and float(info.min) >= 0:  # exponent-only types hold no sign or zero
+        data = np.abs(data) + float(info.tiny)
+    return np.clip(data, info.min, info.max).astype(dtype)
 
 
 def _draw_value(

@@ -13,6 +13,7 @@ Comparing outputs (tolerances, cosine, SQNR) lives in :mod:`irpass.metrics`.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import pathlib
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
+from onnx_ir import _type_casting
 
 from irpass.analysis.shapes import call_without_weights
 from irpass.errors import VerificationError
@@ -232,13 +234,24 @@ def run_model(session: ort.InferenceSession, feeds: Mapping[str, Any]) -> dict[s
     """Run ``session`` on ``feeds`` (extra feeds are ignored); return outputs by name.
 
     Tensor outputs are arrays (0-d included), sequence outputs lists of arrays, an empty
-    optional is None; :func:`irpass.metrics.compare_outputs` compares all three.
+    optional is None; :func:`irpass.metrics.compare_outputs` compares all three. Tensors of
+    types numpy lacks (bfloat16, float8, int4, ...) are ml_dtypes arrays both ways: ONNX
+    Runtime's Python API takes and gives them only as raw buffers (see :func:`_to_ort`).
     """
     names = [o.name for o in session.get_outputs()]
     wanted = {i.name for i in session.get_inputs()}
     wanted |= {i.name for i in session.get_overridable_initializers()}  # defaults fed too
+    raw = any(
+        o.type.startswith("tensor(") and o.type not in _NUMPY_OUTPUT_TYPES
+        for o in session.get_outputs()
+    )
     try:
-        values = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
+        feed = {k: _to_ort(v) for k, v in feeds.items() if k in wanted}
+        if raw:  # all feeds as OrtValues, all outputs kept as OrtValues
+            feed = {k: _as_ort_value(v) for k, v in feed.items()}
+            values = [_from_ort(v) for v in session.run_with_ort_values(names, feed)]
+        else:
+            values = session.run(names, feed)
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise VerificationError(
@@ -246,6 +259,76 @@ def run_model(session: ort.InferenceSession, feeds: Mapping[str, Any]) -> dict[s
             hint="check that the inputs fit the model (irpass inspect shows its signature)",
         ) from exc
     return {name: _output(value) for name, value in zip(names, values, strict=True)}
+
+
+#: Output types ``InferenceSession.run`` converts to numpy itself.
+_NUMPY_OUTPUT_TYPES = frozenset(_ORT_TO_NUMPY) | {"tensor(string)"}
+
+#: ONNX element types stored two (4-bit) or four (2-bit) to a byte, with their (un)packers.
+_PACKED = {
+    ir.DataType.INT4: (_type_casting.pack_4bitx2, _type_casting.unpack_4bitx2),
+    ir.DataType.UINT4: (_type_casting.pack_4bitx2, _type_casting.unpack_4bitx2),
+    ir.DataType.FLOAT4E2M1: (_type_casting.pack_4bitx2, _type_casting.unpack_4bitx2),
+    ir.DataType.INT2: (_type_casting.pack_2bitx4, _type_casting.unpack_2bitx4),
+    ir.DataType.UINT2: (_type_casting.pack_2bitx4, _type_casting.unpack_2bitx4),
+}
+
+#: ONNX element types that are ml_dtypes (not numpy) types, by their numpy dtype.
+_RAW_TYPES = {
+    t.numpy(): t
+    for t in (
+        ir.DataType.BFLOAT16,
+        ir.DataType.FLOAT8E4M3FN,
+        ir.DataType.FLOAT8E4M3FNUZ,
+        ir.DataType.FLOAT8E5M2,
+        ir.DataType.FLOAT8E5M2FNUZ,
+        ir.DataType.FLOAT8E8M0,
+        *_PACKED,
+    )
+}
+
+
+def _to_ort(value: Any) -> Any:
+    """``value`` as ONNX Runtime's ``run`` takes it: an OrtValue for ml_dtypes arrays.
+
+    ``run`` rejects numpy dtypes it does not know, so such a tensor goes in as an OrtValue
+    reinterpreting a same-sized unsigned buffer. Packed types take their packed bytes at the
+    start of a buffer of the logical shape (ONNX Runtime reads only the packed size).
+    """
+    if not isinstance(value, np.ndarray) or value.dtype not in _RAW_TYPES:
+        return value
+    dtype = _RAW_TYPES[value.dtype]
+    if dtype in _PACKED:
+        packed = _PACKED[dtype][0](np.ascontiguousarray(value))
+        buffer = np.zeros(value.shape, dtype=np.uint8)
+        buffer.reshape(-1)[: packed.size] = packed[: buffer.size]
+    else:
+        buffer = np.ascontiguousarray(value).view(f"u{value.dtype.itemsize}")
+    return ort.OrtValue.ortvalue_from_numpy_with_onnx_type(buffer, int(dtype))
+
+
+def _as_ort_value(value: Any) -> ort.OrtValue:
+    if isinstance(value, ort.OrtValue):
+        return value
+    return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
+
+
+def _from_ort(value: ort.OrtValue) -> Any:
+    """An output OrtValue as numpy: ml_dtypes arrays for the types numpy lacks."""
+    if not value.has_value():
+        return None
+    if not value.is_tensor():
+        return value.numpy()
+    dtype = ir.DataType(value.element_type())
+    if dtype not in _RAW_TYPES.values():
+        return value.numpy()
+    shape = value.shape()
+    data = np.frombuffer(
+        ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes()), dtype=np.uint8
+    )
+    if dtype in _PACKED:
+        return _PACKED[dtype][1](data.copy(), shape).view(dtype.numpy())
+    return data.view(dtype.numpy()).reshape(shape)
 
 
 def _output(value: Any) -> Any:

@@ -19,22 +19,27 @@
     Reciprocal(x)           -> Div(1, x)
     ReduceSum(x, axes)      -> Mul(ReduceMean(x, axes), N),  N = number of reduced elements
                                (static dims only)
+    LRN(x, size, alpha, beta, bias)      (x of rank 4, [N, C, H, W])
+                            -> x / (bias + alpha * m) ** beta,  m = Transpose(AveragePool(
+                               Transpose(x * x, [N, H, C, W]), kernel [size, 1], channel pads
+                               floor/ceil((size - 1) / 2), zeros counted), back)
+                               (the window mean of squares: alpha/size * window sum)
     Erf(x)                  -> s * (1 - t * P(t) * Exp(-x * x)),  t = 1 / (1 + p * |x|),
                                s = Clip(x * 1e30, -1, 1) (the sign, 0 at 0), P the degree-4
                                polynomial of Abramowitz & Stegun 7.1.26
 
 Which ops to decompose comes from the ``decompose`` option (e.g.
 ``decompose_ops(decompose=[HardSwish,HardSigmoid])``) and, once target profiles exist, from the
-target: every decomposable op the target's ``supported_ops`` lacks is decomposed too (NNAPI,
-for example, has no HardSigmoid, Sum, Reciprocal or Erf). The decompositions compute the same
-function up to float rounding, except Erf: no finite composition of the ops mobile runtimes
-offer is exactly erf, so it becomes the A&S 7.1.26 approximation, whose absolute error (at most
-1.5e-7 on the whole real line) is below float32's resolution of erf's values near +-1 and far
-inside the verifier's float32 tolerance; the manager checks it like every lossless rewrite.
-Erf of float16 inputs is left alone (the 1e30 sign constant would overflow). Left alone:
-LayerNormalization whose Mean/InvStdDev outputs are used, or whose input
-is not float32/float64 (its ``stash_type`` computes float16 in float32, the decomposition would
-not), and values of unknown dtype.
+target: every decomposable op the target's ``supported_ops`` lacks is decomposed too (NNAPI, for
+example, has no HardSigmoid, Sum, Reciprocal or Erf; Core ML's ML Program no LRN). The
+decompositions compute the same function up to float rounding, except Erf: no finite composition
+of the ops mobile runtimes offer is exactly erf, so it becomes the A&S 7.1.26 approximation,
+whose absolute error (at most 1.5e-7 on the whole real line) is below float32's resolution of
+erf's values near +-1 and far inside the verifier's float32 tolerance; the manager checks it
+like every lossless rewrite. Erf of float16 inputs is left alone (the 1e30 sign constant would
+overflow). Left alone: LRN whose input is not float32/float64 of rank 4, LayerNormalization
+whose Mean/InvStdDev outputs are used, or whose input is not float32/float64 (its ``stash_type``
+computes float16 in float32, the decomposition would not), and values of unknown dtype.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ DECOMPOSABLE = (
     "Reciprocal",
     "ReduceSum",
     "Erf",
+    "LRN",
 )
 
 #: Abramowitz & Stegun 7.1.26: erf(x) = 1 - t*(a1 + t*(a2 + ... + t*a5)) * exp(-x^2) for x >= 0,
@@ -396,6 +402,43 @@ class DecomposeReduceSumOpset17(DecomposeReduceSum):
     max_opset = 17
 
 
+class DecomposeLRN(_Decompose):
+    """LRN over channels -> a channel-window AveragePool of x * x, then Add/Pow/Div."""
+
+    stat = "LRN"
+    min_opset = 7  # AveragePool's count_include_pad
+
+    def __init__(self) -> None:
+        super().__init__(clip_inputs=None)
+
+    def pattern(self, op: Any, x: Any) -> Any:
+        return op.LRN(x, _allow_other_attributes=True, _outputs=["out"])
+
+    def plan(self, x: ir.Value, **_: Any) -> Any:
+        if x.dtype not in (ir.DataType.FLOAT, ir.DataType.DOUBLE):
+            return f"input type {x.dtype}: only float32/float64"
+        if rank_of(x) != 4:
+            return "input rank is not 4 (the pool runs over [N, H, C, W])"
+        return None
+
+    def rewrite(self, op: Any, x: Any, out: ir.Value, **_: Any) -> Any:
+        node = node_of(out)
+        size = attr_int(node, "size", 1)
+        alpha, beta = attr_float(node, "alpha", 1e-4), attr_float(node, "beta", 0.75)
+        bias = attr_float(node, "bias", 1.0)
+        below = (size - 1) // 2  # the window ONNX defines: [c - below, c + above]
+        above = size - 1 - below
+        # channels moved to a spatial axis so a [size, 1] pool slides along them; padded
+        # zeros are counted, so the pool is the window sum over size
+        squares = op.Transpose(op.Mul(x, x), perm=[0, 2, 1, 3])
+        mean = op.AveragePool(squares, kernel_shape=[size, 1], pads=[below, 0, above, 0],
+                              count_include_pad=1)
+        mean = op.Transpose(mean, perm=[0, 2, 1, 3])
+        scale = op.Add(op.Mul(mean, self.const(op, x, alpha, "lrn_alpha", node)),
+                       self.const(op, x, bias, "lrn_bias", node))
+        return op.Div(x, op.Pow(scale, self.const(op, x, beta, "lrn_beta", node)))
+
+
 class DecomposeErf(_Decompose):
     """Erf(x) -> the A&S 7.1.26 approximation built from Abs/Mul/Add/Div/Exp/Clip."""
 
@@ -433,7 +476,7 @@ class DecomposeOptions:
 
 @register
 class DecomposeOpsPass(RuleSetPass):
-    """Decompose HardSwish/HardSigmoid/Gelu/LayerNorm/BN/Sum/Mean/Reciprocal/ReduceSum/Erf.
+    """Decompose HardSwish/HardSigmoid/Gelu/LayerNorm/BN/Sum/Mean/Reciprocal/ReduceSum/Erf/LRN.
 
     The ops come from the ``decompose`` option and from the target profile's ``supported_ops``
     (when the context carries a target that has one).
@@ -471,6 +514,7 @@ class DecomposeOpsPass(RuleSetPass):
             "Mean": DecomposeMean,
             "Reciprocal": DecomposeReciprocal,
             "Erf": DecomposeErf,
+            "LRN": DecomposeLRN,
         }
         rest += [rule() for op_type, rule in simple.items() if op_type in ops]
         if "ReduceSum" in ops:

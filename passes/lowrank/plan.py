@@ -5,7 +5,9 @@ One run:
 1. find candidate layers; drop those that cannot save ``min_saving`` at any allowed rank;
 2. with calibration data, stream it once to accumulate each layer's input moments;
 3. decompose every weight (plain SVD, or whitened by its input moments when data-aware) and
-   choose ranks from those spectra (energy, explicit rank, or a model-wide parameter ratio);
+   choose ranks from those spectra (energy, explicit rank, or a model-wide parameter ratio;
+   data-aware, the ratio weighs each layer by its measured effect on the model's outputs,
+   :mod:`~irpass.passes.lowrank.sensitivity`);
 4. rewrite the chosen layers. Data-aware and ``sequential`` (the default), layers go in
    waves by depth: a wave whose inputs depend on already factorized layers is refit to the
    original model's outputs given the inputs it now receives (one more pass over the
@@ -23,7 +25,7 @@ import collections
 import dataclasses
 import fnmatch
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,7 +42,8 @@ from irpass.passes.lowrank.decompose import (
 )
 from irpass.passes.lowrank.layer import Candidate
 from irpass.passes.lowrank.moments import MomentAccumulator, PairedMoments
-from irpass.passes.lowrank.rank import LayerSpectrum, select_ranks
+from irpass.passes.lowrank.rank import LayerSpectrum, allowed_ranks, select_ranks
+from irpass.passes.lowrank.sensitivity import Probe, measure_sensitivities, normalized
 
 __all__ = ["LayerPlan", "LowRankOptions", "LowRankPass"]
 
@@ -78,6 +81,9 @@ class LowRankOptions:
     sequential: bool = option(
         True, "data-aware: refit each layer to the original outputs given the already "
         "factorized layers upstream (one pass over the calibration data per depth level)")
+    sensitivity: bool = option(
+        True, "data-aware ratio: weigh each layer's error by its measured effect on the "
+        "model's outputs (one model run per layer on up to 128 calibration samples)")
     spatial: bool = option(False, "Conv kxk: factor as kx1 then 1xk instead of kxk then 1x1")
     max_whiten_features: int = option(
         4096, "inputs wider than this are whitened per feature (diagonal) to bound memory")
@@ -137,12 +143,15 @@ class LayerPlan:
     #: Squared singular values of the (whitened) weight, summed over slices.
     energy: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
     rank: int | None = None
+    #: Weight of the layer's error in the ratio allocation (measured, else 1).
+    sensitivity: float = 1.0
 
     def spectrum(self) -> LayerSpectrum:
         """What rank selection needs."""
         energy = self.energy
         c = self.candidate
-        return LayerSpectrum(c.name, energy, c.params, c.params_at(1), self.max_rank)
+        return LayerSpectrum(c.name, energy, c.params, c.params_at(1), self.max_rank,
+                             self.sensitivity)
 
 
 class LowRankPass(IrpassPass):
@@ -180,6 +189,9 @@ class LowRankPass(IrpassPass):
                 for matrix, whitening in zip(plan.candidate.matrices, plan.whitenings,
                                              strict=True)
             ], axis=0)
+        sensitivities: dict[str, float] = {}
+        if data_aware and opts.ratio is not None and opts.sensitivity and len(plans) > 1:
+            sensitivities = self._sensitivities(model, plans)
         ranks = select_ranks([p.spectrum() for p in plans], round_to=opts.round_to,
                              **opts.criterion())
         chosen = []
@@ -202,18 +214,17 @@ class LowRankPass(IrpassPass):
             layers.extend(self._apply(plan, data_aware, taken) for plan in wave)
         _remove_unused_weights(model.graph, [p.candidate for p in chosen])
         self.details = self._summary(plans, layers, refused, data_aware)
+        if sensitivities:
+            self.details["sensitivity"] = normalized(sensitivities)
         return ir.passes.PassResult(model, bool(layers))
 
     # ------------------------------------------------------------------------------ steps
     def _plans(self, graph: ir.Graph) -> tuple[list[LayerPlan], dict[str, str]]:
         """Candidates that are not ignored and can save ``min_saving``; reasons for the rest."""
         opts: LowRankOptions = self.options
-        candidates, refused = self.find(graph)
-        names = collections.Counter(c.name for c in candidates)
+        candidates, refused = self._find_named(graph)
         plans: list[LayerPlan] = []
         for cand in candidates:
-            if names[cand.name] > 1:  # node names need not be unique in ONNX
-                cand.name = f"{cand.name}:{cand.node.outputs[0].name}"
             if any(fnmatch.fnmatchcase(name, pattern) for pattern in opts.ignore
                    for name in (cand.name, cand.node.op_type)):
                 refused[cand.name] = "ignored (option ignore)"
@@ -230,6 +241,35 @@ class LowRankPass(IrpassPass):
         for name, reason in refused.items():
             logger.debug("not factorizing %s: %s", name, reason)
         return plans, refused
+
+    def _find_named(self, graph: ir.Graph) -> tuple[list[Candidate], dict[str, str]]:
+        """:meth:`find` with layer names made unique (node names need not be, in ONNX)."""
+        candidates, refused = self.find(graph)
+        names = collections.Counter(c.name for c in candidates)
+        for cand in candidates:
+            if names[cand.name] > 1:
+                cand.name = f"{cand.name}:{cand.node.outputs[0].name}"
+        return candidates, refused
+
+    def _sensitivities(self, model: ir.Model, plans: list[LayerPlan]) -> dict[str, float]:
+        """Probe every layer alone at its smallest rank; set and return sensitivities."""
+        opts: LowRankOptions = self.options
+        probes: list[Probe] = []
+        for plan in plans:
+            spectrum = plan.spectrum()
+            # The smallest rank the allocation may give: where nonlinear layers downstream
+            # (LayerNorm, Softmax) amplify most, which a milder probe would extrapolate away.
+            plan.rank = allowed_ranks(spectrum, opts.round_to)[0]
+            factors, correction = self._factors(plan, data_aware=True)
+            probes.append((plan.candidate.name, spectrum.relative_error(plan.rank),
+                           _rewriter(self, plan.candidate.name, factors, correction)))
+            plan.rank = None
+        source = self.context.calibration_data
+        assert source is not None
+        found = measure_sensitivities(model, probes, source)
+        for plan in plans:
+            plan.sensitivity = found.get(plan.candidate.name, 1.0)
+        return found
 
     def _data_aware(self) -> bool:
         wanted = self.options.data_aware
@@ -371,6 +411,18 @@ class LowRankPass(IrpassPass):
             "layers": layers,
             "skipped": refused,
         }
+
+
+def _rewriter(
+    engine: LowRankPass, name: str, factors: list[tuple[np.ndarray, np.ndarray]],
+    correction: np.ndarray | None,
+) -> Callable[[ir.Model], None]:
+    """Rewrite layer ``name`` of a copy of the model with ``factors`` (a sensitivity probe)."""
+    def rewrite(copy: ir.Model) -> None:
+        candidates, _ = engine._find_named(copy.graph)
+        found = next(c for c in candidates if c.name == name)
+        found.rewrite(factors, correction, set())
+    return rewrite
 
 
 def _waves(plans: list[LayerPlan]) -> list[list[LayerPlan]]:

@@ -3,13 +3,14 @@
 The two rewrites (:mod:`~irpass.passes.lowrank.factorize_gemm`,
 :mod:`~irpass.passes.lowrank.factorize_conv`) run in one engine so that ``ratio`` (the fraction
 of parameters removed) is a budget for all factorizable layers of the model together,
-allocated across layers by their spectra::
+allocated across layers by their spectra (and, with calibration data, by each layer's measured
+effect on the model's outputs)::
 
     Gemm/MatMul(x, W)    -> Gemm/MatMul(Gemm/MatMul(x, B), A)          W ~ A B, rank r
     Conv kxk (C_in->C_out) -> Conv kxk (C_in->r) + Conv 1x1 (r->C_out) (spatial=true: kx1, 1xk)
 
     svd(energy=0.99 | ratio=0.3 | rank=64, round_to=8, data_aware=true, min_saving=0.2,
-        ignore=[head*])
+        ignore=[Conv, head*], sensitivity=true)
 
 With calibration data (``--calib-data``) the truncation is data-aware by default: each weight
 is whitened by its input's second moment so the kept rank minimizes the layer's *output* error

@@ -127,7 +127,9 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
     modified = _rescale(model, full, source, options, stats) or modified
     names = full.activations()
     started = time.perf_counter()
-    calibration: Calibration = calibrate(model, names, source)
+    calibration: Calibration = calibrate(
+        model, names, source, progress=pass_.progress("calibrating")
+    )
     logger.info("quantize: calibration %.1f s", time.perf_counter() - started)
     stats["calibration_samples"] = calibration.samples
     ranges = calibration.ranges(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import onnx_ir as ir
@@ -151,6 +152,21 @@ class QuantizePass(IrpassPass):
             self.stats["random_calibration"] = 1
             logger.warning("calibrating on random inputs: the quantized ranges are not meaningful")
         return source
+
+    def progress(self, step: str) -> Callable[[int, int | None], None] | None:
+        """A per-batch reporter for ``step``, or None when nobody listens.
+
+        It forwards ``"<step>: batch i[ of n]"`` to ``context.extra["progress"]`` (a callable
+        taking one message; ``irpass optimize`` shows it next to its spinner).
+        """
+        report = self.context.extra.get("progress")
+        if not callable(report):
+            return None
+
+        def on_batch(done: int, total: int | None) -> None:
+            report(f"{step}: batch {done}" + (f" of {total}" if total else ""))
+
+        return on_batch
 
     def rules(self) -> RuleSet:
         """The :class:`~.rules.RuleSet` of this run."""

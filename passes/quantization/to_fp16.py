@@ -172,7 +172,13 @@ def _out_of_range(model: ir.Model, pass_: QuantizePass) -> set[str]:
     names = [
         v.name for node in model.graph for v in node.outputs if v.name and v.dtype in (_F32, None)
     ]
-    measured = calibrate(model, names, limit_samples(source, RANGE_SAMPLES), bins=8)
+    measured = calibrate(
+        model,
+        names,
+        limit_samples(source, RANGE_SAMPLES),
+        bins=8,
+        progress=pass_.progress("checking fp16 ranges"),
+    )
     pass_.stats["range_checked_tensors"] = len(measured.stats)
     return {
         name

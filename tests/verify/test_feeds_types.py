@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from irpass.testing import model_from_text
@@ -52,3 +53,20 @@ def test_optional_inputs_are_present_values() -> None:
     plan = _plan(text)
     assert isinstance(plan.feeds[0]["o"], list)
     assert bool(plan.outputs[0]["y"]) is True
+
+
+def test_narrow_types_get_feeds_in_their_range() -> None:
+    text = """
+    <ir_version: 13, opset_import: ["" : 25]>
+    g (bfloat16[64] a, int2[64] b, float8e8m0[64] c) => (float[64] x, float[64] y, float[64] z) {
+        x = Cast <to = 1> (a)
+        y = Cast <to = 1> (b)
+        z = Cast <to = 1> (c)
+    }
+    """
+    plan = _plan(text)
+    feed, out = plan.feeds[0], plan.outputs[0]
+    assert feed["a"].dtype == ml_dtypes.bfloat16 and np.unique(out["x"]).size > 10
+    assert set(out["y"].tolist()) <= {-2.0, -1.0, 0.0, 1.0} and len(set(out["y"].tolist())) > 1
+    # exponent-only float8 holds no sign and no zero: all drawn values are positive and finite
+    assert np.all(np.isfinite(out["z"])) and np.all(out["z"] > 0)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
@@ -51,3 +52,33 @@ def test_checker_runs_without_the_large_weights_and_leaves_the_model_as_it_was()
     model.graph.append(relu)
     with pytest.raises(VerificationError, match="checker"):
         check_structure(model)
+
+
+NARROW = """
+<ir_version: 13, opset_import: ["" : 25]>
+g (bfloat16[3] a, int4[5] b, float8e4m3fn[2] c, uint2[3] d)
+  => (bfloat16[3] x, int4[5] y, float8e4m3fn[2] z, float[3] w) {
+    fa = Cast <to = 1> (a)
+    x = Cast <to = 16> (fa)
+    fb = Cast <to = 1> (b)
+    y = Cast <to = 22> (fb)
+    fc = Cast <to = 1> (c)
+    z = Cast <to = 17> (fc)
+    w = Cast <to = 1> (d)
+}
+"""
+
+
+def test_narrow_types_go_in_and_come_out_as_ml_dtypes_arrays() -> None:
+    # ONNX Runtime's Python API takes and gives none of these; an odd int4 count checks packing
+    feeds = {
+        "a": np.array([1.5, -2, 3e10], ml_dtypes.bfloat16),
+        "b": np.array([-8, -1, 0, 5, 7], ml_dtypes.int4),
+        "c": np.array([448, -0.5], ml_dtypes.float8_e4m3fn),
+        "d": np.array([0, 3, 2], ml_dtypes.uint2),
+    }
+    out = run_model(make_session(model_from_text(NARROW)), feeds)
+    for name, source in (("x", "a"), ("y", "b"), ("z", "c")):
+        assert out[name].dtype == feeds[source].dtype
+        assert out[name].astype(np.float64).tolist() == feeds[source].astype(np.float64).tolist()
+    assert out["w"].tolist() == [0.0, 3.0, 2.0]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 import pytest
@@ -355,3 +356,31 @@ def test_types_the_folder_infers_count_as_a_change() -> None:
     assert FoldConstantsPass()(model).modified is True
     assert body.inputs[2].type is not None
     assert FoldConstantsPass()(model).modified is False
+
+
+def test_cast_like_with_saturate_keeps_its_attribute() -> None:
+    # onnxscript rewrites CastLike into Cast and drops saturate=0 (ONNX backend cases
+    # test_castlike_no_saturate_*): 1e6 must stay inf in float8e5m2, not saturate to 57344.
+    text = """
+    <ir_version: 10, opset_import: ["" : 21]>
+    g (float[2] x, float8e5m2[0] like) => (float8e5m2[2] y) {
+      y = CastLike <saturate = 0> (x, like)
+    }
+    """
+    model, snapshot = model_from_text(text), serialized(model_from_text(text))
+    assert FoldConstantsPass()(model).modified is False
+    assert_unchanged(snapshot, model)
+    feeds = {"x": np.array([1e6, 1.0], np.float32), "like": np.zeros(0, ml_dtypes.float8_e5m2)}
+    y = run_ir(model, feeds)["y"].astype(np.float32)
+    assert np.isinf(y[0]) and y[1] == 1.0
+
+
+def test_cast_like_without_attributes_still_becomes_cast() -> None:
+    text = """
+    <ir_version: 10, opset_import: ["" : 21]>
+    g (float[2] x, float16[0] like) => (float16[2] y) { y = CastLike (x, like) }
+    """
+    model, reference = model_from_text(text), model_from_text(text)
+    assert FoldConstantsPass()(model).modified is True
+    assert [n.op_type for n in model.graph] == ["Cast"]
+    assert_equivalent(reference, model)

@@ -191,3 +191,24 @@ def test_float16_erf_is_left_alone():
       y = Erf(x)
     }"""
     assert_unchanged(DecomposeOpsPass, build(text), decompose=("Erf",))
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])  # ONNX Runtime's LRN (the reference) takes odd sizes
+def test_lrn_becomes_a_channel_window_pool(size):
+    text = f"""
+    <ir_version: 9, opset_import: ["" : 13]>
+    g (float[2,6,3,4] x) => (float[2,6,3,4] y) {{
+      y = LRN<size={size}, alpha=0.8, beta=0.75, bias=1.5>(x)
+    }}"""
+    assert_rewrites(DecomposeOpsPass, build(text), {"LRN": 1},
+                    ["Mul", "Transpose", "AveragePool", "Transpose", "Mul", "Add", "Pow", "Div"],
+                    decompose=("LRN",))
+
+
+def test_lrn_not_of_rank_4_is_left_alone():
+    text = """
+    <ir_version: 9, opset_import: ["" : 13]>
+    g (float[2,6,5] x) => (float[2,6,5] y) {
+      y = LRN<size=3>(x)
+    }"""
+    assert_unchanged(DecomposeOpsPass, build(text), decompose=("LRN",))

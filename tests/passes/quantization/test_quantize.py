@@ -28,7 +28,10 @@ TRAINED = {
     "digits_mobilenet": ("digits16_calib.npz", "digits16_test.npz"),
     "digits_mlp": ("digits8_calib.npz", "digits8_test.npz"),
     "power_cnn1d": ("power_calib.npz", "power_test.npz"),
+    "digits_transformer": ("digits8_calib.npz", "digits8_test.npz"),
 }
+#: Accuracy points INT8 may cost; the transformer's budget is 1 point (issue 12).
+MAX_DROP = {"digits_transformer": 0.01}
 
 TWO_CONVS = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -78,6 +81,8 @@ def test_bad_options_are_named(text, error):
 @pytest.mark.parametrize("name", sorted(TRAINED))
 def test_trained_models_lose_at_most_half_a_point_at_under_30_percent_of_the_weights(name):
     calib, test = TRAINED[name]
+    if name not in trained_paths():
+        pytest.skip(f"{name} is not in models/trained/metrics.json yet (issue 11 trains it)")
     directory = trained_paths()[name].parent
     model = load_model(trained_paths()[name])
     before_bytes = initializer_bytes(model)
@@ -91,7 +96,7 @@ def test_trained_models_lose_at_most_half_a_point_at_under_30_percent_of_the_wei
     )
     quantized = runner.run(model).model
     assert validate(quantized, ORT, runtime=True) == []
-    assert accuracy(quantized, data) >= before - 0.005
+    assert accuracy(quantized, data) >= before - MAX_DROP.get(name, 0.005)
     assert initializer_bytes(quantized) <= MAX_WEIGHT_RATIO.get(name, 0.30) * before_bytes
 
 
@@ -197,6 +202,26 @@ def test_fallback_keeps_the_most_sensitive_layer_float_to_meet_the_budget():
     assert pass_.details["fidelity"]["sqnr_db"] >= 30
     feed = next(iter(source()))
     assert sqnr_db(run_ir(reference, feed)["y"], run_ir(model, feed)["y"]) > 30
+
+
+@pytest.mark.parametrize("mode", ["int8", "fp16"])
+def test_calibration_reports_progress_per_batch_to_whoever_listens(mode):
+    messages: list[str] = []
+    model = build(TWO_CONVS, ["w1", "w2"])
+    run_quantize(
+        model,
+        gaussian_source({"x": (2, 3, 8, 8)}, batches=3),
+        f"mode={mode}" + (f",{OPTIONS}" if mode == "int8" else ""),
+        extra={"progress": messages.append},
+    )
+    step = "calibrating" if mode == "int8" else "checking fp16 ranges"
+    assert [m for m in messages if m.startswith(step)][:3] == [
+        f"{step}: batch 1",
+        f"{step}: batch 2",
+        f"{step}: batch 3",
+    ]
+    # nobody listening: the pass runs without a reporter
+    assert QuantizePass().progress("calibrating") is None
 
 
 # -- found by the fuzzer (irpass.fuzz) ---------------------------------------------------
