@@ -8,9 +8,8 @@ The manager calls these after every pass:
   given).
 
 Neither of the first two serializes the weights of an ir.Model: large initializers reach the
-checker as references to an empty placeholder file and ONNX Runtime as the model's own
-buffers, so checking a model costs no copy of its weights and models above the 2 GB protobuf
-limit need no temporary file.
+checker as typed inputs and ONNX Runtime as the model's own buffers, so checking a model
+costs no copy of its weights and models above the 2 GB protobuf limit need no temporary file.
 
 Comparing outputs (tolerances, cosine, SQNR) lives in :mod:`irpass.metrics`.
 """
@@ -19,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import pathlib
 import tempfile
@@ -31,6 +31,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx_ir import _type_casting
 
+from irpass.analysis.shapes import call_without_weights
 from irpass.errors import VerificationError
 
 __all__ = [
@@ -47,24 +48,16 @@ logger = logging.getLogger(__name__)
 def check_structure(model: ir.Model | onnx.ModelProto, full_check: bool = False) -> None:
     """Run the ONNX checker; raise VerificationError with the checker's message.
 
-    An ir.Model is checked without serializing its weights: every initializer above
-    1 KiB (and every one read from an external file) reaches the checker as an external-data
-    reference to an empty placeholder file, so checking a multi-GB model costs no copy of it.
-    The checker then checks the graph, the types and the shapes, not the weight bytes (onnx-ir
-    and :func:`irpass.validate.validate_model` check those against their shapes).
+    An ``ir.Model`` is checked without the bytes of its weights above 1 KB (they become typed
+    graph inputs for the check; the model is left as it was).
     """
     try:
         if isinstance(model, ir.Model):
-            selected = [
-                (value, value.const_value)
-                for graph in model.graphs()
-                for value in graph.initializers.values()
-                if value.const_value is not None and _by_reference(value.const_value)
-            ]
-            with _weights_by_reference(selected, {}) as (serialize, folder):
-                path = folder / "model.onnx"
-                onnx.save(serialize(model), path)
-                onnx.checker.check_model(str(path), full_check=full_check)
+            # the weights above 1 KB reach the checker as typed inputs: serializing them
+            # would cost as much as writing the model, and the checker only reads their types
+            call_without_weights(
+                functools.partial(onnx.checker.check_model, full_check=full_check), model
+            )
             return
         onnx.checker.check_model(model, full_check=full_check)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

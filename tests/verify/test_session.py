@@ -9,7 +9,12 @@ import onnxruntime as ort
 import pytest
 
 from irpass.errors import VerificationError
-from irpass.testing import inputs_to_random_initializers, model_from_text
+from irpass.testing import (
+    assert_unchanged,
+    inputs_to_random_initializers,
+    model_from_text,
+    serialized,
+)
 from irpass.verify import check_structure, make_session, run_model
 
 TEXT = """
@@ -97,6 +102,18 @@ def test_a_shape_inference_error_of_the_full_check_is_a_verification_error() -> 
     """)
     with pytest.raises(VerificationError, match="checker rejects"):
         check_structure(model, full_check=True)
+
+
+def test_checker_runs_without_the_large_weights_and_leaves_the_model_as_it_was() -> None:
+    model = inputs_to_random_initializers(model_from_text(TEXT), ["w", "unused"], seed=0)
+    before = serialized(model)
+    check_structure(model)  # w and unused (16 KB each) reach the checker as typed inputs
+    assert_unchanged(before, model)
+    relu = ir.node("Relu", [model.graph.initializers["w"]], num_outputs=1)
+    relu.outputs[0].name = "h"  # a second producer of h: the checker must still see it
+    model.graph.append(relu)
+    with pytest.raises(VerificationError, match="checker"):
+        check_structure(model)
 
 
 NARROW = """
