@@ -338,8 +338,11 @@ class _Converter:
     def _as_half(self, value: ir.Value, reader: ir.Node) -> ir.Value:
         producer = value.producer()
         constant_node = producer is not None and producer.op_type == "Constant"
-        if ir.convenience.get_const_tensor(value) is not None and (
-            value.is_initializer() or constant_node
+        # a graph input with a default value is an input the user may feed: cast, not frozen
+        if (
+            ir.convenience.get_const_tensor(value) is not None
+            and not value.is_graph_input()
+            and (value.is_initializer() or constant_node)
         ):
             return self.half_constant(value)
         return self.cast(value, _F16, reader)
@@ -350,12 +353,15 @@ def convert_fp16(model: ir.Model, pass_: QuantizePass) -> bool:
     from irpass.passes.canonicalize.infer_shapes import InferShapesPass
 
     InferShapesPass()(model)  # the decisions need every value's element type
-    name_nodes(model.graph)
+    unnamed = [n for n in model.graph if not n.name]
+    name_nodes(model.graph)  # names for keep_fp32= and the logs; given back if nothing changes
     hot = _out_of_range(model, pass_)
     decisions, reasons = fp16_decisions(model, pass_.options.keep_fp32, hot)
     del reasons[""]
     pass_.stats.update(reasons)
     if not decisions:
+        for node in unnamed:
+            node.name = None
         return False
     converter = _Converter(model, decisions)
     converter.run(pass_.options.keep_io_fp32)
