@@ -75,10 +75,25 @@ class WeightLayout:
             return int(weight_shape[self.in_axis]) * self.groups
         return int(weight_shape[self.in_axis])
 
+    def groups_divide(self, weight_shape: tuple[int, ...] | list[int]) -> bool:
+        """Whether the weight's axis 0 (Conv: M, ConvTranspose: C) splits into ``groups``.
+
+        ONNX requires it, but a malformed model may not; :meth:`per_out_channel` and
+        :meth:`per_in_channel` refuse such a weight, so callers check this first.
+        """
+        return self.groups >= 1 and int(weight_shape[0]) % self.groups == 0
+
     def _broadcast_shape(self, axis: int) -> list[int]:
         shape = [1] * self.weight_rank
         shape[axis] = -1
         return shape
+
+    def _require_groups_divide(self, weight_shape: tuple[int, ...]) -> None:
+        if not self.groups_divide(weight_shape):
+            raise ValueError(
+                f"{self.op_type}: weight {list(weight_shape)} does not split into "
+                f"{self.groups} groups"
+            )
 
     def per_out_channel(self, vector: np.ndarray, weight_shape: tuple[int, ...]) -> np.ndarray:
         """Expand one value per output channel so that it broadcasts against the weight.
@@ -94,6 +109,7 @@ class WeightLayout:
                 f"channel ({expected}) of a weight {list(weight_shape)}"
             )
         if self.op_type == "ConvTranspose" and self.groups > 1:
+            self._require_groups_divide(weight_shape)
             c_in, m_per_group = int(weight_shape[0]), int(weight_shape[1])
             group_of_row = np.arange(c_in) // (c_in // self.groups)
             index = group_of_row[:, None] * m_per_group + np.arange(m_per_group)[None, :]
@@ -114,6 +130,7 @@ class WeightLayout:
                 f"channel ({expected}) of a weight {list(weight_shape)}"
             )
         if self.op_type == "Conv" and self.groups > 1:
+            self._require_groups_divide(weight_shape)
             m, c_per_group = int(weight_shape[0]), int(weight_shape[1])
             group_of_row = np.arange(m) // (m // self.groups)
             index = group_of_row[:, None] * c_per_group + np.arange(c_per_group)[None, :]

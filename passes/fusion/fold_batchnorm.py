@@ -31,9 +31,14 @@ Rewrites, tried in this order (each phase to a fixpoint):
    ``lone=mul_add`` always decomposes (for runtimes without BatchNormalization), ``lone=keep``
    never.
 
+Which weight axis holds the output / input channels (Gemm's ``transB``, MatMul's last axis) and
+how ``group`` splits them (ConvTranspose's columns, Conv's input channels) is read from
+:func:`irpass.analysis.layout.weight_layout`, as every pass does.
+
 Left alone: BN in training mode or with used statistics outputs, opset-7 BN with ``spatial=0``,
 non-constant BN parameters, and (phases 1-2) a weight or bias that is a graph input, not
-constant, or shared with a node that needs it unchanged (folding would keep both copies). A
+constant, or shared with a node that needs it unchanged (folding would keep both copies), and a
+malformed grouped weight whose axis 0 does not split into its groups. A
 weight shared only by linear ops that each feed a BN (how canonicalize's deduplication leaves
 equal weights) is folded once per user and the shared original disappears. The folded constants are
 computed in float64 and stored in the weight's dtype, so the result equals the original up to
@@ -47,13 +52,13 @@ and reuse the weight's name for the folded initializer.
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 from typing import Any, Literal
 
 import numpy as np
 import onnx_ir as ir
 
+from irpass.analysis.layout import WeightLayout, weight_layout
 from irpass.pass_base import option
 from irpass.passes.fusion._rules import (
     FusionRule,
@@ -163,17 +168,36 @@ def _bias_name(node: ir.Node) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class _Fold:
-    """What folding a BN into a linear node needs: its affine map and the node's constants."""
+    """What folding a BN into a linear node needs.
+
+    The BN's affine map ``s``, ``t``, the node's constant weight and bias, and where the
+    weight's channels are (``layout``: output / input channel axes, groups).
+    """
 
     node: ir.Node
     s: np.ndarray
     t: np.ndarray
     w: np.ndarray
     b: np.ndarray | None
+    layout: WeightLayout
 
     def bias64(self, channels: int) -> np.ndarray:
         """The bias in float64 (zeros when the node has none)."""
         return np.zeros(channels) if self.b is None else self.b.astype(np.float64)
+
+
+def _fold_for(node: ir.Node, affine: tuple[np.ndarray, np.ndarray]) -> _Fold | str:
+    """The :class:`_Fold` of ``affine`` into ``node`` (weight at input 1), or why not."""
+    wb = _weight_and_bias(node)
+    if isinstance(wb, str):
+        return wb
+    w = wb[0]
+    layout = weight_layout(node, weight_input=1)
+    if layout is None:
+        return f"{node.op_type} weight of shape {w.shape} has no channel layout"
+    if not layout.groups_divide(w.shape):
+        return f"{node.op_type} weight {w.shape} does not split into {layout.groups} groups"
+    return _Fold(node, *affine, *wb, layout)
 
 
 class _BnAfter(FusionRule):
@@ -196,15 +220,24 @@ class _BnAfter(FusionRule):
         if isinstance(affine, str):
             return affine
         node = node_of(linear_out)
-        wb = _weight_and_bias(node)
-        if isinstance(wb, str):
-            return wb
-        fold = _Fold(node, *affine, *wb)
+        fold = _fold_for(node, affine)
+        if isinstance(fold, str):
+            return fold
+        channels = fold.layout.out_channels(fold.w.shape)
+        if channels != fold.s.size:
+            return f"{node.op_type} has {channels} output channels, BN has {fold.s.size}"
         return self.check_shapes(fold) or fold
 
-    @abc.abstractmethod
     def check_shapes(self, fold: _Fold) -> str | None:
-        """Why the weight does not fit the BN's channel count (None when it does)."""
+        """Why the bias does not fit the BN's channel count (None when it does)."""
+        if fold.b is not None and fold.b.size != fold.s.size:
+            return f"{fold.node.op_type} bias does not match the BN channels"
+        return None
+
+    def scaled_weight(self, fold: _Fold) -> np.ndarray:
+        """The weight in float64 with every output channel scaled by ``s``."""
+        w = fold.w.astype(np.float64)
+        return w * fold.layout.per_out_channel(fold.s, w.shape)
 
     def emit(self, op: Any, x: ir.Value, fold: _Fold, w: np.ndarray, b: np.ndarray) -> Any:
         node = fold.node
@@ -220,47 +253,20 @@ class FoldBatchNormIntoConv(_BnAfter):
 
     linear_op = "Conv"
 
-    def check_shapes(self, fold: _Fold) -> str | None:
-        if fold.w.ndim < 3 or fold.w.shape[0] != fold.s.size:
-            return f"Conv weight {fold.w.shape} does not match {fold.s.size} BN channels"
-        if fold.b is not None and fold.b.size != fold.s.size:
-            return "Conv bias does not match the BN channels"
-        return None
-
     def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
         fold = self.planned(x=x, **bindings)
-        s, t = fold.s, fold.t
-        w = fold.w.astype(np.float64) * s.reshape((-1,) + (1,) * (fold.w.ndim - 1))
-        b = fold.bias64(s.size).reshape(-1) * s + t
-        return self.emit(op, x, fold, w, b)
+        b = fold.bias64(fold.s.size).reshape(-1) * fold.s + fold.t
+        return self.emit(op, x, fold, self.scaled_weight(fold), b)
 
 
-class FoldBatchNormIntoConvTranspose(_BnAfter):
-    """BN(ConvTranspose(x, W, B)) -> ConvTranspose(x, W scaled per output channel, B*s+t)."""
+class FoldBatchNormIntoConvTranspose(FoldBatchNormIntoConv):
+    """BN(ConvTranspose(x, W, B)) -> ConvTranspose(x, W scaled per output channel, B*s+t).
+
+    Same algebra as for Conv; the layout knows that output channel ``g*(M/g) + j`` is column
+    ``j`` of the rows of group ``g``.
+    """
 
     linear_op = "ConvTranspose"
-
-    def check_shapes(self, fold: _Fold) -> str | None:
-        group = attr_int(fold.node, "group", 1)
-        if fold.w.ndim < 3 or fold.w.shape[0] % group:
-            return f"ConvTranspose weight {fold.w.shape} does not split into {group} groups"
-        if fold.w.shape[1] * group != fold.s.size:
-            return "ConvTranspose output channels do not match the BN channels"
-        if fold.b is not None and fold.b.size != fold.s.size:
-            return "ConvTranspose bias does not match the BN channels"
-        return None
-
-    def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
-        fold = self.planned(x=x, **bindings)
-        group = attr_int(fold.node, "group", 1)
-        w = fold.w.astype(np.float64)
-        c_in, m_per_group = w.shape[:2]
-        kernel = w.shape[2:]
-        grouped = w.reshape((group, c_in // group, m_per_group, *kernel))
-        scale = fold.s.reshape((group, 1, m_per_group) + (1,) * len(kernel))
-        w_new = (grouped * scale).reshape(w.shape)
-        b = fold.bias64(fold.s.size).reshape(-1) * fold.s + fold.t
-        return self.emit(op, x, fold, w_new, b)
 
 
 class FoldBatchNormIntoGemm(_BnAfter):
@@ -269,14 +275,9 @@ class FoldBatchNormIntoGemm(_BnAfter):
     linear_op = "Gemm"
 
     def check_shapes(self, fold: _Fold) -> str | None:
-        if fold.w.ndim != 2:
-            return "Gemm B is not 2-D"
-        n = fold.w.shape[0] if attr_int(fold.node, "transB", 0) else fold.w.shape[1]
-        if n != fold.s.size:
-            return f"Gemm has {n} output features, BN has {fold.s.size} channels"
         if fold.b is not None:
             try:
-                np.broadcast_shapes(fold.b.shape, (n,))
+                np.broadcast_shapes(fold.b.shape, (fold.s.size,))
             except ValueError:
                 return f"Gemm C {fold.b.shape} does not broadcast to the features"
         return None
@@ -284,11 +285,9 @@ class FoldBatchNormIntoGemm(_BnAfter):
     def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
         fold = self.planned(x=x, **bindings)
         s, t = fold.s, fold.t
-        w = fold.w.astype(np.float64)
-        w = w * s[:, None] if attr_int(fold.node, "transB", 0) else w * s[None, :]
         beta = attr_float(fold.node, "beta", 1.0)
         c = np.zeros(s.size) if fold.b is None else beta * fold.b.astype(np.float64)
-        return self.emit(op, x, fold, w, c * s + t)
+        return self.emit(op, x, fold, self.scaled_weight(fold), c * s + t)
 
 
 class FoldBatchNormIntoMatMul(_BnAfter):
@@ -297,19 +296,16 @@ class FoldBatchNormIntoMatMul(_BnAfter):
     linear_op = "MatMul"
 
     def check_shapes(self, fold: _Fold) -> str | None:
-        if rank_of(fold.node.inputs[0]) != 2:
-            return "MatMul input is not known to be 2-D (BN's axis 1 would not be features)"
-        if fold.w.ndim != 2 or fold.w.shape[1] != fold.s.size:
-            return "MatMul weight does not match the BN channels"
+        if rank_of(fold.node.inputs[0]) != 2 or fold.w.ndim != 2:
+            return "MatMul operands are not known to be 2-D (BN's axis 1 would not be features)"
         return None
 
     def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
         fold = self.planned(x=x, **bindings)
         node = fold.node
-        w = fold.w.astype(np.float64) * fold.s[None, :]
         dtype = fold.w.dtype
         base = _name(node.inputs[1])
-        w_value = self.new_initializer(op, w.astype(dtype), base, node)
+        w_value = self.new_initializer(op, self.scaled_weight(fold).astype(dtype), base, node)
         t_value = self.new_initializer(op, fold.t.astype(dtype), base + "_bias", node)
         return op.Add(op.MatMul(x, w_value), t_value)
 
@@ -339,29 +335,27 @@ class FoldBatchNormIntoNextConv(FusionRule):
         if isinstance(affine, str):
             return affine
         conv = node_of(conv_out)
-        wb = _weight_and_bias(conv)
-        if isinstance(wb, str):
-            return wb
-        fold = _Fold(conv, *affine, *wb)
-        group = attr_int(conv, "group", 1)
-        w = fold.w
-        if w.ndim < 3 or w.shape[1] * group != fold.s.size or w.shape[0] % group:
-            return f"Conv weight {w.shape} / group {group} does not match BN"
+        fold = _fold_for(conv, affine)
+        if isinstance(fold, str):
+            return fold
+        channels = fold.layout.in_channels(fold.w.shape)
+        if channels != fold.s.size:
+            return f"Conv has {channels} input channels, BN has {fold.s.size}"
         if np.any(fold.t != 0) and not _conv_pads_nothing(conv):
             return "Conv pads its input: padding would see 0 instead of the BN shift"
         return fold
 
     def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
         fold = self.planned(x=x, **bindings)
-        conv = fold.node
+        conv, layout = fold.node, fold.layout
         w = fold.w.astype(np.float64)
         m, c_per_group = w.shape[:2]
-        group_of_m = np.arange(m) // (m // attr_int(conv, "group", 1))
-        channel = group_of_m[:, None] * c_per_group + np.arange(c_per_group)[None, :]
-        extra = (1,) * (w.ndim - 2)
-        w_new = w * fold.s[channel].reshape((m, c_per_group, *extra))
+        w_new = w * layout.per_in_channel(fold.s, w.shape)
+        # t of the input channel each (m, c) weight row reads: (M, C/g), or (1, C) ungrouped
+        t_in = layout.per_in_channel(fold.t, w.shape)
+        t_in = t_in.reshape(t_in.shape[:2])
         kernel_sum = w.reshape(m, c_per_group, -1).sum(axis=2)
-        b = fold.bias64(m) + (kernel_sum * fold.t[channel]).sum(axis=1)
+        b = fold.bias64(m) + (kernel_sum * t_in).sum(axis=1)
         dtype = fold.w.dtype
         w_value = self.new_initializer(op, w_new.astype(dtype), _name(conv.inputs[1]), conv)
         b_value = self.new_initializer(op, b.astype(dtype), _bias_name(conv), conv)
@@ -385,27 +379,25 @@ class FoldBatchNormIntoNextGemm(FusionRule):
         if isinstance(affine, str):
             return affine
         gemm = node_of(gemm_out)
-        if gemm.inputs[0] is not bn_out or attr_int(gemm, "transA", 0):
-            return "BN does not feed Gemm's A operand untransposed"
+        if gemm.inputs[0] is not bn_out:
+            return "BN does not feed Gemm's A operand"
         if rank_of(x) != 2:
             return "BN input is not known to be 2-D"
-        wb = _weight_and_bias(gemm)
-        if isinstance(wb, str):
-            return wb
-        fold = _Fold(gemm, *affine, *wb)
-        w = fold.w
-        k = w.shape[1] if attr_int(gemm, "transB", 0) else w.shape[0]
-        if w.ndim != 2 or k != fold.s.size:
+        fold = _fold_for(gemm, affine)
+        if isinstance(fold, str):
+            return fold
+        if fold.layout.act_in_axis != 1:
+            return "Gemm reads A transposed (BN's axis 1 would not be its features)"
+        if fold.layout.in_channels(fold.w.shape) != fold.s.size:
             return "Gemm B does not match the BN channels"
         return fold
 
     def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
         fold = self.planned(x=x, **bindings)
-        gemm = fold.node
-        trans_b = attr_int(gemm, "transB", 0)
+        gemm, layout = fold.node, fold.layout
         w = fold.w.astype(np.float64)
-        b_eff = w.T if trans_b else w  # (K, N)
-        w_new = w * fold.s[None, :] if trans_b else w * fold.s[:, None]
+        b_eff = np.moveaxis(w, layout.in_axis, 0)  # (K, N)
+        w_new = w * layout.per_in_channel(fold.s, w.shape)
         alpha = attr_float(gemm, "alpha", 1.0)
         beta = attr_float(gemm, "beta", 1.0)
         c = np.zeros(b_eff.shape[1]) if fold.b is None else beta * fold.b.astype(np.float64)

@@ -22,8 +22,10 @@ An Add/Sub *before* a padded Conv is not exact (padding would see 0 instead of c
 Add before a MatMul needs a new bias; both are left alone, as are: non-constant or non-finite
 ``c``, a ``c`` that would broadcast the result to a larger shape or varies along any axis but
 the channel axis, ``c - y`` and ``c / y`` (not affine in the weights), weights/biases that are
-graph inputs or shared with another node, and non-float tensors. Constants are combined in
-float64 and stored in the weight's dtype.
+graph inputs or shared with another node, a malformed grouped Conv weight whose output channels
+do not split into its groups, and non-float tensors. Constants are combined in float64 and
+stored in the weight's dtype. The channel axes, counts and group structure come from
+:func:`irpass.analysis.layout.weight_layout` (the weight is input 1).
 
 Our own rules because onnxscript's ``_fuse_conv_affine`` only folds *scalar* Mul+Add pairs
 into Conv (and before the Conv only without padding); per-channel constants, Div/Sub, Gemm and
@@ -38,11 +40,11 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from irpass.analysis.layout import WeightLayout, weight_layout
 from irpass.passes.fusion._rules import (
     FusionRule,
     RuleSetPass,
     attr_float,
-    attr_int,
     const_array,
     node_of,
     rank_of,
@@ -98,20 +100,35 @@ class _Affine:
     w: np.ndarray
     b: np.ndarray | None
     c: np.ndarray
+    layout: WeightLayout
 
 
-def _weights(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None] | str:
+@dataclasses.dataclass(frozen=True)
+class _Weights:
+    """The private float weight (and bias) of a linear node and where its channels are."""
+
+    w: np.ndarray
+    b: np.ndarray | None
+    layout: WeightLayout
+
+
+def _weights(node: ir.Node) -> _Weights | str:
     """The private float weight (and bias) of ``node``, or why they cannot be rewritten."""
     w = _private(node.inputs[1] if len(node.inputs) > 1 else None, node)
     if w is None:
         return "weight is not a constant used only by this node (or is a graph input)"
+    layout = weight_layout(node, weight_input=1)
+    if layout is None:
+        return f"{node.op_type} weight of shape {w.shape} has no channel layout"
+    if not layout.groups_divide(w.shape):
+        return f"{node.op_type} weight {w.shape} does not split into {layout.groups} groups"
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     if bias is None:
-        return w, None
+        return _Weights(w, None, layout)
     b = _private(bias, node)
     if b is None:
         return "bias is not a constant used only by this node (or is a graph input)"
-    return w, b
+    return _Weights(w, b, layout)
 
 
 class _AffineRule(FusionRule):
@@ -137,20 +154,15 @@ class _AffineRule(FusionRule):
         return op.op(node.op_type, *inputs, **attrs)
 
 
-def _channel_axis_after(node: ir.Node, w: np.ndarray) -> tuple[int, int, int] | None:
-    """(output rank, channel axis, channels) of a linear node's output, when known."""
-    if node.op_type == "Conv":
-        return (w.ndim, 1, w.shape[0]) if w.ndim >= 3 else None
-    if node.op_type == "Gemm":
-        if w.ndim != 2:
-            return None
-        return 2, 1, (w.shape[0] if attr_int(node, "transB", 0) else w.shape[1])
-    if node.op_type == "MatMul":
-        x_rank = rank_of(node.inputs[0])
-        if w.ndim != 2 or x_rank is None or x_rank < 1:
-            return None
-        return x_rank, -1, w.shape[1]
-    return None
+def _data_rank(node: ir.Node, weights: _Weights, data: ir.Value | None) -> int | None:
+    """Rank of the linear node's data input (= its output's rank) when known.
+
+    Conv and Gemm keep the weight's rank; MatMul's is the data input's, with the weight 2-D
+    (a batched weight would broadcast the output to more dimensions).
+    """
+    if node.op_type != "MatMul":
+        return weights.layout.weight_rank
+    return rank_of(data) if weights.w.ndim == 2 else None
 
 
 class FoldAffineAfterLinear(_AffineRule):
@@ -177,15 +189,16 @@ class FoldAffineAfterLinear(_AffineRule):
         c_array = const_array(c)
         if c_array is None or c_array.dtype.kind != "f":
             return "the other operand is not a float constant"
-        layout = _channel_axis_after(node, wb[0])
-        if layout is None:
-            return "the linear op's output layout is unknown"
-        vec = per_channel(c_array, *layout)
+        out_rank = _data_rank(node, wb, node.inputs[0])
+        if out_rank is None or out_rank < 1:
+            return "the linear op's output rank is unknown"
+        layout = wb.layout
+        vec = per_channel(c_array, out_rank, layout.act_out_axis, layout.out_channels(wb.w.shape))
         if vec is None:
             return f"constant of shape {c_array.shape} is not per output channel"
         if self.arith == "Div" and np.any(vec == 0):
             return "division by a constant with zeros"
-        return _Affine(node, *wb, vec)
+        return _Affine(node, wb.w, wb.b, vec, layout)
 
     def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
         fold = self.planned(x=x, **bindings)
@@ -200,12 +213,7 @@ class FoldAffineAfterLinear(_AffineRule):
                 b = b * attr_float(node, "beta", 1.0)
         if self.arith in ("Mul", "Div"):
             scale = c if self.arith == "Mul" else 1.0 / c
-            if node.op_type == "Conv":
-                w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-            elif node.op_type == "Gemm" and attr_int(node, "transB", 0):
-                w = w * scale[:, None]
-            else:
-                w = w * scale[None, :]
+            w = w * fold.layout.per_out_channel(scale, w.shape)
             if b is not None:
                 b = b * scale
         else:
@@ -244,41 +252,23 @@ class FoldScaleBeforeLinear(_AffineRule):
         c_array = const_array(c)
         if c_array is None or c_array.dtype.kind != "f":
             return "the other operand is not a float constant"
-        w = wb[0]
-        if node.op_type == "Conv":
-            if w.ndim < 3:
-                return "Conv weight rank < 3"
-            layout = (w.ndim, 1, w.shape[1] * attr_int(node, "group", 1))
-        elif node.op_type == "Gemm":
-            if attr_int(node, "transA", 0) or w.ndim != 2:
-                return "Gemm reads A transposed"
-            layout = (2, 1, w.shape[1] if attr_int(node, "transB", 0) else w.shape[0])
-        else:
-            x_rank = rank_of(x)
-            if w.ndim != 2 or x_rank is None or x_rank < 2:
-                return "MatMul input rank unknown or < 2"
-            layout = (x_rank, -1, w.shape[0])
-        vec = per_channel(c_array, *layout)
+        layout = wb.layout
+        if node.op_type == "Gemm" and layout.act_in_axis != 1:
+            return "Gemm reads A transposed"
+        in_rank = _data_rank(node, wb, x)
+        if in_rank is None or in_rank < 2:
+            return "the linear op's input rank is unknown or < 2"
+        vec = per_channel(c_array, in_rank, layout.act_in_axis, layout.in_channels(wb.w.shape))
         if vec is None:
             return f"constant of shape {c_array.shape} is not per input channel"
         if self.arith == "Div" and np.any(vec == 0):
             return "division by a constant with zeros"
-        return _Affine(node, *wb, vec if self.arith == "Mul" else 1.0 / vec)
+        return _Affine(node, wb.w, wb.b, vec if self.arith == "Mul" else 1.0 / vec, layout)
 
     def rewrite(self, op: Any, x: Any, **bindings: Any) -> Any:
         fold = self.planned(x=x, **bindings)
-        node, c = fold.node, fold.c
         w = fold.w.astype(np.float64)
-        if node.op_type == "Conv":
-            group = attr_int(node, "group", 1)
-            m, c_per_group = w.shape[:2]
-            group_of_m = np.arange(m) // (m // group)
-            channel = group_of_m[:, None] * c_per_group + np.arange(c_per_group)[None, :]
-            w = w * c[channel].reshape((m, c_per_group) + (1,) * (w.ndim - 2))
-        elif node.op_type == "Gemm" and attr_int(node, "transB", 0):
-            w = w * c[None, :]
-        else:
-            w = w * c[:, None]
+        w = w * fold.layout.per_in_channel(fold.c, w.shape)
         b = None if fold.b is None else fold.b.astype(np.float64)
         return self.emit(op, x, fold, w, b)
 

@@ -159,3 +159,17 @@ def test_wrong_vector_length_is_an_error() -> None:
     assert layout is not None
     with pytest.raises(ValueError, match="output channel"):
         layout.per_out_channel(np.ones(3), w.shape)
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_weight_that_does_not_split_into_groups_is_refused(op: str) -> None:
+    # axis 0 (Conv: M, ConvTranspose: C) = 5 is not divisible by group = 2: a malformed model
+    w = np.ones((5, 2, 3, 3))
+    node = helper.make_node(op, ["x", "w"], ["y"], group=2)
+    layout = _layout(node, w, [1, 4 if op == "Conv" else 5, 5, 5])
+    assert layout is not None and not layout.groups_divide(w.shape)
+    assert layout.groups_divide((4, 2, 3, 3))
+    grouped = layout.per_in_channel if op == "Conv" else layout.per_out_channel
+    count = layout.in_channels(w.shape) if op == "Conv" else layout.out_channels(w.shape)
+    with pytest.raises(ValueError, match="does not split into 2 groups"):
+        grouped(np.ones(count), w.shape)

@@ -129,3 +129,15 @@ def test_integer_matmul_is_not_folded():
     }"""
     c = np.arange(5, dtype=np.int32)
     assert_unchanged(FoldChannelAffinePass, build(text, ["W"], values={"c": c}))
+
+
+def test_grouped_conv_whose_weight_does_not_split_into_groups_is_not_folded():
+    # malformed: 5 output channels in 2 groups; the per-input-channel scale has no well-defined
+    # group per weight row, so the rule refuses instead of indexing past the scale vector
+    text = """
+    <ir_version: 8, opset_import: ["" : 13]>
+    g (float[1,4,5,5] x, float[4,1,1] c, float[5,2,3,3] W) => (float[1,5,3,3] y) {
+      s = Mul(x, c)
+      y = Conv<group=2>(s, W)
+    }"""
+    assert_unchanged(FoldChannelAffinePass, build(text, ["W", "c"], positive=["c"]))
