@@ -216,6 +216,7 @@ def test_jetson_int8_passes_the_tensorrt_validator_and_stays_within_budget(name:
         trained_paths()[name],
         "jetson",
         calib_data=calib,
+        calib_samples=128,  # enough for these small models, and keeps the test short
         eval_data=trained_eval_data()[name],
         labels="data",
         verify="final",

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import onnx
 import onnx_ir as ir
@@ -22,11 +23,18 @@ import onnx_ir as ir
 # would cost what this module exists to avoid.
 from onnx_ir.passes.common import _c_api_utils
 
-__all__ = ["ValueInfo", "infer_shapes_proto", "inferred_values", "static_numel"]
+__all__ = [
+    "ValueInfo",
+    "call_without_weights",
+    "infer_shapes_proto",
+    "inferred_values",
+    "static_numel",
+]
 
 logger = logging.getLogger(__name__)
 
 ValueInfo = tuple["ir.Shape | None", "ir.DataType | None"]
+_R = TypeVar("_R")
 
 
 def _graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
@@ -58,22 +66,18 @@ def _restore_initializer_order(graph: ir.Graph, order: list[str]) -> None:
         graph.initializers.add(value)
 
 
-def infer_shapes_proto(
-    model: ir.Model, *, strict: bool = False, data_prop: bool = True
-) -> onnx.ModelProto:
-    """ONNX shape inference on ``model`` without its weights above 1 KB; returns the proto.
+def call_without_weights(func: Callable[[onnx.ModelProto], _R], model: ir.Model) -> _R:
+    """Call ``func`` on a proto of ``model`` whose weights above 1 KB are typed inputs instead.
 
     The model is left exactly as it was (onnx-ir's helper removes and re-adds the large
-    initializers; their order is restored here). Raises whatever ONNX shape inference raises.
+    initializers; their order and annotations are restored here). Serializing without the
+    weights costs a fraction of a full serialization and works on > 2 GB models.
     """
-    infer = functools.partial(
-        onnx.shape_inference.infer_shapes, check_type=False, strict_mode=strict, data_prop=data_prop
-    )
     order = list(model.graph.initializers)
     # the helper annotates initializers that have no shape or type; an analysis must not
     annotations = [(v, v.shape, v.type) for v in model.graph.initializers.values()]
     try:
-        return _c_api_utils.call_onnx_api(infer, model)
+        return _c_api_utils.call_onnx_api(func, model)
     finally:
         _restore_initializer_order(model.graph, order)
         for value, shape, type_ in annotations:
@@ -81,6 +85,20 @@ def infer_shapes_proto(
                 value.shape = shape
             if value.type is not type_:
                 value.type = type_
+
+
+def infer_shapes_proto(
+    model: ir.Model, *, strict: bool = False, data_prop: bool = True
+) -> onnx.ModelProto:
+    """ONNX shape inference on ``model`` without its weights above 1 KB; returns the proto.
+
+    The model is left exactly as it was (:func:`call_without_weights`). Raises whatever ONNX
+    shape inference raises.
+    """
+    infer = functools.partial(
+        onnx.shape_inference.infer_shapes, check_type=False, strict_mode=strict, data_prop=data_prop
+    )
+    return call_without_weights(infer, model)
 
 
 def inferred_values(model: ir.Model) -> dict[str, ValueInfo]:

@@ -86,9 +86,7 @@ class TensorHasher:
                 return True
         if array.dtype.kind == "O":
             return bool(np.array_equal(sample, self._sample(array)))
-        return bool(
-            np.array_equal(sample, self._sample(array), equal_nan=array.dtype.kind in "fc")
-        )
+        return bool(np.array_equal(sample, self._sample(array), equal_nan=array.dtype.kind in "fc"))
 
     def content(self, tensor: ir.TensorProtocol) -> str:
         """A hash of dtype, shape and every byte of ``tensor``."""
@@ -113,6 +111,22 @@ class TensorHasher:
                 sample = self._sample(array)
         self._cache[key] = (tensor, sample, full)
         return full
+
+    def token(self, tensor: ir.TensorProtocol) -> Any:
+        """Which tensor this is and, if its data can change in place, a strided sample of it.
+
+        Equal tokens of one tensor object mean unchanged data (up to the sample), as in
+        :meth:`content`, without hashing every byte: a snapshot only asks "did it change?".
+        The caller keeps ``tensor`` alive (its ``id`` is part of the token).
+        """
+        if isinstance(tensor, _IMMUTABLE_TENSORS):
+            return id(tensor)
+        array = self._mutable_array(tensor)
+        if array is None:
+            array = self._array(tensor)
+        if array is None or array.dtype.kind == "O":
+            return (id(tensor), None if array is None else repr(self._sample(array).tolist()))
+        return (id(tensor), self._sample(array).tobytes())
 
     def prune(self) -> None:
         """Forget tensors not hashed since the last prune (lets replaced weights be freed)."""
@@ -170,7 +184,7 @@ class StructureSnapshot:
                     name,
                     _value_key(value),
                     value.const_value,
-                    hasher.content(value.const_value) if value.const_value is not None else None,
+                    hasher.token(value.const_value) if value.const_value is not None else None,
                 )
                 for name, value in graph.initializers.items()
             )
@@ -197,7 +211,7 @@ class StructureSnapshot:
         attributes: list[tuple[str, Any, str | None]] = []
         for name, attr in node.attributes.items():
             if attr.type == ir.AttributeType.TENSOR and not attr.is_ref():
-                attributes.append((name, attr, hasher.content(attr.value)))
+                attributes.append((name, attr, hasher.token(attr.value)))
             else:
                 attributes.append((name, attr, None))
         return (
@@ -260,9 +274,12 @@ def _annotation(value: ir.Value) -> tuple[Any, Any]:
 
 
 class _Merkle:
-    def __init__(self, model: ir.Model, hasher: TensorHasher) -> None:
+    def __init__(
+        self, model: ir.Model, hasher: TensorHasher, fed: frozenset[str] | None = None
+    ) -> None:
         self.opsets = dict(model.opset_imports)
         self.hasher = hasher
+        self.fed = fed
         self.memo: dict[int, str] = {}
         self.keep: list[Any] = []  # keeps memo keys alive while hashing
 
@@ -281,7 +298,8 @@ class _Merkle:
     def _value(self, value: ir.Value) -> str:
         tensor = value.const_value
         if tensor is not None and (value.is_initializer() or value.producer() is None):
-            if not value.is_graph_input():  # an overridable initializer stays an input
+            # an overridable initializer stays an input, unless the runs never feed it
+            if not value.is_graph_input() or not self._fed(value):
                 return _digest("const", self.hasher.content(tensor))
         node = value.producer()
         if node is None:
@@ -293,6 +311,9 @@ class _Merkle:
             if attr is not None and attr.type == ir.AttributeType.TENSOR:
                 return _digest("const", self.hasher.content(attr.value))
         return _digest(self.node(node), node.outputs.index(value) if value in node.outputs else -1)
+
+    def _fed(self, value: ir.Value) -> bool:
+        return self.fed is None or value.name in self.fed
 
     def node(self, node: ir.Node) -> str:
         key = id(node)
@@ -331,14 +352,24 @@ class _Merkle:
         return _digest("graph", [self.value(v) for v in graph.outputs])
 
 
-def computation_fingerprint(model: ir.Model, hasher: TensorHasher | None = None) -> str:
-    """Hash of what the graph outputs compute (see the module docstring)."""
-    merkle = _Merkle(model, hasher or TensorHasher())
+def computation_fingerprint(
+    model: ir.Model, hasher: TensorHasher | None = None, fed: frozenset[str] | None = None
+) -> str:
+    """Hash of what the graph outputs compute (see the module docstring).
+
+    ``fed``: the names of the graph inputs the caller's runs feed (None: all). An input with a
+    default value (an initializer) that is not fed computes with that default, so it is hashed
+    as the constant: turning it into a plain initializer (``inputs_to_initializers`` on IR < 4
+    models) is then proven equal for those runs without running them.
+    """
+    merkle = _Merkle(model, hasher or TensorHasher(), fed)
     outputs = [(v.name, _annotation(v), merkle.value(v)) for v in model.graph.outputs]
-    inputs = [(v.name, _annotation(v)) for v in model.graph.inputs]
-    functions = sorted(
-        (key, _function_digest(fn, merkle)) for key, fn in model.functions.items()
-    )
+    inputs = [
+        (v.name, _annotation(v))
+        for v in model.graph.inputs
+        if v.const_value is None or merkle._fed(v)
+    ]
+    functions = sorted((key, _function_digest(fn, merkle)) for key, fn in model.functions.items())
     return _digest(inputs, outputs, functions)
 
 

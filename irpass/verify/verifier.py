@@ -138,7 +138,6 @@ class Verifier:
         self.plan: FeedPlan | None = None
         self.notes: list[str] = []
         check_light(model)
-        fingerprint = computation_fingerprint(model, self.hasher) if numeric else ""
         outputs: Outputs = []
         if numeric:
             session = make_session(model)
@@ -164,6 +163,11 @@ class Verifier:
                 )
                 outputs = self.plan.outputs
             self.notes.extend(self.plan.notes)
+        # inputs with a default value that no feed sets compute with it (see the fingerprint)
+        self.fed = frozenset(
+            name for feed in (self.plan.feeds if self.plan else ()) for name in feed
+        )
+        fingerprint = self._fingerprint(model) if numeric else ""
         self.original = _State(fingerprint, outputs)
         self.last = self.original
 
@@ -180,6 +184,9 @@ class Verifier:
         return f"{len(self.plan.feeds)} feeds ({_describe_shapes(self.plan.shapes)})"
 
     # -- checks --------------------------------------------------------------------------
+    def _fingerprint(self, model: ir.Model) -> str:
+        return computation_fingerprint(model, self.hasher, self.fed)
+
     def _run(self, model: ir.Model) -> Outputs:
         assert self.plan is not None
         session = make_session(model)
@@ -193,8 +200,7 @@ class Verifier:
                 assert self.plan is not None
                 shapes = _describe_shapes([self.plan.shapes[index]])
                 raise VerificationError(
-                    f"{what} changed the outputs on feed {index + 1} ({shapes}): "
-                    f"{mismatches[0]}",
+                    f"{what} changed the outputs on feed {index + 1} ({shapes}): {mismatches[0]}",
                     hint="this is a bug in the pass; the reproducer holds its input",
                 )
         drift = drift_metrics(reference, outputs)
@@ -214,7 +220,7 @@ class Verifier:
         if not self.numeric:  # --verify none: no proofs either, it is the cheapest mode
             result.detail = "structure checked; numeric verification is off"
             return result
-        fingerprint = computation_fingerprint(model, self.hasher)
+        fingerprint = self._fingerprint(model)
         self.hasher.prune()
         if fingerprint == self.last.fingerprint:
             result.status = "equal"
@@ -240,7 +246,7 @@ class Verifier:
     def compare_with_last(self, model: ir.Model) -> None:
         """Raise VerificationError when ``model`` differs from the last verified state."""
         check_light(model)
-        if computation_fingerprint(model, self.hasher) == self.last.fingerprint:
+        if self._fingerprint(model) == self.last.fingerprint:
             return
         if self.numeric:
             self._equal(self.last.outputs, self._run(model), "the lossless passes")
@@ -252,7 +258,7 @@ class Verifier:
         if not self.numeric:
             result.detail = "ONNX checker passed; numeric verification is off"
             return result
-        fingerprint = computation_fingerprint(model, self.hasher)
+        fingerprint = self._fingerprint(model)
         if fingerprint == self.original.fingerprint:
             result.status, result.max_abs_error = "equal", 0.0
             result.detail = "same computation as the input model"

@@ -82,3 +82,20 @@ def test_structure_snapshot_ignores_equal_reannotation() -> None:
     assert structure_snapshot(model) == before
     relu.type = ir.TensorType(ir.DataType.DOUBLE)
     assert structure_snapshot(model) != before
+
+
+def test_an_input_with_a_default_that_no_run_feeds_is_hashed_as_its_constant() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4] x, float[4, 3] w) => (float[N, 3] y)
+      <float[4, 3] w = {1,2,3,4,5,6,7,8,9,10,11,12}>
+    {
+        y = MatMul (x, w)
+    }
+    """
+    model = model_from_text(text)
+    fed = frozenset({"x"})
+    before, before_all = computation_fingerprint(model, fed=fed), computation_fingerprint(model)
+    model.graph.inputs.pop()  # what inputs_to_initializers does: w is a plain weight now
+    assert computation_fingerprint(model, fed=fed) == before
+    assert computation_fingerprint(model) != before_all  # a run that feeds w would differ

@@ -4,9 +4,16 @@ import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
+import pytest
 
-from irpass.testing import inputs_to_random_initializers, model_from_text
-from irpass.verify import make_session, run_model
+from irpass.errors import VerificationError
+from irpass.testing import (
+    assert_unchanged,
+    inputs_to_random_initializers,
+    model_from_text,
+    serialized,
+)
+from irpass.verify import check_structure, make_session, run_model
 
 TEXT = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -33,6 +40,18 @@ def test_session_shares_weight_buffers_and_matches_a_serialized_copy() -> None:
     np.testing.assert_array_equal(run_model(session, {"x": x})["y"], expected)
     # the model is left exactly as it was
     assert model.graph.initializers["w"].const_value is w
+
+
+def test_checker_runs_without_the_large_weights_and_leaves_the_model_as_it_was() -> None:
+    model = inputs_to_random_initializers(model_from_text(TEXT), ["w", "unused"], seed=0)
+    before = serialized(model)
+    check_structure(model)  # w and unused (16 KB each) reach the checker as typed inputs
+    assert_unchanged(before, model)
+    relu = ir.node("Relu", [model.graph.initializers["w"]], num_outputs=1)
+    relu.outputs[0].name = "h"  # a second producer of h: the checker must still see it
+    model.graph.append(relu)
+    with pytest.raises(VerificationError, match="checker"):
+        check_structure(model)
 
 
 NARROW = """

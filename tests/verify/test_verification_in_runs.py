@@ -168,3 +168,27 @@ def test_rollback_replays_the_passes_kept_before_the_failing_one() -> None:
     weight = model.graph.initializers["w"].const_value.numpy()
     assert np.array_equal(weight, np.arange(1, 13, dtype=np.float32).reshape(4, 3))
     assert result.report.final_verification.status == "equal"
+
+
+def test_differences_that_add_up_past_the_end_to_end_check_are_rolled_back() -> None:
+    # each pass scales the weight by 1 + 7e-5: within float32 tolerance of the state before it
+    # (SQNR 83 dB), but the two together reach 77 dB against the input, below the 80 dB guard
+    model = model_from_text(WEIGHTED)
+    reference = model.graph.initializers["w"].const_value.numpy().copy()
+    pipeline = "t_lying_lossless(factor=1.00007),t_lying_lossless(factor=1.00007)"
+    result = PipelineRunner(pipeline).run(model)
+    first, second = result.report.passes
+    assert first.verification.status == "equal" and not first.rolled_back
+    assert second.rolled_back and second.verification.status == "failed"
+    assert "end-to-end" in result.report.warnings[-1]
+    assert result.report.final_verification.status == "equal"
+    np.testing.assert_allclose(
+        model.graph.initializers["w"].const_value.numpy(), reference * np.float32(1.00007)
+    )
+
+
+def test_strict_stops_when_the_end_to_end_check_fails() -> None:
+    model = model_from_text(WEIGHTED)
+    pipeline = "t_lying_lossless(factor=1.00007),t_lying_lossless(factor=1.00007)"
+    with pytest.raises(PassFailedError, match="final check"):
+        PipelineRunner(pipeline, options=RunOptions(on_failure="error")).run(model)
