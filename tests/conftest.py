@@ -51,7 +51,7 @@ def test_passes() -> Iterator[None]:
 
 # -- summary of the ONNX node-case corpus (tests/corpus), printed after the run ---------------
 
-_CORPUS_MODULE = "tests/corpus/test_onnx_node_cases.py::"
+_CORPUS = "tests/corpus/"
 _corpus_outcomes: dict[str, collections.Counter[str]] = collections.defaultdict(
     collections.Counter
 )
@@ -59,24 +59,26 @@ _corpus_outcomes: dict[str, collections.Counter[str]] = collections.defaultdict(
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Count each corpus case's outcome per mode (runs on the xdist controller too)."""
-    if not report.nodeid.startswith(_CORPUS_MODULE) or "[" not in report.nodeid:
+    if not report.nodeid.startswith(_CORPUS) or "[" not in report.nodeid:
         return
     if report.when != "call" and not (report.failed or report.skipped):
         return
-    mode = report.nodeid[len(_CORPUS_MODULE) :].split("[", 1)[0]
+    function, case = report.nodeid.split("::", 1)[1].rstrip("]").split("[", 1)
+    mode = f"{function} {case.split('-', 1)[0]}" if "lossy" in function else function
     if hasattr(report, "wasxfail"):
         outcome = "allow-listed (xfail)" if report.skipped else "allow-listed but passes"
     elif report.skipped:
         reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
-        outcome = (
-            "skipped: ORT cannot load the original"
-            if "cannot load" in reason
-            else "skipped: ORT fails on its inputs (allow-listed)"
-        )
+        if "cannot load" in reason:
+            outcome = "skipped: ORT cannot load the original"
+        elif "fails on the original" in reason:
+            outcome = "skipped: ORT fails on its inputs (allow-listed)"
+        else:
+            outcome = f"skipped: {reason.removeprefix('Skipped: ')}"
     elif report.failed:
         outcome = "failed"
     else:
-        outcome = "equal"
+        outcome = "valid and runs" if "lossy" in function else "equal"
     _corpus_outcomes[mode][outcome] += 1
 
 

@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from irpass.context import limit_samples
+from irpass.context import Feed, FeedSource
+from irpass.errors import DataError
 
 from .calibrate import calibrate
 from .plan import name_nodes
@@ -66,11 +67,17 @@ RANGE_SAMPLES = 256
 
 _F32 = ir.DataType.FLOAT
 _F16 = ir.DataType.FLOAT16
-#: Ops whose output type is an attribute: they stay as they are (a float32 Constant read by an
-#: fp16 node is copied to float16 instead).
+#: Ops whose output type is an attribute (possibly defaulted: the window ops and
+#: MelWeightMatrix default to float32 output): they stay as they are (a float32 Constant read
+#: by an fp16 node is copied to float16 instead).
 _TYPED_BY_ATTRIBUTE = frozenset(
-    {"Constant", "ConstantOfShape", "EyeLike", "Cast", "CastLike", "Bernoulli"}
+    {"Constant", "ConstantOfShape", "EyeLike", "Cast", "CastLike", "Bernoulli", "RandomNormal",
+     "RandomUniform", "Multinomial", "BlackmanWindow", "HammingWindow", "HannWindow",
+     "MelWeightMatrix"}
 )
+#: Attributes that fix a node's output type (BitCast ``to``, the window ops' and
+#: MelWeightMatrix's ``output_datatype``, random ops' ``dtype``): such a node stays as it is.
+_TYPE_ATTRIBUTES = ("to", "dtype", "output_datatype")
 
 
 def _schema(node: ir.Node, opset: int) -> onnx.defs.OpSchema | None:
@@ -131,6 +138,9 @@ def fp16_decisions(
             continue
         if node.op_type in _TYPED_BY_ATTRIBUTE:
             continue  # constants are converted where they are read; Cast is retargeted below
+        if any(name in node.attributes for name in _TYPE_ATTRIBUTES):
+            reasons["fp32_typed_by_attribute"] += 1
+            continue
         if node.op_type in FP32_OPS or node.op_type in keep or node.name in keep:
             reasons["fp32_blocked"] += 1
             continue
@@ -165,6 +175,25 @@ def _values_read_by_subgraphs(graph: ir.Graph) -> set[str]:
     return names
 
 
+def _whole_batches(source: FeedSource, samples: int) -> FeedSource:
+    """Whole batches of ``source`` until ``samples`` samples are seen.
+
+    The last batch is not cut: a model whose first axis is static, not a batch axis, accepts
+    no shorter tensor (ONNX backend case test_mish: x is float[10000]).
+    """
+
+    def feeds() -> Iterator[Feed]:
+        seen = 0
+        for feed in source():
+            yield feed
+            first = np.asarray(next(iter(feed.values()), 0))
+            seen += int(first.shape[0]) if first.ndim else 1
+            if seen >= samples:
+                return
+
+    return feeds
+
+
 def _out_of_range(model: ir.Model, pass_: QuantizePass) -> set[str]:
     source = pass_.context.calibration_data
     if source is None:
@@ -172,13 +201,21 @@ def _out_of_range(model: ir.Model, pass_: QuantizePass) -> set[str]:
     names = [
         v.name for node in model.graph for v in node.outputs if v.name and v.dtype in (_F32, None)
     ]
-    measured = calibrate(
-        model,
-        names,
-        limit_samples(source, RANGE_SAMPLES),
-        bins=8,
-        progress=pass_.progress("checking fp16 ranges"),
-    )
+    try:
+        measured = calibrate(
+            model,
+            names,
+            _whole_batches(source, RANGE_SAMPLES),
+            bins=8,
+            progress=pass_.progress("checking fp16 ranges"),
+        )
+    except DataError:
+        raise  # no calibration samples at all: the user's data, said as such
+    except Exception as exc:  # data the runtime cannot take (bfloat16, sequences) must not
+        # stop the conversion, but the skipped check is reported, not silent
+        pass_.stats["range_check_failed"] = 1
+        logger.warning("fp16: ranges not checked, the calibration run failed: %s", exc)
+        return set()
     pass_.stats["range_checked_tensors"] = len(measured.stats)
     return {
         name
@@ -246,6 +283,8 @@ class _Converter:
     def run(self, keep_io_fp32: bool) -> None:
         half_nodes = {n.name or "": n for n in self.graph if n.name in self.decisions}
         half_ids = {id(n) for n in half_nodes.values()}
+        # outputs declared float16 by the model itself stay float16 (not cast "back")
+        float_outputs = {id(v) for v in self.graph.outputs if v.dtype == _F32}
         # 1. outputs of fp16 nodes become fp16 values
         for name, node in half_nodes.items():
             for slot in self.decisions[name][1]:
@@ -276,7 +315,7 @@ class _Converter:
                     self.graph.remove(cast_node, safe=True)
                     self.count -= 1
         for index, value in enumerate(list(self.graph.outputs)):
-            if value.dtype != _F16 or not keep_io_fp32:
+            if value.dtype != _F16 or not keep_io_fp32 or id(value) not in float_outputs:
                 continue
             name = value.name or ""
             self.taken.discard(name)
