@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,28 @@ def _digest(*parts: Any) -> str:
         h.update(repr(part).encode())
         h.update(b"\x00")
     return h.hexdigest()
+
+
+def _fill_digest(dtype: np.dtype, shape: tuple[int, ...], element: bytes) -> str:
+    """The content hash of a tensor holding one value everywhere (what ConstantOfShape makes)."""
+    return _digest("fill", dtype.str, tuple(int(d) for d in shape), element)
+
+
+def _uniform_element(array: np.ndarray) -> bytes | None:
+    """The bytes of the one value every element of ``array`` holds (bit for bit), else None."""
+    flat = array.reshape(-1)
+    if flat.size == 0 or array.dtype.kind == "O":
+        return None
+    first = flat[:1].view(np.uint8).tobytes()
+    if flat.size > 1 and flat.dtype.itemsize in (1, 2, 4, 8):
+        words = flat.view(f"u{flat.dtype.itemsize}")
+        if not bool((words == words[0]).all()):
+            return None
+    elif flat.size > 1:
+        rows = flat.view(np.uint8).reshape(flat.size, -1)
+        if not bool((rows == rows[0]).all()):
+            return None
+    return first
 
 
 class TensorHasher:
@@ -99,6 +122,11 @@ class TensorHasher:
         sample: np.ndarray | None = None
         if array is None:
             full = _digest("opaque", str(tensor.dtype), tuple(tensor.shape.numpy()), id(tensor))
+        elif (element := _uniform_element(array)) is not None:
+            # by value, so that a ConstantOfShape and its materialized result hash alike
+            full = _fill_digest(array.dtype, array.shape, element)
+            if not isinstance(tensor, _IMMUTABLE_TENSORS):
+                sample = self._sample(array)
         else:
             h = hashlib.blake2b(digest_size=16)
             h.update(f"{array.dtype.str}{array.shape}".encode())
@@ -273,6 +301,32 @@ def _annotation(value: ir.Value) -> tuple[Any, Any]:
     return (value.dtype, dims)
 
 
+def _constant_of_shape(node: ir.Node, fed: Callable[[ir.Value], bool]) -> str | None:
+    """The content hash of a ConstantOfShape's result when its shape is a stored constant.
+
+    ``fed`` tells whether the runs feed a graph input (one with a default that they do not
+    feed is that constant).
+    """
+    shape_value = node.inputs[0] if node.inputs else None
+    if shape_value is None or shape_value.const_value is None:
+        return None
+    if shape_value.is_graph_input() and fed(shape_value):
+        return None
+    try:
+        shape = tuple(int(d) for d in shape_value.const_value.numpy().reshape(-1))
+        attr = node.attributes.get("value")
+        element = (
+            np.zeros(1, np.float32)
+            if attr is None
+            else np.ascontiguousarray(attr.as_tensor().numpy()).reshape(-1)[:1]
+        )
+    except Exception:  # unreadable operands: hashed as the op it is
+        return None
+    if element.size != 1 or math.prod(shape) == 0 or any(d < 0 for d in shape):
+        return None
+    return _fill_digest(element.dtype, shape, element.view(np.uint8).tobytes())
+
+
 class _Merkle:
     def __init__(
         self, model: ir.Model, hasher: TensorHasher, fed: frozenset[str] | None = None
@@ -310,6 +364,10 @@ class _Merkle:
             attr = node.attributes.get("value")
             if attr is not None and attr.type == ir.AttributeType.TENSOR:
                 return _digest("const", self.hasher.content(attr.value))
+        if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
+            fill = _constant_of_shape(node, self._fed)
+            if fill is not None:
+                return _digest("const", fill)
         return _digest(self.node(node), node.outputs.index(value) if value in node.outputs else -1)
 
     def _fed(self, value: ir.Value) -> bool:

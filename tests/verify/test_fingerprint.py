@@ -3,6 +3,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import onnx_ir as ir
+import pytest
 
 from irpass.testing import model_from_text
 from irpass.verify.fingerprint import TensorHasher, computation_fingerprint, structure_snapshot
@@ -99,3 +100,32 @@ def test_an_input_with_a_default_that_no_run_feeds_is_hashed_as_its_constant() -
     model.graph.inputs.pop()  # what inputs_to_initializers does: w is a plain weight now
     assert computation_fingerprint(model, fed=fed) == before
     assert computation_fingerprint(model) != before_all  # a run that feeds w would differ
+
+
+FILL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[2, 4] x) => (float[2, 3] y) <int64[2] s = {4, 3}> {
+    w = ConstantOfShape <value = float[1] {0.02}> (s)
+    y = MatMul (x, w)
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "stored,same",
+    [(np.full((4, 3), 0.02, np.float32), True), (np.full((4, 3), -0.0, np.float32), False)],
+)
+def test_a_constant_of_shape_and_its_materialized_weight_hash_alike(
+    stored: np.ndarray, same: bool
+) -> None:
+    model = model_from_text(FILL)
+    before = computation_fingerprint(model)
+    node = next(iter(model.graph))
+    matmul = next(n for n in model.graph if n.op_type == "MatMul")
+    weight = ir.Value(name="w_folded", const_value=ir.tensor(stored, name="w_folded"))
+    model.graph.register_initializer(weight)
+    matmul.replace_input_with(1, weight)
+    model.graph.remove(node, safe=True)
+    assert (computation_fingerprint(model) == before) is same
+    zero = model_from_text(FILL.replace("0.02", "0.0"))
+    assert computation_fingerprint(zero) != computation_fingerprint(model)  # -0.0 is not 0.0
