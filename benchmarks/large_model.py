@@ -22,7 +22,6 @@ measured the same way; the output's deviation from the input is recorded (lossy)
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import subprocess
 import sys
@@ -90,23 +89,36 @@ def build(folder: pathlib.Path, d_model: int, layers: int, seq: int = 8, seed: i
     return offset
 
 
+#: Runs ``irpass`` and writes the process's own peak RSS (VmHWM: since exec, so not the
+#: parent's memory a forked child starts with, which ``ru_maxrss`` of a child includes).
+_CHILD = """
+import pathlib, sys
+from irpass.cli import main
+code = main(sys.argv[2:])
+status = pathlib.Path("/proc/self/status").read_text()
+kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+pathlib.Path(sys.argv[1]).write_text(str(kib * 1024))
+sys.exit(code)
+"""
+
+
 def run_optimize(model: pathlib.Path, out: pathlib.Path, workdir: pathlib.Path,
                  passes: str) -> dict:
     """Run irpass as a child from ``workdir``; returns peak RSS (bytes), seconds, exit code."""
-    command = [sys.executable, "-m", "irpass", "optimize", str(model), "-o", str(out),
-               "--passes", passes]
-    started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    stderr = proc.stderr.read() if proc.stderr else ""
+    args = ["optimize", str(model), "-o", str(out), "--passes", passes]
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = pathlib.Path(tmp) / "peak"
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(peak_file), *args], cwd=workdir,
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        peak = int(peak_file.read_text()) if peak_file.exists() else None
     return {
-        "command": " ".join(command),
-        "exit_code": os.waitstatus_to_exitcode(status),
-        "peak_rss_bytes": usage.ru_maxrss * 1024,  # Linux reports KiB
+        "command": "python -m irpass " + " ".join(args),
+        "exit_code": proc.returncode,
+        "peak_rss_bytes": peak,
         "seconds": seconds,
-        "stderr_tail": stderr[-2000:],
+        "stderr_tail": proc.stderr[-2000:],
     }
 
 
@@ -158,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         for label, pipeline in pipelines.items():
             out = root / f"out_{label}"
             run = run_optimize(root / "model" / "model.onnx", out, root / "elsewhere", pipeline)
-            run["rss_over_weights"] = run["peak_rss_bytes"] / weight_bytes
-            run["rss_over_weights_above_baseline"] = (
-                run["peak_rss_bytes"] - baseline) / weight_bytes
+            peak = run["peak_rss_bytes"] or 0  # None: the child died before reporting it
+            run["rss_over_weights"] = peak / weight_bytes
+            run["rss_over_weights_above_baseline"] = (peak - (baseline or 0)) / weight_bytes
             if run["exit_code"] == 0:
                 run.update(check_output(root / "model" / "model.onnx", out / "model.onnx"))
             runs[label] = run
