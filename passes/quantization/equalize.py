@@ -50,7 +50,7 @@ _LINEAR = ("Conv", "Gemm", "MatMul")
 
 
 def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None:
+    if value is None or value.is_graph_input():  # a default the user may override: not ours
         return None
     tensor = ir.convenience.get_const_tensor(value)
     return None if tensor is None else tensor.numpy()

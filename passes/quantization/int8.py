@@ -124,7 +124,13 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
         stats["quantized_layers"] = 0
         _record_plan(pass_.details, full, [])
         return modified
-    modified = _rescale(model, full, source, options, stats) or modified
+    if _rescale(model, full, source, options, stats):
+        modified = True
+        # rescaling gave layers new private weights: plan (and calibrate) what is there now
+        dtypes = element_types(model)
+        full = make_plan(
+            model, rules, exclude=options.exclude, per_channel=options.per_channel, dtypes=dtypes
+        )
     names = full.activations()
     started = time.perf_counter()
     calibration: Calibration = calibrate(
@@ -212,9 +218,12 @@ def _rescale(
 
 
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:
+    # a model's opset imports are its graph's: read them before the graph is swapped, or
+    # clearing the (new) graph's imports would empty both
+    opsets = dict(snapshot.opset_imports)
     model.graph = snapshot.graph
     model.opset_imports.clear()
-    model.opset_imports.update(snapshot.opset_imports)
+    model.opset_imports.update(opsets)
 
 
 def _record_plan(details: dict[str, Any], plan: QuantPlan, fallback: list[str]) -> None:

@@ -120,3 +120,31 @@ def test_smoothquant_option_runs_inside_the_pass():
         "smooth_quant=0.5,max_drop=none,never_slower=false",
     )
     assert pass_.stats["smoothed_inputs"] == 1 and pass_.stats["quantized_layers"] == 2
+
+
+def test_cle_leaves_a_weight_the_user_may_override_alone_and_quantize_still_plans():
+    # a weight that is also a graph input (a default the caller may replace) is not a
+    # constant: CLE used to rewrite it into a private initializer, after which quantize
+    # planned a layer it had not calibrated (KeyError: no calibrated range; found by fuzzing)
+    model = uneven_separable()
+    dw = model.graph.initializers["dw"]
+    default = dw.const_value.numpy().copy()
+    model.graph.inputs.append(dw)
+    source = gaussian_source({"x": (4, 8, 8, 8)})
+    pass_ = run_quantize(model, source, "rules=nnapi,per_channel=false,never_slower=false")
+    assert dw in model.graph.inputs
+    np.testing.assert_array_equal(dw.const_value.numpy(), default)
+    first = next(n for n in model.graph if n.op_type == "Conv" and n.inputs[1] is dw)
+    assert first.attributes.get_int("group") == 8
+    assert pass_.stats.get("equalized_pairs", 0) == 0
+
+
+def test_undone_rescaling_keeps_the_opset_imports():
+    from irpass.passes.quantization.int8 import _restore
+
+    model = uneven_separable()
+    snapshot = model.clone()
+    cross_layer_equalize(model)
+    _restore(model, snapshot)
+    assert model.opset_imports == {"": 17}
+    assert model.graph is snapshot.graph
