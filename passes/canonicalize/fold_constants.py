@@ -75,10 +75,11 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass
 
-# Private to onnxscript, used on purpose: the public fold_constants_ir aborts the whole folding
-# when one op's evaluator raises; only a subclass of its pass can skip that node (_TolerantFolder).
-# Nothing is vendored: an onnxscript change that breaks this fails tests/passes/canonicalize.
-from onnxscript.optimizer._constant_folding import FoldConstantsPass as _OnnxscriptFolder
+# onnxscript's folding pass, subclassed on purpose: the fold_constants_ir function aborts the
+# whole folding when one op's evaluator raises; only a subclass of its pass can skip that node
+# (_TolerantFolder). Reached through the public ``optimizer.constant_folding`` name, nothing is
+# vendored: an onnxscript change that breaks this fails tests/passes/canonicalize.
+from onnxscript.optimizer import constant_folding as _onnxscript_folding
 
 from irpass.ir import default_opset
 from irpass.pass_base import IrpassPass, option
@@ -126,6 +127,9 @@ def _count_constant_nodes(model: ir.Model) -> int:
         for node in graph
         if node.op_type == "Constant" and is_onnx_domain(node.domain)
     )
+
+
+_OnnxscriptFolder = _onnxscript_folding.FoldConstantsPass
 
 
 class _TolerantFolder(_OnnxscriptFolder):
