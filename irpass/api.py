@@ -250,6 +250,11 @@ def optimize(
             precision the target lacks, data that do not fit, a failing pass, ...).
     """
     ir_model, input_path = _load(model)
+    input_bytes = (
+        sum(p.stat().st_size for p in [pathlib.Path(input_path), *external_data_paths(ir_model)])
+        if input_path is not None
+        else None
+    )
     chosen = load_target(target) if isinstance(target, (str, os.PathLike)) else target
     if calib_samples < 1:
         raise DataError(
@@ -272,6 +277,8 @@ def optimize(
             build_engine=build_engine, progress=progress, max_drop=max_drop,
             search=search or SearchSettings(),
         )  # fmt: skip
+        if input_bytes is not None:
+            result.report.before["file_bytes"] = input_bytes
         if outputs is not None:
             _write(result, outputs)
             outputs.plan.commit()
@@ -502,6 +509,8 @@ def _write(result: OptimizeResult, outputs: _Outputs) -> None:
                     hint="this is a bug in the backend's planned_files; please report it",
                 )
         _finish_artifacts(result.manifest, staged)
+        written = [staged / n for n in ("model.onnx", "model.onnx.data") if (staged / n).is_file()]
+        report.after["file_bytes"] = sum(p.stat().st_size for p in written)
         report.output = str(outputs.out_dir / "model.onnx")
         (staged / "report.json").write_text(report_json(report))
         write_report_html(report.to_dict(), staged / "report.html")

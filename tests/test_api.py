@@ -315,3 +315,10 @@ def test_ios_decomposes_lrn_so_core_ml_takes_the_whole_graph():
     assert "LRN" not in {n.op_type for n in result.model.graph}
     assert [p.verification.status for p in result.report.passes if p.name == "decompose_ops"] == [
         "equal"]
+
+
+def test_a_target_run_reports_the_file_sizes_before_and_after(tmp_path: pathlib.Path) -> None:
+    mlp = trained_paths()["digits_mlp"]
+    result = irpass.optimize(mlp, "x86", precision="fp32", out_dir=tmp_path / "out")
+    assert result.report.before["file_bytes"] == mlp.stat().st_size
+    assert result.report.after["file_bytes"] == (tmp_path / "out" / "model.onnx").stat().st_size

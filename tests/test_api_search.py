@@ -86,3 +86,4 @@ def test_max_drop_needs_the_data_as_a_file() -> None:
 def test_max_drop_without_evaluation_data_is_refused(tmp_path: pathlib.Path) -> None:
     with pytest.raises(DataError, match="evaluation data"):
         irpass.optimize(MLP, "x86", precision="fp32", max_drop="1%", search=SERIAL)
+
