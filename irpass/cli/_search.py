@@ -17,7 +17,13 @@ from irpass.search import SearchResult, SearchSettings, search_pipeline
 from irpass.search.objective import OBJECTIVES
 from irpass.search.pareto import pareto_front
 
-__all__ = ["add_search_arguments", "search_for", "search_settings", "search_table"]
+__all__ = [
+    "add_search_arguments",
+    "require_eval_data",
+    "search_for",
+    "search_settings",
+    "search_table",
+]
 
 
 def add_search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +78,15 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def require_eval_data(args: argparse.Namespace) -> None:
+    """``--max-drop`` is measured on ``--eval-data``: refuse it without."""
+    if not args.eval_data:
+        raise DataError(
+            "--max-drop needs --eval-data: the budget is measured on evaluation data",
+            hint="e.g. --eval-data val.npz --labels data --max-drop 1%",
+        )
+
+
 def search_settings(args: argparse.Namespace) -> SearchSettings:
     """The search options ``args`` give (checked)."""
     if args.jobs is not None and args.jobs < 1:
@@ -90,11 +105,7 @@ def search_for(
     progress: Callable[[str], None] | None,
 ) -> tuple[str, SearchResult]:
     """Run the search ``args`` ask for; return the pipeline to run and the search."""
-    if not args.eval_data:
-        raise DataError(
-            "--max-drop needs --eval-data: the budget is measured on evaluation data",
-            hint="e.g. --eval-data val.npz --labels data --max-drop 1%",
-        )
+    require_eval_data(args)
     settings = search_settings(args)
     outcome = search_pipeline(
         model,

@@ -17,7 +17,13 @@ from irpass.api import OptimizeResult, optimize
 from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
 from irpass.cli._markup import esc
-from irpass.cli._search import add_search_arguments, search_for, search_settings, search_table
+from irpass.cli._search import (
+    add_search_arguments,
+    require_eval_data,
+    search_for,
+    search_settings,
+    search_table,
+)
 from irpass.context import FeedSource, PassContext, limit_samples
 from irpass.data import load_labels, open_data
 from irpass.diff import diff_models
@@ -348,21 +354,23 @@ def _shapes(texts: list[str] | str | None, model_path: str) -> list[dict[str, tu
                                                           else texts)]
 
 
-def _run_target(args: argparse.Namespace) -> int:
-    """``--target``: everything through :func:`irpass.optimize`, then the summary."""
-    if args.max_drop is not None and not args.eval_data:
-        raise DataError(
-            "--max-drop needs --eval-data: the budget is measured on evaluation data",
-            hint="e.g. --eval-data val.npz --labels data --max-drop 1%",
-        )
-    with Progress(
+def _spinner() -> Progress:
+    """The transient progress line of a run (off when stderr is not a terminal)."""
+    return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
         disable=not err_console.is_terminal,
-    ) as progress:
+    )
+
+
+def _run_target(args: argparse.Namespace) -> int:
+    """``--target``: everything through :func:`irpass.optimize`, then the summary."""
+    if args.max_drop is not None:
+        require_eval_data(args)
+    with _spinner() as progress:
         task = progress.add_task("starting", total=None)
 
         def on_step(label: str, index: int) -> None:
@@ -483,14 +491,7 @@ def _optimize(
     pipeline = DEFAULT_PIPELINE if args.passes is None else args.passes
     if args.freeze_inputs:  # recorded in the report's pipeline like any other step
         pipeline = f"{FREEZE_STEP},{pipeline}"
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    ) as progress:
+    with _spinner() as progress:
         task = progress.add_task("starting", total=None)
 
         def on_step(label: str, index: int) -> None:

@@ -82,7 +82,7 @@ def test_bad_options_are_named(text, error):
 def test_trained_models_lose_at_most_half_a_point_at_under_30_percent_of_the_weights(name):
     calib, test = TRAINED[name]
     if name not in trained_paths():
-        pytest.skip(f"{name} is not in models/trained/metrics.json yet (issue 11 trains it)")
+        pytest.skip(f"{name} is not in models/trained/ (python -m models.train trained)")
     directory = trained_paths()[name].parent
     model = load_model(trained_paths()[name])
     before_bytes = initializer_bytes(model)
