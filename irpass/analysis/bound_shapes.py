@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -184,7 +185,7 @@ def _foldable(
     )
 
 
-def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     for attr in node.attribute:
         if attr.name == name:
             return onnx.helper.get_attribute_value(attr)
@@ -205,21 +206,21 @@ def _evaluate(
     op = node.op_type
     if op == "Shape":
         dims = static[node.input[0]]
-        start, end = int(_attr(node, "start", 0)), _attr(node, "end", None)  # type: ignore[arg-type]
-        return [np.array(dims[start : None if end is None else int(end)], dtype=np.int64)]  # type: ignore[call-overload]
+        start, end = int(_attr(node, "start", 0)), _attr(node, "end", None)
+        return [np.array(dims[start : None if end is None else int(end)], dtype=np.int64)]
     if op == "Size":
         return [np.array(_numel(static[node.input[0]]), dtype=np.int64)]
     if op == "Constant" and _attr(node, "value") is not None:
-        return [numpy_helper.to_array(_attr(node, "value"))]  # type: ignore[arg-type]
+        return [numpy_helper.to_array(_attr(node, "value"))]
     args = [known[name] for name in node.input if name]
     if op == "Identity":
         return [args[0]]
     if op == "Concat":
-        return [np.concatenate(args, axis=int(_attr(node, "axis", 0)))]  # type: ignore[call-overload]
+        return [np.concatenate(args, axis=int(_attr(node, "axis", 0)))]
     if op == "Gather":
-        return [np.take(args[0], args[1], axis=int(_attr(node, "axis", 0)))]  # type: ignore[call-overload]
+        return [np.take(args[0], args[1], axis=int(_attr(node, "axis", 0)))]
     if op == "Cast":
-        to = onnx.helper.tensor_dtype_to_np_dtype(int(_attr(node, "to")))  # type: ignore[call-overload]
+        to = onnx.helper.tensor_dtype_to_np_dtype(int(_attr(node, "to")))
         if np.issubdtype(to, np.integer) and not np.issubdtype(args[0].dtype, np.integer):
             args[0] = np.trunc(args[0])  # ONNX Cast from float truncates toward zero
         return [args[0].astype(to)]
