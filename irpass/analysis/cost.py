@@ -205,6 +205,8 @@ def _peak_activation_bytes(
             live[value] = size(value)
     peak = sum(live.values())
     for index, node in enumerate(nodes):
+        if _constant_weight(node) is not None:
+            continue  # a weight (counted in params), not an activation: see _constant_weight
         for value in node.outputs:
             live[value] = size(value)
         peak = max(peak, sum(live.values()))
