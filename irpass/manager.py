@@ -688,21 +688,23 @@ def _cost_shapes(
 ) -> dict[str, list[int]] | None:
     """Input shapes to count MACs and activations at.
 
-    The first verification feed's, else the first ``--input-shapes``, else the declared ones
-    when they are all static; None (symbolic dims count as 1) otherwise.
+    The declared ones when they are all static, else the first verification feed's, else the
+    first ``--input-shapes``; None (symbolic dims count as 1) without any.
     """
-    given = verifier.shapes or options.input_shapes or []
-    if given:
-        return {name: [int(d) for d in dims] for name, dims in given[0].items()}
     declared: dict[str, list[int]] = {}
     for value in model.graph.inputs:
         if value.name in model.graph.initializers:
             continue
         dims = [d for d in value.shape or () if isinstance(d, int)]
         if value.shape is None or len(dims) != len(value.shape):
-            return None
+            break
         declared[value.name or ""] = dims
-    return declared
+    else:
+        return declared
+    given = verifier.shapes or options.input_shapes or []
+    if not given:
+        return None
+    return {name: [int(d) for d in dims] for name, dims in given[0].items()}
 
 
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:

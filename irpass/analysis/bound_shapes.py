@@ -30,7 +30,7 @@ import onnx_ir as ir
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from irpass.analysis.shapes import ValueInfo, call_without_weights
+from irpass.analysis.shapes import ValueInfo, call_without_weights, inferred_values, static_numel
 
 __all__ = ["MAX_FOLDED_ELEMENTS", "values_at"]
 
@@ -57,7 +57,37 @@ def values_at(model: ir.Model, input_shapes: Mapping[str, Sequence[int]]) -> dic
     unknown are absent or keep symbolic dims. The model is left exactly as it was.
     """
     shapes = {name: [int(d) for d in dims] for name, dims in input_shapes.items()}
+    if _declared(model) == shapes:
+        # the inputs are static already: plain inference (free on an annotated model) is the
+        # answer unless it left some size unknown that folding could still find
+        values = inferred_values(model)
+        if _all_static(model, values):
+            return values
     return call_without_weights(lambda proto: _values_at_proto(proto, shapes), model)
+
+
+def _declared(model: ir.Model) -> dict[str, list[int]] | None:
+    declared = {}
+    for value in model.graph.inputs:
+        if value.name in model.graph.initializers:
+            continue
+        dims = [d for d in value.shape or () if isinstance(d, int)]
+        if value.shape is None or len(dims) != len(value.shape):
+            return None
+        declared[value.name or ""] = dims
+    return declared
+
+
+def _all_static(model: ir.Model, values: Mapping[str, ValueInfo]) -> bool:
+    for graph in model.graphs():
+        for node in graph:
+            for value in node.outputs:
+                if not value.name:
+                    continue
+                shape = values.get(value.name, (None, None))[0]
+                if shape is None or static_numel(shape) is None:
+                    return False
+    return True
 
 
 def _values_at_proto(
@@ -122,11 +152,9 @@ def _fold_round(graph: onnx.GraphProto, opsets: Mapping[str, int]) -> dict[str, 
         dims = _static_dims(info)
         if dims is not None:
             static[info.name] = dims
-    known = {
-        init.name: numpy_helper.to_array(init)
-        for init in graph.initializer
-        if _numel(init.dims) <= MAX_FOLDED_ELEMENTS
-    }
+    known = _Known(
+        {init.name: init for init in graph.initializer if _numel(init.dims) <= MAX_FOLDED_ELEMENTS}
+    )
     new: dict[str, np.ndarray] = {}
     progress = False
     for node in graph.node:
@@ -146,12 +174,38 @@ def _fold_round(graph: onnx.GraphProto, opsets: Mapping[str, int]) -> dict[str, 
         progress = progress or node.op_type != "Constant"
     if not progress:  # inference saw the constants already: folding them alone changes nothing
         return {}
-    kept = [n for n in graph.node if not (n.output and all(o in new or not o for o in n.output))]
+    # Constant nodes, not initializers: IR < 4 wants every initializer listed as an input too
+    nodes = []
+    for node in graph.node:
+        if node.output and all(o in new or not o for o in node.output):
+            nodes += [_constant(name, new[name]) for name in node.output if name]
+        else:
+            nodes.append(node)
     graph.ClearField("node")
-    graph.node.extend(kept)
-    for name, array in new.items():
-        graph.initializer.append(numpy_helper.from_array(array, name))
+    graph.node.extend(nodes)
     return new
+
+
+def _constant(name: str, array: np.ndarray) -> onnx.NodeProto:
+    return onnx.helper.make_node(
+        "Constant", [], [name], value=numpy_helper.from_array(array), name=f"{name}__folded"
+    )
+
+
+class _Known(dict[str, np.ndarray]):
+    """Known values; small initializers are converted to arrays only when a fold reads them."""
+
+    def __init__(self, initializers: dict[str, onnx.TensorProto]) -> None:
+        super().__init__()
+        self._initializers = initializers
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or name in self._initializers
+
+    def __missing__(self, name: str) -> np.ndarray:
+        array = numpy_helper.to_array(self._initializers[name])
+        self[name] = array
+        return array
 
 
 def _numel(dims: Sequence[int]) -> int:
@@ -161,9 +215,7 @@ def _numel(dims: Sequence[int]) -> int:
     return total
 
 
-def _foldable(
-    node: onnx.NodeProto, static: Mapping[str, list[int]], known: Mapping[str, np.ndarray]
-) -> bool:
+def _foldable(node: onnx.NodeProto, static: Mapping[str, list[int]], known: _Known) -> bool:
     if node.domain not in ("", "ai.onnx") or node.op_type in _RANDOM:
         return False
     if any(
@@ -195,7 +247,7 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
 def _evaluate(
     node: onnx.NodeProto,
     static: Mapping[str, list[int]],
-    known: Mapping[str, np.ndarray],
+    known: _Known,
     opsets: Mapping[str, int],
 ) -> list[np.ndarray]:
     """Outputs of one node.
@@ -215,6 +267,14 @@ def _evaluate(
     args = [known[name] for name in node.input if name]
     if op == "Identity":
         return [args[0]]
+    if op == "ConstantOfShape":
+        value = _attr(node, "value")
+        fill = (
+            numpy_helper.to_array(value).reshape(-1)
+            if value is not None
+            else np.zeros(1, np.float32)
+        )
+        return [np.full([int(d) for d in args[0]], fill[0], dtype=fill.dtype)]
     if op == "Concat":
         return [np.concatenate(args, axis=int(_attr(node, "axis", 0)))]
     if op == "Gather":
@@ -239,6 +299,29 @@ def _evaluate(
     return [np.asarray(o) for o in evaluator.run(None, feeds)]
 
 
+def _value_info(type_proto: onnx.TypeProto) -> ValueInfo:
+    """(shape, dtype) of a type proto.
+
+    Tensors are read directly: a full deserialization spends most of its time building types
+    this analysis does not need.
+    """
+    if type_proto.HasField("tensor_type"):
+        tensor = type_proto.tensor_type
+        shape = None
+        if tensor.HasField("shape"):
+            shape = ir.Shape(
+                [
+                    d.dim_value if d.HasField("dim_value") else ir.SymbolicDim(d.dim_param or None)
+                    for d in tensor.shape.dim
+                ]
+            )
+        return shape, ir.DataType(tensor.elem_type) if tensor.elem_type else None
+    type_ = ir.serde.deserialize_type_proto_for_type(type_proto)
+    return ir.serde.deserialize_type_proto_for_shape(type_proto), (
+        type_.dtype if type_ is not None else None
+    )
+
+
 def _collect(proto: onnx.ModelProto, folded: Mapping[str, np.ndarray]) -> dict[str, ValueInfo]:
     out: dict[str, ValueInfo] = {}
     stack = [proto.graph]
@@ -247,9 +330,7 @@ def _collect(proto: onnx.ModelProto, folded: Mapping[str, np.ndarray]) -> dict[s
         for info in list(graph.input) + list(graph.value_info) + list(graph.output):
             if not info.type.WhichOneof("value") or info.name in out:
                 continue
-            shape = ir.serde.deserialize_type_proto_for_shape(info.type)
-            type_ = ir.serde.deserialize_type_proto_for_type(info.type)
-            out[info.name] = (shape, type_.dtype if type_ is not None else None)
+            out[info.name] = _value_info(info.type)
         for node in graph.node:
             for attr in node.attribute:
                 if attr.type == onnx.AttributeProto.GRAPH:
