@@ -248,6 +248,19 @@ class PipelineRunner:
                 hint="irpass verifies every pass against the input model; fix the input, or "
                 "use --verify none for structural checks only",
             ) from exc
+        try:
+            return self._run_verified(model, input_path, verifier, customs, started)
+        finally:
+            verifier.close()  # a run that raised leaves no reference runs behind
+
+    def _run_verified(
+        self,
+        model: ir.Model,
+        input_path: str | None,
+        verifier: Verifier,
+        customs: list[tuple[str, str]],
+        started: float,
+    ) -> RunResult:
         report = RunReport(
             irpass_version=__version__,
             input=input_path,
@@ -255,14 +268,6 @@ class PipelineRunner:
             expanded_pipeline=format_pipeline(self.steps),
             target=getattr(self.context.target, "name", self.context.target),
         )
-        report.verification = {
-            "mode": self.options.verify,
-            "feeds": verifier.describe(),
-            "shapes": [
-                {name: list(shape) for name, shape in shapes.items()} for shapes in verifier.shapes
-            ],
-            "notes": list(verifier.notes),
-        }
         if customs:
             report.warnings.append(
                 "custom-domain ops present; numeric verification disabled: "
@@ -294,6 +299,15 @@ class PipelineRunner:
         if self.options.verify == "final":
             self._close_segment(model, state)
         self._finish(model, state)
+        # after the passes: the reference runs (which found the feeds) went on beside them
+        report.verification.update(
+            mode=self.options.verify,
+            feeds=verifier.describe(),
+            shapes=[
+                {name: list(shape) for name, shape in shapes.items()} for shapes in verifier.shapes
+            ],
+            notes=list(verifier.notes),
+        )
         report.after = self._current_cost(model).summary()
         if evaluator is not None:
             report.metrics_after = dict(evaluator(model))
@@ -688,23 +702,28 @@ def _cost_shapes(
 ) -> dict[str, list[int]] | None:
     """Input shapes to count MACs and activations at.
 
-    The declared ones when they are all static, else the first verification feed's, else the
-    first ``--input-shapes``; None (symbolic dims count as 1) without any.
+    The declared sizes, the first ``--input-shapes`` for the inputs it names; when a symbolic
+    input is left, the first verification feed's shapes (this waits for the feed search, which
+    otherwise runs beside the first passes); None (symbolic dims count as 1) without any.
     """
-    declared: dict[str, list[int]] = {}
+    given = options.input_shapes[0] if options.input_shapes else {}
+    shapes: dict[str, list[int]] = {}
     for value in model.graph.inputs:
-        if value.name in model.graph.initializers:
+        name = value.name or ""
+        if name in model.graph.initializers:
+            continue
+        if name in given:
+            shapes[name] = [int(d) for d in given[name]]
             continue
         dims = [d for d in value.shape or () if isinstance(d, int)]
         if value.shape is None or len(dims) != len(value.shape):
             break
-        declared[value.name or ""] = dims
+        shapes[name] = dims
     else:
-        return declared
-    given = verifier.shapes or options.input_shapes or []
-    if not given:
+        return shapes
+    if not verifier.shapes:
         return None
-    return {name: [int(d) for d in dims] for name, dims in given[0].items()}
+    return {name: [int(d) for d in dims] for name, dims in verifier.shapes[0].items()}
 
 
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:
