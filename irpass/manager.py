@@ -273,7 +273,8 @@ class PipelineRunner:
                 "custom-domain ops present; numeric verification disabled: "
                 + ", ".join(f"{d}::{o}" for d, o in customs)
             )
-        self._cost_shapes = report.cost_shapes = _cost_shapes(model, verifier, self.options)
+        report.cost_shapes, report.cost_shapes_source = _cost_shapes(model, verifier, self.options)
+        self._cost_shapes = report.cost_shapes
         self._invalidate()
         report.before = self._current_cost(model).summary()
         evaluator = getattr(self.context, "evaluator", None)
@@ -699,12 +700,13 @@ def _freezes_inputs(steps: list[Step] | tuple[Step, ...]) -> bool:
 
 def _cost_shapes(
     model: ir.Model, verifier: Verifier, options: RunOptions
-) -> dict[str, list[int]] | None:
+) -> tuple[dict[str, list[int]] | None, str]:
     """Input shapes to count MACs and activations at.
 
     The declared sizes, the first ``--input-shapes`` for the inputs it names; when a symbolic
     input is left, the first verification feed's shapes (this waits for the feed search, which
     otherwise runs beside the first passes); None (symbolic dims count as 1) without any.
+    Returns them with where they came from, as the report says it.
     """
     given = options.input_shapes[0] if options.input_shapes else {}
     shapes: dict[str, list[int]] = {}
@@ -720,10 +722,11 @@ def _cost_shapes(
             break
         shapes[name] = dims
     else:
-        return shapes
+        return shapes, "--input-shapes" if given else "declared"
     if not verifier.shapes:
-        return None
-    return {name: [int(d) for d in dims] for name, dims in verifier.shapes[0].items()}
+        return None, "no verification shapes"
+    first = verifier.shapes[0]
+    return {name: [int(d) for d in dims] for name, dims in first.items()}, "verification"
 
 
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:

@@ -85,6 +85,9 @@ class RunReport:
     #: counted at: the first verification feed's or --input-shapes; None when neither exists
     #: and symbolic dims count as 1
     cost_shapes: dict[str, list[int]] | None = None
+    #: where ``cost_shapes`` came from: ``declared``, ``--input-shapes``, ``verification`` (the
+    #: first verification feed's) or ``no verification shapes``
+    cost_shapes_source: str = ""
     #: hygiene items left at the end, each with the pass that introduced it
     hygiene: list[dict[str, str]] = dataclasses.field(default_factory=list)
     sweeps: list[dict[str, Any]] = dataclasses.field(default_factory=list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from shape_models_for_tests import batch_view, upsample
 
 from irpass.manager import PipelineRunner, RunOptions
+from irpass.testing import inputs_to_random_initializers, model_from_text
 
 
 def test_lossless_run_counts_the_same_macs_before_and_after_at_the_verification_shapes() -> None:
@@ -16,6 +17,7 @@ def test_lossless_run_counts_the_same_macs_before_and_after_at_the_verification_
     assert report.cost_shapes == {
         name: list(dims) for name, dims in report.verification["shapes"][0].items()
     }
+    assert report.cost_shapes_source == "verification"
     batch = report.cost_shapes["x"][0]
     assert report.before["macs"] == report.after["macs"] == batch * 8 * 16 * 8
     assert report.before["unknown_macs_nodes"] == report.after["unknown_macs_nodes"] == 0
@@ -27,7 +29,7 @@ def test_lossless_run_counts_the_same_macs_before_and_after_at_the_verification_
 def test_given_input_shapes_are_the_ones_counted() -> None:
     options = RunOptions(input_shapes=[{"x": (6, 64)}, {"x": (2, 64)}])
     report = PipelineRunner("canonicalize", options=options).run(batch_view()).report
-    assert report.cost_shapes == {"x": [6, 64]}
+    assert report.cost_shapes == {"x": [6, 64]} and report.cost_shapes_source == "--input-shapes"
     assert report.before["macs"] == report.after["macs"] == 6 * 8 * 16 * 8
 
 
@@ -48,4 +50,18 @@ def test_without_verification_shapes_symbolic_dims_count_as_one_and_the_report_s
         PipelineRunner("canonicalize", options=RunOptions(verify="none")).run(batch_view()).report
     )
     assert report.cost_shapes is None
+    assert report.cost_shapes_source == "no verification shapes"
     assert report.before["macs"] == 8 * 16 * 8  # one sample
+
+
+def test_static_model_is_counted_at_its_declared_shapes() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2, 8] x, float[8, 3] w) => (float[2, 3] y) {
+        y = MatMul(x, w)
+    }
+    """
+    model = inputs_to_random_initializers(model_from_text(text), ["w"])
+    report = PipelineRunner("canonicalize").run(model).report
+    assert report.cost_shapes == {"x": [2, 8]} and report.cost_shapes_source == "declared"
+    assert report.after["macs"] == 2 * 8 * 3

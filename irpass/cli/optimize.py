@@ -303,10 +303,12 @@ def _summary_tables(report: RunReport) -> list[Table]:
         for key in ("unknown_macs_nodes", "unknown_activation_values")
     ]
     note = cost_shapes_note(report.cost_shapes, *unknown)
-    if report.cost_shapes and report.verification.get("shapes"):
-        note += " (the first verification feed's; set with --input-shapes)"
-    elif not report.cost_shapes:
-        note += " (set real sizes with --input-shapes)"
+    source = {
+        "verification": " (the first verification feed's; set with --input-shapes)",
+        "declared": " (declared)",
+        "no verification shapes": " (no verification shapes; set real ones with --input-shapes)",
+    }
+    note += source.get(report.cost_shapes_source, "")
     totals.caption = "* " + esc(note)
     return [passes, totals]
 
