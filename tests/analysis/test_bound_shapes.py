@@ -3,7 +3,7 @@ from __future__ import annotations
 import onnx_ir as ir
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shape_models_for_tests import batch_view, upsample
+from shape_models_for_tests import batch_view, branched_view, upsample
 
 from irpass.analysis.bound_shapes import values_at
 from irpass.analysis.shapes import inferred_values
@@ -61,3 +61,9 @@ def test_data_dependent_dims_stay_unknown() -> None:
     values = values_at(model_from_text(text), {"x": [3, 4]})
     shape = values["y"][0]
     assert shape is not None and shape[0] == 2 and not isinstance(shape[1], int)
+
+
+def test_branches_read_the_outer_batch_too() -> None:
+    values = values_at(branched_view(), {"x": [4, 64], "c": []})
+    for name in ("ty", "ey"):
+        assert values[name][0] == ir.Shape([4, 8, 16])
