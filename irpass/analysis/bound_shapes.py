@@ -116,8 +116,8 @@ def _values_at_proto(
             logger.debug("shape inference at bound shapes failed: %s", exc)
             break
         graph = proto.graph
-        new = _fold_round(graph, opsets)
-        if not new:
+        new, changed = _fold_round(graph, opsets)
+        if not changed:
             break
         folded.update(new)
     return _collect(proto, folded)
@@ -146,8 +146,10 @@ def _fold_round(
     opsets: Mapping[str, int],
     outer_static: Mapping[str, list[int]] | None = None,
     outer_sources: Mapping[str, Any] | None = None,
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], bool]:
     """Evaluate the nodes whose inputs are known; replace them by Constant nodes.
+
+    Returns the values folded (here and in subgraphs) and whether the graph changed.
 
     Subgraphs (If branches, Loop bodies) are folded too, with what is known in the scopes
     around them: a branch often reads the batch of an outer value the same way.
@@ -158,6 +160,7 @@ def _fold_round(
         if dims is not None:
             static[info.name] = dims
     sources: dict[str, Any] = dict(outer_sources or {})
+    changed = bool(outer_sources) and _localize_outer_constants(graph, _Known(sources), static)
     for init in graph.initializer:
         if _numel(init.dims) <= MAX_FOLDED_ELEMENTS:
             sources[init.name] = init
@@ -172,7 +175,9 @@ def _fold_round(
         subgraphs = _subgraphs(node)
         if subgraphs:
             for sub in subgraphs:
-                found.update(_fold_round(sub, opsets, static, {**sources, **new}))
+                sub_found, sub_changed = _fold_round(sub, opsets, static, {**sources, **new})
+                found.update(sub_found)
+                changed = changed or sub_changed
             continue
         if not _foldable(node, static, known):
             continue
@@ -189,7 +194,7 @@ def _fold_round(
                 static[name] = list(known[name].shape)
     found.update(new)
     if not new:
-        return found
+        return found, changed
     # Constant nodes, not initializers: IR < 4 wants every initializer listed as an input too
     nodes = []
     for node in graph.node:
@@ -199,7 +204,37 @@ def _fold_round(
             nodes.append(node)
     graph.ClearField("node")
     graph.node.extend(nodes)
-    return found
+    return found, True
+
+
+def _localize_outer_constants(
+    graph: onnx.GraphProto, outer: _Known, static: dict[str, list[int]]
+) -> bool:
+    """Give a subgraph its own Constant copy of every small known outer value it reads.
+
+    ONNX shape inference does not see the values of outer-scope constants inside a subgraph,
+    so an Unsqueeze or Reshape there whose axes or shape come from outside stays unknown.
+    Returns whether it added any.
+    """
+    local = {name for node in graph.node for name in node.output}
+    local |= {value.name for value in graph.input} | {init.name for init in graph.initializer}
+    copies: dict[str, str] = {}
+    for node in graph.node:
+        if _subgraphs(node):
+            continue  # nested bodies localize their own reads
+        for index, name in enumerate(node.input):
+            if not name or name in local or name not in outer:
+                continue
+            if name not in copies:
+                copies[name] = f"{name}__in_{graph.name or 'body'}"
+                static[copies[name]] = list(outer[name].shape)
+            node.input[index] = copies[name]
+    if copies:
+        constants = [_constant(copy, outer[name]) for name, copy in copies.items()]
+        nodes = constants + list(graph.node)
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+    return bool(copies)
 
 
 def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
