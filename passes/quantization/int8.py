@@ -24,6 +24,7 @@ from irpass.ir import default_opset
 from . import recover, speed
 from .calibrate import Calibration, calibrate
 from .equalize import cross_layer_equalize, smooth_quant
+from .granularity import per_tensor_depthwise
 from .insert_qdq import QuantizedWeight, insert_qdq, resolve_tensor_params
 from .plan import QuantPlan, make_plan, name_nodes
 from .rules import RuleSet
@@ -80,6 +81,8 @@ class Int8Builder:
     ranges: Mapping[str, tuple[float, float]]
     weights: dict[str, QuantizedWeight] = dataclasses.field(default_factory=dict)
     bias_delta: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    #: Nodes whose weights get one scale although the rule set allows one per channel.
+    per_tensor: frozenset[str] = frozenset()
 
     def plan(self, fallback: Collection[str] = ()) -> QuantPlan:
         """The plan with ``fallback`` nodes kept float on top of the user's exclusions."""
@@ -89,6 +92,7 @@ class Int8Builder:
             exclude=self.exclude | frozenset(fallback),
             per_channel=self.per_channel,
             dtypes=self.dtypes,
+            per_tensor=self.per_tensor,
         )
 
     def build(self, fallback: Collection[str] = (), target: ir.Model | None = None) -> ir.Model:
@@ -151,6 +155,8 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
     )
     budget = recover.Budget(options.max_drop, options.min_cosine, options.min_sqnr)
     fidelity_source = limit_samples(source, FIDELITY_SAMPLES)
+    if options.depthwise_per_tensor == "auto":
+        builder.per_tensor = per_tensor_depthwise(builder, fidelity_source, stats, pass_.details)
     layers: dict[str, recover.LayerStats] = {}
     if options.bias_correction or budget.active:
         started = time.perf_counter()

@@ -6,6 +6,7 @@
                  --equalize--> cross-layer equalization / SmoothQuant (float-equivalent)
                  --plan------> nodes, weights, tensors to quantize (rules=..., exclude=...)
                  --calibrate-> one streaming pass: histograms -> ranges (method=...)
+                 --granularity-> per-tensor weights for depthwise Convs where free
                  --insert----> Q/DQ pairs, int8 weights, int32 bias
                  --recover---> bias correction; per-layer SQNR; fall back the most sensitive
                                layers to float until max_drop / min_cosine / min_sqnr hold
@@ -68,6 +69,10 @@ class QuantizePass(IrpassPass):
         method: str = option("mse", "calibration: minmax, percentile, entropy, mse")
         percentile: float = option(99.99, "kept mass for method=percentile")
         per_channel: bool = option(True, "per-channel weights where the rule set allows")
+        depthwise_per_tensor: Literal["auto", "off"] = option(
+            "auto",
+            "auto: one weight scale for depthwise Convs where calibration data show no cost",
+        )
         exclude: tuple[str, ...] = option((), "node names or op types that stay float")
         max_drop: float | None = option(
             0.5,
