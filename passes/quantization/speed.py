@@ -12,7 +12,9 @@ blocked float convolution, and Q/DQ at region borders cost an elementwise pass e
 2. times the whole candidate against the float model (:func:`irpass.bench.measure_latency`,
    interleaved with an A/A control); while the candidate is slower by more than the noise,
    the layers with the smallest measured gain go back to float (half of the remaining ones per
-   round), and if no mix is faster the model stays float.
+   round), and if no mix is faster the model stays float. Among the candidates that are not
+   slower, the one with the fewest weight bytes wins unless another is faster by more than the
+   run's noise (a difference the A/A control cannot tell from chance buys no bytes).
 
 Timings depend on the machine and its load, so the layers this keeps float can differ from run
 to run; ``never_slower=false`` makes the pass deterministic (and the decisions are listed in the
@@ -22,14 +24,16 @@ pass details). :class:`LatencyProbe` is the measuring interface; tests substitut
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import onnx_ir as ir
 
 from irpass.bench import measure_latency
 from irpass.context import FeedSource
+from irpass.ir import initializer_bytes
 
 from .insert_qdq import insert_qdq, resolve_tensor_params
 from .plan import NodePlan, QuantPlan
@@ -38,9 +42,27 @@ if TYPE_CHECKING:
     from .calibrate import Calibration
     from .int8 import Int8Builder
 
-__all__ = ["LatencyProbe", "OrtLatencyProbe", "keep_float_where_slower", "layer_models"]
+__all__ = [
+    "LatencyProbe",
+    "OrtLatencyProbe",
+    "Timing",
+    "keep_float_where_slower",
+    "layer_models",
+]
 
 logger = logging.getLogger(__name__)
+
+
+class Timing(NamedTuple):
+    """One candidate's latency against the baseline, from one interleaved run."""
+
+    #: median / baseline median (below 1: faster)
+    ratio: float
+    #: whether the difference to the baseline is beyond the run's noise
+    real: bool
+    #: relative difference between two medians of this run that is still noise (A/A gap,
+    #: half the measurements' spread, at least 1 %)
+    tolerance: float = 0.0
 
 
 class LatencyProbe(Protocol):
@@ -53,8 +75,8 @@ class LatencyProbe(Protocol):
         feeds: Mapping[str, np.ndarray],
         *,
         whole: bool,
-    ) -> dict[str, tuple[float, bool]]:
-        """Per candidate: ``(median / baseline median, whether that is beyond the noise)``."""
+    ) -> dict[str, Timing]:
+        """Per candidate its :class:`Timing` against ``baseline``."""
         ...
 
 
@@ -72,7 +94,7 @@ class OrtLatencyProbe:
         feeds: Mapping[str, np.ndarray],
         *,
         whole: bool,
-    ) -> dict[str, tuple[float, bool]]:
+    ) -> dict[str, Timing]:
         """Interleaved medians; whole models also get the A/A control that sets the noise."""
         report = measure_latency(
             {"float": baseline, **candidates},
@@ -82,8 +104,12 @@ class OrtLatencyProbe:
             repeats=self.model_repeats if whole else self.layer_repeats,
             aa_control=whole,
         )
+        tolerance = max(
+            [report.noise or 0.0, 0.01]
+            + [report.stats[name].spread / 2 for name in ("float", *candidates)]
+        )
         return {
-            name: (report.ratio("float", name), report.is_real("float", name))
+            name: Timing(report.ratio("float", name), report.is_real("float", name), tolerance)
             for name in candidates
         }
 
@@ -245,7 +271,7 @@ def keep_float_where_slower(
         measured = probe.ratios(
             float_layer, {"int8": quant_layer}, {**float_feeds, **quant_feeds}, whole=False
         )
-        gains[node_plan.name] = measured["int8"][0]
+        gains[node_plan.name] = measured["int8"].ratio
     details["layer_latency_ratio"] = {k: round(v, 3) for k, v in sorted(gains.items())}
     # the least gain first: these are the layers to give back when int8 loses overall
     order = sorted(gains, key=lambda n: (-gains[n], n))
@@ -261,12 +287,11 @@ def keep_float_where_slower(
         built = {name: builder.build(layers) for name, layers in candidates.items()}
         measured = probe.ratios(builder.float_model, built, feeds, whole=True)
         history.update(
-            {f"{name}/{len(candidates[name])}": round(r, 3) for name, (r, _) in measured.items()}
+            {f"{name}/{len(candidates[name])}": round(t.ratio, 3) for name, t in measured.items()}
         )
-        acceptable = [n for n, (ratio, real) in measured.items() if ratio < 1.0 or not real]
+        acceptable = [n for n, t in measured.items() if t.ratio < 1.0 or not t.real]
         if acceptable:
-            best = min(acceptable, key=lambda n: measured[n][0])
-            chosen = candidates[best]
+            chosen = candidates[_smallest_of_the_fastest(acceptable, measured, built)]
             stats["kept_float_speed"] = len(chosen) - len(fallback)
             return chosen
         if not remaining:
@@ -278,3 +303,20 @@ def keep_float_where_slower(
     stats["kept_float_slower"] = 1
     logger.warning("quantize: the int8 model is not faster than float on this machine; kept float")
     return None
+
+
+def _smallest_of_the_fastest(
+    names: Sequence[str], measured: Mapping[str, Timing], built: Mapping[str, ir.Model]
+) -> str:
+    """The candidate with the fewest weight bytes among those as fast as the fastest.
+
+    "As fast" is within the run's noise: a difference the A/A control cannot tell from
+    chance does not justify a larger model.
+    """
+    fastest = min(measured[n].ratio for n in names)
+    tied = [
+        n
+        for n in names
+        if math.log(measured[n].ratio / fastest) <= math.log1p(measured[n].tolerance)
+    ]
+    return min(tied, key=lambda n: (initializer_bytes(built[n]), measured[n].ratio, n))

@@ -25,9 +25,12 @@ g (float[N,4,8,8] x, float[8,4,3,3] w1, float[8,8,3,3] w2, float[8,8,1,1] w3)
 class FakeProbe:
     """Returns scripted ratios; whole-model ratios by the number of float layers."""
 
-    def __init__(self, layers: Mapping[str, float], whole: Mapping[int, float]) -> None:
+    def __init__(
+        self, layers: Mapping[str, float], whole: Mapping[int, float], tolerance: float = 0.0
+    ) -> None:
         self.layers = layers
         self.whole = whole
+        self.tolerance = tolerance
         self.calls: list[tuple[str, ...]] = []
 
     def ratios(self, baseline, candidates, feeds, *, whole):
@@ -40,10 +43,10 @@ class FakeProbe:
             ]
             if whole:
                 self.calls.append(tuple(sorted(float_convs)))
-                out[name] = (self.whole[len(float_convs)], True)
+                out[name] = speed.Timing(self.whole[len(float_convs)], True, self.tolerance)
             else:
                 conv = next(n for n in model.graph if n.op_type == "Conv")
-                out[name] = (self.layers[conv.name], True)
+                out[name] = speed.Timing(self.layers[conv.name], True)
         return out
 
 
@@ -89,6 +92,19 @@ def test_per_layer_choice_wins_when_it_is_faster():
     stats, details = {}, {}
     chosen = speed.keep_float_where_slower(builder, [], source, calibration, stats, details, probe)
     assert chosen == ["conv0"] and stats["kept_float_speed"] == 1
+
+
+def test_a_faster_mix_within_the_noise_loses_to_the_smaller_model():
+    builder, source, calibration = setup()
+    # per-layer (one Conv float) is 2 % faster than all-int8, the run's noise is 5 %
+    probe = FakeProbe({"conv0": 1.2, "conv1": 0.7, "conv2": 0.8}, {0: 0.82, 1: 0.80}, 0.05)
+    stats, details = {}, {}
+    chosen = speed.keep_float_where_slower(builder, [], source, calibration, stats, details, probe)
+    assert chosen == [] and stats["kept_float_speed"] == 0
+    # beyond the noise the faster mix wins
+    probe = FakeProbe({"conv0": 1.2, "conv1": 0.7, "conv2": 0.8}, {0: 0.90, 1: 0.80}, 0.05)
+    chosen = speed.keep_float_where_slower(builder, [], source, calibration, {}, {}, probe)
+    assert chosen == ["conv0"]
 
 
 def test_layers_go_back_to_float_until_int8_wins_or_everything_is_float():
