@@ -89,6 +89,11 @@ class QuantizePass(IrpassPass):
             None, "SmoothQuant migration strength alpha for linear-op inputs (e.g. 0.5)"
         )
         never_slower: bool = option(True, "rules=ort: keep layers float where int8 is not faster")
+        alternatives: tuple[str, ...] = option(
+            ("dynamic", "int8w"),
+            "never_slower: other int8 forms timed for MatMul/Gemm layers static QDQ would keep "
+            "float (dynamic, int8w)",
+        )
         calib_samples: int | None = option(None, "use at most this many calibration samples")
         block_size: int = option(32, "int8w/int4w: weights per scale along the input axis")
         keep_io_fp32: bool = option(True, "fp16: graph inputs and outputs stay float32")
@@ -111,6 +116,9 @@ class QuantizePass(IrpassPass):
                 raise ValueError(f"block_size must be a power of two >= 16, got {self.block_size}")
             if self.smooth_quant is not None and not 0.0 < self.smooth_quant < 1.0:
                 raise ValueError(f"smooth_quant must be in (0, 1), got {self.smooth_quant}")
+            unknown = [a for a in self.alternatives if a not in ("dynamic", "int8w")]
+            if unknown:
+                raise ValueError(f"alternatives must be dynamic and/or int8w, got {unknown}")
             if self.calib_samples is not None and self.calib_samples < 1:
                 raise ValueError(f"calib_samples must be >= 1, got {self.calib_samples}")
 

@@ -60,8 +60,8 @@ class Timing(NamedTuple):
     ratio: float
     #: whether the difference to the baseline is beyond the run's noise
     real: bool
-    #: relative difference between two medians of this run that is still noise (A/A gap,
-    #: half the measurements' spread, at least 1 %)
+    #: relative difference between two medians of this run that is still noise: the A/A gap
+    #: (at least 1 %) for whole models, 0 where the run had no A/A control
     tolerance: float = 0.0
 
 
@@ -104,10 +104,7 @@ class OrtLatencyProbe:
             repeats=self.model_repeats if whole else self.layer_repeats,
             aa_control=whole,
         )
-        tolerance = max(
-            [report.noise or 0.0, 0.01]
-            + [report.stats[name].spread / 2 for name in ("float", *candidates)]
-        )
+        tolerance = max(report.noise, 0.01) if report.noise is not None else 0.0
         return {
             name: Timing(report.ratio("float", name), report.is_real("float", name), tolerance)
             for name in candidates
@@ -254,15 +251,19 @@ def keep_float_where_slower(
     stats: Any,
     details: dict[str, Any],
     probe: LatencyProbe | None = None,
+    alternatives: Sequence[str] = (),
 ) -> list[str] | None:
     """The layers to keep float so that the model is fastest and never slower than float.
 
     Returns ``fallback`` extended by the layers speed decided on, or None when no mix of
-    quantized layers beats the float model.
+    quantized layers beats the float model. ``alternatives`` (forms of :mod:`.layer_forms`)
+    are timed per MatMul/Gemm layer too; ``builder.forms`` gets, per layer, the fastest one
+    that is faster than the float layer, which the layer takes wherever it is not static QDQ.
     """
     probe = probe or OrtLatencyProbe()
     plan = builder.plan(fallback)
     gains: dict[str, float] = {}
+    form_ratios: dict[str, dict[str, float]] = {}
     for node_plan in plan.linear():
         models = layer_models(builder, plan, node_plan, calibration.shapes)
         if models is None:
@@ -272,7 +273,15 @@ def keep_float_where_slower(
             float_layer, {"int8": quant_layer}, {**float_feeds, **quant_feeds}, whole=False
         )
         gains[node_plan.name] = measured["int8"].ratio
+        if alternatives and node_plan.op_type in ("MatMul", "Gemm"):
+            timed = _time_forms(probe, float_layer, float_feeds, node_plan.name, alternatives)
+            form_ratios[node_plan.name] = {f: round(t.ratio, 3) for f, t in timed.items()}
+            faster = {f: t.ratio for f, t in timed.items() if t.ratio < 1.0 and t.real}
+            if faster:
+                builder.forms[node_plan.name] = min(faster, key=lambda f: (faster[f], f))
     details["layer_latency_ratio"] = {k: round(v, 3) for k, v in sorted(gains.items())}
+    if form_ratios:
+        details["layer_form_latency_ratio"] = dict(sorted(form_ratios.items()))
     # the least gain first: these are the layers to give back when int8 loses overall
     order = sorted(gains, key=lambda n: (-gains[n], n))
     slow = [n for n in order if gains[n] >= 1.0]
@@ -280,18 +289,26 @@ def keep_float_where_slower(
     candidates = {"all": list(fallback)}
     if slow:
         candidates["per_layer"] = list(fallback) + slow
+        if any(n in builder.forms for n in slow):
+            candidates["per_layer_float"] = list(fallback) + slow
     remaining = [n for n in order if n not in slow]
     base = list(fallback) + slow
     history = details.setdefault("model_latency_ratio", {})
     while True:  # halving the remaining layers: log2(layers) rounds at most
-        built = {name: builder.build(layers) for name, layers in candidates.items()}
+        built = {
+            name: builder.build(layers, forms=not name.endswith("_float"))
+            for name, layers in candidates.items()
+        }
         measured = probe.ratios(builder.float_model, built, feeds, whole=True)
         history.update(
             {f"{name}/{len(candidates[name])}": round(t.ratio, 3) for name, t in measured.items()}
         )
         acceptable = [n for n, t in measured.items() if t.ratio < 1.0 or not t.real]
         if acceptable:
-            chosen = candidates[_smallest_of_the_fastest(acceptable, measured, built)]
+            best = _smallest_of_the_fastest(acceptable, measured, built)
+            chosen = candidates[best]
+            if best.endswith("_float"):
+                builder.forms.clear()
             stats["kept_float_speed"] = len(chosen) - len(fallback)
             return chosen
         if not remaining:
@@ -303,6 +320,26 @@ def keep_float_where_slower(
     stats["kept_float_slower"] = 1
     logger.warning("quantize: the int8 model is not faster than float on this machine; kept float")
     return None
+
+
+def _time_forms(
+    probe: LatencyProbe,
+    float_layer: ir.Model,
+    feeds: Mapping[str, np.ndarray],
+    name: str,
+    forms: Sequence[str],
+) -> dict[str, Timing]:
+    """The float layer against each of its ``forms`` that applies (same float feeds)."""
+    from .layer_forms import apply_forms
+
+    built: dict[str, ir.Model] = {}
+    for form in forms:
+        model = float_layer.clone()
+        if not apply_forms(model, {name: form}):
+            built[form] = model
+    if not built:
+        return {}
+    return probe.ratios(float_layer, built, feeds, whole=False)
 
 
 def _smallest_of_the_fastest(

@@ -66,6 +66,8 @@ def test_random_calibration_is_flagged_in_the_stats():
         ("quantize(rules=coreml)", "rules must be one of"),
         ("quantize(method=kl)", "method must be one of"),
         ("quantize(block_size=48)", "block_size must be a power of two"),
+        ("quantize(alternatives=[fp8])", "alternatives must be dynamic and/or int8w"),
+        ("quantize(depthwise_per_tensor=always)", "depthwise_per_tensor"),
     ],
 )
 def test_bad_options_are_named(text, error):

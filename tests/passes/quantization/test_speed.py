@@ -117,3 +117,77 @@ def test_layers_go_back_to_float_until_int8_wins_or_everything_is_float():
     stats = {}
     assert speed.keep_float_where_slower(builder, [], source, calibration, stats, {}, never) is None
     assert stats["kept_float_slower"] == 1
+
+
+MLP = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,64] x, float[32,64] w1, float[32] b1, float[10,32] w2, float[10] b2)
+  => (float[N,10] y) {
+  a = Gemm<transB=1>(x, w1, b1)
+  r = Relu(a)
+  y = Gemm<transB=1>(r, w2, b2)
+}"""
+
+
+class FormsProbe:
+    """Static int8 slower than float everywhere; the dynamic form faster, int8w slower."""
+
+    def __init__(self, dynamic_whole: float) -> None:
+        self.layer = {"int8": 1.2, "dynamic": 0.8, "int8w": 1.5}
+        self.dynamic_whole = dynamic_whole
+
+    def ratios(self, baseline, candidates, feeds, *, whole):
+        out = {}
+        for name, model in candidates.items():
+            ops = {n.op_type for n in model.graph}
+            if not whole:
+                out[name] = speed.Timing(self.layer[name], True)
+            elif "DynamicQuantizeLinear" in ops:
+                out[name] = speed.Timing(self.dynamic_whole, True, 0.01)
+            elif "QuantizeLinear" in ops:
+                out[name] = speed.Timing(1.3, True, 0.01)
+            else:  # every layer float
+                out[name] = speed.Timing(1.0, False, 0.01)
+        return out
+
+
+def _mlp_setup():
+    model = build(MLP, ["w1", "b1", "w2", "b2"])
+    name_nodes(model.graph)
+    source = gaussian_source({"x": (4, 64)})
+    names = make_plan(model, ORT, dtypes=element_types(model)).activations()
+    calibration = calibrate(model, names, source)
+    ranges = calibration.ranges("minmax", levels=256)
+    builder = Int8Builder(model, ORT, frozenset(), True, element_types(model), ranges)
+    return builder, source, calibration
+
+
+def test_a_faster_dynamic_form_replaces_float_where_static_int8_is_slower():
+    builder, source, calibration = _mlp_setup()
+    stats, details = {}, {}
+    chosen = speed.keep_float_where_slower(
+        builder, [], source, calibration, stats, details, FormsProbe(0.9), ("dynamic", "int8w")
+    )
+    layers = sorted(details["layer_latency_ratio"])
+    assert sorted(chosen) == layers  # no layer static QDQ
+    assert builder.forms == dict.fromkeys(layers, "dynamic")  # int8w timed, slower: not chosen
+    assert details["layer_form_latency_ratio"][layers[0]] == {"dynamic": 0.8, "int8w": 1.5}
+    built = builder.build(chosen)
+    counts = op_counts(built)
+    assert counts["DynamicQuantizeLinear"] == 2 and "QuantizeLinear" not in counts
+
+
+def test_dynamic_forms_slower_as_a_whole_leave_the_layers_float():
+    builder, source, calibration = _mlp_setup()
+    chosen = speed.keep_float_where_slower(
+        builder, [], source, calibration, {}, {}, FormsProbe(1.2), ("dynamic",)
+    )
+    assert chosen is not None and builder.forms == {}
+    assert "DynamicQuantizeLinear" not in op_counts(builder.build(chosen))
+
+
+def test_without_alternatives_no_form_is_timed():
+    builder, source, calibration = _mlp_setup()
+    details = {}
+    speed.keep_float_where_slower(builder, [], source, calibration, {}, details, FormsProbe(0.9))
+    assert builder.forms == {} and "layer_form_latency_ratio" not in details
