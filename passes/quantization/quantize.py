@@ -6,12 +6,13 @@
                  --equalize--> cross-layer equalization / SmoothQuant (float-equivalent)
                  --plan------> nodes, weights, tensors to quantize (rules=..., exclude=...)
                  --calibrate-> one streaming pass: histograms -> ranges (method=...)
-                 --granularity-> per-tensor weights for depthwise Convs where free
+                 --granular--> per-tensor weights for depthwise Convs where they cost nothing
                  --insert----> Q/DQ pairs, int8 weights, int32 bias
                  --recover---> bias correction; per-layer SQNR; fall back the most sensitive
                                layers to float until max_drop / min_cosine / min_sqnr hold
-                 --speed-----> rules=ort: layers whose int8 kernel is not faster stay float;
-                               the whole model is never slower than the float one
+                 --speed-----> rules=ort: layers whose int8 kernel is not faster stay float
+                               or take a faster dynamic / weight-only int8 form; the whole
+                               model is never slower than the float one
 
 ``mode=fp16`` converts to half precision keeping range-sensitive ops in float32
 (:mod:`.to_fp16`); ``mode=int8w`` / ``int4w`` quantize MatMul/Gemm weights only, block-wise
