@@ -103,19 +103,20 @@ class Int8Builder:
         fallback: Collection[str] = (),
         target: ir.Model | None = None,
         *,
-        forms: bool = True,
+        forms: Mapping[str, str] | None = None,
     ) -> ir.Model:
         """A quantized copy (or ``target`` rewritten in place) with ``fallback`` kept float.
 
-        With ``forms``, fallback nodes named in :attr:`forms` take that int8 form instead.
+        Fallback nodes named in ``forms`` (default :attr:`forms`) take that int8 form instead.
         """
         model = target if target is not None else self.float_model.clone()
         plan = self.plan(fallback)
         params = resolve_tensor_params(model, plan, self.ranges)
         weights = {k: v for k, v in self.weights.items() if k in plan.nodes}
         insert_qdq(model, plan, params, weights=weights, bias_delta=self.bias_delta)
-        if forms and self.forms:
-            apply_forms(model, {k: v for k, v in self.forms.items() if k not in plan.nodes})
+        forms = self.forms if forms is None else forms
+        if forms:
+            apply_forms(model, {k: v for k, v in forms.items() if k not in plan.nodes})
         return model
 
 

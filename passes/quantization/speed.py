@@ -257,13 +257,14 @@ def keep_float_where_slower(
 
     Returns ``fallback`` extended by the layers speed decided on, or None when no mix of
     quantized layers beats the float model. ``alternatives`` (forms of :mod:`.layer_forms`)
-    are timed per MatMul/Gemm layer too; ``builder.forms`` gets, per layer, the fastest one
-    that is faster than the float layer, which the layer takes wherever it is not static QDQ.
+    are timed per MatMul/Gemm layer too, and whole-model candidates give the layers static
+    QDQ leaves float those forms; ``builder.forms`` is set to the chosen candidate's.
     """
     probe = probe or OrtLatencyProbe()
     plan = builder.plan(fallback)
     gains: dict[str, float] = {}
     form_ratios: dict[str, dict[str, float]] = {}
+    faster_alone: dict[str, str] = {}  # the fastest form that beats the float layer alone
     for node_plan in plan.linear():
         models = layer_models(builder, plan, node_plan, calibration.shapes)
         if models is None:
@@ -278,45 +279,57 @@ def keep_float_where_slower(
             form_ratios[node_plan.name] = {f: round(t.ratio, 3) for f, t in timed.items()}
             faster = {f: t.ratio for f, t in timed.items() if t.ratio < 1.0 and t.real}
             if faster:
-                builder.forms[node_plan.name] = min(faster, key=lambda f: (faster[f], f))
+                faster_alone[node_plan.name] = min(faster, key=lambda f: (faster[f], f))
     details["layer_latency_ratio"] = {k: round(v, 3) for k, v in sorted(gains.items())}
     if form_ratios:
         details["layer_form_latency_ratio"] = dict(sorted(form_ratios.items()))
     # the least gain first: these are the layers to give back when int8 loses overall
     order = sorted(gains, key=lambda n: (-gains[n], n))
     slow = [n for n in order if gains[n] >= 1.0]
+    dynamic = {n for n, r in form_ratios.items() if "dynamic" in r}
     feeds = _single_sample(next(iter(source())), builder.float_model)
-    candidates = {"all": list(fallback)}
+    # name -> (layers kept out of static QDQ, the forms those layers take)
+    candidates: dict[str, tuple[list[str], dict[str, str]]] = {"all": (list(fallback), {})}
     if slow:
-        candidates["per_layer"] = list(fallback) + slow
-        if any(n in builder.forms for n in slow):
-            candidates["per_layer_float"] = list(fallback) + slow
+        candidates["per_layer"] = (list(fallback) + slow, faster_alone)
+        if any(n in faster_alone for n in slow):
+            candidates["per_layer_float"] = (list(fallback) + slow, {})
+        # a layer's gain alone is noisy and misses the Q/DQ its neighbours save: the whole
+        # model decides whether the slow layers are better off dynamic
+        if dynamic & set(slow):
+            candidates["per_layer_dynamic"] = (
+                list(fallback) + slow,
+                {**faster_alone, **dict.fromkeys(dynamic & set(slow), "dynamic")},
+            )
+    if dynamic:  # what quantize_dynamic gives: every weighted MatMul/Gemm dynamic, no QDQ
+        candidates["dynamic"] = (list(fallback) + order, dict.fromkeys(dynamic, "dynamic"))
     remaining = [n for n in order if n not in slow]
     base = list(fallback) + slow
     history = details.setdefault("model_latency_ratio", {})
     while True:  # halving the remaining layers: log2(layers) rounds at most
         built = {
-            name: builder.build(layers, forms=not name.endswith("_float"))
-            for name, layers in candidates.items()
+            name: builder.build(layers, forms=forms) for name, (layers, forms) in candidates.items()
         }
         measured = probe.ratios(builder.float_model, built, feeds, whole=True)
         history.update(
-            {f"{name}/{len(candidates[name])}": round(t.ratio, 3) for name, t in measured.items()}
+            {
+                f"{name}/{len(candidates[name][0])}": round(t.ratio, 3)
+                for name, t in measured.items()
+            }
         )
         acceptable = [n for n, t in measured.items() if t.ratio < 1.0 or not t.real]
         if acceptable:
             best = _smallest_of_the_fastest(acceptable, measured, built)
-            chosen = candidates[best]
-            if best.endswith("_float"):
-                builder.forms.clear()
+            chosen, builder.forms = candidates[best][0], dict(candidates[best][1])
             stats["kept_float_speed"] = len(chosen) - len(fallback)
             return chosen
         if not remaining:
             break
         half = max(1, len(remaining) // 2)
         base = base + remaining[:half]
-        candidates = {"fewer": base}
+        candidates = {"fewer": (base, faster_alone)}
         remaining = remaining[half:]
+    builder.forms = {}
     stats["kept_float_slower"] = 1
     logger.warning("quantize: the int8 model is not faster than float on this machine; kept float")
     return None

@@ -132,8 +132,8 @@ g (float[N,64] x, float[32,64] w1, float[32] b1, float[10,32] w2, float[10] b2)
 class FormsProbe:
     """Static int8 slower than float everywhere; the dynamic form faster, int8w slower."""
 
-    def __init__(self, dynamic_whole: float) -> None:
-        self.layer = {"int8": 1.2, "dynamic": 0.8, "int8w": 1.5}
+    def __init__(self, dynamic_whole: float, dynamic_layer: float = 0.8) -> None:
+        self.layer = {"int8": 1.2, "dynamic": dynamic_layer, "int8w": 1.5}
         self.dynamic_whole = dynamic_whole
 
     def ratios(self, baseline, candidates, feeds, *, whole):
@@ -184,6 +184,18 @@ def test_dynamic_forms_slower_as_a_whole_leave_the_layers_float():
     )
     assert chosen is not None and builder.forms == {}
     assert "DynamicQuantizeLinear" not in op_counts(builder.build(chosen))
+
+
+def test_the_whole_model_decides_when_no_form_wins_alone():
+    # dynamic loses by 5 % per layer, yet the all-dynamic model is 10 % faster than float
+    builder, source, calibration = _mlp_setup()
+    details = {}
+    chosen = speed.keep_float_where_slower(
+        builder, [], source, calibration, {}, details, FormsProbe(0.9, 1.05), ("dynamic",)
+    )
+    layers = sorted(details["layer_latency_ratio"])
+    assert sorted(chosen) == layers and builder.forms == dict.fromkeys(layers, "dynamic")
+    assert details["model_latency_ratio"]["dynamic/2"] == 0.9
 
 
 def test_without_alternatives_no_form_is_timed():
