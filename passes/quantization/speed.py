@@ -14,7 +14,7 @@ blocked float convolution, and Q/DQ at region borders cost an elementwise pass e
    the layers with the smallest measured gain go back to float (half of the remaining ones per
    round), and if no mix is faster the model stays float. Among the candidates that are not
    slower, the one with the fewest weight bytes wins unless another is faster by more than the
-   run's noise (a difference the A/A control cannot tell from chance buys no bytes).
+   run's noise (the A/A gap and the spread: a difference that is not real buys no bytes).
 
 Timings depend on the machine and its load, so the layers this keeps float can differ from run
 to run; ``never_slower=false`` makes the pass deterministic (and the decisions are listed in the
@@ -60,8 +60,9 @@ class Timing(NamedTuple):
     ratio: float
     #: whether the difference to the baseline is beyond the run's noise
     real: bool
-    #: relative difference between two medians of this run that is still noise: the A/A gap
-    #: (at least 1 %) for whole models, 0 where the run had no A/A control
+    #: relative difference to another median of this run that is still noise, as
+    #: :meth:`irpass.bench.LatencyReport.is_real` has it: the A/A gap, half this
+    #: measurement's spread, at least 1 %
     tolerance: float = 0.0
 
 
@@ -104,9 +105,12 @@ class OrtLatencyProbe:
             repeats=self.model_repeats if whole else self.layer_repeats,
             aa_control=whole,
         )
-        tolerance = max(report.noise, 0.01) if report.noise is not None else 0.0
         return {
-            name: Timing(report.ratio("float", name), report.is_real("float", name), tolerance)
+            name: Timing(
+                report.ratio("float", name),
+                report.is_real("float", name),
+                max(report.noise or 0.0, report.stats[name].spread / 2, 0.01),
+            )
             for name in candidates
         }
 
@@ -360,13 +364,16 @@ def _smallest_of_the_fastest(
 ) -> str:
     """The candidate with the fewest weight bytes among those as fast as the fastest.
 
-    "As fast" is within the run's noise: a difference the A/A control cannot tell from
-    chance does not justify a larger model.
+    "As fast" is within the run's noise (the A/A gap and the measurements' spread, as
+    :meth:`irpass.bench.LatencyReport.is_real` has it): a difference that is not real does not
+    justify a larger model.
     """
-    fastest = min(measured[n].ratio for n in names)
+    fastest = min(names, key=lambda n: measured[n].ratio)
+    best = measured[fastest]
     tied = [
         n
         for n in names
-        if math.log(measured[n].ratio / fastest) <= math.log1p(measured[n].tolerance)
+        if math.log(measured[n].ratio / best.ratio)
+        <= math.log1p(max(measured[n].tolerance, best.tolerance))
     ]
     return min(tied, key=lambda n: (initializer_bytes(built[n]), measured[n].ratio, n))
