@@ -203,3 +203,20 @@ def test_without_alternatives_no_form_is_timed():
     details = {}
     speed.keep_float_where_slower(builder, [], source, calibration, {}, details, FormsProbe(0.9))
     assert builder.forms == {} and "layer_form_latency_ratio" not in details
+
+
+def test_forms_that_break_the_fidelity_budget_are_dropped():
+    # the speed check times forms only; int8.py checks the model with them against the budget
+    from irpass.passes.quantization import int8, recover
+
+    builder, source, _ = _mlp_setup()
+    layers = [p.name for p in builder.plan().linear()]
+    for budget, kept in (
+        (recover.Budget(min_sqnr=20.0), True),
+        (recover.Budget(min_sqnr=200.0), False),
+    ):
+        builder.forms = dict.fromkeys(layers, "dynamic")
+        stats = {}
+        int8._check_forms(builder, layers, source, budget, stats)
+        assert bool(builder.forms) is kept
+        assert ("forms_over_budget" in stats) is not kept
