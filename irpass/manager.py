@@ -32,6 +32,7 @@ It wraps onnx-ir's pass contract (every step is an ``onnx_ir.passes`` pass) and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import pathlib
@@ -210,8 +211,18 @@ class PipelineRunner:
         return str(directory)
 
     # -- running -----------------------------------------------------------------------
-    def run(self, model: ir.Model, input_path: str | None = None) -> RunResult:
+    def run(
+        self,
+        model: ir.Model,
+        input_path: str | None = None,
+        *,
+        write: Callable[[ir.Model], object] | None = None,
+    ) -> RunResult:
         """Run the pipeline on ``model`` (modified in place) and return it with the report.
+
+        ``write`` (saving the output file) is called with the optimized model while ONNX
+        Runtime runs it for the end-to-end check, so the two overlap; again after that check
+        rolled a pass back. When ``run`` returns, the last call wrote the returned model.
 
         The model is validated first (:func:`irpass.validate.validate_model`): a cycle, a
         node input nothing produces, two producers of one value, a bad weight or an absurd
@@ -249,7 +260,7 @@ class PipelineRunner:
                 "use --verify none for structural checks only",
             ) from exc
         try:
-            return self._run_verified(model, input_path, verifier, customs, started)
+            return self._run_verified(model, input_path, verifier, customs, started, write)
         finally:
             verifier.close()  # a run that raised leaves no reference runs behind
 
@@ -260,6 +271,7 @@ class PipelineRunner:
         verifier: Verifier,
         customs: list[tuple[str, str]],
         started: float,
+        write: Callable[[ir.Model], object] | None,
     ) -> RunResult:
         report = RunReport(
             irpass_version=__version__,
@@ -299,7 +311,7 @@ class PipelineRunner:
         self._run_steps(model, self.steps, "", state)
         if self.options.verify == "final":
             self._close_segment(model, state)
-        self._finish(model, state)
+        self._finish(model, state, write)
         # after the passes: the reference runs (which found the feeds) went on beside them
         report.verification.update(
             mode=self.options.verify,
@@ -315,12 +327,15 @@ class PipelineRunner:
         report.seconds = time.perf_counter() - started
         return RunResult(model, report)
 
-    def _finish(self, model: ir.Model, state: _RunState) -> None:
-        """Full checker and end-to-end check; report what hygiene issues passes left behind."""
+    def _finish(
+        self, model: ir.Model, state: _RunState, write: Callable[[ir.Model], object] | None
+    ) -> None:
+        """Full checker and end-to-end check, ``write`` beside it; report hygiene leftovers."""
         report = state.report
         lossless_run = all(r.lossless for r in report.passes if r.modified)
+        beside = functools.partial(write, model) if write is not None else None
         try:
-            final = state.verifier.final(model, lossless_run)
+            final = state.verifier.final(model, lossless_run, beside)
         except VerificationError as exc:
             if self.options.on_failure == "error" or state.input_copy is None:
                 raise PassFailedError(
@@ -330,6 +345,8 @@ class PipelineRunner:
                     "holds the input)",
                 ) from exc
             final = self._roll_back_final(model, state, exc)
+            if beside is not None:  # the model is not the one written (if any was)
+                beside()
         report.final_verification = final
         report.verification["final"] = f"{final.status}: {final.detail}".strip(": ")
         left = hygiene_issues(model)

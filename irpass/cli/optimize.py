@@ -523,8 +523,21 @@ def _optimize(
         diffed = outputs.directory is not None or bool(args.report)
         # shares weights; the passes rewrite `model` in place (only the diff reads the copy)
         original = model.clone() if diffed else None
+        written: list[pathlib.Path] = []
+
+        def write(optimized: ir.Model) -> None:
+            # weights read from a data file are written to one (the output's own), even when
+            # every weight was rewritten (quantized) and the total is below the protobuf
+            # limit: the output keeps the input's layout, and saving never holds a serialized
+            # copy of the weights
+            written[:] = save_model(
+                optimized,
+                plan.staged(outputs.model),
+                external_data=True if input_data else None,
+            )
+
         try:
-            result = manager.run(model, input_path=str(input_path))
+            result = manager.run(model, input_path=str(input_path), write=write)
         except PassFailedError:
             if outputs.dump_dir is not None:  # the dumps up to the failure help debug it
                 plan.commit(only=[outputs.dump_dir])
@@ -535,12 +548,6 @@ def _optimize(
     if search is not None:
         result.report.search = search.to_dict()
     result.report.output = str(outputs.model)
-    # weights read from a data file are written to one (the output's own), even when every
-    # weight was rewritten (quantized) and the total is below the protobuf limit: the output
-    # keeps the input's layout, and saving never holds a serialized copy of the weights
-    written = save_model(
-        result.model, plan.staged(outputs.model), external_data=True if input_data else None
-    )
     result.report.before["file_bytes"] = input_bytes
     result.report.after["file_bytes"] = _file_bytes(written)
     return result.report
