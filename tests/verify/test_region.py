@@ -1,0 +1,283 @@
+"""Region verification (irpass/verify/region.py): a lossless pass that rewrote a few nodes of a
+larger model is checked on that region, with boundary values recorded from the last verified
+state; everything it cannot extract soundly falls back to the whole-model check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+from irpass import registry
+from irpass.errors import VerificationError
+from irpass.manager import PipelineRunner, RunOptions
+from irpass.pass_base import IrpassPass
+from irpass.testing import inputs_to_random_initializers, model_from_text
+from irpass.verify.fingerprint import TensorHasher, structure_snapshot
+from irpass.verify.region import RegionChecker, RegionOptions, RegionResult
+
+LAYERS = 12  # 3 nodes per layer: 37 nodes, above RegionOptions.min_nodes
+
+
+def _chain(layers: int = LAYERS) -> ir.Model:
+    """x -> (MatMul, Add, Tanh) x layers -> Identity -> y, seeded random weights."""
+    weights = ", ".join(f"float[8, 8] w{i}, float[8] b{i}" for i in range(layers))
+    body = []
+    previous = "x"
+    for i in range(layers):
+        body += [f"m{i} = MatMul ({previous}, w{i})", f"a{i} = Add (m{i}, b{i})"]
+        body.append(f"t{i} = Tanh (a{i})")
+        previous = f"t{i}"
+    body.append(f"y = Identity ({previous})")
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 8] x, {weights}) => (float[N, 8] y) {{
+        {chr(10).join(body)}
+    }}
+    """
+    names = [f"{kind}{i}" for i in range(layers) for kind in ("w", "b")]
+    return inputs_to_random_initializers(model_from_text(text), names, seed=0, scale=0.5)
+
+
+def _feeds() -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [
+        {"x": rng.standard_normal((1, 8)).astype(np.float32)},
+        {"x": rng.standard_normal((3, 8)).astype(np.float32)},
+    ]
+
+
+def _node(model: ir.Model, output: str) -> ir.Node:
+    return next(n for n in model.graph if n.outputs[0].name == output)
+
+
+def _replace(model: ir.Model, output: str, op_type: str, *extra: ir.Value) -> ir.Node:
+    """Replace the node computing ``output`` by ``op_type`` on the same inputs."""
+    old = _node(model, output)
+    new = ir.Node("", op_type, [*old.inputs, *extra], name=f"{old.name}_new")
+    new.outputs[0].name = f"{output}_new"
+    ir.convenience.replace_nodes_and_values(
+        model.graph, old, [old], [new], [old.outputs[0]], [new.outputs[0]]
+    )
+    return new
+
+
+def _tanh_as_sigmoid(model: ir.Model, output: str) -> None:
+    """tanh(a) = 2 sigmoid(2a) - 1: four nodes instead of one, the same function."""
+    old = _node(model, output)
+    two = ir.Value(name=f"{output}_two", const_value=ir.tensor(np.float32(2.0)))
+    one = ir.Value(name=f"{output}_one", const_value=ir.tensor(np.float32(1.0)))
+    for value in (two, one):
+        value.type, value.shape = ir.TensorType(ir.DataType.FLOAT), ir.Shape([])
+        model.graph.register_initializer(value)
+    doubled = ir.Node("", "Mul", [old.inputs[0], two])
+    squashed = ir.Node("", "Sigmoid", [doubled.outputs[0]])
+    scaled = ir.Node("", "Mul", [squashed.outputs[0], two])
+    shifted = ir.Node("", "Sub", [scaled.outputs[0], one])
+    nodes = [doubled, squashed, scaled, shifted]
+    for index, node in enumerate(nodes):
+        node.outputs[0].name = f"{output}_s{index}"
+    ir.convenience.replace_nodes_and_values(
+        model.graph, old, [old], nodes, [old.outputs[0]], [shifted.outputs[0]]
+    )
+    shifted.outputs[0].name = output  # the region's output keeps its name
+
+
+def _region_check(
+    model: ir.Model,
+    change: Callable[[ir.Model], object],
+    checker: RegionChecker | None = None,
+    **options: float,
+) -> RegionResult:
+    checker = checker or RegionChecker(_feeds(), frozenset({"x"}), RegionOptions(**options))
+    hasher = TensorHasher()
+    before = structure_snapshot(model, hasher)
+    change(model)
+    return checker.check(model, before, structure_snapshot(model, hasher))
+
+
+def test_equal_rewrite_is_checked_as_a_region_and_its_values_recorded() -> None:
+    model = _chain()
+    checker = RegionChecker(_feeds(), frozenset({"x"}), RegionOptions())
+    result = _region_check(model, lambda m: _tanh_as_sigmoid(m, "t5"), checker)
+    assert result.checked, result.reason
+    # the Tanh and its consumer (now reading the new value): 2 nodes before, 5 after
+    assert (result.old_nodes, result.new_nodes) == (2, 5)
+    assert len(result.outputs) == 2 and set(result.outputs[0]) == {"m6"}
+    # the reference is the old region on the recorded boundary value; the rewrite matches it
+    np.testing.assert_allclose(result.outputs[1]["m6"], result.reference[1]["m6"], atol=1e-5)
+    assert result.outputs[1]["m6"].shape == (3, 8)
+    # the boundary value (a5, recorded from the last verified state) and what the new region
+    # computes are kept for later regions
+    recorded = {v.name for v in checker.recorded.data}
+    assert {"a5", "m6", "t5", "t5_s1"} <= recorded
+    # a second rewrite downstream finds its boundary value recorded (no recording run)
+    again = _region_check(model, lambda m: _tanh_as_sigmoid(m, "t7"), checker)
+    assert again.checked and (again.old_nodes, again.new_nodes) == (2, 5)
+
+
+def test_wrong_rewrite_of_one_node_is_caught_by_the_region_check() -> None:
+    model = _chain()
+    with pytest.raises(VerificationError, match="region it rewrote .2 -> 2 nodes."):
+        _region_check(model, lambda m: _replace(m, "t6", "Sigmoid"))
+
+
+def test_two_sites_one_downstream_of_the_other_form_one_region() -> None:
+    # the second site's boundary value is recorded in the state before the pass
+    model = _chain()
+
+    def both(m: ir.Model) -> None:
+        _tanh_as_sigmoid(m, "t2")
+        _tanh_as_sigmoid(m, "t8")
+
+    result = _region_check(model, both)
+    assert result.checked and (result.old_nodes, result.new_nodes) == (4, 10)
+    assert set(result.outputs[0]) == {"m3", "m9"}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        pytest.param(
+            lambda m: [_tanh_as_sigmoid(m, f"t{i}") for i in range(LAYERS)],
+            "the region is large",
+            id="large",
+        ),
+        pytest.param(
+            lambda m: m.graph.initializers["w3"].const_value.numpy().__imul__(2),
+            "changed weight 'w3' in place",
+            id="weight-in-place",
+        ),
+        pytest.param(
+            lambda m: setattr(_node(m, "y").outputs[0], "name", "z"),
+            "names or types of the graph outputs",
+            id="output-renamed",
+        ),
+        pytest.param(
+            lambda m: setattr(_node(m, "t4").outputs[0], "name", "t4_renamed"),
+            "outputs do not match by name",
+            id="region-output-renamed",
+        ),
+        pytest.param(
+            lambda m: m.opset_imports.__setitem__("", 18),
+            "opsets",
+            id="opset",
+        ),
+    ],
+)
+def test_falls_back_to_the_whole_model_and_says_why(
+    change: Callable[[ir.Model], object], reason: str
+) -> None:
+    result = _region_check(_chain(), change)
+    assert not result.checked
+    assert reason in result.reason
+
+
+def test_small_models_and_a_tiny_memory_budget_fall_back() -> None:
+    small = _region_check(_chain(3), lambda m: _tanh_as_sigmoid(m, "t1"))
+    assert small.reason.startswith("small model")
+    tight = _region_check(_chain(), lambda m: _tanh_as_sigmoid(m, "t5"), memory_bytes=16)
+    assert "memory budget" in tight.reason
+
+
+def test_a_replaced_weight_puts_its_consumers_in_the_region() -> None:
+    model = _chain()
+
+    def replace(m: ir.Model) -> None:
+        value = m.graph.initializers["b4"]
+        assert value.const_value is not None
+        value.const_value = ir.tensor(value.const_value.numpy() + 1.0, name="b4")
+
+    with pytest.raises(VerificationError, match="region it rewrote .1 -> 1 nodes."):
+        _region_check(model, replace)
+
+
+IF_MODEL = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 8] x, bool c) => (float[N, 8] y) {
+    y = If (c) <
+        then_branch = t () => (float[N, 8] r) { r = Tanh (x) },
+        else_branch = e () => (float[N, 8] s) { s = Sigmoid (x) }
+    >
+}
+"""
+
+
+def test_a_change_inside_a_subgraph_falls_back() -> None:
+    model = model_from_text(IF_MODEL)
+    checker = RegionChecker(
+        [{"x": np.ones((1, 8), np.float32), "c": np.array(True)}],
+        frozenset({"x", "c"}),
+        RegionOptions(min_nodes=1),
+    )
+
+    def change(m: ir.Model) -> None:
+        body = m.graph.node(0).attributes["then_branch"].as_graph()
+        node = body.node(0)
+        new = ir.Node("", "Relu", node.inputs)
+        ir.convenience.replace_nodes_and_values(
+            body, node, [node], [new], [node.outputs[0]], [new.outputs[0]]
+        )
+        new.outputs[0].name = "r"
+
+    result = _region_check(model, change, checker)
+    assert "subgraph" in result.reason
+
+
+# -- in a run: status, rollback naming the pass, the end-to-end check -------------------------
+
+
+class _WrongTanhPass(IrpassPass):
+    """Claims to be lossless, turns one Tanh into a Sigmoid (a bug region checks must catch)."""
+
+    name = "t_region_wrong_tanh"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        _replace(model, "t6", "Sigmoid")
+        return ir.passes.PassResult(model, True)
+
+
+class _TanhAsSigmoidPass(IrpassPass):
+    """Rewrites one Tanh as 2 sigmoid(2a) - 1 (lossless)."""
+
+    name = "t_region_tanh_as_sigmoid"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        _tanh_as_sigmoid(model, "t3")
+        return ir.passes.PassResult(model, True)
+
+
+def _run(pipeline: str, **options: object) -> object:
+    with registry.registered(_WrongTanhPass, _TanhAsSigmoidPass):
+        return PipelineRunner(pipeline, options=RunOptions(**options)).run(_chain())  # type: ignore[arg-type]
+
+
+def test_runner_reports_a_region_check_and_still_checks_end_to_end() -> None:
+    result = _run("t_region_tanh_as_sigmoid")
+    record = result.report.passes[0]  # type: ignore[attr-defined]
+    assert record.verification.status == "equal (region: 5 nodes)"
+    assert "region of 2 -> 5 nodes" in record.verification.detail
+    final = result.report.final_verification  # type: ignore[attr-defined]
+    assert final.status == "equal" and final.ort_load  # the whole model ran at the end
+
+
+def test_runner_rolls_back_a_wrong_pass_caught_by_its_region_and_names_it() -> None:
+    result = _run("t_region_tanh_as_sigmoid,t_region_wrong_tanh")
+    first, wrong = result.report.passes  # type: ignore[attr-defined]
+    assert first.verification.status.startswith("equal (region")
+    assert wrong.rolled_back and wrong.verification.status == "failed"
+    assert "region it rewrote" in wrong.verification.detail
+    assert any("t_region_wrong_tanh" in w for w in result.report.warnings)  # type: ignore[attr-defined]
+    assert not any(n.op_type == "Sigmoid" and n.name.endswith("_new") for n in result.model.graph)  # type: ignore[attr-defined]
+    assert result.report.final_verification.status == "equal"  # type: ignore[attr-defined]
+
+
+def test_runner_without_region_checks_verifies_the_whole_model() -> None:
+    result = _run("t_region_tanh_as_sigmoid", region=None)
+    record = result.report.passes[0]  # type: ignore[attr-defined]
+    assert record.verification.status == "equal"
+    assert "region" not in record.verification.detail
