@@ -42,7 +42,7 @@ import dataclasses
 import itertools
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,13 +69,14 @@ class RegionOptions:
     Attributes:
         max_fraction: Largest region, as a fraction of the model's main-graph nodes and of its
             weight elements, that is checked as a region (0 turns region checks off).
-        min_nodes: Models with fewer main-graph nodes are always checked whole (one run of
-            a small model costs less than building two sub-models).
+        min_nodes: Models with fewer main-graph nodes are always checked whole: one session
+            and run of a small model cost less than the two to three small sessions of a
+            region check (measured: models of about 40 nodes check whole in 20-40 ms).
         memory_bytes: Budget of the recorded boundary values (all feeds together).
     """
 
     max_fraction: float = 0.25
-    min_nodes: int = 32
+    min_nodes: int = 100
     memory_bytes: int = 256 << 20
 
 
@@ -84,6 +85,9 @@ class RegionResult:
     """What a region check did: ``reason`` is set when it declined (check the whole model)."""
 
     reason: str = ""
+    #: declined only because its boundary values are not recorded: the whole-model check
+    #: should record them (:meth:`RegionChecker.run_whole`) for the regions that follow
+    unrecorded: bool = False
     old_nodes: int = 0
     new_nodes: int = 0
     outputs: Outputs = dataclasses.field(default_factory=list)
@@ -132,6 +136,13 @@ class _View:
                 self.producer[value] = node
                 self.names[value] = name
         self.graph_outputs = {value for value, _ in self.outputs}
+        # main-graph values a subgraph body reads from the outer scope: read outside any region
+        self.captured = {
+            value
+            for record in itertools.islice(snapshot.nodes.values(), snapshot.main_count, None)
+            for value in record[6]
+            if value in self.producer
+        }
 
     def downstream(self, nodes: Iterable[ir.Node]) -> set[ir.Node]:
         """``nodes`` and every node that reads what they compute, transitively."""
@@ -208,6 +219,36 @@ def _has_subgraph(record: Record) -> bool:
     )
 
 
+def _records(view: _View, nodes: Iterable[ir.Node]) -> Iterator[Record]:
+    return (view.records[node] for node in nodes)
+
+
+def _topological(view: _View, nodes: Sequence[ir.Node]) -> list[ir.Node]:
+    """``nodes`` ordered so that producers come first (a pass may insert nodes anywhere)."""
+    inside = set(nodes)
+    waiting = {
+        node: {view.producer[v] for v in view.records[node][6] if v in view.producer}
+        & inside
+        - {node}
+        for node in nodes
+    }
+    ordered: list[ir.Node] = []
+    ready = [node for node in nodes if not waiting[node]]
+    while ready:
+        node = ready.pop(0)
+        ordered.append(node)
+        for value, *_ in view.records[node][7]:
+            for consumer in view.consumers.get(value, ()):
+                pending = waiting.get(consumer)
+                if pending and node in pending:
+                    pending.discard(node)
+                    if not pending:
+                        ready.append(consumer)
+    if len(ordered) != len(nodes):
+        raise VerificationError("the region has a cycle", hint="this is a bug in the pass")
+    return ordered
+
+
 def _nbytes(value: Any) -> int:
     if isinstance(value, np.ndarray):
         return int(value.nbytes)
@@ -243,7 +284,7 @@ def _side(view: _View, nodes: list[ir.Node]) -> _Side | str:
     outputs: dict[str, ir.Value] = {}
     for value in sorted(produced, key=lambda v: view.names.get(v) or ""):
         read_outside = any(c not in inside for c in view.consumers.get(value, ()))
-        if read_outside or value in view.graph_outputs:
+        if read_outside or value in view.graph_outputs or value in view.captured:
             name = view.names.get(value)
             if not name:
                 return "a region output has no name"
@@ -289,7 +330,7 @@ def _submodel(
         initializers.append(new)
     built: list[ir.Node] = []
     counter = itertools.count()
-    for node in nodes:
+    for node in _topological(view, nodes):
         _, domain, overload, version, name, attributes, node_inputs, node_outputs = view.records[
             node
         ]
@@ -461,15 +502,19 @@ class RegionChecker:
             if not same_computation:
                 self.recorded.clear()
         elif same_computation:
-            self.recorded.drop(region.removed)
+            # equal fingerprints: every live value a remaining node computes is unchanged
+            # (annotations, rewired equal inputs); only the values of removed nodes go
+            self.recorded.drop(v for v in region.removed if v not in new_view.producer)
         else:
             self._forget(region)
 
     def _too_large(self, view: _View, region: _Region) -> str:
-        size = max(len(region.old), len(region.new))
         limit = self.options.max_fraction
-        if size > limit * len(view.records):
-            return f"the region is large ({size} of {len(view.records)} nodes)"
+        if max(len(region.old), len(region.new)) > limit * len(view.records):
+            return (
+                f"the region is large ({len(region.old)} -> {len(region.new)} nodes, the model "
+                f"has {len(view.records)})"
+            )
         total = sum(_elements(tensor) for tensor, _ in view.consts.values())
         used = {v for n in region.new for v in view.records[n][6] if v in view.consts}
         weights = sum(_elements(view.consts[v][0]) for v in used)
@@ -487,6 +532,11 @@ class RegionChecker:
             _has_subgraph(new_view.records[n]) for n in region.new
         ):
             return RegionResult(reason="the region holds control flow (If/Loop/Scan)")
+        functions = {(domain, name) for domain, name, _ in model.functions}
+        if any((r[1], r[0]) in functions for r in _records(old_view, region.old)) or any(
+            (r[1], r[0]) in functions for r in _records(new_view, region.new)
+        ):
+            return RegionResult(reason="the region calls a model-local function")
         old = _side(old_view, region.old)
         new = _side(new_view, region.new)
         if isinstance(old, str) or isinstance(new, str):
@@ -499,9 +549,9 @@ class RegionChecker:
                 f"after only: {added[:3]})"
             )
         needed = list(dict.fromkeys(old.recorded + new.recorded))
-        reason = self._record(model, old_view, needed)
+        reason, unrecorded = self._record(model, old_view, needed)
         if reason:
-            return RegionResult(reason=reason)
+            return RegionResult(reason=reason, unrecorded=unrecorded)
         values = {v: self._values(old_view, v) for v in needed}
         names = sorted(old.outputs)
         region_outputs = set(new.outputs.values())
@@ -511,8 +561,14 @@ class RegionChecker:
             for v, name, _, _ in new_view.records[n][7]
             if name and v not in region_outputs
         ]
-        reference = self._run(model, old, [old.outputs[k] for k in names], values)
-        actual = self._run(model, new, [new.outputs[k] for k in names] + extra, values)
+        try:
+            reference = self._run(model, old, [old.outputs[k] for k in names], values)
+            actual = self._run(model, new, [new.outputs[k] for k in names] + extra, values)
+        except VerificationError as exc:
+            # a region cut out of its model may not run on its own (e.g. an op that needs
+            # its input's static shape); the whole model decides, which catches a pass that
+            # broke the model too
+            return RegionResult(reason=f"the region does not run on its own: {exc.message}")
         expected = [dict(zip(names, run, strict=False)) for run in reference]
         got = [dict(zip(names, run, strict=False)) for run in actual]
         for index, (want, have) in enumerate(zip(expected, got, strict=True)):
@@ -570,12 +626,60 @@ class RegionChecker:
         return results
 
     # -- recording -----------------------------------------------------------------------
-    def _record(self, model: ir.Model, view: _View, needed: list[ir.Value]) -> str:
+    def run_whole(self, model: ir.Model) -> Outputs:
+        """Run the whole model on every feed; record the values it computes, within budget.
+
+        Called for the whole-model check of a pass whose region was declined only because
+        its boundary values were not recorded: recording them in this run costs less than a
+        run of their own, and regions of later passes then find them. Returns the graph
+        outputs per feed, as a plain run would.
+        """
+        self.recorded.bind(model.graph)
+        graph = model.graph
+        original = list(graph.outputs)
+        present = set(original)
+        values = [v for node in graph for v in node.outputs if v.name and v not in present]
+        graph.outputs.extend(values)
+        try:
+            session = make_session(model)
+        finally:
+            while len(graph.outputs) > len(original):
+                graph.outputs.pop()
+        names = [v.name or "" for v in original]
+        results: Outputs = []
+        kept: dict[ir.Value, list[Any]] = {}
+        room = self.options.memory_bytes - self.recorded.bytes
+        for index, feed in enumerate(self.feeds):
+            got = run_model(session, feed)
+            results.append({name: got[name] for name in names})
+            if index == 0:  # keep what fits, judged by the first feed's sizes
+                for value in values:
+                    array = got[value.name or ""]
+                    size = _nbytes(array) * len(self.feeds)
+                    if isinstance(array, np.ndarray) and size <= room:
+                        kept[value] = []
+                        room -= size
+            for value, arrays in kept.items():
+                arrays.append(got[value.name or ""])
+            del got
+        for value, arrays in kept.items():
+            if all(isinstance(a, np.ndarray) for a in arrays):
+                self.recorded.put(value, arrays, set(), evict=False)
+        logger.debug("recorded %d of %d values in a whole-model run", len(kept), len(values))
+        return results
+
+    def _record(
+        self, model: ir.Model, view: _View, needed: list[ir.Value]
+    ) -> tuple[str, bool]:
         """Make sure every ``needed`` value is recorded; return why not otherwise.
+
+        The flag is True when the values were only too costly to record now.
 
         Missing values are computed by running the last verified state (``view``, the state
         before the pass) from the graph inputs and the values already recorded; every value
-        that run computes is recorded too while the budget allows, for later regions.
+        that run computes is recorded too while the budget allows, for later regions. A run
+        of more than ``max_fraction`` of the model's nodes is not done (it would cost about
+        as much as the whole-model check).
         """
         missing = [
             v for v in needed if self.recorded.get(v) is None and not self._fed(view, v)
@@ -595,13 +699,14 @@ class RegionChecker:
                         if value not in inputs:
                             inputs.append(value)
                     else:
-                        return f"cannot record {view.names.get(value)!r} (not a fed graph input)"
+                        name = view.names.get(value)
+                        return f"cannot record {name!r} (not a fed graph input)", False
                     continue
                 if node in cone:
                     continue
                 cone.add(node)
                 if _has_subgraph(view.records[node]):
-                    return "recording the region's inputs would run control flow"
+                    return "recording the region's inputs would run control flow", False
                 for source in view.records[node][6]:
                     if source is None or source in consts or source in inputs:
                         continue
@@ -609,6 +714,15 @@ class RegionChecker:
                         inputs.append(source)
                     else:
                         pending.append(source)
+            limit = self.options.max_fraction * len(view.records)
+            if len(cone) > limit:
+                # as costly as checking the whole model (measured: exposing every value of a
+                # large part of the model costs more than the whole-model run itself)
+                return (
+                    f"its boundary values are not recorded and recording them would run "
+                    f"{len(cone)} of {len(view.records)} nodes",
+                    True,
+                )
             nodes = [n for n in view.records if n in cone]
             computed = [
                 v
@@ -619,29 +733,33 @@ class RegionChecker:
             outputs = missing + computed
             values = {v: self._values(view, v) for v in inputs}
             samples = {v: arrays[0] for v, arrays in values.items()}
-            sub = _submodel(view, nodes, inputs, consts, outputs, model, samples)
-            session = make_session(sub)
-            runs = []
-            for index in range(len(self.feeds)):
-                feed = {f"in{i}": values[v][index] for i, v in enumerate(inputs)}
-                runs.append(run_model(session, feed))
+            try:
+                sub = _submodel(view, nodes, inputs, consts, outputs, model, samples)
+                session = make_session(sub)
+                runs = []
+                for index in range(len(self.feeds)):
+                    feed = {f"in{i}": values[v][index] for i, v in enumerate(inputs)}
+                    runs.append(run_model(session, feed))
+            except VerificationError as exc:
+                return f"recording the region's inputs failed: {exc.message}", False
             keep = set(needed)
             for position, value in enumerate(outputs):
                 arrays = [run[f"out{position}"] for run in runs]
                 if not all(isinstance(a, np.ndarray) for a in arrays):
                     if value in keep:
-                        return f"boundary value {view.names.get(value)!r} is not a tensor"
+                        name = view.names.get(value)
+                        return f"boundary value {name!r} is not a tensor", False
                     continue
                 stored = self.recorded.put(value, arrays, keep, evict=value in keep)
                 if not stored and value in keep:
-                    return "the region's inputs do not fit the memory budget"
+                    return "the region's inputs do not fit the memory budget", False
             logger.debug(
                 "recorded %d values for a region (%d nodes run)", len(outputs), len(nodes)
             )
         for value in needed:
             if not self._fed(view, value) and self.recorded.get(value) is None:
-                return "the region's inputs do not fit the memory budget"
-        return ""
+                return "the region's inputs do not fit the memory budget", False
+        return "", False
 
 
 def _elements(tensor: Any) -> int:

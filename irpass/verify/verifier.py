@@ -199,8 +199,14 @@ class Verifier:
     def _fingerprint(self, model: ir.Model) -> str:
         return computation_fingerprint(model, self.hasher, self.fed)
 
-    def _run(self, model: ir.Model) -> Outputs:
+    def _run(self, model: ir.Model, recording: RegionChecker | None = None) -> Outputs:
+        """The model's outputs on every feed; ``recording`` keeps its intermediate values."""
         assert self.plan is not None
+        if recording is not None:
+            try:
+                return recording.run_whole(model)
+            except VerificationError:
+                logger.debug("recording intermediate values failed; running the model plainly")
         session = make_session(model)
         return [run_model(session, feed) for feed in self.plan.feeds]
 
@@ -251,16 +257,17 @@ class Verifier:
             result.max_abs_error = 0.0
             result.detail = "same computation (no op, weight or annotation on a path changed)"
             return result
-        whole = ""
+        whole, record = "", False
         if region is not None and changes is not None:
             if lossless:
                 checked = region.check(model, *changes)
                 if checked.checked:
                     return self._region_equal(fingerprint, checked)
                 whole = f" (whole model: {checked.reason})"
+                record = checked.unrecorded
             else:
                 region.forget(model, *changes)
-        outputs = self._run(model)
+        outputs = self._run(model, region if record else None)
         result.ort_load = True
         if lossless:
             result.detail = self._equal(self.last.outputs, outputs, "a lossless pass") + whole

@@ -12,13 +12,13 @@ import pytest
 
 from irpass import registry
 from irpass.errors import VerificationError
-from irpass.manager import PipelineRunner, RunOptions
+from irpass.manager import PipelineRunner, RunOptions, RunResult
 from irpass.pass_base import IrpassPass
 from irpass.testing import inputs_to_random_initializers, model_from_text
 from irpass.verify.fingerprint import TensorHasher, structure_snapshot
 from irpass.verify.region import RegionChecker, RegionOptions, RegionResult
 
-LAYERS = 12  # 3 nodes per layer: 37 nodes, above RegionOptions.min_nodes
+LAYERS = 34  # 3 nodes per layer: 103 nodes, above RegionOptions.min_nodes
 
 
 def _chain(layers: int = LAYERS) -> ir.Model:
@@ -120,7 +120,7 @@ def test_equal_rewrite_is_checked_as_a_region_and_its_values_recorded() -> None:
 
 def test_wrong_rewrite_of_one_node_is_caught_by_the_region_check() -> None:
     model = _chain()
-    with pytest.raises(VerificationError, match="region it rewrote .2 -> 2 nodes."):
+    with pytest.raises(VerificationError, match=r"region it rewrote \(2 -> 2 nodes\)"):
         _region_check(model, lambda m: _replace(m, "t6", "Sigmoid"))
 
 
@@ -130,11 +130,18 @@ def test_two_sites_one_downstream_of_the_other_form_one_region() -> None:
 
     def both(m: ir.Model) -> None:
         _tanh_as_sigmoid(m, "t2")
-        _tanh_as_sigmoid(m, "t8")
+        _tanh_as_sigmoid(m, "t6")
 
     result = _region_check(model, both)
     assert result.checked and (result.old_nodes, result.new_nodes) == (4, 10)
-    assert set(result.outputs[0]) == {"m3", "m9"}
+    assert set(result.outputs[0]) == {"m3", "m7"}
+
+
+def test_a_deep_region_whose_inputs_are_not_recorded_is_checked_whole() -> None:
+    # recording a30 would run 92 of the 103 nodes: the whole-model check costs less
+    result = _region_check(_chain(), lambda m: _tanh_as_sigmoid(m, "t30"))
+    assert "recording them would run 92 of 103 nodes" in result.reason
+    assert result.unrecorded  # the whole-model check records instead (run_whole)
 
 
 @pytest.mark.parametrize(
@@ -176,7 +183,7 @@ def test_falls_back_to_the_whole_model_and_says_why(
 
 
 def test_small_models_and_a_tiny_memory_budget_fall_back() -> None:
-    small = _region_check(_chain(3), lambda m: _tanh_as_sigmoid(m, "t1"))
+    small = _region_check(_chain(12), lambda m: _tanh_as_sigmoid(m, "t1"))
     assert small.reason.startswith("small model")
     tight = _region_check(_chain(), lambda m: _tanh_as_sigmoid(m, "t5"), memory_bytes=16)
     assert "memory budget" in tight.reason
@@ -190,7 +197,7 @@ def test_a_replaced_weight_puts_its_consumers_in_the_region() -> None:
         assert value.const_value is not None
         value.const_value = ir.tensor(value.const_value.numpy() + 1.0, name="b4")
 
-    with pytest.raises(VerificationError, match="region it rewrote .1 -> 1 nodes."):
+    with pytest.raises(VerificationError, match=r"region it rewrote \(1 -> 1 nodes\)"):
         _region_check(model, replace)
 
 
@@ -251,33 +258,67 @@ class _TanhAsSigmoidPass(IrpassPass):
         return ir.passes.PassResult(model, True)
 
 
-def _run(pipeline: str, **options: object) -> object:
-    with registry.registered(_WrongTanhPass, _TanhAsSigmoidPass):
-        return PipelineRunner(pipeline, options=RunOptions(**options)).run(_chain())  # type: ignore[arg-type]
+class _DeepTanhAsSigmoidPass(IrpassPass):
+    """Rewrites Tanh t30 as 2 sigmoid(2a) - 1 (lossless), deep in the chain."""
+
+    name = "t_region_deep_tanh"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        _tanh_as_sigmoid(model, "t30")
+        return ir.passes.PassResult(model, True)
+
+
+class _DeeperTanhAsSigmoidPass(IrpassPass):
+    """Rewrites Tanh t32 the same way."""
+
+    name = "t_region_deeper_tanh"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        _tanh_as_sigmoid(model, "t32")
+        return ir.passes.PassResult(model, True)
+
+
+def _run(pipeline: str, options: RunOptions | None = None) -> RunResult:
+    passes = (_WrongTanhPass, _TanhAsSigmoidPass, _DeepTanhAsSigmoidPass, _DeeperTanhAsSigmoidPass)
+    with registry.registered(*passes):
+        return PipelineRunner(pipeline, options=options).run(_chain())
 
 
 def test_runner_reports_a_region_check_and_still_checks_end_to_end() -> None:
     result = _run("t_region_tanh_as_sigmoid")
-    record = result.report.passes[0]  # type: ignore[attr-defined]
+    record = result.report.passes[0]
     assert record.verification.status == "equal (region: 5 nodes)"
     assert "region of 2 -> 5 nodes" in record.verification.detail
-    final = result.report.final_verification  # type: ignore[attr-defined]
+    final = result.report.final_verification
     assert final.status == "equal" and final.ort_load  # the whole model ran at the end
 
 
 def test_runner_rolls_back_a_wrong_pass_caught_by_its_region_and_names_it() -> None:
     result = _run("t_region_tanh_as_sigmoid,t_region_wrong_tanh")
-    first, wrong = result.report.passes  # type: ignore[attr-defined]
+    first, wrong = result.report.passes
     assert first.verification.status.startswith("equal (region")
     assert wrong.rolled_back and wrong.verification.status == "failed"
     assert "region it rewrote" in wrong.verification.detail
-    assert any("t_region_wrong_tanh" in w for w in result.report.warnings)  # type: ignore[attr-defined]
-    assert not any(n.op_type == "Sigmoid" and n.name.endswith("_new") for n in result.model.graph)  # type: ignore[attr-defined]
-    assert result.report.final_verification.status == "equal"  # type: ignore[attr-defined]
+    assert any("t_region_wrong_tanh" in w for w in result.report.warnings)
+    assert not any(n.op_type == "Sigmoid" and n.name.endswith("_new") for n in result.model.graph)
+    assert result.report.final_verification.status == "equal"
 
 
 def test_runner_without_region_checks_verifies_the_whole_model() -> None:
-    result = _run("t_region_tanh_as_sigmoid", region=None)
-    record = result.report.passes[0]  # type: ignore[attr-defined]
+    result = _run("t_region_tanh_as_sigmoid", RunOptions(region=None))
+    record = result.report.passes[0]
     assert record.verification.status == "equal"
     assert "region" not in record.verification.detail
+
+
+def test_runner_records_values_in_a_whole_check_for_the_regions_that_follow() -> None:
+    result = _run("t_region_deep_tanh,t_region_deeper_tanh")
+    first, second = result.report.passes
+    # nothing recorded yet and recording a30 alone would run most of the model: checked whole,
+    # and that run records the values the next region reads
+    assert first.verification.status == "equal"
+    assert "whole model: its boundary values are not recorded" in first.verification.detail
+    assert second.verification.status == "equal (region: 5 nodes)"
+    assert result.report.final_verification.status == "equal"
