@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pathlib
 import shutil
@@ -43,6 +44,8 @@ __all__ = [
     "to_ir",
     "to_proto",
 ]
+
+_LOG = logging.getLogger(__name__)
 
 #: Above this many bytes of weights a model is saved with external data.
 #: Operator domains that ONNX or ONNX Runtime define; an op of any other domain is a custom op
@@ -188,7 +191,53 @@ def _check_opset(model: ir.Model | onnx.ModelProto, path: pathlib.Path | str) ->
         )
 
 
+def _value_infos(graph: onnx.GraphProto) -> Iterator[tuple[str, onnx.ValueInfoProto]]:
+    for kind, values in (
+        ("graph input", graph.input),
+        ("graph output", graph.output),
+        ("value", graph.value_info),
+    ):
+        for value in values:
+            yield kind, value
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _value_infos(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _value_infos(sub)
+
+
+def _relax_negative_dims(proto: onnx.ModelProto, where: str | os.PathLike[str]) -> None:
+    """Declared dims below zero (Paddle and old converters write -1 for "any") become unknown.
+
+    ONNX Runtime runs such models with any size on those axes, so refusing them would refuse
+    working models; the declaration is treated as a dynamic dim and a warning names it.
+    Negative dims of weights are real damage and are still refused by validation.
+    """
+    for kind, value in _value_infos(proto.graph):
+        if not value.type.HasField("tensor_type"):
+            continue
+        tensor_type = value.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            continue
+        for axis, dim in enumerate(tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                if kind != "value":
+                    _LOG.warning(
+                        "%s: %s %r declares dimension %d on axis %d; treated as a dynamic "
+                        "dimension",
+                        where,
+                        kind,
+                        value.name,
+                        dim.dim_value,
+                        axis,
+                    )
+                dim.Clear()
+
+
 def _deserialize(proto: onnx.ModelProto, where: str | os.PathLike[str]) -> ir.Model:
+    _relax_negative_dims(proto, where)
     unsorted = validate_model_proto(proto, str(where))
     try:
         model = ir.serde.deserialize_model(proto)

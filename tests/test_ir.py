@@ -237,3 +237,30 @@ def test_external_data_outside_the_folder_is_refused_unread(
     with pytest.raises(ModelLoadError, match="outside the model's folder") as info:
         load_model(folder / "model.onnx")
     assert "631" not in info.value.message
+
+
+def test_declared_minus_one_dims_load_as_dynamic(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Paddle exports (e.g. rapidocr's text-direction classifier) declare "any size" as -1.
+    proto = onnx.parser.parse_model(SMALL)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    proto.graph.output[0].type.tensor_type.shape.dim[0].dim_value = -1
+    path = tmp_path / "paddle.onnx"
+    onnx.save(proto, path)
+    with caplog.at_level("WARNING", logger="irpass.ir"):
+        model = load_model(path)
+    assert model.graph.inputs[0].shape is not None
+    first = model.graph.inputs[0].shape[0]
+    assert not isinstance(first, int)  # unknown, not -1
+    assert model.graph.inputs[0].shape[1] == 2
+    assert "graph input 'x' declares dimension -1 on axis 0" in caplog.text
+
+
+def test_negative_weight_dims_are_still_refused(tmp_path: pathlib.Path) -> None:
+    proto = onnx.parser.parse_model(SMALL)
+    proto.graph.initializer[0].dims[0] = -2
+    path = tmp_path / "bad.onnx"
+    onnx.save(proto, path)
+    with pytest.raises(UnsupportedModelError, match="declares dimension -2"):
+        load_model(path)

@@ -163,6 +163,8 @@ def _peak_activation_bytes(graph: ir.Graph, values: dict[str, ValueInfo]) -> int
             live[value] = _value_bytes(values, value) or 0
     peak = sum(live.values())
     for index, node in enumerate(nodes):
+        if _constant_weight(node) is not None:
+            continue  # a weight (counted in params), not an activation: see _constant_weight
         for value in node.outputs:
             live[value] = _value_bytes(values, value) or 0
         peak = max(peak, sum(live.values()))

@@ -46,7 +46,10 @@ def dynamic_input_names(model: ir.Model) -> list[str]:
 def _shape_error(name: str, axis: int, dim: object, hint_shape: str) -> TargetError:
     return TargetError(
         f"input {name!r} dim {axis} ({dim}) has no value for this target",
-        hint=f"give it with --input-shapes {name}:{hint_shape}",
+        hint=(
+            f"give it with --input-shapes {name}:{hint_shape} (the size the device will "
+            "run), or pass --calib-data / --eval-data: their first batch gives the sizes"
+        ),
     )
 
 
@@ -118,7 +121,10 @@ def _from_model_or_data(
         elif data is not None and len(data) == len(dims):
             shape.append(int(data[axis]))
         else:
-            example = "x".join("1" if not isinstance(d, int) else str(d) for d in dims)
+            example = "x".join(
+                str(d) if isinstance(d, int) else ("1" if i == 0 else f"<{d or 'size'}>")
+                for i, d in enumerate(dims)
+            )
             raise _shape_error(name, axis, dim, example)
     return tuple(shape)
 

@@ -34,6 +34,18 @@ __all__ = ["EliminateDeadPass"]
 logger = logging.getLogger(__name__)
 
 
+def _named_outputs(model: ir.Model) -> int:
+    """Node outputs that carry a name; an unused optional output trimmed to "" loses it."""
+    graphs: list[ir.Graph | ir.Function] = [model.graph, *model.functions.values()]
+    return sum(
+        1
+        for graph in graphs
+        for node in ir.traversal.RecursiveGraphIterator(graph)
+        for output in node.outputs
+        if output.name
+    )
+
+
 def _remove_unused_subgraph_initializers(model: ir.Model) -> int:
     removed = 0
     for graph in model.graphs():
@@ -61,7 +73,13 @@ class EliminateDeadPass(IrpassPass):
         initializers = sum(len(g.initializers) for g in model.graphs())
         functions = len(model.functions)
         opsets = len(model.opset_imports)
+        named = _named_outputs(model)
         modified = RemoveUnusedNodesPass()(model).modified
+        # onnx-ir trims unused optional outputs inside If/Loop bodies without reporting it
+        trimmed = named - _named_outputs(model)
+        if trimmed > 0:
+            self.stats["optional_outputs_trimmed"] += trimmed
+            modified = True
         removed_sub = _remove_unused_subgraph_initializers(model)
         modified = RemoveUnusedFunctionsPass()(model).modified or modified
         modified = RemoveUnusedOpsetsPass()(model).modified or modified

@@ -34,6 +34,27 @@ def test_conv_gemm_matmul_macs(group: int) -> None:
     assert cost.peak_activation_bytes == (6 * 64 + 384) * 4
 
 
+def test_weights_in_constant_nodes_are_not_activations() -> None:
+    # Paddle-style exports put every weight in a Constant node at the top of the graph: they
+    # are params, and the activation peak is the same as with initializers.
+    weights = "\n".join(
+        f"w{i} = Constant<value: tensor = float[64, 64] w{i} {{{', '.join(['0.5'] * 4096)}}}>()"
+        for i in range(3)
+    )
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 64] x) => (float[1, 64] y) {{
+        {weights}
+        a = MatMul(x, w0)
+        b = MatMul(a, w1)
+        y = MatMul(b, w2)
+    }}
+    """
+    cost = model_cost(model_from_text(text))
+    assert cost.params == 3 * 64 * 64
+    assert cost.peak_activation_bytes == 2 * 64 * 4  # one MatMul's input and output
+
+
 def test_convtranspose_macs() -> None:
     text = """
     <ir_version: 8, opset_import: ["" : 17]>

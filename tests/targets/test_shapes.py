@@ -27,7 +27,8 @@ def test_other_dims_come_from_the_data_and_are_named_when_missing():
     assert resolve_profile(model, sample=sample) == {"tokens": ((1, 20),) * 3}
     with pytest.raises(TargetError, match=r"input 'tokens' dim 1 \(sequence\)") as info:
         resolve_profile(model)
-    assert "--input-shapes tokens:1x1" in (info.value.hint or "")
+    assert "--input-shapes tokens:1x<sequence>" in (info.value.hint or "")
+    assert "--calib-data" in (info.value.hint or "")
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,32 @@ def test_recurses_into_if_branches() -> None:
         assert_equivalent(reference, model, feeds=feeds)
 
 
+def test_trimmed_optional_output_in_a_branch_is_reported() -> None:
+    # silero-vad's LSTMs inside If branches: onnx-ir drops the unused Y output's name and
+    # says nothing; the manager's fingerprint then flagged eliminate_dead as under-reporting.
+    text = (
+        HEADER.format(extra="")
+        + """
+    g (float[1, 2] x, bool c) => (float[1, 2] y) {
+      y = If (c) <then_branch = t () => (float[1, 2] ty) {
+            ty, mask = Dropout (x)
+         }, else_branch = e () => (float[1, 2] ey) {
+            ey = Neg (x)
+         }>
+    }
+    """
+    )
+    model, reference = model_from_text(text), model_from_text(text)
+    pass_ = EliminateDeadPass()
+    assert pass_(model).modified is True
+    then_branch = next(iter(model.graph)).attributes["then_branch"].as_graph()
+    assert [o.name for o in next(iter(then_branch)).outputs if o.name] == ["ty"]
+    assert pass_.stats["optional_outputs_trimmed"] == 1
+    for cond in (True, False):
+        feeds = {"x": np.array([[1.0, -2.0]], np.float32), "c": np.array(cond)}
+        assert_equivalent(reference, model, feeds=feeds)
+
+
 def test_runs_inside_onnx_ir_pass_manager() -> None:
     model = model_from_text(HEADER.format(extra="") + CASES["dead_node"][0])
     assert ir.passes.PassManager([EliminateDeadPass()])(model).modified is True
