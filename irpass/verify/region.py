@@ -10,10 +10,12 @@ model. From the structure snapshots before and after the pass
   attributes and output names), the new one from the snapshot after it;
 - its **boundary inputs**: values the region reads but does not compute. Weights are part of
   the sub-model; graph inputs come from the verification feeds; every other boundary value
-  is *recorded*: computed by running the last verified state (rebuilt from the snapshot
-  before the pass, as a sub-model from the graph inputs or from values already recorded) on
-  the verification feeds, and kept in a cache bounded by a memory budget, so that later
-  regions usually find their inputs there;
+  is *recorded* on the verification feeds and kept in a cache bounded by a memory budget.
+  A value not recorded yet is computed by running the last verified state (rebuilt from the
+  snapshot before the pass, as a sub-model from the graph inputs or from values already
+  recorded) when few nodes lead to it; otherwise the region is declined, and the whole-model
+  check of that pass records every intermediate value (:meth:`RegionChecker.run_whole`), so
+  that the regions of later passes find theirs;
 - its **outputs**: values the region computes that nodes outside it or the graph outputs
   still read, matched by name between the old and the new state.
 
@@ -24,16 +26,20 @@ and the same tolerance as whole-model checks. A region check that fails raises
 
 After a region check, the recorded values the region computes are replaced with the new
 region's; values further downstream keep the values recorded earlier, which differ from the
-current model's by at most what the checked regions changed (within tolerance). The
-end-to-end comparison with the input model at the end of the run (:meth:`Verifier.final`)
-runs the whole model, so small differences cannot add up unnoticed.
+current model's only through what the checked regions changed (equal within tolerance at the
+regions' outputs). A difference that stays within tolerance at a region's outputs but grows
+downstream, or small differences adding up over passes, are caught by the end-to-end
+comparison with the input model at the end of the run
+(:meth:`irpass.verify.verifier.Verifier.final`, always the whole model), which bisects to the
+pass and rolls it back.
 
 The checker declines (:attr:`RegionResult.reason` says why) and the caller checks the whole
 model when the model is small (a whole run is cheap), the region is large relative to the
 model (nodes or weights), the pass changed opsets, functions, subgraphs (If/Loop/Scan bodies),
 the graph's inputs or the names and types of its outputs, a weight in place, or only weights
 or declarations (no node), the region holds control flow, its outputs do not match by name,
-a boundary value is not a tensor, or the recorded values would not fit the memory budget.
+a boundary value is not a tensor, recording the boundary values would run a large part of
+the model, or they would not fit the memory budget.
 """
 
 from __future__ import annotations
@@ -449,19 +455,17 @@ class RegionChecker:
     ) -> RegionResult:
         """Check the region a lossless pass changed; ``reason`` says why it declined.
 
-        Raises VerificationError when the region's outputs differ (or a sub-model cannot
-        run). Whatever the outcome, recorded values the pass made stale are forgotten.
+        Raises VerificationError when the region's outputs differ. Whatever the outcome,
+        recorded values the pass made stale are forgotten.
         """
         self.recorded.bind(model.graph)
         if self.options.max_fraction <= 0:
             return RegionResult(reason="region checks are off")
+        if after.main_count < self.options.min_nodes:
+            self.recorded.clear()
+            return RegionResult(reason=f"small model ({after.main_count} nodes)")
         old_view = self._view_of(before)
         new_view = _View(after, self.fed)
-        total = len(new_view.records)
-        if total < self.options.min_nodes:
-            self._view = new_view
-            self.recorded.clear()
-            return RegionResult(reason=f"small model ({total} nodes)")
         region = _find_region(old_view, new_view)
         self._view = new_view
         if isinstance(region, str):
@@ -472,7 +476,7 @@ class RegionChecker:
         except VerificationError:
             self._forget(region)
             raise
-        if not result.checked:  # the caller checks the whole model, which records nothing
+        if not result.checked:  # before the whole-model check, which may record afresh
             self._forget(region)
         return result
 
@@ -490,21 +494,26 @@ class RegionChecker:
         """A pass was checked another way: forget the recorded values it made stale.
 
         ``same_computation``: the pass provably computes the same function (equal computation
-        fingerprints), so only the values of the nodes it removed or changed are forgotten;
-        otherwise everything downstream of them goes too.
+        fingerprints), so only the values of the nodes it removed are forgotten; otherwise the
+        values of the nodes it changed and everything downstream of them go too.
         """
         self.recorded.bind(model.graph)
+        if not self.recorded.data:
+            return  # nothing to forget: no need to compare the snapshots
+        if same_computation:
+            # equal fingerprints: every live value a remaining node computes is unchanged
+            # (annotations, rewired equal inputs); only the values of removed nodes go
+            graph = model.graph
+            self.recorded.drop(
+                [v for v in self.recorded.data if getattr(v.producer(), "graph", None) is not graph]
+            )
+            return
         old_view = self._view_of(before)
         new_view = _View(after, self.fed)
         self._view = new_view
         region = _find_region(old_view, new_view)
         if isinstance(region, str):
-            if not same_computation:
-                self.recorded.clear()
-        elif same_computation:
-            # equal fingerprints: every live value a remaining node computes is unchanged
-            # (annotations, rewired equal inputs); only the values of removed nodes go
-            self.recorded.drop(v for v in region.removed if v not in new_view.producer)
+            self.recorded.clear()
         else:
             self._forget(region)
 

@@ -21,9 +21,14 @@ from irpass.verify.region import RegionChecker, RegionOptions, RegionResult
 LAYERS = 34  # 3 nodes per layer: 103 nodes, above RegionOptions.min_nodes
 
 
-def _chain(layers: int = LAYERS) -> ir.Model:
-    """x -> (MatMul, Add, Tanh) x layers -> Identity -> y, seeded random weights."""
+def _chain(layers: int = LAYERS, extra: str = "") -> ir.Model:
+    """x -> (MatMul, Add, Tanh) x layers -> Identity -> y, seeded random weights.
+
+    ``extra``: ONNX text appended to the graph (more inputs, nodes, outputs), as
+    ``inputs|nodes|outputs``.
+    """
     weights = ", ".join(f"float[8, 8] w{i}, float[8] b{i}" for i in range(layers))
+    more_inputs, more_nodes, more_outputs = extra.split("|") if extra else ("", "", "")
     body = []
     previous = "x"
     for i in range(layers):
@@ -33,8 +38,9 @@ def _chain(layers: int = LAYERS) -> ir.Model:
     body.append(f"y = Identity ({previous})")
     text = f"""
     <ir_version: 8, opset_import: ["" : 17]>
-    g (float[N, 8] x, {weights}) => (float[N, 8] y) {{
+    g (float[N, 8] x, {weights}{more_inputs}) => (float[N, 8] y{more_outputs}) {{
         {chr(10).join(body)}
+        {more_nodes}
     }}
     """
     names = [f"{kind}{i}" for i in range(layers) for kind in ("w", "b")]
@@ -231,6 +237,29 @@ def test_a_change_inside_a_subgraph_falls_back() -> None:
 
     result = _region_check(model, change, checker)
     assert "subgraph" in result.reason
+
+
+# s is read only inside the If's branches (captured from the outer scope)
+CAPTURED = (
+    ", bool c|"
+    "s = LeakyRelu <alpha = 0.1> (t2)\n"
+    "z = If (c) <then_branch = th () => (float[N, 8] r) { r = Neg (s) },"
+    " else_branch = el () => (float[N, 8] q) { q = Abs (s) }>"
+    "|, float[N, 8] z"
+)
+
+
+def test_a_value_read_only_by_a_subgraph_is_a_region_output() -> None:
+    model = _chain(extra=CAPTURED)
+    flags = (True, False)  # both branches read s
+    feeds = [dict(feed, c=np.array(flag)) for feed, flag in zip(_feeds(), flags, strict=True)]
+    checker = RegionChecker(feeds, frozenset({"x", "c"}), RegionOptions())
+
+    def wrong_alpha(m: ir.Model) -> None:
+        _node(m, "s").attributes["alpha"] = ir.AttrFloat32("alpha", 0.3)
+
+    with pytest.raises(VerificationError, match="region it rewrote"):
+        _region_check(model, wrong_alpha, checker)
 
 
 # -- in a run: status, rollback naming the pass, the end-to-end check -------------------------
