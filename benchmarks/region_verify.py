@@ -94,7 +94,7 @@ def run_once(name: str, cache: pathlib.Path, region: RegionOptions | None) -> di
             {
                 "step": p.step,
                 "status": p.verification.status,
-                "why_whole": p.verification.detail.partition("(whole model: ")[2].rstrip(")"),
+                "why_whole": p.verification.detail.partition(" (whole model: ")[2].removesuffix(")"),
                 "verify_s": wall,
             }
             for p, (wall, _) in zip(checked, calls, strict=True)
