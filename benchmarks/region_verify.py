@@ -75,6 +75,11 @@ def _timed_checks() -> tuple[list[tuple[float, float]], Callable[[], None]]:
     return calls, undo
 
 
+def _why_whole(detail: str) -> str:
+    """The reason a whole-model check gives for not checking a region ('' if none)."""
+    return detail.partition(" (whole model: ")[2].removesuffix(")")
+
+
 def run_once(name: str, cache: pathlib.Path, region: RegionOptions | None) -> dict[str, Any]:
     model = _load(name, cache)
     calls, undo = _timed_checks()
@@ -94,7 +99,7 @@ def run_once(name: str, cache: pathlib.Path, region: RegionOptions | None) -> di
             {
                 "step": p.step,
                 "status": p.verification.status,
-                "why_whole": p.verification.detail.partition(" (whole model: ")[2].removesuffix(")"),
+                "why_whole": _why_whole(p.verification.detail),
                 "verify_s": wall,
             }
             for p, (wall, _) in zip(checked, calls, strict=True)

@@ -250,6 +250,19 @@ class PipelineRunner:
                 hint="irpass verifies every pass against the input model; fix the input, or "
                 "use --verify none for structural checks only",
             ) from exc
+        try:
+            return self._run_verified(model, input_path, verifier, customs, started)
+        finally:
+            verifier.close()  # a run that raised leaves no reference runs behind
+
+    def _run_verified(
+        self,
+        model: ir.Model,
+        input_path: str | None,
+        verifier: Verifier,
+        customs: list[tuple[str, str]],
+        started: float,
+    ) -> RunResult:
         report = RunReport(
             irpass_version=__version__,
             input=input_path,
@@ -257,14 +270,6 @@ class PipelineRunner:
             expanded_pipeline=format_pipeline(self.steps),
             target=getattr(self.context.target, "name", self.context.target),
         )
-        report.verification = {
-            "mode": self.options.verify,
-            "feeds": verifier.describe(),
-            "shapes": [
-                {name: list(shape) for name, shape in shapes.items()} for shapes in verifier.shapes
-            ],
-            "notes": list(verifier.notes),
-        }
         if customs:
             report.warnings.append(
                 "custom-domain ops present; numeric verification disabled: "
@@ -272,7 +277,7 @@ class PipelineRunner:
             )
         self._invalidate()
         report.before = self._current_cost(model).summary()
-        cost_shapes = _symbolic_input_shapes(model, verifier.shapes)
+        cost_shapes = _symbolic_input_shapes(model, verifier)
         if cost_shapes:
             report.cost_at_shapes = {"shapes": cost_shapes, "before": _cost_at(model, cost_shapes)}
         evaluator = getattr(self.context, "evaluator", None)
@@ -298,6 +303,15 @@ class PipelineRunner:
         if self.options.verify == "final":
             self._close_segment(model, state)
         self._finish(model, state)
+        # after the passes: the reference runs (which found the feeds) went on beside them
+        report.verification.update(
+            mode=self.options.verify,
+            feeds=verifier.describe(),
+            shapes=[
+                {name: list(shape) for name, shape in shapes.items()} for shapes in verifier.shapes
+            ],
+            notes=list(verifier.notes),
+        )
         report.after = self._current_cost(model).summary()
         if cost_shapes:
             report.cost_at_shapes["after"] = _cost_at(model, cost_shapes)
@@ -690,16 +704,18 @@ def _freezes_inputs(steps: list[Step] | tuple[Step, ...]) -> bool:
     )
 
 
-def _symbolic_input_shapes(
-    model: ir.Model, shapes: list[dict[str, tuple[int, ...]]]
-) -> dict[str, list[int]]:
-    """The first verification feed's shapes when some graph input has symbolic dims."""
+def _symbolic_input_shapes(model: ir.Model, verifier: Verifier) -> dict[str, list[int]]:
+    """The first verification feed's shapes when some graph input has symbolic dims.
+
+    Only then does it wait for the reference runs, which found the feeds.
+    """
     symbolic = any(
         value.shape is None or any(not isinstance(d, int) for d in value.shape)
         for value in model.graph.inputs
         if value.name not in model.graph.initializers
     )
-    if not symbolic or not shapes:
+    shapes = verifier.shapes if symbolic else []
+    if not shapes:
         return {}
     return {name: list(shape) for name, shape in shapes[0].items()}
 

@@ -122,7 +122,10 @@ def inferred_values(model: ir.Model) -> dict[str, ValueInfo]:
         return out
     for graph_proto in _graph_protos(proto.graph):
         for info in list(graph_proto.value_info) + list(graph_proto.output):
-            if not info.type.WhichOneof("value"):
+            # a value with a known shape keeps it (see _known): parsing its inferred type
+            # again would cost most of this function on large graphs
+            known = out.get(info.name)
+            if (known is not None and known[0] is not None) or not info.type.WhichOneof("value"):
                 continue
             shape = ir.serde.deserialize_type_proto_for_shape(info.type)
             type_ = ir.serde.deserialize_type_proto_for_type(info.type)

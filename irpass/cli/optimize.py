@@ -527,14 +527,16 @@ def _optimize(
         # a search that kept nothing of an all-lossy pipeline leaves no pass to run
         steps = [] if search is not None and not pipeline else pipeline
         manager = PipelineRunner(steps, context, options, progress=on_step)
-        original = model.clone()  # shares weights; the passes rewrite `model` in place
+        diffed = outputs.directory is not None or bool(args.report)
+        # shares weights; the passes rewrite `model` in place (only the diff reads the copy)
+        original = model.clone() if diffed else None
         try:
             result = manager.run(model, input_path=str(input_path))
         except PassFailedError:
             if outputs.dump_dir is not None:  # the dumps up to the failure help debug it
                 plan.commit(only=[outputs.dump_dir])
             raise
-        if outputs.directory is not None or args.report:
+        if original is not None:
             progress.update(task, description="diffing input and output")
             report_diff(original, result.model, result.report)
     if search is not None:

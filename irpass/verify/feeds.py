@@ -42,6 +42,7 @@ from irpass.errors import DataError, UnsupportedModelError, VerificationError
 __all__ = [
     "DimKey",
     "FeedPlan",
+    "FeedSearch",
     "InputSpec",
     "ValueHint",
     "ValueRule",
@@ -725,78 +726,126 @@ def find_feeds(
     a seed (configurations and seeds cycle until both are covered). ``overridable`` also feeds
     float inputs that have a default value (:func:`overridable_inputs`).
 
+    Same as ``FeedSearch.prepare(model, ...).run(run)``.
+
     Raises:
         UnsupportedModelError: no generated feed runs; the message names the inputs with what
             was tried, the hint points to ``--input-shapes`` and ``--verify-data``.
+        DataError: ``input_shapes`` do not fit the model.
     """
-    specs = input_specs(model, overridable=overridable)
-    infos = _dim_infos(specs)
-    stride = total_stride(model)
-    seeds = list(seeds) or [0]
-    notes: list[str] = []
-    failures: list[tuple[dict[Any, int], str]] = []
+    search = FeedSearch.prepare(
+        model, seeds=seeds, input_shapes=input_shapes, overridable=overridable
+    )
+    return search.run(run)
 
-    def attempt(
-        binding: dict[Any, int], seed: int
-    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
-        feed = make_feeds(specs, binding, seed)
-        try:
-            return feed, run(feed)
-        except VerificationError as exc:
-            failures.append((binding, exc.message))
-            logger.debug("feeds %s do not run: %s", _labelled(binding), exc.message)
-            return None
 
-    first: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
-    alternatives: list[dict[Any, int]] = []
-    if input_shapes:
-        chosen = [_binding_from_shapes(specs, shapes) for shapes in input_shapes]
-        first = attempt(chosen[0], seeds[0])
-        if first is None:
-            raise _no_feeds_error(specs, failures, given=True)
-        if len(chosen) == 1 and any(infos[k].batch for k in chosen[0]):
-            alternatives = [{k: (2 * v if infos[k].batch else v) for k, v in chosen[0].items()}]
-    else:
-        chosen = []
-        for binding in _attempts_a(infos, stride):
-            first = attempt(binding, seeds[0])
-            if first is not None:
+@dataclasses.dataclass
+class FeedSearch:
+    """What the search for feeds reads from the model, taken before any run.
+
+    :meth:`run` reads the model no more, so it can run in another thread while passes rewrite
+    the model (the verifier computes the reference outputs that way).
+
+    Attributes:
+        specs: The inputs fed (real inputs, plus overridable ones when asked).
+        infos: What is known of each symbolic dimension.
+        stride: Total stride of the image inputs (candidate spatial sizes are multiples).
+        seeds: Seeds of the feeds, paired with configurations.
+        given: Dimension bindings from ``--input-shapes``, one per configuration.
+    """
+
+    specs: list[InputSpec]
+    infos: dict[Any, _DimInfo]
+    stride: int
+    seeds: list[int]
+    given: list[dict[Any, int]]
+
+    @classmethod
+    def prepare(
+        cls,
+        model: ir.Model,
+        *,
+        seeds: Sequence[int] = (0, 1),
+        input_shapes: Sequence[Mapping[str, Sequence[int]]] = (),
+        overridable: bool = False,
+    ) -> FeedSearch:
+        """Read the inputs, their hints and dimensions; raise DataError for bad ``input_shapes``."""
+        specs = input_specs(model, overridable=overridable)
+        given = [_binding_from_shapes(specs, shapes) for shapes in input_shapes]
+        return cls(specs, _dim_infos(specs), total_stride(model), list(seeds) or [0], given)
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        """Names of the inputs every feed sets."""
+        return frozenset(spec.name for spec in self.specs)
+
+    def run(self, run: Runner) -> FeedPlan:
+        """Search by running the model (see :func:`find_feeds`)."""
+        specs, infos, seeds = self.specs, self.infos, self.seeds
+        notes: list[str] = []
+        failures: list[tuple[dict[Any, int], str]] = []
+
+        def attempt(
+            binding: dict[Any, int], seed: int
+        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+            feed = make_feeds(specs, binding, seed)
+            try:
+                return feed, run(feed)
+            except VerificationError as exc:
+                failures.append((binding, exc.message))
+                logger.debug("feeds %s do not run: %s", _labelled(binding), exc.message)
+                return None
+
+        first: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
+        alternatives: list[dict[Any, int]] = []
+        if self.given:
+            chosen = list(self.given)
+            first = attempt(chosen[0], seeds[0])
+            if first is None:
+                raise _no_feeds_error(specs, failures, given=True)
+            if len(chosen) == 1 and any(infos[k].batch for k in chosen[0]):
+                alternatives = [{k: (2 * v if infos[k].batch else v) for k, v in chosen[0].items()}]
+        else:
+            chosen = []
+            for binding in _attempts_a(infos, self.stride):
+                first = attempt(binding, seeds[0])
+                if first is not None:
+                    chosen.append(binding)
+                    break
+            if first is None:
+                raise _no_feeds_error(specs, failures, given=False)
+            if infos:
+                alternatives = _attempts_b(infos, chosen[0])
+        second = None
+        for binding in alternatives:  # config B: the first alternative that runs (next seed)
+            second = attempt(binding, seeds[1 % len(seeds)])
+            if second is not None:
                 chosen.append(binding)
                 break
-        if first is None:
-            raise _no_feeds_error(specs, failures, given=False)
-        if infos:
-            alternatives = _attempts_b(infos, chosen[0])
-    second = None
-    for binding in alternatives:  # config B: the first alternative that runs (next seed)
-        second = attempt(binding, seeds[1 % len(seeds)])
-        if second is not None:
-            chosen.append(binding)
-            break
-    if alternatives and second is None:
-        notes.append(
-            "one input configuration ("
-            + ", ".join(f"{k}={v}" for k, v in _labelled(chosen[0]).items())
-            + "): the model refused a larger batch and other sizes"
-        )
-    plan = FeedPlan([], [], [], [], notes)
-    for index in range(max(len(chosen), len(seeds))):
-        binding, seed = chosen[index % len(chosen)], seeds[index % len(seeds)]
-        result = first if index == 0 else second if (index == 1 and second is not None) else None
-        if result is None:
-            result = attempt(binding, seed)
-        if result is None and seed != seeds[0]:  # a value choice the model refuses
-            result = attempt(binding, seeds[0])
-        if result is None:
-            if input_shapes:
-                raise _no_feeds_error(specs, failures, given=True)
-            continue
-        feed, outputs = result
-        plan.feeds.append(feed)
-        plan.outputs.append(outputs)
-        plan.configs.append(_labelled(binding))
-        plan.shapes.append(_shapes(specs, feed))
-    return plan
+        if alternatives and second is None:
+            notes.append(
+                "one input configuration ("
+                + ", ".join(f"{k}={v}" for k, v in _labelled(chosen[0]).items())
+                + "): the model refused a larger batch and other sizes"
+            )
+        plan = FeedPlan([], [], [], [], notes)
+        for index in range(max(len(chosen), len(seeds))):
+            binding, seed = chosen[index % len(chosen)], seeds[index % len(seeds)]
+            result = first if index == 0 else second if index == 1 else None
+            if result is None:
+                result = attempt(binding, seed)
+            if result is None and seed != seeds[0]:  # a value choice the model refuses
+                result = attempt(binding, seeds[0])
+            if result is None:
+                if self.given:
+                    raise _no_feeds_error(specs, failures, given=True)
+                continue
+            feed, outputs = result
+            plan.feeds.append(feed)
+            plan.outputs.append(outputs)
+            plan.configs.append(_labelled(binding))
+            plan.shapes.append(_shapes(specs, feed))
+        return plan
 
 
 def _no_feeds_error(

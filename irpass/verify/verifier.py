@@ -2,7 +2,10 @@
 
 One :class:`Verifier` per run. At the start it finds feeds the input model runs with
 (:func:`irpass.verify.feeds.find_feeds`, or the user's data) and keeps the input model's
-outputs on them: the reference, computed once. After a pass it answers with a
+outputs on them: the reference, computed once. Those runs happen in a background thread
+while the first passes run (ONNX Runtime releases the GIL); the first check that needs them
+waits, and an error of theirs (the input model runs on no feed) is raised there. After a
+pass it answers with a
 :class:`~irpass.run_report.Verification` whose ``status`` says what actually happened:
 
 - ``equal``: proven equal to the last verified state, either because the computation
@@ -21,18 +24,21 @@ tolerance cannot add up unnoticed over many passes.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
+import onnxruntime as ort
 
 from irpass.errors import UnsupportedModelError, VerificationError
 from irpass.metrics import compare_outputs, cosine, max_abs_error, sqnr_db
 from irpass.run_report import Verification
-from irpass.verify.feeds import FeedPlan, find_feeds
+from irpass.verify.feeds import FeedPlan, FeedSearch
 from irpass.verify.fingerprint import StructureSnapshot, TensorHasher, computation_fingerprint
 from irpass.verify.region import RegionChecker, RegionOptions, RegionResult
 from irpass.verify.session import check_structure, make_session, run_model
@@ -144,44 +150,59 @@ class Verifier:
         self.numeric = numeric
         self.tolerance_scale = tolerance_scale
         self.hasher = TensorHasher()
-        self.plan: FeedPlan | None = None
+        self._plan: FeedPlan | None = None
+        self._pending: concurrent.futures.Future[FeedPlan] | None = None
         self.notes: list[str] = []
         check_light(model)
-        outputs: Outputs = []
+        self.fed: frozenset[str] = frozenset()
         if numeric:
-            session = make_session(model)
+            # one intra-op thread: the reference runs on one core while the passes run on the
+            # other (they hold the GIL, ONNX Runtime releases it)
+            session = make_session(model, threads=1)
             if feeds:
-                shapes = [{k: tuple(np.shape(v)) for k, v in f.items()} for f in feeds]
-                try:
-                    outputs = [run_model(session, f) for f in feeds]
-                except VerificationError as exc:
-                    raise UnsupportedModelError(
-                        f"ONNX Runtime cannot run the input model on the verification data: "
-                        f"{exc.message}",
-                        hint="check that the data match the model's inputs (names, shapes, "
-                        "dtypes, value ranges)",
-                    ) from exc
-                self.plan = FeedPlan([dict(f) for f in feeds], outputs, [{}] * len(feeds), shapes)
+                given = [dict(f) for f in feeds]
+                self.fed = frozenset(name for feed in given for name in feed)
+                work = functools.partial(_run_given, session, given)
             else:
-                self.plan = find_feeds(
-                    model,
-                    lambda feed: run_model(session, feed),
-                    seeds=seeds,
-                    input_shapes=input_shapes,
-                    overridable=overridable,
+                search = FeedSearch.prepare(
+                    model, seeds=seeds, input_shapes=input_shapes, overridable=overridable
                 )
-                outputs = self.plan.outputs
-            self.notes.extend(self.plan.notes)
+                self.fed = search.inputs
+                work = functools.partial(search.run, functools.partial(run_model, session))
+            self._pending = _in_background(work)
         # inputs with a default value that no feed sets compute with it (see the fingerprint)
-        self.fed = frozenset(
-            name for feed in (self.plan.feeds if self.plan else ()) for name in feed
-        )
         fingerprint = self._fingerprint(model) if numeric else ""
-        self.original = _State(fingerprint, outputs)
+        self.original = _State(fingerprint, [])  # outputs: when the reference is ready
         self.last = self.original
-        self.region: RegionChecker | None = None
-        if self.plan is not None and region is not None and region.max_fraction > 0:
-            self.region = RegionChecker(self.plan.feeds, self.fed, region, tolerance_scale)
+        self._region_options = region if numeric and region and region.max_fraction > 0 else None
+        self._region: RegionChecker | None = None
+
+    # -- the reference, computed beside the passes -----------------------------------------
+    @property
+    def plan(self) -> FeedPlan | None:
+        """Feeds and the input model's outputs on them; waits for the reference runs.
+
+        Raises the error of the reference runs (UnsupportedModelError when the input model
+        runs on no feed) the first time it is asked for.
+        """
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            plan = pending.result()
+            self._plan = plan
+            self.notes.extend(plan.notes)
+            self.original.outputs = plan.outputs  # ``last`` is still ``original`` here
+        return self._plan
+
+    def close(self) -> None:
+        """Wait for the reference runs if they are still going and drop their result.
+
+        For a run that ends early (a pass raised): the background work holds a session of
+        the input model, which must not outlive the run; its error, if any, is not the one
+        to report.
+        """
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            concurrent.futures.wait([pending])
 
     # -- what the report says about the feeds ---------------------------------------------
     @property
@@ -201,14 +222,15 @@ class Verifier:
 
     def _run(self, model: ir.Model, recording: RegionChecker | None = None) -> Outputs:
         """The model's outputs on every feed; ``recording`` keeps its intermediate values."""
-        assert self.plan is not None
+        plan = self.plan
+        assert plan is not None
         if recording is not None:
             try:
                 return recording.run_whole(model)
             except VerificationError:
                 logger.debug("recording intermediate values failed; running the model plainly")
         session = make_session(model)
-        return [run_model(session, feed) for feed in self.plan.feeds]
+        return [run_model(session, feed) for feed in plan.feeds]
 
     def _equal(self, reference: Outputs, outputs: Outputs, what: str) -> str:
         """Raise when ``outputs`` differ from ``reference``; return the detail of the match."""
@@ -249,7 +271,9 @@ class Verifier:
             return result
         fingerprint = self._fingerprint(model)
         self.hasher.prune()
-        region = self.region if changes is not None else None
+        # an existing checker only: creating one waits for the reference runs, and a checker
+        # made later has recorded nothing a pass could have made stale
+        region = self._region if changes is not None else None
         if fingerprint == self.last.fingerprint:
             if region is not None and changes is not None:
                 region.forget(model, *changes, same_computation=True)
@@ -258,6 +282,8 @@ class Verifier:
             result.detail = "same computation (no op, weight or annotation on a path changed)"
             return result
         whole, record = "", False
+        if lossless and changes is not None:
+            region = self._region_checker()
         if region is not None and changes is not None:
             if lossless:
                 checked = region.check(model, *changes)
@@ -283,6 +309,16 @@ class Verifier:
         self.last = _State(fingerprint, outputs)
         return result
 
+    def _region_checker(self) -> RegionChecker | None:
+        """The region checker, made on first use (it needs the feeds: waits for them)."""
+        if self._region is None and self._region_options is not None:
+            plan = self.plan
+            if plan is not None:
+                self._region = RegionChecker(
+                    plan.feeds, self.fed, self._region_options, self.tolerance_scale
+                )
+        return self._region
+
     def _region_equal(self, fingerprint: str, checked: RegionResult) -> Verification:
         """The verification of a pass whose region checked equal; it becomes the last state."""
         drift = drift_metrics(checked.reference, checked.outputs)
@@ -304,7 +340,8 @@ class Verifier:
         if self._fingerprint(model) == self.last.fingerprint:
             return
         if self.numeric:
-            self._equal(self.last.outputs, self._run(model), "the lossless passes")
+            outputs = self._run(model)  # first: the reference may still be running
+            self._equal(self.last.outputs, outputs, "the lossless passes")
 
     def final(self, model: ir.Model, lossless_run: bool) -> Verification:
         """Full ONNX checker, then the end result against the input model, end to end."""
@@ -334,6 +371,32 @@ class Verifier:
             )
         self.last = _State(fingerprint, outputs)
         return result
+
+
+def _run_given(session: ort.InferenceSession, feeds: list[dict[str, Any]]) -> FeedPlan:
+    """The plan for the user's feeds (``--verify-data``): the input model's outputs on them."""
+    shapes = [{k: tuple(np.shape(v)) for k, v in f.items()} for f in feeds]
+    try:
+        outputs = [run_model(session, f) for f in feeds]
+    except VerificationError as exc:
+        raise UnsupportedModelError(
+            f"ONNX Runtime cannot run the input model on the verification data: {exc.message}",
+            hint="check that the data match the model's inputs (names, shapes, dtypes, value "
+            "ranges)",
+        ) from exc
+    return FeedPlan(feeds, outputs, [{}] * len(feeds), shapes)
+
+
+def _in_background(work: Callable[[], FeedPlan]) -> concurrent.futures.Future[FeedPlan]:
+    """Start ``work`` in its own thread; the future holds its result or its exception.
+
+    The thread ends with the work (nothing is left running after the future completes).
+    """
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="irpass-reference")
+    try:
+        return executor.submit(work)
+    finally:
+        executor.shutdown(wait=False)
 
 
 def max_abs_error_all(reference: Outputs, actual: Outputs) -> float:
