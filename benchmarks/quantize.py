@@ -19,6 +19,9 @@ Tools:
   ``quantize_static`` in QDQ format, per-channel int8 weights, uint8 activations (what ORT's x86
   kernels run), each of MinMax, Entropy and Percentile; the one with the best task metric on the
   evaluation data is reported (the most generous baseline), the others' outcome is recorded;
+- ``ort_dynamic``: ``quantize_dynamic`` (int8 weights per channel, activations quantized at
+  run time, no calibration): the form irpass's never-slower check also times per MatMul/Gemm
+  layer, measured here on whole models;
 - ``nncf`` (when it installs): ``nncf.quantize`` on the ONNX model with the same data.
 
 Measured per model and tool: task metric (accuracy, or label agreement with FP32 for magika)
@@ -235,7 +238,15 @@ def _quantize_irpass(case: dict[str, Any], out: str, options: str) -> dict[str, 
         "details": {
             k: v
             for k, v in record.details.items()
-            if k in ("plan", "fidelity", "model_latency_ratio")
+            if k
+            in (
+                "plan",
+                "fidelity",
+                "model_latency_ratio",
+                "layer_latency_ratio",
+                "layer_form_latency_ratio",
+                "depthwise_per_tensor",
+            )
         },
     }
 
@@ -279,6 +290,13 @@ def _quantize_ort(case: dict[str, Any], out: str, method: str) -> dict[str, Any]
     return notes
 
 
+def _quantize_ort_dynamic(case: dict[str, Any], out: str, _method: str) -> dict[str, Any]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(case["model"], out, per_channel=True, weight_type=QuantType.QInt8)
+    return {}
+
+
 def _quantize_nncf(case: dict[str, Any], out: str, _method: str) -> dict[str, Any]:
     import nncf
 
@@ -294,6 +312,7 @@ QUANTIZERS = {
     "irpass": _quantize_irpass,
     "irpass_all": lambda case, out, _method: _quantize_irpass(case, out, IRPASS_ALL),
     "ort": _quantize_ort,
+    "ort_dynamic": _quantize_ort_dynamic,
     "nncf": _quantize_nncf,
 }
 #: What each tool imports before its peak memory is measured (libraries are not calibration).
@@ -301,6 +320,7 @@ IMPORTS = {
     "irpass": ("irpass.manager", "irpass.passes.quantization.int8", "onnxruntime"),
     "irpass_all": ("irpass.manager", "irpass.passes.quantization.int8", "onnxruntime"),
     "ort": ("onnxruntime.quantization", "onnxruntime.quantization.shape_inference"),
+    "ort_dynamic": ("onnxruntime.quantization",),
     "nncf": ("nncf",),
 }
 
@@ -549,7 +569,7 @@ def main() -> None:
     parser.add_argument("--models", default="")
     parser.add_argument("--magika-files", type=int, default=1400)
     parser.add_argument("--repeats", type=int, default=200)
-    parser.add_argument("--tools", default="irpass,irpass_all,ort,nncf")
+    parser.add_argument("--tools", default="irpass,irpass_all,ort,ort_dynamic,nncf")
     parser.add_argument("--child", default="")
     parser.add_argument("--case", default="")
     parser.add_argument("--out", default="")

@@ -16,7 +16,9 @@ It wraps onnx-ir's pass contract (every step is an ``onnx_ir.passes`` pass) and 
   lossless pass that gave no reason; new items are attributed to the pass that introduced them
   and what remains at the end is reported by invariant and pass;
 - **instrumentation**: time, nodes, params, weight bytes, MACs and peak activation memory per
-  pass (the cost analysis is cached and invalidated only when a pass modifies the model);
+  pass, MACs and activations at the first verification feed's input shapes (or the first
+  ``--input-shapes``), recorded in ``RunReport.cost_shapes`` (the cost analysis is cached and
+  invalidated only when a pass modifies the model);
 - **evaluation**: ``context.evaluator`` (fidelity / task metrics) after every lossy pass;
 - **dumps** of the model before and after every modifying pass (``dump_dir``);
 - **failure handling**: a failing pass is named, a reproducer (the input model plus the flat
@@ -30,6 +32,7 @@ It wraps onnx-ir's pass contract (every step is an ``onnx_ir.passes`` pass) and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import pathlib
@@ -161,6 +164,8 @@ class PipelineRunner:
         self.progress = progress
         self._validate(self.steps)  # option errors surface before any work is done
         self._cost: Cost | None = None
+        #: input shapes MACs / activations are counted at (None: symbolic dims count as 1)
+        self._cost_shapes: dict[str, list[int]] | None = None
         self._dump_index = 0
 
     def _validate(self, steps: list[Step] | tuple[Step, ...]) -> None:
@@ -173,7 +178,7 @@ class PipelineRunner:
     # -- measurement -------------------------------------------------------------------
     def _current_cost(self, model: ir.Model) -> Cost:
         if self._cost is None:
-            self._cost = model_cost(model)
+            self._cost = model_cost(model, input_shapes=self._cost_shapes)
         return self._cost
 
     def _invalidate(self) -> None:
@@ -211,8 +216,18 @@ class PipelineRunner:
         return str(directory)
 
     # -- running -----------------------------------------------------------------------
-    def run(self, model: ir.Model, input_path: str | None = None) -> RunResult:
+    def run(
+        self,
+        model: ir.Model,
+        input_path: str | None = None,
+        *,
+        write: Callable[[ir.Model], object] | None = None,
+    ) -> RunResult:
         """Run the pipeline on ``model`` (modified in place) and return it with the report.
+
+        ``write`` (saving the output file) is called with the optimized model while ONNX
+        Runtime runs it for the end-to-end check, so the two overlap; again after that check
+        rolled a pass back. When ``run`` returns, the last call wrote the returned model.
 
         The model is validated first (:func:`irpass.validate.validate_model`): a cycle, a
         node input nothing produces, two producers of one value, a bad weight or an absurd
@@ -251,7 +266,7 @@ class PipelineRunner:
                 "use --verify none for structural checks only",
             ) from exc
         try:
-            return self._run_verified(model, input_path, verifier, customs, started)
+            return self._run_verified(model, input_path, verifier, customs, started, write)
         finally:
             verifier.close()  # a run that raised leaves no reference runs behind
 
@@ -262,6 +277,7 @@ class PipelineRunner:
         verifier: Verifier,
         customs: list[tuple[str, str]],
         started: float,
+        write: Callable[[ir.Model], object] | None,
     ) -> RunResult:
         report = RunReport(
             irpass_version=__version__,
@@ -275,11 +291,10 @@ class PipelineRunner:
                 "custom-domain ops present; numeric verification disabled: "
                 + ", ".join(f"{d}::{o}" for d, o in customs)
             )
+        report.cost_shapes, report.cost_shapes_source = _cost_shapes(model, verifier, self.options)
+        self._cost_shapes = report.cost_shapes
         self._invalidate()
         report.before = self._current_cost(model).summary()
-        cost_shapes = _symbolic_input_shapes(model, verifier)
-        if cost_shapes:
-            report.cost_at_shapes = {"shapes": cost_shapes, "before": _cost_at(model, cost_shapes)}
         evaluator = getattr(self.context, "evaluator", None)
         if evaluator is not None:
             report.metrics_before = dict(evaluator(model))
@@ -302,7 +317,7 @@ class PipelineRunner:
         self._run_steps(model, self.steps, "", state)
         if self.options.verify == "final":
             self._close_segment(model, state)
-        self._finish(model, state)
+        self._finish(model, state, write)
         # after the passes: the reference runs (which found the feeds) went on beside them
         report.verification.update(
             mode=self.options.verify,
@@ -313,19 +328,20 @@ class PipelineRunner:
             notes=list(verifier.notes),
         )
         report.after = self._current_cost(model).summary()
-        if cost_shapes:
-            report.cost_at_shapes["after"] = _cost_at(model, cost_shapes)
         if evaluator is not None:
             report.metrics_after = dict(evaluator(model))
         report.seconds = time.perf_counter() - started
         return RunResult(model, report)
 
-    def _finish(self, model: ir.Model, state: _RunState) -> None:
-        """Full checker and end-to-end check; report what hygiene issues passes left behind."""
+    def _finish(
+        self, model: ir.Model, state: _RunState, write: Callable[[ir.Model], object] | None
+    ) -> None:
+        """Full checker and end-to-end check, ``write`` beside it; report hygiene leftovers."""
         report = state.report
         lossless_run = all(r.lossless for r in report.passes if r.modified)
+        beside = functools.partial(write, model) if write is not None else None
         try:
-            final = state.verifier.final(model, lossless_run)
+            final = state.verifier.final(model, lossless_run, beside)
         except VerificationError as exc:
             if self.options.on_failure == "error" or state.input_copy is None:
                 raise PassFailedError(
@@ -335,6 +351,8 @@ class PipelineRunner:
                     "holds the input)",
                 ) from exc
             final = self._roll_back_final(model, state, exc)
+            if beside is not None:  # the model is not the one written (if any was)
+                beside()
         report.final_verification = final
         report.verification["final"] = f"{final.status}: {final.detail}".strip(": ")
         left = hygiene_issues(model)
@@ -704,41 +722,35 @@ def _freezes_inputs(steps: list[Step] | tuple[Step, ...]) -> bool:
     )
 
 
-def _symbolic_input_shapes(model: ir.Model, verifier: Verifier) -> dict[str, list[int]]:
-    """The first verification feed's shapes when some graph input has symbolic dims.
+def _cost_shapes(
+    model: ir.Model, verifier: Verifier, options: RunOptions
+) -> tuple[dict[str, list[int]] | None, str]:
+    """Input shapes to count MACs and activations at.
 
-    Only then does it wait for the reference runs, which found the feeds.
+    The declared sizes, the first ``--input-shapes`` for the inputs it names; when a symbolic
+    input is left, the first verification feed's shapes (this waits for the feed search, which
+    otherwise runs beside the first passes); None (symbolic dims count as 1) without any.
+    Returns them with where they came from, as the report says it.
     """
-    symbolic = any(
-        value.shape is None or any(not isinstance(d, int) for d in value.shape)
-        for value in model.graph.inputs
-        if value.name not in model.graph.initializers
-    )
-    shapes = verifier.shapes if symbolic else []
-    if not shapes:
-        return {}
-    return {name: list(shape) for name, shape in shapes[0].items()}
-
-
-def _cost_at(model: ir.Model, shapes: Mapping[str, list[int]]) -> dict[str, int]:
-    """MACs and peak activation memory with the graph inputs bound to ``shapes``.
-
-    Symbolic dims count as 1 in the per-pass numbers; these are the numbers for real sizes
-    (the verification shapes, or ``--input-shapes``). The model is left as it was.
-    """
-    inputs = [v for v in model.graph.inputs if v.name in shapes]
-    produced = [out for graph in model.graphs() for node in graph for out in node.outputs]
-    saved = [(value, value.shape) for value in inputs + produced]
-    try:
-        for value in inputs:
-            value.shape = ir.Shape(shapes[value.name or ""])
-        for value in produced:
-            value.shape = None  # re-inferred from the concrete input shapes
-        cost = model_cost(model)
-    finally:
-        for value, shape in saved:
-            value.shape = shape
-    return {"macs": cost.macs, "peak_activation_bytes": cost.peak_activation_bytes}
+    given = options.input_shapes[0] if options.input_shapes else {}
+    shapes: dict[str, list[int]] = {}
+    for value in model.graph.inputs:
+        name = value.name or ""
+        if name in model.graph.initializers:
+            continue
+        if name in given:
+            shapes[name] = [int(d) for d in given[name]]
+            continue
+        dims = [d for d in value.shape or () if isinstance(d, int)]
+        if value.shape is None or len(dims) != len(value.shape):
+            break
+        shapes[name] = dims
+    else:
+        return shapes, "--input-shapes" if given else "declared"
+    if not verifier.shapes:
+        return None, "no verification shapes"
+    first = verifier.shapes[0]
+    return {name: [int(d) for d in dims] for name, dims in first.items()}, "verification"
 
 
 def _restore(model: ir.Model, snapshot: ir.Model) -> None:

@@ -81,9 +81,13 @@ class RunReport:
     #: how verification ran: mode, feeds, their input shapes, notes, the final check
     verification: dict[str, Any] = dataclasses.field(default_factory=dict)
     final_verification: Verification | None = None
-    #: MACs / peak activation bytes before and after with the inputs bound to ``shapes`` (the
-    #: verification shapes or --input-shapes), when the model has symbolic input dims
-    cost_at_shapes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: the input shapes every MACs / peak activation number (before, after, per pass) is
+    #: counted at: the first verification feed's or --input-shapes; None when neither exists
+    #: and symbolic dims count as 1
+    cost_shapes: dict[str, list[int]] | None = None
+    #: where ``cost_shapes`` came from: ``declared``, ``--input-shapes``, ``verification`` (the
+    #: first verification feed's) or ``no verification shapes``
+    cost_shapes_source: str = ""
     #: hygiene items left at the end, each with the pass that introduced it
     hygiene: list[dict[str, str]] = dataclasses.field(default_factory=list)
     sweeps: list[dict[str, Any]] = dataclasses.field(default_factory=list)

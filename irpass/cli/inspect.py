@@ -1,5 +1,9 @@
 """``irpass inspect MODEL``: signature, opset, op histogram, size, MACs and largest layers.
 
+MACs and peak activation memory are counted at concrete input shapes, named in the output:
+``--input-shapes`` where given, the declared static sizes, and 1 for any other symbolic dim
+(said so; a detector's symbolic H/W set to 1 says little, so pass its real size).
+
 ``--groups`` adds the channel groups structured pruning sees (``irpass.analysis.channels``):
 every group with its channel count, its member nodes and, when it is frozen, why.
 """
@@ -14,12 +18,12 @@ import onnx_ir as ir
 from rich.table import Table
 
 from irpass.analysis.channels import analyze_channels
-from irpass.analysis.cost import model_cost
-from irpass.analysis.shapes import inferred_values
+from irpass.analysis.cost import cost_shapes_note, model_cost
 from irpass.cli import console
 from irpass.cli._format import fmt_bytes, fmt_count
 from irpass.cli._markup import esc
 from irpass.ir import load_model
+from irpass.verify.feeds import parse_input_shapes
 
 COMMAND = "inspect"
 HELP = "show a model's I/O signature, opsets, op histogram, params, bytes, MACs, largest layers"
@@ -32,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="path to an .onnx file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--top", type=int, default=10, help="how many largest layers to list")
+    parser.add_argument(
+        "--input-shapes",
+        help="count MACs and activations at these input shapes, name:1x3x320x320,... "
+        "(default: the declared sizes, symbolic dims set to 1)",
+    )
     parser.add_argument(
         "--groups",
         action="store_true",
@@ -58,12 +67,44 @@ def _signature(values: list[ir.Value]) -> list[dict[str, Any]]:
     return out
 
 
+def _cost_shapes(
+    model: ir.Model, given: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, list[int]], list[str]]:
+    """Shapes to count at and the inputs whose symbolic dims were set to 1.
+
+    An input named in ``given`` takes that shape, any other its declared one with symbolic
+    dims set to 1.
+    """
+    shapes: dict[str, list[int]] = {}
+    defaulted = []
+    for value in model.graph.inputs:
+        name = value.name or ""
+        if name in model.graph.initializers or value.shape is None:
+            continue
+        if name in given:
+            shapes[name] = list(given[name])
+            continue
+        shapes[name] = [d if isinstance(d, int) else 1 for d in value.shape]
+        if any(not isinstance(d, int) for d in value.shape):
+            defaulted.append(name)
+    return shapes, defaulted
+
+
 def inspect_model(
-    model: ir.Model, top: int = 10, groups: bool = False, attention: bool = False
+    model: ir.Model,
+    top: int = 10,
+    groups: bool = False,
+    attention: bool = False,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> dict[str, Any]:
-    """Everything ``irpass inspect`` shows, as a JSON-ready dict."""
-    values = inferred_values(model)
-    cost = model_cost(model, values)
+    """Everything ``irpass inspect`` shows, as a JSON-ready dict.
+
+    MACs and activation memory are counted at ``input_shapes`` (checked by
+    :func:`irpass.verify.feeds.parse_input_shapes`) for the inputs it names, at the declared
+    sizes with symbolic dims set to 1 for the others (listed in ``symbolic_set_to_one``).
+    """
+    shapes, defaulted = _cost_shapes(model, input_shapes or {})
+    cost = model_cost(model, input_shapes=shapes)
     initializer_names = set(model.graph.initializers)
     extra: dict[str, Any] = {}
     if groups:
@@ -77,7 +118,8 @@ def inspect_model(
         "outputs": _signature(list(model.graph.outputs)),
         "subgraphs": sum(1 for _ in model.graphs()) - 1,
         **cost.summary(),
-        "unknown_macs_nodes": cost.unknown_macs_nodes,
+        "cost_shapes": shapes,
+        "symbolic_set_to_one": defaulted,
         "largest_layers": [
             {"node": c.node, "op_type": c.op_type, "params": c.params, "macs": c.macs}
             for c in cost.largest_layers(top)
@@ -116,7 +158,10 @@ def _print_groups(groups: list[dict[str, Any]]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the inspection of one model."""
     model = load_model(args.model)
-    info = inspect_model(model, args.top, groups=args.groups, attention=args.attention)
+    given = parse_input_shapes(args.input_shapes, model) if args.input_shapes else None
+    info = inspect_model(
+        model, args.top, groups=args.groups, attention=args.attention, input_shapes=given
+    )
     if args.json:
         console.print_json(json.dumps(info))
         return 0
@@ -132,16 +177,17 @@ def run(args: argparse.Namespace) -> int:
     )
     head.add_row("params", fmt_count(info["params"]))
     head.add_row("weight bytes", fmt_bytes(info["weight_bytes"]))
-    head.add_row(
-        "MACs",
-        fmt_count(info["macs"])
-        + (
-            f" ({info['unknown_macs_nodes']} nodes with unknown shapes)"
-            if info["unknown_macs_nodes"]
-            else ""
-        ),
-    )
+    head.add_row("MACs", fmt_count(info["macs"]))
     head.add_row("peak activations", fmt_bytes(info["peak_activation_bytes"]))
+    note = cost_shapes_note(
+        info["cost_shapes"], info["unknown_macs_nodes"], info["unknown_activation_values"]
+    )
+    if info["symbolic_set_to_one"]:
+        note += (
+            f" (symbolic dims of {', '.join(info['symbolic_set_to_one'])} set to 1; "
+            "choose with --input-shapes)"
+        )
+    head.add_row("counted at", esc(note))
     console.print(head)
     io = Table(title="signature")
     for col in ("", "name", "dtype", "shape"):

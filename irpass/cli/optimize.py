@@ -13,6 +13,7 @@ import onnx_ir as ir
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from irpass.analysis.cost import cost_shapes_note
 from irpass.api import OptimizeResult, optimize
 from irpass.cli import console, err_console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta, fmt_ratio
@@ -286,6 +287,8 @@ def _summary_tables(report: RunReport) -> list[Table]:
             row.append(fmt_delta(*macs, percent=False))
         row += [("[red]" if record.error else "") + esc(verified), esc(stats[:120])]
         passes.add_row(*row)
+    if show_macs:
+        passes.caption = esc(cost_shapes_note(report.cost_shapes))
     totals = Table(title="before / after")
     for col in ("", "before", "after", "ratio"):
         totals.add_column(col, justify="left" if not col else "right")
@@ -298,11 +301,7 @@ def _summary_tables(report: RunReport) -> list[Table]:
         ("peak_activation_bytes", fmt_bytes),
     ):
         b, a = report.before.get(key), report.after.get(key)
-        label = key.replace("_", " ")
-        at = report.cost_at_shapes
-        if key in ("macs", "peak_activation_bytes") and at.get("after"):
-            b, a = at["before"].get(key), at["after"].get(key)
-            label += " *"
+        label = key.replace("_", " ") + (" *" if key in ("macs", "peak_activation_bytes") else "")
         totals.add_row(label, fmt(b), fmt(a), fmt_ratio(b, a))
     if report.metrics_before and report.metrics_after:
         for key, value in report.metrics_after.items():
@@ -310,12 +309,18 @@ def _summary_tables(report: RunReport) -> list[Table]:
             before_text = f"{before:.4g}" if before is not None else "-"
             totals.add_row(esc(key), before_text, f"{value:.4g}", "")
     totals.add_row("time", "", f"{report.seconds:.2f}s", "")
-    if report.cost_at_shapes.get("after"):
-        shapes = ", ".join(
-            f"{name}:{'x'.join(map(str, dims))}"
-            for name, dims in report.cost_at_shapes["shapes"].items()
-        )
-        totals.caption = f"* for inputs {shapes} (verification shapes; set with --input-shapes)"
+    unknown = [
+        max(int(report.before.get(key, 0)), int(report.after.get(key, 0)))
+        for key in ("unknown_macs_nodes", "unknown_activation_values")
+    ]
+    note = cost_shapes_note(report.cost_shapes, *unknown)
+    source = {
+        "verification": " (the first verification feed's; set with --input-shapes)",
+        "declared": " (declared)",
+        "no verification shapes": " (no verification shapes; set real ones with --input-shapes)",
+    }
+    note += source.get(report.cost_shapes_source, "")
+    totals.caption = "* " + esc(note)
     return [passes, totals]
 
 
@@ -530,8 +535,21 @@ def _optimize(
         diffed = outputs.directory is not None or bool(args.report)
         # shares weights; the passes rewrite `model` in place (only the diff reads the copy)
         original = model.clone() if diffed else None
+        written: list[pathlib.Path] = []
+
+        def write(optimized: ir.Model) -> None:
+            # weights read from a data file are written to one (the output's own), even when
+            # every weight was rewritten (quantized) and the total is below the protobuf
+            # limit: the output keeps the input's layout, and saving never holds a serialized
+            # copy of the weights
+            written[:] = save_model(
+                optimized,
+                plan.staged(outputs.model),
+                external_data=True if input_data else None,
+            )
+
         try:
-            result = manager.run(model, input_path=str(input_path))
+            result = manager.run(model, input_path=str(input_path), write=write)
         except PassFailedError:
             if outputs.dump_dir is not None:  # the dumps up to the failure help debug it
                 plan.commit(only=[outputs.dump_dir])
@@ -542,12 +560,6 @@ def _optimize(
     if search is not None:
         result.report.search = search.to_dict()
     result.report.output = str(outputs.model)
-    # weights read from a data file are written to one (the output's own), even when every
-    # weight was rewritten (quantized) and the total is below the protobuf limit: the output
-    # keeps the input's layout, and saving never holds a serialized copy of the weights
-    written = save_model(
-        result.model, plan.staged(outputs.model), external_data=True if input_data else None
-    )
     result.report.before["file_bytes"] = input_bytes
     result.report.after["file_bytes"] = _file_bytes(written)
     return result.report

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from irpass.analysis.cost import cost_shapes_note
 from irpass.ir import atomic_output_path
 from irpass.report.format import (
     as_dict,
@@ -113,6 +114,12 @@ def render_report_html(report: Mapping[str, Any]) -> str:
     if pipeline:
         parts.append(f'<h3>Pipeline</h3><div class="pipeline mono" id="pipeline">{esc(pipeline)}'
                      "</div>")
+    shapes = report.get("cost_shapes")
+    cost_note = cost_shapes_note(
+        shapes if isinstance(shapes, Mapping) else None,
+        *(max(int(num(before.get(k)) or 0), int(num(after.get(k)) or 0))
+          for k in ("unknown_macs_nodes", "unknown_activation_values")),
+    )
     cards = []
     for key, label, fmt in (("nodes", "nodes", fmt_count), ("params", "parameters", fmt_count),
                             ("weight_bytes", "weights", fmt_bytes), ("macs", "MACs", fmt_count)):
@@ -135,14 +142,14 @@ def render_report_html(report: Mapping[str, Any]) -> str:
         if rows:
             parts.append(table(["", "before", "after", "Δ"], rows, numeric=(1, 2, 3),
                                 table_id="totals"))
-        parts.append("</section>")
+        parts.append(f'<p class="muted" id="cost-shapes">{esc(cost_note)}.</p></section>')
     warnings = as_list(report.get("warnings"))
     if warnings:
         parts.append('<section id="warnings"><h2>Warnings</h2><ul>'
                      + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul></section>")
     parts.append(charts_section(report, passes))
     parts.append(search_section(report.get("search")))
-    parts.append(passes_section(passes))
+    parts.append(passes_section(passes, cost_note))
     parts.append(target_section(as_list(report.get("target_checks")), report.get("target")))
     diff = report.get("diff")
     if isinstance(diff, dict):

@@ -40,6 +40,7 @@ def cost_rows(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Table rows of nodes, params, bytes, MACs and peak memory, A vs. B with the delta."""
     rows = []
     for key, label, fmt in (
+        ("file_bytes", "file size", fmt_bytes),
         ("nodes", "nodes", fmt_count),
         ("params", "parameters", fmt_count),
         ("weight_bytes", "weight bytes", fmt_bytes),
@@ -299,8 +300,11 @@ def charts_section(report: Mapping[str, Any], passes: list[dict[str, Any]]) -> s
             + '<div class="charts">' + "".join(charts) + "</div></section>")
 
 
-def passes_section(passes: list[dict[str, Any]]) -> str:
-    """The per-pass table: time, deltas, verification, stats."""
+def passes_section(passes: list[dict[str, Any]], cost_note: str = "") -> str:
+    """The per-pass table: time, deltas, verification, stats.
+
+    ``cost_note`` says which input shapes the MACs are counted at.
+    """
     if not passes:
         return '<section id="passes"><h2>Passes</h2><p class="muted">No passes ran.</p></section>'
     rows = []
@@ -333,7 +337,8 @@ def passes_section(passes: list[dict[str, Any]]) -> str:
             f"<td>{'; '.join(notes)}</td></tr>"
         )
     return ('<section id="passes"><h2>Passes</h2><p class="muted">Greyed rows: the pass '
-            "changed nothing. Hover a verification badge for its detail.</p>" + table(
+            "changed nothing. Hover a verification badge for its detail."
+            + (f" Δ MACs: {esc(cost_note)}." if cost_note else "") + "</p>" + table(
                 ["#", "step", "time", "Δ nodes", "Δ params", "Δ bytes", "Δ MACs",
                  "verification", "max abs err", "stats / metrics"],
                 rows, numeric=(0, 2, 3, 4, 5, 6, 8), table_id="passes-table") + "</section>")

@@ -43,9 +43,15 @@ def dynamic_input_names(model: ir.Model) -> list[str]:
     ]
 
 
+def _dim_label(dim: object) -> str:
+    """A symbolic dim's name, or "unnamed" (onnx-ir prints an unnamed one as None or ?)."""
+    value = getattr(dim, "value", dim)
+    return str(value) if value not in (None, "", "?") else "unnamed"
+
+
 def _shape_error(name: str, axis: int, dim: object, hint_shape: str) -> TargetError:
     return TargetError(
-        f"input {name!r} dim {axis} ({dim}) has no value for this target",
+        f"input {name!r} dim {axis} ({_dim_label(dim)}) has no value for this target",
         hint=(
             f"give it with --input-shapes {name}:{hint_shape} (the size the device will "
             "run), or pass --calib-data / --eval-data: their first batch gives the sizes"
@@ -121,10 +127,11 @@ def _from_model_or_data(
         elif data is not None and len(data) == len(dims):
             shape.append(int(data[axis]))
         else:
-            example = "x".join(
-                str(d) if isinstance(d, int) else ("1" if i == 0 else f"<{d or 'size'}>")
+            placeholders = [
+                str(d) if isinstance(d, int) else "1" if i == 0 else f"<{_dim_label(d)}>"
                 for i, d in enumerate(dims)
-            )
+            ]
+            example = "x".join(placeholders).replace("<unnamed>", "<size>")
             raise _shape_error(name, axis, dim, example)
     return tuple(shape)
 

@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx_ir as ir
@@ -49,6 +49,7 @@ __all__ = ["Verifier", "drift_metrics", "max_abs_error_all"]
 logger = logging.getLogger(__name__)
 
 Outputs = list[dict[str, Any]]
+_T = TypeVar("_T")
 
 
 def _tensor_pairs(reference: Any, actual: Any) -> list[tuple[np.ndarray, np.ndarray]] | None:
@@ -220,17 +221,35 @@ class Verifier:
     def _fingerprint(self, model: ir.Model) -> str:
         return computation_fingerprint(model, self.hasher, self.fed)
 
-    def _run(self, model: ir.Model, recording: RegionChecker | None = None) -> Outputs:
-        """The model's outputs on every feed; ``recording`` keeps its intermediate values."""
+    def _run(
+        self,
+        model: ir.Model,
+        beside: Callable[[], object] | None = None,
+        recording: RegionChecker | None = None,
+    ) -> Outputs:
+        """Run ``model`` on every feed; call ``beside`` in this thread while ONNX Runtime runs.
+
+        ``recording`` (no ``beside``): also keep the model's intermediate values for region
+        checks (:meth:`RegionChecker.run_whole`).
+        """
         plan = self.plan
         assert plan is not None
-        if recording is not None:
+        if recording is not None and beside is None:
             try:
                 return recording.run_whole(model)
             except VerificationError:
                 logger.debug("recording intermediate values failed; running the model plainly")
-        session = make_session(model)
-        return [run_model(session, feed) for feed in plan.feeds]
+        # beside something else, ONNX Runtime gets one core and ``beside`` the other
+        session = make_session(model, threads=1 if beside is not None else 0)
+        runs = functools.partial(_run_all, session, plan.feeds)
+        if beside is None:
+            return runs()
+        pending = _in_background(runs)
+        try:
+            beside()
+        finally:
+            concurrent.futures.wait([pending])  # no run outlives this call
+        return pending.result()
 
     def _equal(self, reference: Outputs, outputs: Outputs, what: str) -> str:
         """Raise when ``outputs`` differ from ``reference``; return the detail of the match."""
@@ -293,7 +312,7 @@ class Verifier:
                 record = checked.unrecorded
             else:
                 region.forget(model, *changes)
-        outputs = self._run(model, region if record else None)
+        outputs = self._run(model, recording=region if record else None)
         result.ort_load = True
         if lossless:
             result.detail = self._equal(self.last.outputs, outputs, "a lossless pass") + whole
@@ -343,20 +362,33 @@ class Verifier:
             outputs = self._run(model)  # first: the reference may still be running
             self._equal(self.last.outputs, outputs, "the lossless passes")
 
-    def final(self, model: ir.Model, lossless_run: bool) -> Verification:
-        """Full ONNX checker, then the end result against the input model, end to end."""
+    def final(
+        self, model: ir.Model, lossless_run: bool, beside: Callable[[], object] | None = None
+    ) -> Verification:
+        """Full ONNX checker, then the end result against the input model, end to end.
+
+        ``beside`` (the runner writes the output file) is called while ONNX Runtime runs the
+        end result, so the two overlap; it is called once when this returns (whether or not a
+        run was needed), and may not have been when this raises.
+        """
         check_structure(model)
         result = Verification(status="structural only", checker=True)
         if not self.numeric:
+            _call(beside)
             result.detail = "ONNX checker passed; numeric verification is off"
             return result
         fingerprint = self._fingerprint(model)
         if fingerprint == self.original.fingerprint:
+            _call(beside)
             result.status, result.max_abs_error = "equal", 0.0
             result.detail = "same computation as the input model"
             return result
-        reuse = fingerprint == self.last.fingerprint and self.last.exact
-        outputs = self.last.outputs if reuse else self._run(model)
+        # after a region check the last outputs are those of an earlier state: run this one
+        if fingerprint == self.last.fingerprint and self.last.exact:
+            _call(beside)
+            outputs = self.last.outputs
+        else:
+            outputs = self._run(model, beside)
         result.ort_load = True
         result.max_abs_error = max_abs_error_all(self.original.outputs, outputs)
         if lossless_run:
@@ -387,7 +419,16 @@ def _run_given(session: ort.InferenceSession, feeds: list[dict[str, Any]]) -> Fe
     return FeedPlan(feeds, outputs, [{}] * len(feeds), shapes)
 
 
-def _in_background(work: Callable[[], FeedPlan]) -> concurrent.futures.Future[FeedPlan]:
+def _run_all(session: ort.InferenceSession, feeds: list[dict[str, Any]]) -> Outputs:
+    return [run_model(session, feed) for feed in feeds]
+
+
+def _call(function: Callable[[], object] | None) -> None:
+    if function is not None:
+        function()
+
+
+def _in_background(work: Callable[[], _T]) -> concurrent.futures.Future[_T]:
     """Start ``work`` in its own thread; the future holds its result or its exception.
 
     The thread ends with the work (nothing is left running after the future completes).

@@ -134,6 +134,7 @@ def _lift(graph: ir.Graph, node: ir.Node, build: _Builder) -> None:
     up = build.unsqueeze(x)
     new_nodes.append(up)
     inputs: list[ir.Value | None] = [up.outputs[0]]
+    w: ir.Value | None = None
     if node.op_type in ("Conv", "ConvTranspose"):
         w = node.inputs[1]
         assert w is not None
@@ -155,6 +156,23 @@ def _lift(graph: ir.Graph, node: ir.Node, build: _Builder) -> None:
     if old.dtype is not None:
         out.dtype = lifted.outputs[0].dtype = old.dtype
     ir.convenience.replace_nodes_and_values(graph, node, [node], new_nodes, [old], [out])
+    if node.op_type in ("Conv", "ConvTranspose"):
+        _drop_if_unused(w)
+
+
+def _drop_if_unused(weight: ir.Value | None) -> None:
+    """Remove the 1-D weight its 2-D copy replaced, from whichever graph holds it.
+
+    A weight of a Conv inside an If branch may live in the branch or in an enclosing graph;
+    the manager's hygiene check (no unused initializers) caught the copies left behind.
+    """
+    if weight is None or weight.uses() or not weight.is_initializer():
+        return
+    if weight.is_graph_input() or weight.is_graph_output():
+        return
+    owner = weight.graph
+    if owner is not None and owner.initializers.get(weight.name or "") is weight:
+        del owner.initializers[weight.name or ""]
 
 
 def _is_axis_op(node: ir.Node, op_type: str) -> bool:

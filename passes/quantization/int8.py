@@ -24,7 +24,9 @@ from irpass.ir import default_opset
 from . import recover, speed
 from .calibrate import Calibration, calibrate
 from .equalize import cross_layer_equalize, smooth_quant
+from .granularity import per_tensor_depthwise
 from .insert_qdq import QuantizedWeight, insert_qdq, resolve_tensor_params
+from .layer_forms import apply_forms
 from .plan import QuantPlan, make_plan, name_nodes
 from .rules import RuleSet
 
@@ -80,6 +82,10 @@ class Int8Builder:
     ranges: Mapping[str, tuple[float, float]]
     weights: dict[str, QuantizedWeight] = dataclasses.field(default_factory=dict)
     bias_delta: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    #: Nodes whose weights get one scale although the rule set allows one per channel.
+    per_tensor: frozenset[str] = frozenset()
+    #: Another int8 form (:mod:`.layer_forms`) for a node when the plan keeps it float.
+    forms: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def plan(self, fallback: Collection[str] = ()) -> QuantPlan:
         """The plan with ``fallback`` nodes kept float on top of the user's exclusions."""
@@ -89,15 +95,28 @@ class Int8Builder:
             exclude=self.exclude | frozenset(fallback),
             per_channel=self.per_channel,
             dtypes=self.dtypes,
+            per_tensor=self.per_tensor,
         )
 
-    def build(self, fallback: Collection[str] = (), target: ir.Model | None = None) -> ir.Model:
-        """A quantized copy (or ``target`` rewritten in place) with ``fallback`` kept float."""
+    def build(
+        self,
+        fallback: Collection[str] = (),
+        target: ir.Model | None = None,
+        *,
+        forms: Mapping[str, str] | None = None,
+    ) -> ir.Model:
+        """A quantized copy (or ``target`` rewritten in place) with ``fallback`` kept float.
+
+        Fallback nodes named in ``forms`` (default :attr:`forms`) take that int8 form instead.
+        """
         model = target if target is not None else self.float_model.clone()
         plan = self.plan(fallback)
         params = resolve_tensor_params(model, plan, self.ranges)
         weights = {k: v for k, v in self.weights.items() if k in plan.nodes}
         insert_qdq(model, plan, params, weights=weights, bias_delta=self.bias_delta)
+        forms = self.forms if forms is None else forms
+        if forms:
+            apply_forms(model, {k: v for k, v in forms.items() if k not in plan.nodes})
         return model
 
 
@@ -151,6 +170,8 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
     )
     budget = recover.Budget(options.max_drop, options.min_cosine, options.min_sqnr)
     fidelity_source = limit_samples(source, FIDELITY_SAMPLES)
+    if options.depthwise_per_tensor == "auto":
+        builder.per_tensor = per_tensor_depthwise(builder, fidelity_source, stats, pass_.details)
     layers: dict[str, recover.LayerStats] = {}
     if options.bias_correction or budget.active:
         started = time.perf_counter()
@@ -169,21 +190,54 @@ def quantize_int8(model: ir.Model, pass_: QuantizePass) -> bool:
     if options.never_slower and rules.name.startswith("ort"):
         started = time.perf_counter()
         verdict = speed.keep_float_where_slower(
-            builder, fallback, fidelity_source, calibration, stats, pass_.details
+            builder,
+            fallback,
+            fidelity_source,
+            calibration,
+            stats,
+            pass_.details,
+            alternatives=options.alternatives,
         )
         if verdict is None:  # even the best mix is slower than float: ship float
             stats["quantized_layers"] = 0
             _record_plan(pass_.details, builder.plan(list(full.nodes)), list(full.nodes))
             return modified
         fallback = verdict
+        _check_forms(builder, fallback, fidelity_source, budget, stats)
         logger.info("quantize: speed checks %.1f s", time.perf_counter() - started)
     final_plan = builder.plan(fallback)
     builder.build(fallback, target=model)
+    for form in sorted(set(builder.forms.values())):
+        stats[f"{form}_layers"] = sum(
+            1 for k, v in builder.forms.items() if v == form and k not in final_plan.nodes
+        )
     stats["quantized_layers"] = len(final_plan.linear())
     stats["quantized_nodes"] = len(final_plan.nodes)
     stats["fallback_layers"] = len(fallback)
     _record_plan(pass_.details, final_plan, fallback)
     return True
+
+
+def _check_forms(
+    builder: Int8Builder,
+    fallback: Collection[str],
+    source: FeedSource,
+    budget: recover.Budget,
+    stats: Any,
+) -> None:
+    """Drop the speed-chosen dynamic / int8w forms if the model with them is out of budget.
+
+    The fallback search measured fidelity without them; those layers are then float.
+    """
+    used = {k: v for k, v in builder.forms.items() if k in fallback}
+    builder.forms = used
+    if not used or not budget.active:
+        return
+    metrics = recover.fidelity(builder.float_model, builder.build(fallback), source)
+    if not budget.met(metrics):
+        logger.info("quantize: dynamic/int8w forms out of the fidelity budget (%s)", metrics)
+        stats["forms_over_budget"] = len(used)
+        builder.forms = {}
 
 
 def _rescale(

@@ -181,11 +181,13 @@ class _Planner:
         exclude: Collection[str],
         per_channel: bool,
         dtypes: Mapping[str, ir.DataType | None],
+        per_tensor: Collection[str] = (),
     ) -> None:
         self.graph = model.graph
         self.rules = rules
         self.exclude = exclude
         self.per_channel = per_channel
+        self.per_tensor = per_tensor
         self.dtypes = dtypes
         self.nodes: dict[str, NodePlan] = {}
         self.skipped: dict[str, str] = {}
@@ -218,7 +220,9 @@ class _Planner:
         if not _is_float(weight, self.dtypes) or not _is_float(data, self.dtypes):
             self.skip(node, "not float32")
             return None
-        per_channel = self.per_channel and rule.weights == "per_channel"
+        per_channel = (
+            self.per_channel and rule.weights == "per_channel" and node.name not in self.per_tensor
+        )
         axis = layout.out_axis if per_channel else None
         bias = layout.bias_input
         if bias is not None:
@@ -414,13 +418,17 @@ def make_plan(
     exclude: Collection[str] = (),
     per_channel: bool = True,
     dtypes: Mapping[str, ir.DataType | None] | None = None,
+    per_tensor: Collection[str] = (),
 ) -> QuantPlan:
     """Plan the quantization of ``model``'s main graph under ``rules`` (nodes must be named).
 
     ``exclude`` holds node names or op types that stay float; ``dtypes`` supplies element types
-    of values the model does not annotate (from shape inference).
+    of values the model does not annotate (from shape inference); the weights of the nodes
+    named in ``per_tensor`` get one scale even where the rule set allows one per channel.
     """
-    planner = _Planner(model, rules, frozenset(exclude), per_channel, dtypes or {})
+    planner = _Planner(
+        model, rules, frozenset(exclude), per_channel, dtypes or {}, frozenset(per_tensor)
+    )
     planner.forward()
     if not rules.residual_add:
         planner.prune()

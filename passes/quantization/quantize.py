@@ -6,11 +6,13 @@
                  --equalize--> cross-layer equalization / SmoothQuant (float-equivalent)
                  --plan------> nodes, weights, tensors to quantize (rules=..., exclude=...)
                  --calibrate-> one streaming pass: histograms -> ranges (method=...)
+                 --granular--> per-tensor weights for depthwise Convs where they cost nothing
                  --insert----> Q/DQ pairs, int8 weights, int32 bias
                  --recover---> bias correction; per-layer SQNR; fall back the most sensitive
                                layers to float until max_drop / min_cosine / min_sqnr hold
-                 --speed-----> rules=ort: layers whose int8 kernel is not faster stay float;
-                               the whole model is never slower than the float one
+                 --speed-----> rules=ort: layers whose int8 kernel is not faster stay float
+                               or take a faster dynamic / weight-only int8 form; the whole
+                               model is never slower than the float one
 
 ``mode=fp16`` converts to half precision keeping range-sensitive ops in float32
 (:mod:`.to_fp16`); ``mode=int8w`` / ``int4w`` quantize MatMul/Gemm weights only, block-wise
@@ -68,6 +70,10 @@ class QuantizePass(IrpassPass):
         method: str = option("mse", "calibration: minmax, percentile, entropy, mse")
         percentile: float = option(99.99, "kept mass for method=percentile")
         per_channel: bool = option(True, "per-channel weights where the rule set allows")
+        depthwise_per_tensor: Literal["auto", "off"] = option(
+            "auto",
+            "auto: one weight scale for depthwise Convs where calibration data show no cost",
+        )
         exclude: tuple[str, ...] = option((), "node names or op types that stay float")
         max_drop: float | None = option(
             0.5,
@@ -84,6 +90,11 @@ class QuantizePass(IrpassPass):
             None, "SmoothQuant migration strength alpha for linear-op inputs (e.g. 0.5)"
         )
         never_slower: bool = option(True, "rules=ort: keep layers float where int8 is not faster")
+        alternatives: tuple[str, ...] = option(
+            ("dynamic", "int8w"),
+            "never_slower: other int8 forms timed for MatMul/Gemm layers static QDQ would keep "
+            "float (dynamic, int8w)",
+        )
         calib_samples: int | None = option(None, "use at most this many calibration samples")
         block_size: int = option(32, "int8w/int4w: weights per scale along the input axis")
         keep_io_fp32: bool = option(True, "fp16: graph inputs and outputs stay float32")
@@ -106,6 +117,9 @@ class QuantizePass(IrpassPass):
                 raise ValueError(f"block_size must be a power of two >= 16, got {self.block_size}")
             if self.smooth_quant is not None and not 0.0 < self.smooth_quant < 1.0:
                 raise ValueError(f"smooth_quant must be in (0, 1), got {self.smooth_quant}")
+            unknown = [a for a in self.alternatives if a not in ("dynamic", "int8w")]
+            if unknown:
+                raise ValueError(f"alternatives must be dynamic and/or int8w, got {unknown}")
             if self.calib_samples is not None and self.calib_samples < 1:
                 raise ValueError(f"calib_samples must be >= 1, got {self.calib_samples}")
 

@@ -12,7 +12,9 @@ blocked float convolution, and Q/DQ at region borders cost an elementwise pass e
 2. times the whole candidate against the float model (:func:`irpass.bench.measure_latency`,
    interleaved with an A/A control); while the candidate is slower by more than the noise,
    the layers with the smallest measured gain go back to float (half of the remaining ones per
-   round), and if no mix is faster the model stays float.
+   round), and if no mix is faster the model stays float. Among the candidates that are not
+   slower, the one with the fewest weight bytes wins unless another is faster by more than the
+   run's noise (the A/A gap and the spread: a difference that is not real buys no bytes).
 
 Timings depend on the machine and its load, so the layers this keeps float can differ from run
 to run; ``never_slower=false`` makes the pass deterministic (and the decisions are listed in the
@@ -22,14 +24,16 @@ pass details). :class:`LatencyProbe` is the measuring interface; tests substitut
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import onnx_ir as ir
 
 from irpass.bench import measure_latency
 from irpass.context import FeedSource
+from irpass.ir import initializer_bytes
 
 from .insert_qdq import insert_qdq, resolve_tensor_params
 from .plan import NodePlan, QuantPlan
@@ -38,9 +42,28 @@ if TYPE_CHECKING:
     from .calibrate import Calibration
     from .int8 import Int8Builder
 
-__all__ = ["LatencyProbe", "OrtLatencyProbe", "keep_float_where_slower", "layer_models"]
+__all__ = [
+    "LatencyProbe",
+    "OrtLatencyProbe",
+    "Timing",
+    "keep_float_where_slower",
+    "layer_models",
+]
 
 logger = logging.getLogger(__name__)
+
+
+class Timing(NamedTuple):
+    """One candidate's latency against the baseline, from one interleaved run."""
+
+    #: median / baseline median (below 1: faster)
+    ratio: float
+    #: whether the difference to the baseline is beyond the run's noise
+    real: bool
+    #: relative difference to another median of this run that is still noise, as
+    #: :meth:`irpass.bench.LatencyReport.is_real` has it: the A/A gap, half this
+    #: measurement's spread, at least 1 %
+    tolerance: float = 0.0
 
 
 class LatencyProbe(Protocol):
@@ -53,8 +76,8 @@ class LatencyProbe(Protocol):
         feeds: Mapping[str, np.ndarray],
         *,
         whole: bool,
-    ) -> dict[str, tuple[float, bool]]:
-        """Per candidate: ``(median / baseline median, whether that is beyond the noise)``."""
+    ) -> dict[str, Timing]:
+        """Per candidate its :class:`Timing` against ``baseline``."""
         ...
 
 
@@ -72,7 +95,7 @@ class OrtLatencyProbe:
         feeds: Mapping[str, np.ndarray],
         *,
         whole: bool,
-    ) -> dict[str, tuple[float, bool]]:
+    ) -> dict[str, Timing]:
         """Interleaved medians; whole models also get the A/A control that sets the noise."""
         report = measure_latency(
             {"float": baseline, **candidates},
@@ -83,7 +106,11 @@ class OrtLatencyProbe:
             aa_control=whole,
         )
         return {
-            name: (report.ratio("float", name), report.is_real("float", name))
+            name: Timing(
+                report.ratio("float", name),
+                report.is_real("float", name),
+                max(report.noise or 0.0, report.stats[name].spread / 2, 0.01),
+            )
             for name in candidates
         }
 
@@ -228,15 +255,20 @@ def keep_float_where_slower(
     stats: Any,
     details: dict[str, Any],
     probe: LatencyProbe | None = None,
+    alternatives: Sequence[str] = (),
 ) -> list[str] | None:
     """The layers to keep float so that the model is fastest and never slower than float.
 
     Returns ``fallback`` extended by the layers speed decided on, or None when no mix of
-    quantized layers beats the float model.
+    quantized layers beats the float model. ``alternatives`` (forms of :mod:`.layer_forms`)
+    are timed per MatMul/Gemm layer too, and whole-model candidates give the layers static
+    QDQ leaves float those forms; ``builder.forms`` is set to the chosen candidate's.
     """
     probe = probe or OrtLatencyProbe()
     plan = builder.plan(fallback)
     gains: dict[str, float] = {}
+    form_ratios: dict[str, dict[str, float]] = {}
+    faster_alone: dict[str, str] = {}  # the fastest form that beats the float layer alone
     for node_plan in plan.linear():
         models = layer_models(builder, plan, node_plan, calibration.shapes)
         if models is None:
@@ -245,36 +277,103 @@ def keep_float_where_slower(
         measured = probe.ratios(
             float_layer, {"int8": quant_layer}, {**float_feeds, **quant_feeds}, whole=False
         )
-        gains[node_plan.name] = measured["int8"][0]
+        gains[node_plan.name] = measured["int8"].ratio
+        if alternatives and node_plan.op_type in ("MatMul", "Gemm"):
+            timed = _time_forms(probe, float_layer, float_feeds, node_plan.name, alternatives)
+            form_ratios[node_plan.name] = {f: round(t.ratio, 3) for f, t in timed.items()}
+            faster = {f: t.ratio for f, t in timed.items() if t.ratio < 1.0 and t.real}
+            if faster:
+                faster_alone[node_plan.name] = min(faster, key=lambda f: (faster[f], f))
     details["layer_latency_ratio"] = {k: round(v, 3) for k, v in sorted(gains.items())}
+    if form_ratios:
+        details["layer_form_latency_ratio"] = dict(sorted(form_ratios.items()))
     # the least gain first: these are the layers to give back when int8 loses overall
     order = sorted(gains, key=lambda n: (-gains[n], n))
     slow = [n for n in order if gains[n] >= 1.0]
+    dynamic = {n for n, r in form_ratios.items() if "dynamic" in r}
     feeds = _single_sample(next(iter(source())), builder.float_model)
-    candidates = {"all": list(fallback)}
+    # name -> (layers kept out of static QDQ, the forms those layers take)
+    candidates: dict[str, tuple[list[str], dict[str, str]]] = {"all": (list(fallback), {})}
     if slow:
-        candidates["per_layer"] = list(fallback) + slow
+        candidates["per_layer"] = (list(fallback) + slow, faster_alone)
+        if any(n in faster_alone for n in slow):
+            candidates["per_layer_float"] = (list(fallback) + slow, {})
+        # a layer's gain alone is noisy and misses the Q/DQ its neighbours save: the whole
+        # model decides whether the slow layers are better off dynamic
+        if dynamic & set(slow):
+            candidates["per_layer_dynamic"] = (
+                list(fallback) + slow,
+                {**faster_alone, **dict.fromkeys(dynamic & set(slow), "dynamic")},
+            )
+    if dynamic:  # what quantize_dynamic gives: every weighted MatMul/Gemm dynamic, no QDQ
+        candidates["dynamic"] = (list(fallback) + order, dict.fromkeys(dynamic, "dynamic"))
     remaining = [n for n in order if n not in slow]
     base = list(fallback) + slow
     history = details.setdefault("model_latency_ratio", {})
     while True:  # halving the remaining layers: log2(layers) rounds at most
-        built = {name: builder.build(layers) for name, layers in candidates.items()}
+        built = {
+            name: builder.build(layers, forms=forms) for name, (layers, forms) in candidates.items()
+        }
         measured = probe.ratios(builder.float_model, built, feeds, whole=True)
         history.update(
-            {f"{name}/{len(candidates[name])}": round(r, 3) for name, (r, _) in measured.items()}
+            {
+                f"{name}/{len(candidates[name][0])}": round(t.ratio, 3)
+                for name, t in measured.items()
+            }
         )
-        acceptable = [n for n, (ratio, real) in measured.items() if ratio < 1.0 or not real]
+        acceptable = [n for n, t in measured.items() if t.ratio < 1.0 or not t.real]
         if acceptable:
-            best = min(acceptable, key=lambda n: measured[n][0])
-            chosen = candidates[best]
+            best = _smallest_of_the_fastest(acceptable, measured, built)
+            chosen, builder.forms = candidates[best][0], dict(candidates[best][1])
             stats["kept_float_speed"] = len(chosen) - len(fallback)
             return chosen
         if not remaining:
             break
         half = max(1, len(remaining) // 2)
         base = base + remaining[:half]
-        candidates = {"fewer": base}
+        candidates = {"fewer": (base, faster_alone)}
         remaining = remaining[half:]
+    builder.forms = {}
     stats["kept_float_slower"] = 1
     logger.warning("quantize: the int8 model is not faster than float on this machine; kept float")
     return None
+
+
+def _time_forms(
+    probe: LatencyProbe,
+    float_layer: ir.Model,
+    feeds: Mapping[str, np.ndarray],
+    name: str,
+    forms: Sequence[str],
+) -> dict[str, Timing]:
+    """The float layer against each of its ``forms`` that applies (same float feeds)."""
+    from .layer_forms import apply_forms
+
+    built: dict[str, ir.Model] = {}
+    for form in forms:
+        model = float_layer.clone()
+        if not apply_forms(model, {name: form}):
+            built[form] = model
+    if not built:
+        return {}
+    return probe.ratios(float_layer, built, feeds, whole=False)
+
+
+def _smallest_of_the_fastest(
+    names: Sequence[str], measured: Mapping[str, Timing], built: Mapping[str, ir.Model]
+) -> str:
+    """The candidate with the fewest weight bytes among those as fast as the fastest.
+
+    "As fast" is within the run's noise (the A/A gap and the measurements' spread, as
+    :meth:`irpass.bench.LatencyReport.is_real` has it): a difference that is not real does not
+    justify a larger model.
+    """
+    fastest = min(names, key=lambda n: measured[n].ratio)
+    best = measured[fastest]
+    tied = [
+        n
+        for n in names
+        if math.log(measured[n].ratio / best.ratio)
+        <= math.log1p(max(measured[n].tolerance, best.tolerance))
+    ]
+    return min(tied, key=lambda n: (initializer_bytes(built[n]), measured[n].ratio, n))

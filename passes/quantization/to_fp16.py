@@ -71,9 +71,21 @@ _F16 = ir.DataType.FLOAT16
 #: MelWeightMatrix default to float32 output): they stay as they are (a float32 Constant read
 #: by an fp16 node is copied to float16 instead).
 _TYPED_BY_ATTRIBUTE = frozenset(
-    {"Constant", "ConstantOfShape", "EyeLike", "Cast", "CastLike", "Bernoulli", "RandomNormal",
-     "RandomUniform", "Multinomial", "BlackmanWindow", "HammingWindow", "HannWindow",
-     "MelWeightMatrix"}
+    {
+        "Constant",
+        "ConstantOfShape",
+        "EyeLike",
+        "Cast",
+        "CastLike",
+        "Bernoulli",
+        "RandomNormal",
+        "RandomUniform",
+        "Multinomial",
+        "BlackmanWindow",
+        "HammingWindow",
+        "HannWindow",
+        "MelWeightMatrix",
+    }
 )
 #: Attributes that fix a node's output type (BitCast ``to``, the window ops' and
 #: MelWeightMatrix's ``output_datatype``, random ops' ``dtype``): such a node stays as it is.

@@ -15,9 +15,11 @@ returns every :class:`Violation` it finds:
   by exactly one QuantizeLinear; a fixed output grid (NNAPI Softmax: 1/256, 0) is respected;
 - with ``runtime=True`` and a rule set whose ``fusion_check`` is set, ONNX Runtime loads the
   model with its optimizations on and no quantized Conv / Gemm / MatMul may be left unfused
-  (a DequantizeLinear still feeding its weight). The check needs a host of the rule set's
-  kind: x86 ORT builds rewrite S8S8 activations to U8 at load time, so ``ort_s8s8`` (ARM) is
-  judged structurally only on x86, and ``ort_u8s8`` structurally only on ARM.
+  (a DequantizeLinear still feeding its weight), nor a dynamic int8 layer's MatMulInteger
+  (:mod:`.layer_forms`) outside DynamicQuantizeMatMul / MatMulIntegerToFloat. The check needs
+  a host of the rule set's kind: x86 ORT builds rewrite S8S8 activations to U8 at load time,
+  so ``ort_s8s8`` (ARM) is judged structurally only on x86, and ``ort_u8s8`` structurally
+  only on ARM.
 """
 
 from __future__ import annotations
@@ -268,6 +270,15 @@ def _unfused(model: ir.Model) -> list[Violation]:
     producers = {out: node for node in optimized.graph.node for out in node.output}
     found = []
     for node in optimized.graph.node:
+        if node.op_type == "MatMulInteger":  # a dynamic int8 layer: Cast and Mul left apart
+            found.append(
+                Violation(
+                    node.name or node.op_type,
+                    "ONNX Runtime did not fuse this dynamic int8 layer into "
+                    "DynamicQuantizeMatMul / MatMulIntegerToFloat",
+                )
+            )
+            continue
         if node.op_type not in _FLOAT_LINEAR:
             continue
         feeding = [producers.get(name) for name in node.input[:2]]

@@ -33,7 +33,13 @@ from .plan import name_nodes
 if TYPE_CHECKING:
     from .quantize import QuantizePass
 
-__all__ = ["BlockQuantized", "block_quantize", "quantize_weights_only"]
+__all__ = [
+    "BlockQuantized",
+    "block_quantize",
+    "logical_weight",
+    "quantize_weights_only",
+    "replace_with_matmulnbits",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +109,7 @@ def _attr(node: ir.Node, name: str, default: float) -> float:
     return default if attr is None else float(attr.value)
 
 
-def _weight_of(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None] | str:
+def logical_weight(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None] | str:
     """The logical ``[K, N]`` weight and 1-D bias of a MatMul/Gemm, or why it is left alone."""
     if node.domain not in ("", "ai.onnx"):
         return "custom domain"
@@ -142,9 +148,10 @@ def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return value
 
 
-def _to_matmulnbits(
+def replace_with_matmulnbits(
     graph: ir.Graph, node: ir.Node, q: BlockQuantized, bias: np.ndarray | None, rows: int
 ) -> None:
+    """Replace the MatMul/Gemm ``node`` by MatMulNBits reading ``q`` (``rows`` = K)."""
     n = q.codes.shape[1]
     weight_name = node.inputs[1].name or node.name  # type: ignore[union-attr]
     packed = _initializer(graph, f"{weight_name}_q{q.bits}", q.packed())
@@ -234,7 +241,7 @@ def quantize_weights_only(model: ir.Model, pass_: QuantizePass) -> bool:
             continue
         if node.name in options.exclude or node.op_type in options.exclude:
             continue
-        found = _weight_of(node)
+        found = logical_weight(node)
         if isinstance(found, str):
             logger.debug("weight-only: %s left float: %s", node.name, found)
             continue
@@ -245,7 +252,7 @@ def quantize_weights_only(model: ir.Model, pass_: QuantizePass) -> bool:
             continue
         quantized = block_quantize(weight, bits, options.block_size)
         if ort:
-            _to_matmulnbits(graph, node, quantized, bias, weight.shape[0])
+            replace_with_matmulnbits(graph, node, quantized, bias, weight.shape[0])
         else:
             _to_dequantize(graph, node, quantized, weight.shape[0])
         changed += 1

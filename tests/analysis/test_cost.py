@@ -4,7 +4,7 @@ import onnx_ir as ir
 import pytest
 from conftest import light_model_path
 
-from irpass.analysis.cost import model_cost, node_macs
+from irpass.analysis.cost import cost_shapes_note, model_cost, node_macs
 from irpass.ir import load_model
 from irpass.testing import inputs_to_random_initializers, model_from_text
 
@@ -107,3 +107,53 @@ def test_analysis_leaves_the_model_as_it_was() -> None:
     model_cost(model)
     assert list(model.graph.initializers) == order
     assert onnx.helper.printable_graph(ir.to_proto(model).graph) == before
+
+
+def test_macs_at_input_shapes_follow_the_batch_through_shape_arithmetic() -> None:
+    from shape_models_for_tests import batch_view
+
+    model = batch_view()
+    for batch in (1, 2, 7):
+        cost = model_cost(model, input_shapes={"x": [batch, 64]})
+        assert cost.macs == batch * 8 * 16 * 8  # MatMul [batch, 8, 8] x [8, 16]
+        assert cost.unknown_macs_nodes == 0 and cost.unknown_activation_values == 0
+        assert cost.input_shapes == {"x": [batch, 64]}
+        # the peak is v [batch, 8, 8] and y [batch, 8, 16] live together at the MatMul
+        assert cost.peak_activation_bytes == batch * (8 * 8 + 8 * 16) * 4
+
+
+def test_detector_macs_scale_with_the_given_spatial_size() -> None:
+    from shape_models_for_tests import upsample
+
+    model = upsample()
+    small = model_cost(model, input_shapes={"images": [1, 3, 32, 48]})
+    large = model_cost(model, input_shapes={"images": [1, 3, 64, 96]})
+    conv1 = 8 * 16 * 24 * 3 * 9  # stride 2: [1, 8, 16, 24] outputs, 3x3x3 each
+    conv2 = 4 * 32 * 48 * 8  # 1x1 conv on the resized [1, 8, 32, 48] map
+    assert small.macs == conv1 + conv2
+    assert large.macs == 4 * small.macs
+    assert small.unknown_macs_nodes == large.unknown_macs_nodes == 0
+    # symbolic H/W counted as 1 is what the summary showed before: far below either
+    assert model_cost(model).macs < small.macs / 100
+
+
+def test_counts_that_cannot_be_made_at_the_shapes_say_so() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4] x, float[2, 3] w) => (float[M, 3] y) {
+        idx = NonZero(x)
+        t = Transpose(idx)
+        f = Cast<to=1>(t)
+        y = MatMul(f, w)
+    }
+    """
+    model = inputs_to_random_initializers(model_from_text(text), ["w"])
+    cost = model_cost(model, input_shapes={"x": [3, 4]})
+    # how many elements are nonzero is data: the MatMul is not counted, not guessed as 1 row
+    assert cost.macs == 0 and cost.unknown_macs_nodes == 1
+    assert cost.unknown_activation_values == 4  # idx, t, f, y
+    note = cost_shapes_note(
+        cost.input_shapes, cost.unknown_macs_nodes, cost.unknown_activation_values
+    )
+    assert note.startswith("MACs and activations at inputs x:3x4")
+    assert "1 nodes' MACs and 4 activations could not be counted at these shapes" in note

@@ -4,6 +4,7 @@ verification half of irpass/manager.py)."""
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -192,3 +193,44 @@ def test_strict_stops_when_the_end_to_end_check_fails() -> None:
     pipeline = "t_lying_lossless(factor=1.00007),t_lying_lossless(factor=1.00007)"
     with pytest.raises(PassFailedError, match="final check"):
         PipelineRunner(pipeline, options=RunOptions(on_failure="error")).run(model)
+
+
+def _weight_writer(calls: list[np.ndarray]) -> Callable[[ir.Model], None]:
+    """A ``write`` callback that records the weight of every model it is given."""
+
+    def write(model: ir.Model) -> None:
+        calls.append(model.graph.initializers["w"].const_value.numpy().copy())
+
+    return write
+
+
+@pytest.mark.parametrize("mode", ["each", "final", "none"])
+def test_write_gets_the_final_model_once(mode: str) -> None:
+    # the lossy pass makes the end-to-end check run the model: the write goes on beside it
+    calls: list[np.ndarray] = []
+    runner = PipelineRunner("t_remove_one_identity,t_scale_weight", options=RunOptions(verify=mode))
+    result = runner.run(model_from_text(WEIGHTED), write=_weight_writer(calls))
+    assert len(calls) == 1
+    written = result.model.graph.initializers["w"].const_value.numpy()
+    np.testing.assert_array_equal(calls[0], written)
+    assert result.report.final_verification is not None
+
+
+def test_write_again_after_the_end_to_end_check_rolled_back() -> None:
+    calls: list[np.ndarray] = []
+    model = model_from_text(WEIGHTED)
+    reference = model.graph.initializers["w"].const_value.numpy().copy()
+    pipeline = "t_lying_lossless(factor=1.00007),t_lying_lossless(factor=1.00007)"
+    PipelineRunner(pipeline).run(model, write=_weight_writer(calls))
+    assert len(calls) == 2  # the model that failed the check, then the one kept
+    np.testing.assert_allclose(calls[0], reference * np.float32(1.00007) ** 2, rtol=1e-6)
+    np.testing.assert_array_equal(calls[-1], model.graph.initializers["w"].const_value.numpy())
+    np.testing.assert_allclose(calls[-1], reference * np.float32(1.00007))
+
+
+def test_failing_write_fails_the_run() -> None:
+    def write(model: ir.Model) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        PipelineRunner("t_scale_weight").run(model_from_text(WEIGHTED), write=write)

@@ -7,6 +7,7 @@ import pytest
 from irpass.passes.canonicalize.infer_shapes import InferShapesPass
 from irpass.passes.legalize.lift_1d_to_2d import Lift1dTo2dPass
 from irpass.testing import assert_equivalent, inputs_to_random_initializers, model_from_text
+from irpass.verify.hygiene import unused_initializers
 
 
 def _clone(model: ir.Model) -> ir.Model:
@@ -143,3 +144,31 @@ def test_graph_output_name_is_kept():
     from irpass.testing import run_ir
 
     assert run_ir(m, feeds)["y"].tolist() == [[[1, 3, 5, 7], [9, 11, 13, 15]]]
+
+
+def test_replaced_weights_do_not_stay_behind_in_branches_or_outer_graphs():
+    # silero-vad's OpenVINO export: Conv1d inside If branches reading weights of the branch
+    # and of the main graph; the 1-D copies were left as unused initializers.
+    m = model_from_text("""
+    <ir_version: 9, opset_import: ["" : 17]>
+    g (float[1,2,16] x, bool c, float[3,2,3] outer) => (float[1,3,14] y) {
+      y = If(c) <then_branch = t () => (float[1,3,14] ty) <float[3,2,3] inner = {
+            1.,2.,3.,4.,5.,6.,7.,8.,9.,1.,2.,3.,4.,5.,6.,7.,8.,9.}> {
+            ty = Conv(x, inner)
+         }, else_branch = e () => (float[1,3,14] ey) {
+            ey = Conv(x, outer)
+         }>
+    }""")
+    m = inputs_to_random_initializers(m, ["outer"])
+    reference = _clone(m)
+    modified, stats = _run(m)
+    assert modified and stats["Conv"] == 2
+    branches = next(iter(m.graph)).attributes
+    then_branch = branches["then_branch"].as_graph()
+    assert "inner" not in then_branch.initializers and "inner_2d" in then_branch.initializers
+    assert "outer" not in m.graph.initializers
+    assert unused_initializers(m) == []
+    for cond in (True, False):
+        feeds = {"x": np.random.default_rng(0).standard_normal((1, 2, 16), np.float32),
+                 "c": np.array(cond)}
+        assert_equivalent(reference, m, feeds=feeds)

@@ -1,0 +1,342 @@
+"""Shapes of every value with the graph inputs bound to concrete sizes.
+
+ONNX shape inference, even with data propagation, loses a symbolic dimension as soon as it
+flows through shape arithmetic it does not propagate (a PyTorch export reads the batch with
+``Shape -> Squeeze -> Reshape -> Concat`` and feeds that to a ``Reshape``; detectors compute
+``Resize`` sizes with ``Shape -> Gather -> Mul -> Cast``). Binding the inputs to concrete
+shapes then leaves ``unk__N`` dims behind every such Reshape, and anything that counted them
+as 1 reported a different number for the same computation before and after a pass that
+resolved the Reshape.
+
+:func:`values_at` fixes that the way a compiler would: on a protobuf of the model without its
+weights (as :func:`irpass.analysis.shapes.infer_shapes_proto`), with the inputs set to the
+given shapes, it alternates ONNX shape inference with evaluating the nodes whose inputs are now
+known (``Shape``/``Size`` of a static shape, small constants and what is computed from them),
+replacing them by constants, until nothing more folds. Only small tensors are evaluated (shape
+vectors, scalars), so the cost is a few shape inferences of a weightless proto. The model is
+never modified. Dims that stay symbolic after that (data-dependent sizes such as ``NonZero``)
+are left symbolic: callers say the count could not be made rather than guess.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from irpass.analysis.shapes import ValueInfo, call_without_weights, inferred_values, static_numel
+
+__all__ = ["MAX_FOLDED_ELEMENTS", "values_at"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest tensor (elements) evaluated while folding: shape vectors and scalars, never weights.
+MAX_FOLDED_ELEMENTS = 1024
+#: Rounds of inference + folding; each round resolves one more level of Shape-of-a-Reshape.
+_MAX_ROUNDS = 8
+_RANDOM = {
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+}
+
+
+def values_at(model: ir.Model, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, ValueInfo]:
+    """Map value names (main graph and subgraphs) to (shape, dtype) at ``input_shapes``.
+
+    Inputs not named in ``input_shapes`` keep their declared shapes. Values whose shape stays
+    unknown are absent or keep symbolic dims. The model is left exactly as it was.
+    """
+    shapes = {name: [int(d) for d in dims] for name, dims in input_shapes.items()}
+    if _declared(model) == shapes:
+        # the inputs are static already: plain inference (free on an annotated model) is the
+        # answer unless it left some size unknown that folding could still find
+        values = inferred_values(model)
+        if _all_static(model, values):
+            return values
+    return call_without_weights(lambda proto: _values_at_proto(proto, shapes), model)
+
+
+def _declared(model: ir.Model) -> dict[str, list[int]] | None:
+    declared = {}
+    for value in model.graph.inputs:
+        if value.name in model.graph.initializers:
+            continue
+        dims = [d for d in value.shape or () if isinstance(d, int)]
+        if value.shape is None or len(dims) != len(value.shape):
+            return None
+        declared[value.name or ""] = dims
+    return declared
+
+
+def _all_static(model: ir.Model, values: Mapping[str, ValueInfo]) -> bool:
+    for graph in model.graphs():
+        for node in graph:
+            for value in node.outputs:
+                if not value.name:
+                    continue
+                shape = values.get(value.name, (None, None))[0]
+                if shape is None or static_numel(shape) is None:
+                    return False
+    return True
+
+
+def _values_at_proto(
+    proto: onnx.ModelProto, input_shapes: Mapping[str, list[int]]
+) -> dict[str, ValueInfo]:
+    graph = proto.graph
+    for value in graph.input:
+        dims = input_shapes.get(value.name)
+        if dims is not None and value.type.HasField("tensor_type"):
+            shape = value.type.tensor_type.shape
+            shape.ClearField("dim")
+            for size in dims:
+                shape.dim.add().dim_value = size
+    for value in graph.output:  # declared output shapes are hints, often symbolic or wrong
+        if value.type.HasField("tensor_type"):
+            value.type.tensor_type.ClearField("shape")
+    opsets = {o.domain or "": o.version for o in proto.opset_import}
+    folded: dict[str, np.ndarray] = {}
+    for _ in range(_MAX_ROUNDS):
+        _clear_value_info(graph)
+        try:
+            proto = onnx.shape_inference.infer_shapes(
+                proto, check_type=False, strict_mode=False, data_prop=True
+            )
+        except Exception as exc:  # best effort: report what is known
+            logger.debug("shape inference at bound shapes failed: %s", exc)
+            break
+        graph = proto.graph
+        new = _fold_round(graph, opsets)
+        if not new:
+            break
+        folded.update(new)
+    return _collect(proto, folded)
+
+
+def _clear_value_info(graph: onnx.GraphProto) -> None:
+    graph.ClearField("value_info")
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _clear_value_info(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    _clear_value_info(sub)
+
+
+def _static_dims(info: onnx.ValueInfoProto) -> list[int] | None:
+    if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
+        return None
+    dims = []
+    for dim in info.type.tensor_type.shape.dim:
+        if not dim.HasField("dim_value") or dim.dim_value < 0:
+            return None
+        dims.append(dim.dim_value)
+    return dims
+
+
+def _fold_round(graph: onnx.GraphProto, opsets: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Evaluate the main-graph nodes whose inputs are known; replace them by initializers."""
+    static: dict[str, list[int]] = {}
+    for info in list(graph.input) + list(graph.value_info) + list(graph.output):
+        dims = _static_dims(info)
+        if dims is not None:
+            static[info.name] = dims
+    known = _Known(
+        {init.name: init for init in graph.initializer if _numel(init.dims) <= MAX_FOLDED_ELEMENTS}
+    )
+    new: dict[str, np.ndarray] = {}
+    progress = False
+    for node in graph.node:
+        if not _foldable(node, static, known):
+            continue
+        try:
+            outputs = _evaluate(node, static, known, opsets)
+        except Exception as exc:  # an op the evaluator cannot run stays in the graph
+            logger.debug("cannot fold %s %s: %s", node.op_type, node.name, exc)
+            continue
+        if any(np.asarray(o).size > MAX_FOLDED_ELEMENTS for o in outputs):
+            continue
+        for name, array in zip(node.output, outputs, strict=False):
+            if name:
+                known[name] = new[name] = np.asarray(array)
+                static[name] = list(known[name].shape)
+        progress = progress or node.op_type != "Constant"
+    if not progress:  # inference saw the constants already: folding them alone changes nothing
+        return {}
+    # Constant nodes, not initializers: IR < 4 wants every initializer listed as an input too
+    nodes = []
+    for node in graph.node:
+        if node.output and all(o in new or not o for o in node.output):
+            nodes += [_constant(name, new[name]) for name in node.output if name]
+        else:
+            nodes.append(node)
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    return new
+
+
+def _constant(name: str, array: np.ndarray) -> onnx.NodeProto:
+    return onnx.helper.make_node(
+        "Constant", [], [name], value=numpy_helper.from_array(array), name=f"{name}__folded"
+    )
+
+
+class _Known(dict[str, np.ndarray]):
+    """Known values; small initializers are converted to arrays only when a fold reads them."""
+
+    def __init__(self, initializers: dict[str, onnx.TensorProto]) -> None:
+        super().__init__()
+        self._initializers = initializers
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or name in self._initializers
+
+    def __missing__(self, name: str) -> np.ndarray:
+        array = numpy_helper.to_array(self._initializers[name])
+        self[name] = array
+        return array
+
+
+def _numel(dims: Sequence[int]) -> int:
+    total = 1
+    for dim in dims:
+        total *= dim
+    return total
+
+
+def _foldable(node: onnx.NodeProto, static: Mapping[str, list[int]], known: _Known) -> bool:
+    if node.domain not in ("", "ai.onnx") or node.op_type in _RANDOM:
+        return False
+    if any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+    ):
+        return False
+    if node.op_type in ("Shape", "Size"):
+        return bool(node.input) and node.input[0] in static
+    if node.op_type == "Constant":
+        return all(
+            name in static and _numel(static[name]) <= MAX_FOLDED_ELEMENTS for name in node.output
+        )
+    inputs = [name for name in node.input if name]
+    if not inputs or not all(name in known for name in inputs):
+        return False
+    # outputs whose size inference knows must be small (a ConstantOfShape of a big shape is not)
+    return all(
+        name not in static or _numel(static[name]) <= MAX_FOLDED_ELEMENTS for name in node.output
+    )
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def _evaluate(
+    node: onnx.NodeProto,
+    static: Mapping[str, list[int]],
+    known: _Known,
+    opsets: Mapping[str, int],
+) -> list[np.ndarray]:
+    """Outputs of one node.
+
+    Shape reads and the common shape arithmetic are computed here, the rest through ONNX's
+    reference evaluator (about 1 ms per node, so only when needed).
+    """
+    op = node.op_type
+    if op == "Shape":
+        dims = static[node.input[0]]
+        start, end = int(_attr(node, "start", 0)), _attr(node, "end", None)
+        return [np.array(dims[start : None if end is None else int(end)], dtype=np.int64)]
+    if op == "Size":
+        return [np.array(_numel(static[node.input[0]]), dtype=np.int64)]
+    if op == "Constant" and _attr(node, "value") is not None:
+        return [numpy_helper.to_array(_attr(node, "value"))]
+    args = [known[name] for name in node.input if name]
+    if op == "Identity":
+        return [args[0]]
+    if op == "ConstantOfShape":
+        value = _attr(node, "value")
+        fill = (
+            numpy_helper.to_array(value).reshape(-1)
+            if value is not None
+            else np.zeros(1, np.float32)
+        )
+        return [np.full([int(d) for d in args[0]], fill[0], dtype=fill.dtype)]
+    if op == "Concat":
+        return [np.concatenate(args, axis=int(_attr(node, "axis", 0)))]
+    if op == "Gather":
+        return [np.take(args[0], args[1], axis=int(_attr(node, "axis", 0)))]
+    if op == "Cast":
+        to = onnx.helper.tensor_dtype_to_np_dtype(int(_attr(node, "to")))
+        if np.issubdtype(to, np.integer) and not np.issubdtype(args[0].dtype, np.integer):
+            args[0] = np.trunc(args[0])  # ONNX Cast from float truncates toward zero
+        return [args[0].astype(to)]
+    if op in ("Squeeze", "Unsqueeze") and (len(args) > 1 or _attr(node, "axes") is not None):
+        axes = args[1] if len(args) > 1 else _attr(node, "axes")
+        axes_list = [int(a) for a in np.asarray(axes).reshape(-1)]
+        if op == "Squeeze":
+            return [np.squeeze(args[0], axis=tuple(axes_list))]
+        rank = args[0].ndim + len(axes_list)
+        return [np.expand_dims(args[0], axis=tuple(a % rank for a in axes_list))]
+    if op in ("Add", "Sub", "Mul") and args[0].dtype == args[1].dtype:
+        function = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}[op]
+        return [function(args[0], args[1])]
+    feeds = {name: known[name] for name in node.input if name}
+    evaluator = ReferenceEvaluator(node, opsets={"": opsets.get("", opsets.get("ai.onnx", 21))})
+    return [np.asarray(o) for o in evaluator.run(None, feeds)]
+
+
+def _value_info(type_proto: onnx.TypeProto) -> ValueInfo:
+    """(shape, dtype) of a type proto.
+
+    Tensors are read directly: a full deserialization spends most of its time building types
+    this analysis does not need.
+    """
+    if type_proto.HasField("tensor_type"):
+        tensor = type_proto.tensor_type
+        shape = None
+        if tensor.HasField("shape"):
+            shape = ir.Shape(
+                [
+                    d.dim_value if d.HasField("dim_value") else ir.SymbolicDim(d.dim_param or None)
+                    for d in tensor.shape.dim
+                ]
+            )
+        return shape, ir.DataType(tensor.elem_type) if tensor.elem_type else None
+    type_ = ir.serde.deserialize_type_proto_for_type(type_proto)
+    return ir.serde.deserialize_type_proto_for_shape(type_proto), (
+        type_.dtype if type_ is not None else None
+    )
+
+
+def _collect(proto: onnx.ModelProto, folded: Mapping[str, np.ndarray]) -> dict[str, ValueInfo]:
+    out: dict[str, ValueInfo] = {}
+    stack = [proto.graph]
+    while stack:
+        graph = stack.pop()
+        for info in list(graph.input) + list(graph.value_info) + list(graph.output):
+            if not info.type.WhichOneof("value") or info.name in out:
+                continue
+            out[info.name] = _value_info(info.type)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    stack.extend(attr.graphs)
+    for name, array in folded.items():
+        out[name] = (ir.Shape(list(array.shape)), ir.DataType.from_numpy(array.dtype))
+    return out

@@ -1,0 +1,53 @@
+"""Small models whose shapes depend on the input shapes through shape arithmetic."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from irpass.testing import inputs_to_random_initializers, model_from_text
+
+__all__ = ["BATCH_VIEW", "UPSAMPLE", "batch_view", "upsample"]
+
+# what torch.onnx exports for x.view(x.shape[0], 8, 8): the batch read through shape arithmetic
+BATCH_VIEW = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[batch, 64] x, float[8, 16] w) => (float[batch, 8, 16] y) {
+    s = Shape<start=0, end=1>(x)
+    zero = Constant<value = int64[1] {0}>()
+    n = Squeeze(s, zero)
+    flat = Constant<value = int64[1] {-1}>()
+    n1 = Reshape(n, flat)
+    eight = Constant<value = int64[1] {8}>()
+    shape = Concat<axis=0>(n1, eight, eight)
+    v = Reshape(x, shape)
+    y = MatMul(v, w)
+}
+"""
+
+# a detector neck: upsample x2 with Resize sizes computed from the feature map's shape
+UPSAMPLE = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, H, W] images, float[8, 3, 3, 3] w1, float[4, 8, 1, 1] w2) => (float[N, 4, H, W] y) {
+    f = Conv<strides=[2, 2], pads=[1, 1, 1, 1]>(images, w1)
+    s = Shape(f)
+    begin = Constant<value = int64[1] {2}>()
+    end = Constant<value = int64[1] {4}>()
+    hw = Slice(s, begin, end)
+    two = Constant<value = int64[1] {2}>()
+    hw2 = Mul(hw, two)
+    nc = Shape<start=0, end=2>(f)
+    sizes = Concat<axis=0>(nc, hw2)
+    u = Resize<mode="nearest">(f, , , sizes)
+    y = Conv(u, w2)
+}
+"""
+
+
+def batch_view() -> ir.Model:
+    """:data:`BATCH_VIEW` with a random weight."""
+    return inputs_to_random_initializers(model_from_text(BATCH_VIEW), ["w"])
+
+
+def upsample() -> ir.Model:
+    """:data:`UPSAMPLE` with random weights."""
+    return inputs_to_random_initializers(model_from_text(UPSAMPLE), ["w1", "w2"])
