@@ -158,8 +158,9 @@ class Verifier:
         self.fed: frozenset[str] = frozenset()
         if numeric:
             # one intra-op thread: the reference runs on one core while the passes run on the
-            # other (they hold the GIL, ONNX Runtime releases it)
-            session = make_session(model, threads=1)
+            # other (they hold the GIL, ONNX Runtime releases it); weights a pass could change
+            # in place meanwhile are copied
+            session = make_session(model, threads=1, private=True)
             if feeds:
                 given = [dict(f) for f in feeds]
                 self.fed = frozenset(name for feed in given for name in feed)
