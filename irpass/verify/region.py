@@ -476,6 +476,12 @@ class RegionChecker:
         except VerificationError:
             self._forget(region)
             raise
+        except Exception as exc:  # a region this module cannot handle: the whole model can
+            logger.debug("region check failed", exc_info=True)
+            self.recorded.clear()
+            return RegionResult(
+                reason=f"the region could not be checked on its own ({type(exc).__name__}: {exc})"
+            )
         if not result.checked:  # before the whole-model check, which may record afresh
             self._forget(region)
         return result

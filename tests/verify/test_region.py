@@ -195,6 +195,15 @@ def test_small_models_and_a_tiny_memory_budget_fall_back() -> None:
     assert "memory budget" in tight.reason
 
 
+def test_a_region_that_cannot_be_built_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("some value")
+
+    monkeypatch.setattr("irpass.verify.region._submodel", broken)
+    result = _region_check(_chain(), lambda m: _tanh_as_sigmoid(m, "t5"))
+    assert result.reason.startswith("the region could not be checked on its own (KeyError")
+
+
 def test_a_replaced_weight_puts_its_consumers_in_the_region() -> None:
     model = _chain()
 
