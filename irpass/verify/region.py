@@ -195,8 +195,8 @@ def _find_region(before: _View, after: _View) -> _Region | str:
             return f"the pass changed weight {before.names.get(value)!r} in place"
         if now[0] is not tensor:
             replaced.add(value)
-    old = {n for n, r in before.records.items() if after.records.get(n) != r}
-    new = {n for n, r in after.records.items() if before.records.get(n) != r}
+    old = {n for n, r in before.records.items() if _changed(r, after.records.get(n))}
+    new = {n for n, r in after.records.items() if _changed(r, before.records.get(n))}
     for value in replaced:
         old.update(before.consumers.get(value, ()))
         new.update(after.consumers.get(value, ()))
@@ -209,6 +209,23 @@ def _find_region(before: _View, after: _View) -> _Region | str:
         new=[n for n in after.records if n in new],
         removed=removed,
         downstream=below - removed,
+    )
+
+
+def _changed(record: Record, other: Record | None) -> bool:
+    """Whether a node's record differs in what it computes or names.
+
+    Shapes and types annotated on its outputs do not count: the sub-models do not use them,
+    and a pass that re-infers shapes after a rewrite would otherwise make every node a part
+    of its region.
+    """
+    if other is None:
+        return True
+    if record[:7] != other[:7] or len(record[7]) != len(other[7]):
+        return True
+    return any(
+        (value, name) != (value2, name2)
+        for (value, name, *_), (value2, name2, *_) in zip(record[7], other[7], strict=True)
     )
 
 
@@ -476,6 +493,12 @@ class RegionChecker:
         except VerificationError:
             self._forget(region)
             raise
+        except Exception as exc:  # a region this module cannot handle: the whole model can
+            logger.debug("region check failed", exc_info=True)
+            self.recorded.clear()
+            return RegionResult(
+                reason=f"the region could not be checked on its own ({type(exc).__name__}: {exc})"
+            )
         if not result.checked:  # before the whole-model check, which may record afresh
             self._forget(region)
         return result

@@ -238,8 +238,9 @@ class Verifier:
         if recording is not None and beside is None:
             try:
                 return recording.run_whole(model)
-            except VerificationError:
-                logger.debug("recording intermediate values failed; running the model plainly")
+            except Exception:  # the plain run below reports what is really wrong
+                logger.debug("recording intermediate values failed", exc_info=True)
+                recording.recorded.clear()
         # beside something else, ONNX Runtime gets one core and ``beside`` the other
         session = make_session(model, threads=1 if beside is not None else 0)
         runs = functools.partial(_run_all, session, plan.feeds)

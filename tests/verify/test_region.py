@@ -124,6 +124,16 @@ def test_equal_rewrite_is_checked_as_a_region_and_its_values_recorded() -> None:
     assert again.checked and (again.old_nodes, again.new_nodes) == (2, 5)
 
 
+def test_shapes_annotated_anew_do_not_widen_the_region() -> None:
+    def rewrite_and_annotate(m: ir.Model) -> None:
+        _tanh_as_sigmoid(m, "t5")
+        for node in m.graph:  # a pass that re-infers every shape after its rewrite
+            node.outputs[0].shape = ir.Shape(["N", 8])
+
+    result = _region_check(_chain(), rewrite_and_annotate)
+    assert result.checked and (result.old_nodes, result.new_nodes) == (2, 5)
+
+
 def test_wrong_rewrite_of_one_node_is_caught_by_the_region_check() -> None:
     model = _chain()
     with pytest.raises(VerificationError, match=r"region it rewrote \(2 -> 2 nodes\)"):
@@ -193,6 +203,15 @@ def test_small_models_and_a_tiny_memory_budget_fall_back() -> None:
     assert small.reason.startswith("small model")
     tight = _region_check(_chain(), lambda m: _tanh_as_sigmoid(m, "t5"), memory_bytes=16)
     assert "memory budget" in tight.reason
+
+
+def test_a_region_that_cannot_be_built_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("some value")
+
+    monkeypatch.setattr("irpass.verify.region._submodel", broken)
+    result = _region_check(_chain(), lambda m: _tanh_as_sigmoid(m, "t5"))
+    assert result.reason.startswith("the region could not be checked on its own (KeyError")
 
 
 def test_a_replaced_weight_puts_its_consumers_in_the_region() -> None:
