@@ -10,12 +10,16 @@ resolved the Reshape.
 
 :func:`values_at` fixes that the way a compiler would: on a protobuf of the model without its
 weights (as :func:`irpass.analysis.shapes.infer_shapes_proto`), with the inputs set to the
-given shapes, it alternates ONNX shape inference with evaluating the nodes whose inputs are now
-known (``Shape``/``Size`` of a static shape, small constants and what is computed from them),
-replacing them by constants, until nothing more folds. Only small tensors are evaluated (shape
-vectors, scalars), so the cost is a few shape inferences of a weightless proto. The model is
-never modified. Dims that stay symbolic after that (data-dependent sizes such as ``NonZero``)
-are left symbolic: callers say the count could not be made rather than guess.
+given shapes, it runs ONNX shape inference once, then walks the nodes in order, evaluating
+those whose inputs are now known (``Shape``/``Size`` of a static shape, small constants and
+what is computed from them) and inferring again, one node at a time, the outputs whole-graph
+inference left unknown, with the values just folded as their data. If/Loop bodies are walked
+with what their outer scopes know (a body gets its own copy of each outer constant it reads:
+ONNX inference does not see outer values). Only small tensors are evaluated (shape vectors,
+scalars), so the cost is about one shape inference of a weightless proto; another whole-graph
+round runs only when the walk folded something and still left a value unknown. The model is
+never modified. Dims that stay symbolic (data-dependent sizes such as ``NonZero``) are left
+symbolic: callers say the count could not be made rather than guess.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 #: Largest tensor (elements) evaluated while folding: shape vectors and scalars, never weights.
 MAX_FOLDED_ELEMENTS = 1024
-#: Rounds of inference + folding; each round resolves one more level of Shape-of-a-Reshape.
+#: Whole-graph inference rounds; one is enough unless a fold lets inference see more.
 _MAX_ROUNDS = 8
 _RANDOM = {
     "RandomNormal",
