@@ -154,6 +154,7 @@ def _fold_round(
     outer_static: Mapping[str, list[int]] | None = None,
     outer_elem: Mapping[str, int] | None = None,
     outer_sources: Mapping[str, Any] | None = None,
+    static_out: dict[str, list[int]] | None = None,
 ) -> tuple[dict[str, np.ndarray], bool, bool]:
     """Evaluate the nodes whose inputs are known; replace them by Constant nodes.
 
@@ -162,7 +163,8 @@ def _fold_round(
     Shape read behind a Reshape whose shape was just folded resolves in the same pass, however
     deep the chain (an encoder reads the batch again in every layer). The per-node results
     go to ``inferred``. Returns the values folded (here and in subgraphs), whether the graph
-    changed, and whether every node output is static now.
+    changed, and whether every node output is static now; ``static_out`` receives the static
+    shapes of this scope.
 
     Subgraphs (If branches, Loop bodies) are folded too, with what is known in the scopes
     around them: a branch often reads the batch of an outer value the same way.
@@ -196,13 +198,17 @@ def _fold_round(
     for node in graph.node:
         subgraphs = _subgraphs(node)
         if subgraphs:
+            branch_static: list[dict[str, list[int]]] = []
             for sub in subgraphs:
+                branch_static.append({})
                 sub_found, sub_changed, sub_complete = _fold_round(
-                    sub, opsets, inferred, static, elem, {**sources, **new}
+                    sub, opsets, inferred, static, elem, {**sources, **new}, branch_static[-1]
                 )
                 found.update(sub_found)
                 changed = changed or sub_changed
                 complete = complete and sub_complete
+            if node.op_type == "If" and node.domain in ("", "ai.onnx"):
+                _if_outputs(node, subgraphs, branch_static, static, elem, inferred, known)
         elif not all(name in static for name in node.output if name):
             _infer_node(node, opsets, static, elem, known, inferred)
         complete = complete and all(name in static for name in node.output if name)
@@ -221,6 +227,8 @@ def _fold_round(
                 static[name] = list(known[name].shape)
                 elem[name] = onnx.helper.np_dtype_to_tensor_dtype(new[name].dtype)
     found.update(new)
+    if static_out is not None:
+        static_out.update(static)
     if not new:
         return found, changed, complete
     # Constant nodes, not initializers: IR < 4 wants every initializer listed as an input too
@@ -233,6 +241,44 @@ def _fold_round(
     graph.ClearField("node")
     graph.node.extend(nodes)
     return found, True, complete
+
+
+def _if_outputs(
+    node: onnx.NodeProto,
+    branches: list[onnx.GraphProto],
+    branch_static: list[dict[str, list[int]]],
+    static: dict[str, list[int]],
+    elem: dict[str, int],
+    inferred: dict[str, tuple[list[int], int]],
+    known: _Known,
+) -> None:
+    """An If output takes its branch's static shape.
+
+    That is the branch its folded condition picks (torch's "squeeze the batch if it is 1"
+    reads the batch), or either branch when both agree.
+    """
+    if len(branches) != 2:
+        return
+    if node.input and node.input[0] in known:
+        pick = 0 if bool(np.asarray(known[node.input[0]]).reshape(-1)[0]) else 1
+        branches, branch_static = [branches[pick]] * 2, [branch_static[pick]] * 2
+    for index, name in enumerate(node.output):
+        if not name or name in static:
+            continue
+        outs = [b.output[index] if index < len(b.output) else None for b in branches]
+        dims = [
+            known.get(out.name) if out is not None else None
+            for known, out in zip(branch_static, outs, strict=True)
+        ]
+        first = outs[0]
+        if dims[0] is None or dims[0] != dims[1] or first is None:
+            continue
+        elem_type = first.type.tensor_type.elem_type or elem.get(first.name, 0)
+        if not elem_type:
+            continue
+        static[name] = dims[0]
+        elem[name] = elem_type
+        inferred[name] = (dims[0], elem_type)
 
 
 def _infer_node(
