@@ -66,6 +66,7 @@ from irpass.run_report import PassRecord, RunReport, Verification
 from irpass.validate import validate_model
 from irpass.verify.fingerprint import StructureSnapshot, TensorHasher, structure_snapshot
 from irpass.verify.hygiene import hygiene_issues
+from irpass.verify.region import RegionOptions
 from irpass.verify.structure import check_light
 from irpass.verify.verifier import Verifier
 
@@ -107,6 +108,9 @@ class RunOptions:
         feed_overridable: Also feed random values to float graph inputs that have defaults
             (IR >= 4), so a pass that freezes one is caught; not done when the pipeline
             freezes them on purpose (``inputs_to_initializers(freeze_overridable=true)``).
+        region: ``--verify each``: when a lossless pass that changed a small region is
+            verified on that region only (:mod:`irpass.verify.region`); None checks the
+            whole model after every pass.
     """
 
     verify: VerifyMode = "each"
@@ -120,6 +124,7 @@ class RunOptions:
     allow_custom_ops: bool = False
     tolerance_scale: float = 1.0
     feed_overridable: bool = True
+    region: RegionOptions | None = dataclasses.field(default_factory=RegionOptions)
 
 
 @dataclasses.dataclass
@@ -252,6 +257,7 @@ class PipelineRunner:
                 input_shapes=self.options.input_shapes or (),
                 seeds=self.options.seeds,
                 tolerance_scale=self.options.tolerance_scale,
+                region=self.options.region if self.options.verify == "each" else None,
             )
         except VerificationError as exc:
             raise UnsupportedModelError(
@@ -463,7 +469,8 @@ class PipelineRunner:
         self._invalidate()
         try:
             if self.options.verify == "each":
-                record.verification = state.verifier.check(model, pass_.lossless)
+                changes = (state.snapshot, structure)
+                record.verification = state.verifier.check(model, pass_.lossless, changes)
             elif self.options.verify == "final" and pass_.lossless:
                 check_light(model)
                 record.verification = Verification(

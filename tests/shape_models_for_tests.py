@@ -6,7 +6,7 @@ import onnx_ir as ir
 
 from irpass.testing import inputs_to_random_initializers, model_from_text
 
-__all__ = ["BATCH_VIEW", "UPSAMPLE", "batch_view", "upsample"]
+__all__ = ["BATCH_VIEW", "BRANCHED_VIEW", "UPSAMPLE", "batch_view", "branched_view", "upsample"]
 
 # what torch.onnx exports for x.view(x.shape[0], 8, 8): the batch read through shape arithmetic
 BATCH_VIEW = """
@@ -51,3 +51,41 @@ def batch_view() -> ir.Model:
 def upsample() -> ir.Model:
     """:data:`UPSAMPLE` with random weights."""
     return inputs_to_random_initializers(model_from_text(UPSAMPLE), ["w1", "w2"])
+
+
+# both branches of an If read the batch of an outer value through shape arithmetic
+BRANCHED_VIEW = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[batch, 64] x, bool c, float[8, 16] w) => (float[batch, 8, 16] y) {
+    y = If(c) <
+        then_branch = t () => (float[batch, 8, 16] ty) {
+            s = Shape<start=0, end=1>(x)
+            zero = Constant<value = int64[1] {0}>()
+            n = Squeeze(s, zero)
+            flat = Constant<value = int64[1] {-1}>()
+            n1 = Reshape(n, flat)
+            eight = Constant<value = int64[1] {8}>()
+            shape = Concat<axis=0>(n1, eight, eight)
+            v = Reshape(x, shape)
+            ty = MatMul(v, w)
+        },
+        else_branch = e () => (float[batch, 8, 16] ey) {
+            s2 = Shape<start=0, end=1>(x)
+            zero2 = Constant<value = int64[1] {0}>()
+            n2 = Squeeze(s2, zero2)
+            flat2 = Constant<value = int64[1] {-1}>()
+            n12 = Reshape(n2, flat2)
+            eight2 = Constant<value = int64[1] {8}>()
+            shape2 = Concat<axis=0>(n12, eight2, eight2)
+            v2 = Reshape(x, shape2)
+            r = Relu(v2)
+            ey = MatMul(r, w)
+        }
+    >
+}
+"""
+
+
+def branched_view() -> ir.Model:
+    """:data:`BRANCHED_VIEW` with a random weight."""
+    return inputs_to_random_initializers(model_from_text(BRANCHED_VIEW), ["w"])

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -116,8 +116,8 @@ def _values_at_proto(
             logger.debug("shape inference at bound shapes failed: %s", exc)
             break
         graph = proto.graph
-        new = _fold_round(graph, opsets)
-        if not new:
+        new, changed = _fold_round(graph, opsets)
+        if not changed:
             break
         folded.update(new)
     return _collect(proto, folded)
@@ -126,12 +126,8 @@ def _values_at_proto(
 def _clear_value_info(graph: onnx.GraphProto) -> None:
     graph.ClearField("value_info")
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                _clear_value_info(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    _clear_value_info(sub)
+        for sub in _subgraphs(node):
+            _clear_value_info(sub)
 
 
 def _static_dims(info: onnx.ValueInfoProto) -> list[int] | None:
@@ -145,19 +141,44 @@ def _static_dims(info: onnx.ValueInfoProto) -> list[int] | None:
     return dims
 
 
-def _fold_round(graph: onnx.GraphProto, opsets: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """Evaluate the main-graph nodes whose inputs are known; replace them by initializers."""
-    static: dict[str, list[int]] = {}
+def _fold_round(
+    graph: onnx.GraphProto,
+    opsets: Mapping[str, int],
+    outer_static: Mapping[str, list[int]] | None = None,
+    outer_sources: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Evaluate the nodes whose inputs are known; replace them by Constant nodes.
+
+    Returns the values folded (here and in subgraphs) and whether the graph changed.
+
+    Subgraphs (If branches, Loop bodies) are folded too, with what is known in the scopes
+    around them: a branch often reads the batch of an outer value the same way.
+    """
+    static: dict[str, list[int]] = dict(outer_static or {})
     for info in list(graph.input) + list(graph.value_info) + list(graph.output):
         dims = _static_dims(info)
         if dims is not None:
             static[info.name] = dims
-    known = _Known(
-        {init.name: init for init in graph.initializer if _numel(init.dims) <= MAX_FOLDED_ELEMENTS}
-    )
+    sources: dict[str, Any] = dict(outer_sources or {})
+    changed = bool(outer_sources) and _localize_outer_constants(graph, _Known(sources), static)
+    for init in graph.initializer:
+        if _numel(init.dims) <= MAX_FOLDED_ELEMENTS:
+            sources[init.name] = init
+    for node in graph.node:  # Constant nodes (ours from earlier rounds too) are known as they are
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+            if _numel(static.get(node.output[0], [MAX_FOLDED_ELEMENTS + 1])) <= MAX_FOLDED_ELEMENTS:
+                sources[node.output[0]] = node
+    known = _Known(sources)
     new: dict[str, np.ndarray] = {}
-    progress = False
+    found: dict[str, np.ndarray] = {}  # here and in subgraphs
     for node in graph.node:
+        subgraphs = _subgraphs(node)
+        if subgraphs:
+            for sub in subgraphs:
+                sub_found, sub_changed = _fold_round(sub, opsets, static, {**sources, **new})
+                found.update(sub_found)
+                changed = changed or sub_changed
+            continue
         if not _foldable(node, static, known):
             continue
         try:
@@ -171,9 +192,9 @@ def _fold_round(graph: onnx.GraphProto, opsets: Mapping[str, int]) -> dict[str, 
             if name:
                 known[name] = new[name] = np.asarray(array)
                 static[name] = list(known[name].shape)
-        progress = progress or node.op_type != "Constant"
-    if not progress:  # inference saw the constants already: folding them alone changes nothing
-        return {}
+    found.update(new)
+    if not new:
+        return found, changed
     # Constant nodes, not initializers: IR < 4 wants every initializer listed as an input too
     nodes = []
     for node in graph.node:
@@ -183,7 +204,47 @@ def _fold_round(graph: onnx.GraphProto, opsets: Mapping[str, int]) -> dict[str, 
             nodes.append(node)
     graph.ClearField("node")
     graph.node.extend(nodes)
-    return new
+    return found, True
+
+
+def _localize_outer_constants(
+    graph: onnx.GraphProto, outer: _Known, static: dict[str, list[int]]
+) -> bool:
+    """Give a subgraph its own Constant copy of every small known outer value it reads.
+
+    ONNX shape inference does not see the values of outer-scope constants inside a subgraph,
+    so an Unsqueeze or Reshape there whose axes or shape come from outside stays unknown.
+    Returns whether it added any.
+    """
+    local = {name for node in graph.node for name in node.output}
+    local |= {value.name for value in graph.input} | {init.name for init in graph.initializer}
+    copies: dict[str, str] = {}
+    for node in graph.node:
+        if _subgraphs(node):
+            continue  # nested bodies localize their own reads
+        for index, name in enumerate(node.input):
+            if not name or name in local or name not in outer:
+                continue
+            if name not in copies:
+                copies[name] = f"{name}__in_{graph.name or 'body'}"
+                static[copies[name]] = list(outer[name].shape)
+            node.input[index] = copies[name]
+    if copies:
+        constants = [_constant(copy, outer[name]) for name, copy in copies.items()]
+        nodes = constants + list(graph.node)
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+    return bool(copies)
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    graphs: list[onnx.GraphProto] = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            graphs.append(attr.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            graphs.extend(attr.graphs)
+    return graphs
 
 
 def _constant(name: str, array: np.ndarray) -> onnx.NodeProto:
@@ -193,17 +254,29 @@ def _constant(name: str, array: np.ndarray) -> onnx.NodeProto:
 
 
 class _Known(dict[str, np.ndarray]):
-    """Known values; small initializers are converted to arrays only when a fold reads them."""
+    """Known values; small initializers and Constant nodes become arrays when a fold reads them.
 
-    def __init__(self, initializers: dict[str, onnx.TensorProto]) -> None:
+    Sources are TensorProtos, Constant NodeProtos or arrays (folded in an outer scope).
+    """
+
+    def __init__(self, sources: dict[str, Any]) -> None:
         super().__init__()
-        self._initializers = initializers
+        self._sources = sources
 
     def __contains__(self, name: object) -> bool:
-        return super().__contains__(name) or name in self._initializers
+        return super().__contains__(name) or name in self._sources
 
     def __missing__(self, name: str) -> np.ndarray:
-        array = numpy_helper.to_array(self._initializers[name])
+        source = self._sources[name]
+        if isinstance(source, np.ndarray):
+            array = source
+        elif isinstance(source, onnx.TensorProto):
+            array = numpy_helper.to_array(source)
+        elif _attr(source, "value") is not None:
+            array = numpy_helper.to_array(_attr(source, "value"))
+        else:  # value_int(s), value_float(s), ...
+            outputs = cast(list[Any], ReferenceEvaluator(source).run(None, {}))
+            array = np.asarray(outputs[0])
         self[name] = array
         return array
 
@@ -218,16 +291,12 @@ def _numel(dims: Sequence[int]) -> int:
 def _foldable(node: onnx.NodeProto, static: Mapping[str, list[int]], known: _Known) -> bool:
     if node.domain not in ("", "ai.onnx") or node.op_type in _RANDOM:
         return False
-    if any(
-        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
-    ):
+    if _subgraphs(node):
         return False
     if node.op_type in ("Shape", "Size"):
         return bool(node.input) and node.input[0] in static
     if node.op_type == "Constant":
-        return all(
-            name in static and _numel(static[name]) <= MAX_FOLDED_ELEMENTS for name in node.output
-        )
+        return False  # known as it is (see _fold_round)
     inputs = [name for name in node.input if name]
     if not inputs or not all(name in known for name in inputs):
         return False
@@ -262,8 +331,6 @@ def _evaluate(
         return [np.array(dims[start : None if end is None else int(end)], dtype=np.int64)]
     if op == "Size":
         return [np.array(_numel(static[node.input[0]]), dtype=np.int64)]
-    if op == "Constant" and _attr(node, "value") is not None:
-        return [numpy_helper.to_array(_attr(node, "value"))]
     args = [known[name] for name in node.input if name]
     if op == "Identity":
         return [args[0]]

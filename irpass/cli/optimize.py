@@ -36,6 +36,7 @@ from irpass.outputs import OutputPlan
 from irpass.report import write_report_html
 from irpass.run_report import RunReport
 from irpass.verify.feeds import parse_input_shapes
+from irpass.verify.region import RegionOptions
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="each",
         help="numeric verification after each pass (default), at the end of each run of "
         "lossless passes, or never (structural checks only)",
+    )
+    parser.add_argument(
+        "--verify-region",
+        type=float,
+        default=RegionOptions.max_fraction,
+        metavar="FRACTION",
+        help="--verify each: check a lossless pass that rewrote at most this fraction of the "
+        "nodes and weights on the rewritten region only, with recorded boundary values "
+        f"(default {RegionOptions.max_fraction}; 0 checks the whole model after every pass); "
+        "the end-to-end check at the end always runs the whole model",
     )
     parser.add_argument(
         "--on-failure",
@@ -492,6 +503,7 @@ def _optimize(
         reproducer_dir=outputs.reproducer_dir,
         on_failure="error" if args.strict else args.on_failure,
         allow_custom_ops=args.allow_custom_ops,
+        region=RegionOptions(max_fraction=args.verify_region) if args.verify_region > 0 else None,
     )
     pipeline = DEFAULT_PIPELINE if args.passes is None else args.passes
     if args.freeze_inputs:  # recorded in the report's pipeline like any other step

@@ -196,10 +196,11 @@ class StructureSnapshot:
             outputs and initializers (name, value, tensor object and content hash).
         nodes: Every node of every graph and function with its record: op type, domain,
             overload, version, name, attributes, input values and output values with names and
-            annotations.
+            annotations; the main graph's nodes first, in graph order.
+        main_count: How many of ``nodes`` (the first ones) belong to the main graph.
     """
 
-    __slots__ = ("graphs", "header", "nodes")
+    __slots__ = ("graphs", "header", "main_count", "nodes")
 
     def __init__(self, model: ir.Model, hasher: TensorHasher) -> None:
         self.nodes: dict[ir.Node, tuple[Any, ...]] = {}
@@ -227,6 +228,8 @@ class StructureSnapshot:
             for node in graph:
                 self.nodes[node] = self._record(node, hasher)
                 pending.extend(_subgraphs(node))
+            if len(self.graphs) == 1:
+                self.main_count = len(self.nodes)
         functions = []
         for key, function in sorted(model.functions.items()):
             functions.append((key, function))

@@ -95,13 +95,20 @@ def make_session(
     *,
     optimize: bool = False,
     threads: int = 0,
+    private: bool = False,
 ) -> ort.InferenceSession:
-    """Create a CPU ONNX Runtime session; raise VerificationError when ORT cannot load it."""
+    """Create a CPU ONNX Runtime session; raise VerificationError when ORT cannot load it.
+
+    ``private``: the session copies the weights of an ``ir.Model`` whose arrays can change in
+    place (an ``ir.Tensor`` over a writeable numpy array) instead of sharing them, for a session
+    that runs while passes may rewrite the model; weights read from the file are shared still
+    (their arrays are read-only).
+    """
     options = _session_options(optimize, threads)
     providers = ["CPUExecutionProvider"]
     try:
         if isinstance(model, ir.Model):
-            return _session_sharing_weights(model, optimize, threads, providers)
+            return _session_sharing_weights(model, optimize, threads, providers, private)
         if isinstance(model, onnx.ModelProto):
             model = model.SerializeToString()
         if isinstance(model, pathlib.Path):
@@ -173,7 +180,7 @@ def _weights_by_reference(
 
 
 def _session_sharing_weights(
-    model: ir.Model, optimize: bool, threads: int, providers: list[str]
+    model: ir.Model, optimize: bool, threads: int, providers: list[str], private: bool = False
 ) -> ort.InferenceSession:
     """A session that reads the model's own weight buffers, without serializing them.
 
@@ -207,6 +214,8 @@ def _session_sharing_weights(
             # input and a graph output is returned, so those two carry their bytes
             if graph is model.graph and plain:
                 array = np.ascontiguousarray(tensor.numpy())
+                if private and array.flags.writeable:
+                    array = array.copy()
                 if array.dtype.kind in "biuf":
                     shared.append((value, tensor, array))
                     continue

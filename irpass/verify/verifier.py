@@ -39,7 +39,8 @@ from irpass.errors import UnsupportedModelError, VerificationError
 from irpass.metrics import compare_outputs, cosine, max_abs_error, sqnr_db
 from irpass.run_report import Verification
 from irpass.verify.feeds import FeedPlan, FeedSearch
-from irpass.verify.fingerprint import TensorHasher, computation_fingerprint
+from irpass.verify.fingerprint import StructureSnapshot, TensorHasher, computation_fingerprint
+from irpass.verify.region import RegionChecker, RegionOptions, RegionResult
 from irpass.verify.session import check_structure, make_session, run_model
 from irpass.verify.structure import check_light
 
@@ -106,10 +107,15 @@ def _describe_shapes(plan_shapes: Sequence[Mapping[str, tuple[int, ...]]]) -> st
 
 @dataclasses.dataclass
 class _State:
-    """The last verified state: its computation fingerprint and outputs."""
+    """The last verified state: its computation fingerprint and outputs.
+
+    ``exact`` is False after a region check: the outputs are then those of the last state run
+    as a whole, which the checked regions left equal within tolerance.
+    """
 
     fingerprint: str
     outputs: Outputs
+    exact: bool = True
 
 
 class Verifier:
@@ -126,6 +132,8 @@ class Verifier:
         tolerance_scale: Multiplier of the dtype tolerances.
         overridable: Also feed float inputs that have a default value, so that a pass which
             freezes one into a constant is caught.
+        region: When to check only the region a lossless pass changed
+            (:mod:`irpass.verify.region`); None checks the whole model after every pass.
     """
 
     def __init__(
@@ -138,6 +146,7 @@ class Verifier:
         seeds: Sequence[int] = (0, 1),
         tolerance_scale: float = 1.0,
         overridable: bool = False,
+        region: RegionOptions | None = None,
     ) -> None:
         self.numeric = numeric
         self.tolerance_scale = tolerance_scale
@@ -149,8 +158,9 @@ class Verifier:
         self.fed: frozenset[str] = frozenset()
         if numeric:
             # one intra-op thread: the reference runs on one core while the passes run on the
-            # other (they hold the GIL, ONNX Runtime releases it)
-            session = make_session(model, threads=1)
+            # other (they hold the GIL, ONNX Runtime releases it); weights a pass could change
+            # in place meanwhile are copied
+            session = make_session(model, threads=1, private=True)
             if feeds:
                 given = [dict(f) for f in feeds]
                 self.fed = frozenset(name for feed in given for name in feed)
@@ -166,6 +176,8 @@ class Verifier:
         fingerprint = self._fingerprint(model) if numeric else ""
         self.original = _State(fingerprint, [])  # outputs: when the reference is ready
         self.last = self.original
+        self._region_options = region if numeric and region and region.max_fraction > 0 else None
+        self._region: RegionChecker | None = None
 
     # -- the reference, computed beside the passes -----------------------------------------
     @property
@@ -210,10 +222,25 @@ class Verifier:
     def _fingerprint(self, model: ir.Model) -> str:
         return computation_fingerprint(model, self.hasher, self.fed)
 
-    def _run(self, model: ir.Model, beside: Callable[[], object] | None = None) -> Outputs:
-        """Run ``model`` on every feed; call ``beside`` in this thread while ONNX Runtime runs."""
+    def _run(
+        self,
+        model: ir.Model,
+        beside: Callable[[], object] | None = None,
+        recording: RegionChecker | None = None,
+    ) -> Outputs:
+        """Run ``model`` on every feed; call ``beside`` in this thread while ONNX Runtime runs.
+
+        ``recording`` (no ``beside``): also keep the model's intermediate values for region
+        checks (:meth:`RegionChecker.run_whole`).
+        """
         plan = self.plan
         assert plan is not None
+        if recording is not None and beside is None:
+            try:
+                return recording.run_whole(model)
+            except Exception:  # the plain run below reports what is really wrong
+                logger.debug("recording intermediate values failed", exc_info=True)
+                recording.recorded.clear()
         # beside something else, ONNX Runtime gets one core and ``beside`` the other
         session = make_session(model, threads=1 if beside is not None else 0)
         runs = functools.partial(_run_all, session, plan.feeds)
@@ -243,8 +270,17 @@ class Verifier:
             f"SQNR >= {min(drift['sqnr_db'], 200.0):.0f} dB"
         )
 
-    def check(self, model: ir.Model, lossless: bool) -> Verification:
+    def check(
+        self,
+        model: ir.Model,
+        lossless: bool,
+        changes: tuple[StructureSnapshot, StructureSnapshot] | None = None,
+    ) -> Verification:
         """Verify ``model`` after one pass against the last verified state.
+
+        ``changes``: the structure snapshots before and after the pass; with them a lossless
+        pass that changed a small region is verified on that region only
+        (:mod:`irpass.verify.region`), and the status says so (``equal (region: N nodes)``).
 
         Raises VerificationError for a malformed model, a model ONNX Runtime cannot load or
         run, and a lossless pass whose outputs differ.
@@ -256,15 +292,32 @@ class Verifier:
             return result
         fingerprint = self._fingerprint(model)
         self.hasher.prune()
+        # an existing checker only: creating one waits for the reference runs, and a checker
+        # made later has recorded nothing a pass could have made stale
+        region = self._region if changes is not None else None
         if fingerprint == self.last.fingerprint:
+            if region is not None and changes is not None:
+                region.forget(model, *changes, same_computation=True)
             result.status = "equal"
             result.max_abs_error = 0.0
             result.detail = "same computation (no op, weight or annotation on a path changed)"
             return result
-        outputs = self._run(model)
+        whole, record = "", False
+        if lossless and changes is not None:
+            region = self._region_checker()
+        if region is not None and changes is not None:
+            if lossless:
+                checked = region.check(model, *changes)
+                if checked.checked:
+                    return self._region_equal(fingerprint, checked)
+                whole = f" (whole model: {checked.reason})"
+                record = checked.unrecorded
+            else:
+                region.forget(model, *changes)
+        outputs = self._run(model, recording=region if record else None)
         result.ort_load = True
         if lossless:
-            result.detail = self._equal(self.last.outputs, outputs, "a lossless pass")
+            result.detail = self._equal(self.last.outputs, outputs, "a lossless pass") + whole
             result.status = "equal"
         else:
             drift = drift_metrics(self.original.outputs, outputs)
@@ -276,6 +329,31 @@ class Verifier:
         result.max_abs_error = max_abs_error_all(self.last.outputs, outputs)
         self.last = _State(fingerprint, outputs)
         return result
+
+    def _region_checker(self) -> RegionChecker | None:
+        """The region checker, made on first use (it needs the feeds: waits for them)."""
+        if self._region is None and self._region_options is not None:
+            plan = self.plan
+            if plan is not None:
+                self._region = RegionChecker(
+                    plan.feeds, self.fed, self._region_options, self.tolerance_scale
+                )
+        return self._region
+
+    def _region_equal(self, fingerprint: str, checked: RegionResult) -> Verification:
+        """The verification of a pass whose region checked equal; it becomes the last state."""
+        drift = drift_metrics(checked.reference, checked.outputs)
+        size = max(checked.old_nodes, checked.new_nodes)
+        self.last = _State(fingerprint, self.last.outputs, exact=False)
+        return Verification(
+            status=f"equal (region: {size} nodes)",
+            checker=True,
+            ort_load=True,
+            max_abs_error=max_abs_error_all(checked.reference, checked.outputs),
+            detail=f"region of {checked.old_nodes} -> {checked.new_nodes} nodes on recorded "
+            f"boundary values, {len(checked.outputs)} feeds, max abs error "
+            f"{drift['max_abs_error']:.3g}, SQNR >= {min(drift['sqnr_db'], 200.0):.0f} dB",
+        )
 
     def compare_with_last(self, model: ir.Model) -> None:
         """Raise VerificationError when ``model`` differs from the last verified state."""
@@ -307,7 +385,8 @@ class Verifier:
             result.status, result.max_abs_error = "equal", 0.0
             result.detail = "same computation as the input model"
             return result
-        if fingerprint == self.last.fingerprint:
+        # after a region check the last outputs are those of an earlier state: run this one
+        if fingerprint == self.last.fingerprint and self.last.exact:
             _call(beside)
             outputs = self.last.outputs
         else:

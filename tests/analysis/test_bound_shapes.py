@@ -3,11 +3,11 @@ from __future__ import annotations
 import onnx_ir as ir
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shape_models_for_tests import batch_view, upsample
+from shape_models_for_tests import batch_view, branched_view, upsample
 
 from irpass.analysis.bound_shapes import values_at
 from irpass.analysis.shapes import inferred_values
-from irpass.testing import model_from_text
+from irpass.testing import inputs_to_random_initializers, model_from_text
 
 
 def _bound_inference_only(model: ir.Model, shape: list[int]) -> ir.Shape | None:
@@ -61,3 +61,34 @@ def test_data_dependent_dims_stay_unknown() -> None:
     values = values_at(model_from_text(text), {"x": [3, 4]})
     shape = values["y"][0]
     assert shape is not None and shape[0] == 2 and not isinstance(shape[1], int)
+
+
+def test_branches_read_the_outer_batch_too() -> None:
+    values = values_at(branched_view(), {"x": [4, 64], "c": []})
+    for name in ("ty", "ey"):
+        assert values[name][0] == ir.Shape([4, 8, 16])
+
+
+def test_branches_see_the_values_of_outer_constants() -> None:
+    # ONNX shape inference does not read outer-scope constants inside a branch (silero-vad's
+    # If branches take their Pad / Unsqueeze operands from the main graph)
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[batch, 64] x, bool c, float[64, 16] w) => (float[batch, 1, 16] y)
+      <int64[1] axes = {1}> {
+        y = If(c) <
+            then_branch = t () => (float[batch, 1, 16] ty) {
+                u = Unsqueeze(x, axes)
+                ty = MatMul(u, w)
+            },
+            else_branch = e () => (float[batch, 1, 16] ey) {
+                u2 = Unsqueeze(x, axes)
+                ey = MatMul(u2, w)
+            }
+        >
+    }
+    """
+    model = inputs_to_random_initializers(model_from_text(text), ["w"])
+    values = values_at(model, {"x": [3, 64], "c": []})
+    assert values["u"][0] == values["u2"][0] == ir.Shape([3, 1, 64])
+    assert values["ty"][0] == ir.Shape([3, 1, 16])

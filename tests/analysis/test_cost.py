@@ -157,3 +157,11 @@ def test_counts_that_cannot_be_made_at_the_shapes_say_so() -> None:
     )
     assert note.startswith("MACs and activations at inputs x:3x4")
     assert "1 nodes' MACs and 4 activations could not be counted at these shapes" in note
+
+
+def test_macs_in_branches_are_counted_at_the_input_shapes() -> None:
+    from shape_models_for_tests import branched_view
+
+    cost = model_cost(branched_view(), input_shapes={"x": [4, 64], "c": []})
+    # both branches are counted (which one runs is data): 2 MatMuls [4, 8, 8] x [8, 16]
+    assert cost.macs == 2 * 4 * 8 * 16 * 8 and cost.unknown_macs_nodes == 0

@@ -75,6 +75,11 @@ g (float[batch, 4] x) => (float[batch, 3] y)
 }
 """
 
+_LARGE_WEIGHT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[batch, 64] x, float[64, 16] w) => (float[batch, 16] y) { y = MatMul (x, w) }
+"""
+
 #: Reshape to a fixed 7 elements: no generated size of ``len`` works.
 _RUNS_ON_NOTHING = """
 <ir_version: 8, opset_import: ["" : 17]>
@@ -107,6 +112,27 @@ def test_reference_is_of_the_input_model_even_when_passes_rewrite_it_meanwhile()
         assert np.abs(expected).max() > 0
         np.testing.assert_array_equal(outputs["y"], expected)
     assert not _reference_threads()
+
+
+@pytest.mark.usefixtures("test_passes")  # the t_* passes
+def test_reference_is_of_the_input_weights_even_when_a_pass_changes_them_in_place() -> None:
+    model = model_from_text(_LARGE_WEIGHT)
+    array = np.arange(64 * 16, dtype=np.float32).reshape(64, 16) + 1
+    weight = ir.Value(name="w", shape=ir.Shape([64, 16]), type=ir.TensorType(ir.DataType.FLOAT))
+    weight.const_value = ir.Tensor(array, name="w")  # writeable, above the size shared by reference
+    model.graph.initializers.add(weight)
+    matmul = next(iter(model.graph))
+    matmul.replace_input_with(1, weight)
+    model.graph.inputs.pop()
+    session = make_session(model, private=True)
+    verifier = Verifier(model)
+    array *= 0  # in place, before the reference is asked for
+    plan = verifier.plan
+    assert plan is not None
+    for feed, outputs in zip(plan.feeds, plan.outputs, strict=True):
+        expected = run_model(session, feed)["y"]
+        assert np.abs(expected).max() > 0
+        np.testing.assert_array_equal(outputs["y"], expected)
 
 
 @pytest.mark.usefixtures("test_passes")  # the t_* passes
