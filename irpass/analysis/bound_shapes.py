@@ -106,6 +106,7 @@ def _values_at_proto(
             value.type.tensor_type.ClearField("shape")
     opsets = {o.domain or "": o.version for o in proto.opset_import}
     folded: dict[str, np.ndarray] = {}
+    inferred: dict[str, tuple[list[int], int]] = {}
     for _ in range(_MAX_ROUNDS):
         _clear_value_info(graph)
         try:
@@ -116,11 +117,12 @@ def _values_at_proto(
             logger.debug("shape inference at bound shapes failed: %s", exc)
             break
         graph = proto.graph
-        new, changed = _fold_round(graph, opsets)
-        if not changed:
-            break
+        inferred.clear()
+        new, changed, complete = _fold_round(graph, opsets, inferred)
         folded.update(new)
-    return _collect(proto, folded)
+        if not changed or complete:
+            break
+    return _collect(proto, folded, inferred)
 
 
 def _clear_value_info(graph: onnx.GraphProto) -> None:
@@ -144,23 +146,38 @@ def _static_dims(info: onnx.ValueInfoProto) -> list[int] | None:
 def _fold_round(
     graph: onnx.GraphProto,
     opsets: Mapping[str, int],
+    inferred: dict[str, tuple[list[int], int]],
     outer_static: Mapping[str, list[int]] | None = None,
+    outer_elem: Mapping[str, int] | None = None,
     outer_sources: Mapping[str, Any] | None = None,
-) -> tuple[dict[str, np.ndarray], bool]:
+) -> tuple[dict[str, np.ndarray], bool, bool]:
     """Evaluate the nodes whose inputs are known; replace them by Constant nodes.
 
-    Returns the values folded (here and in subgraphs) and whether the graph changed.
+    A node whose outputs whole-graph inference left unknown is inferred again on its own
+    with what is known now (its inputs' static shapes, the values folded before it), so a
+    Shape read behind a Reshape whose shape was just folded resolves in the same pass, however
+    deep the chain (an encoder reads the batch again in every layer). The per-node results
+    go to ``inferred``. Returns the values folded (here and in subgraphs), whether the graph
+    changed, and whether every node output is static now.
 
     Subgraphs (If branches, Loop bodies) are folded too, with what is known in the scopes
     around them: a branch often reads the batch of an outer value the same way.
     """
     static: dict[str, list[int]] = dict(outer_static or {})
+    elem: dict[str, int] = dict(outer_elem or {})
     for info in list(graph.input) + list(graph.value_info) + list(graph.output):
         dims = _static_dims(info)
         if dims is not None:
             static[info.name] = dims
+        if info.type.HasField("tensor_type") and info.type.tensor_type.elem_type:
+            elem[info.name] = info.type.tensor_type.elem_type
+    for init in graph.initializer:
+        static.setdefault(init.name, list(init.dims))
+        elem.setdefault(init.name, init.data_type)
     sources: dict[str, Any] = dict(outer_sources or {})
-    changed = bool(outer_sources) and _localize_outer_constants(graph, _Known(sources), static)
+    changed = bool(outer_sources) and _localize_outer_constants(
+        graph, _Known(sources), static, elem
+    )
     for init in graph.initializer:
         if _numel(init.dims) <= MAX_FOLDED_ELEMENTS:
             sources[init.name] = init
@@ -171,15 +188,21 @@ def _fold_round(
     known = _Known(sources)
     new: dict[str, np.ndarray] = {}
     found: dict[str, np.ndarray] = {}  # here and in subgraphs
+    complete = True
     for node in graph.node:
         subgraphs = _subgraphs(node)
         if subgraphs:
             for sub in subgraphs:
-                sub_found, sub_changed = _fold_round(sub, opsets, static, {**sources, **new})
+                sub_found, sub_changed, sub_complete = _fold_round(
+                    sub, opsets, inferred, static, elem, {**sources, **new}
+                )
                 found.update(sub_found)
                 changed = changed or sub_changed
-            continue
-        if not _foldable(node, static, known):
+                complete = complete and sub_complete
+        elif not all(name in static for name in node.output if name):
+            _infer_node(node, opsets, static, elem, known, inferred)
+        complete = complete and all(name in static for name in node.output if name)
+        if subgraphs or not _foldable(node, static, known):
             continue
         try:
             outputs = _evaluate(node, static, known, opsets)
@@ -192,9 +215,10 @@ def _fold_round(
             if name:
                 known[name] = new[name] = np.asarray(array)
                 static[name] = list(known[name].shape)
+                elem[name] = onnx.helper.np_dtype_to_tensor_dtype(new[name].dtype)
     found.update(new)
     if not new:
-        return found, changed
+        return found, changed, complete
     # Constant nodes, not initializers: IR < 4 wants every initializer listed as an input too
     nodes = []
     for node in graph.node:
@@ -204,11 +228,42 @@ def _fold_round(
             nodes.append(node)
     graph.ClearField("node")
     graph.node.extend(nodes)
-    return found, True
+    return found, True, complete
+
+
+def _infer_node(
+    node: onnx.NodeProto,
+    opsets: Mapping[str, int],
+    static: dict[str, list[int]],
+    elem: dict[str, int],
+    known: _Known,
+    inferred: dict[str, tuple[list[int], int]],
+) -> None:
+    """ONNX's shape inference of one node from static input shapes and known input values."""
+    inputs = [name for name in node.input if name]
+    if not all(name in static and name in elem for name in inputs):
+        return
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), domain)
+        types = {n: onnx.helper.make_tensor_type_proto(elem[n], static[n]) for n in inputs}
+        data = {n: numpy_helper.from_array(known[n], n) for n in inputs if n in known}
+        outputs = onnx.shape_inference.infer_node_outputs(schema, node, types, data)
+    except Exception as exc:  # an op ONNX cannot infer alone stays unknown
+        logger.debug("cannot infer %s %s alone: %s", node.op_type, node.name, exc)
+        return
+    for name, type_proto in outputs.items():
+        if not type_proto.HasField("tensor_type"):
+            continue
+        dims = _static_dims(onnx.helper.make_value_info(name, type_proto))
+        if dims is not None:
+            static[name] = dims
+            elem[name] = type_proto.tensor_type.elem_type
+            inferred[name] = (dims, elem[name])
 
 
 def _localize_outer_constants(
-    graph: onnx.GraphProto, outer: _Known, static: dict[str, list[int]]
+    graph: onnx.GraphProto, outer: _Known, static: dict[str, list[int]], elem: dict[str, int]
 ) -> bool:
     """Give a subgraph its own Constant copy of every small known outer value it reads.
 
@@ -228,6 +283,7 @@ def _localize_outer_constants(
             if name not in copies:
                 copies[name] = f"{name}__in_{graph.name or 'body'}"
                 static[copies[name]] = list(outer[name].shape)
+                elem[copies[name]] = onnx.helper.np_dtype_to_tensor_dtype(outer[name].dtype)
             node.input[index] = copies[name]
     if copies:
         constants = [_constant(copy, outer[name]) for name, copy in copies.items()]
@@ -389,7 +445,11 @@ def _value_info(type_proto: onnx.TypeProto) -> ValueInfo:
     )
 
 
-def _collect(proto: onnx.ModelProto, folded: Mapping[str, np.ndarray]) -> dict[str, ValueInfo]:
+def _collect(
+    proto: onnx.ModelProto,
+    folded: Mapping[str, np.ndarray],
+    inferred: Mapping[str, tuple[list[int], int]],
+) -> dict[str, ValueInfo]:
     out: dict[str, ValueInfo] = {}
     stack = [proto.graph]
     while stack:
@@ -404,6 +464,8 @@ def _collect(proto: onnx.ModelProto, folded: Mapping[str, np.ndarray]) -> dict[s
                     stack.append(attr.g)
                 elif attr.type == onnx.AttributeProto.GRAPHS:
                     stack.extend(attr.graphs)
+    for name, (dims, elem_type) in inferred.items():
+        out[name] = (ir.Shape(dims), ir.DataType(elem_type))
     for name, array in folded.items():
         out[name] = (ir.Shape(list(array.shape)), ir.DataType.from_numpy(array.dtype))
     return out
