@@ -14,7 +14,8 @@ blocked float convolution, and Q/DQ at region borders cost an elementwise pass e
    the layers with the smallest measured gain go back to float (half of the remaining ones per
    round), and if no mix is faster the model stays float. Among the candidates that are not
    slower, the one with the fewest weight bytes wins unless another is faster by more than the
-   run's noise (the A/A gap and the spread: a difference that is not real buys no bytes).
+   run's noise (the A/A gap and the spread: a difference that is not real buys no bytes), as
+   long as it is not slower than float by more than the A/A gap.
 
 Timings depend on the machine and its load, so the layers this keeps float can differ from run
 to run; ``never_slower=false`` makes the pass deterministic (and the decisions are listed in the
@@ -64,6 +65,8 @@ class Timing(NamedTuple):
     #: :meth:`irpass.bench.LatencyReport.is_real` has it: the A/A gap, half this
     #: measurement's spread, at least 1 %
     tolerance: float = 0.0
+    #: the run's A/A gap alone (at least 1 %; 0 without an A/A control)
+    noise: float = 0.0
 
 
 class LatencyProbe(Protocol):
@@ -110,6 +113,7 @@ class OrtLatencyProbe:
                 report.ratio("float", name),
                 report.is_real("float", name),
                 max(report.noise or 0.0, report.stats[name].spread / 2, 0.01),
+                max(report.noise, 0.01) if report.noise is not None else 0.0,
             )
             for name in candidates
         }
@@ -366,14 +370,17 @@ def _smallest_of_the_fastest(
 
     "As fast" is within the run's noise (the A/A gap and the measurements' spread, as
     :meth:`irpass.bench.LatencyReport.is_real` has it): a difference that is not real does not
-    justify a larger model.
+    justify a larger model. A candidate slower than float by more than the A/A gap is not
+    taken for being small, however wide its spread.
     """
     fastest = min(names, key=lambda n: measured[n].ratio)
     best = measured[fastest]
-    tied = [
+    tied = [fastest] + [
         n
         for n in names
-        if math.log(measured[n].ratio / best.ratio)
+        # a spread wide enough to hide a real loss against float buys no bytes either
+        if measured[n].ratio <= 1.0 + measured[n].noise
+        and math.log(measured[n].ratio / best.ratio)
         <= math.log1p(max(measured[n].tolerance, best.tolerance))
     ]
     return min(tied, key=lambda n: (initializer_bytes(built[n]), measured[n].ratio, n))
