@@ -10,12 +10,16 @@ resolved the Reshape.
 
 :func:`values_at` fixes that the way a compiler would: on a protobuf of the model without its
 weights (as :func:`irpass.analysis.shapes.infer_shapes_proto`), with the inputs set to the
-given shapes, it alternates ONNX shape inference with evaluating the nodes whose inputs are now
-known (``Shape``/``Size`` of a static shape, small constants and what is computed from them),
-replacing them by constants, until nothing more folds. Only small tensors are evaluated (shape
-vectors, scalars), so the cost is a few shape inferences of a weightless proto. The model is
-never modified. Dims that stay symbolic after that (data-dependent sizes such as ``NonZero``)
-are left symbolic: callers say the count could not be made rather than guess.
+given shapes, it runs ONNX shape inference once, then walks the nodes in order, evaluating
+those whose inputs are now known (``Shape``/``Size`` of a static shape, small constants and
+what is computed from them) and inferring again, one node at a time, the outputs whole-graph
+inference left unknown, with the values just folded as their data. If/Loop bodies are walked
+with what their outer scopes know (a body gets its own copy of each outer constant it reads:
+ONNX inference does not see outer values). Only small tensors are evaluated (shape vectors,
+scalars), so the cost is about one shape inference of a weightless proto; another whole-graph
+round runs only when the walk folded something and still left a value unknown. The model is
+never modified. Dims that stay symbolic (data-dependent sizes such as ``NonZero``) are left
+symbolic: callers say the count could not be made rather than guess.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 #: Largest tensor (elements) evaluated while folding: shape vectors and scalars, never weights.
 MAX_FOLDED_ELEMENTS = 1024
-#: Rounds of inference + folding; each round resolves one more level of Shape-of-a-Reshape.
+#: Whole-graph inference rounds; one is enough unless a fold lets inference see more.
 _MAX_ROUNDS = 8
 _RANDOM = {
     "RandomNormal",
@@ -150,6 +154,7 @@ def _fold_round(
     outer_static: Mapping[str, list[int]] | None = None,
     outer_elem: Mapping[str, int] | None = None,
     outer_sources: Mapping[str, Any] | None = None,
+    static_out: dict[str, list[int]] | None = None,
 ) -> tuple[dict[str, np.ndarray], bool, bool]:
     """Evaluate the nodes whose inputs are known; replace them by Constant nodes.
 
@@ -158,7 +163,8 @@ def _fold_round(
     Shape read behind a Reshape whose shape was just folded resolves in the same pass, however
     deep the chain (an encoder reads the batch again in every layer). The per-node results
     go to ``inferred``. Returns the values folded (here and in subgraphs), whether the graph
-    changed, and whether every node output is static now.
+    changed, and whether every node output is static now; ``static_out`` receives the static
+    shapes of this scope.
 
     Subgraphs (If branches, Loop bodies) are folded too, with what is known in the scopes
     around them: a branch often reads the batch of an outer value the same way.
@@ -192,13 +198,17 @@ def _fold_round(
     for node in graph.node:
         subgraphs = _subgraphs(node)
         if subgraphs:
+            branch_static: list[dict[str, list[int]]] = []
             for sub in subgraphs:
+                branch_static.append({})
                 sub_found, sub_changed, sub_complete = _fold_round(
-                    sub, opsets, inferred, static, elem, {**sources, **new}
+                    sub, opsets, inferred, static, elem, {**sources, **new}, branch_static[-1]
                 )
                 found.update(sub_found)
                 changed = changed or sub_changed
                 complete = complete and sub_complete
+            if node.op_type == "If" and node.domain in ("", "ai.onnx"):
+                _if_outputs(node, subgraphs, branch_static, static, elem, inferred, known)
         elif not all(name in static for name in node.output if name):
             _infer_node(node, opsets, static, elem, known, inferred)
         complete = complete and all(name in static for name in node.output if name)
@@ -217,6 +227,8 @@ def _fold_round(
                 static[name] = list(known[name].shape)
                 elem[name] = onnx.helper.np_dtype_to_tensor_dtype(new[name].dtype)
     found.update(new)
+    if static_out is not None:
+        static_out.update(static)
     if not new:
         return found, changed, complete
     # Constant nodes, not initializers: IR < 4 wants every initializer listed as an input too
@@ -229,6 +241,44 @@ def _fold_round(
     graph.ClearField("node")
     graph.node.extend(nodes)
     return found, True, complete
+
+
+def _if_outputs(
+    node: onnx.NodeProto,
+    branches: list[onnx.GraphProto],
+    branch_static: list[dict[str, list[int]]],
+    static: dict[str, list[int]],
+    elem: dict[str, int],
+    inferred: dict[str, tuple[list[int], int]],
+    known: _Known,
+) -> None:
+    """An If output takes its branch's static shape.
+
+    That is the branch its folded condition picks (torch's "squeeze the batch if it is 1"
+    reads the batch), or either branch when both agree.
+    """
+    if len(branches) != 2:
+        return
+    if node.input and node.input[0] in known:
+        pick = 0 if bool(np.asarray(known[node.input[0]]).reshape(-1)[0]) else 1
+        branches, branch_static = [branches[pick]] * 2, [branch_static[pick]] * 2
+    for index, name in enumerate(node.output):
+        if not name or name in static:
+            continue
+        outs = [b.output[index] if index < len(b.output) else None for b in branches]
+        dims = [
+            known.get(out.name) if out is not None else None
+            for known, out in zip(branch_static, outs, strict=True)
+        ]
+        first = outs[0]
+        if dims[0] is None or dims[0] != dims[1] or first is None:
+            continue
+        elem_type = first.type.tensor_type.elem_type or elem.get(first.name, 0)
+        if not elem_type:
+            continue
+        static[name] = dims[0]
+        elem[name] = elem_type
+        inferred[name] = (dims[0], elem_type)
 
 
 def _infer_node(

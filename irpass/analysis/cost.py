@@ -208,7 +208,8 @@ def _peak_activation_bytes(
         if _constant_weight(node) is not None:
             continue  # a weight (counted in params), not an activation: see _constant_weight
         for value in node.outputs:
-            live[value] = size(value)
+            if value.name or value.uses():  # an omitted optional output is not produced
+                live[value] = size(value)
         peak = max(peak, sum(live.values()))
         for value in list(node.inputs) + list(node.outputs):
             if value in live and value not in outputs and last_use.get(value, -1) <= index:

@@ -92,3 +92,29 @@ def test_branches_see_the_values_of_outer_constants() -> None:
     values = values_at(model, {"x": [3, 64], "c": []})
     assert values["u"][0] == values["u2"][0] == ir.Shape([3, 1, 64])
     assert values["ty"][0] == ir.Shape([3, 1, 16])
+
+
+def test_a_condition_read_from_shapes_picks_the_branch() -> None:
+    # torch exports x.squeeze(0) on a dynamic batch as "If batch == 1: Squeeze else Identity"
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[batch, 8] x, float[8, 4] w) => (float[M, 4] y) {
+        s = Shape<start=0, end=1>(x)
+        one = Constant<value = int64[1] {1}>()
+        is_one = Equal(s, one)
+        c = Squeeze(is_one)
+        q = If(c) <
+            then_branch = t () => (float[8] tq) {
+                axes = Constant<value = int64[1] {0}>()
+                tq = Squeeze(x, axes)
+            },
+            else_branch = e () => (float[batch, 8] eq) {
+                eq = Identity(x)
+            }
+        >
+        y = MatMul(q, w)
+    }
+    """
+    model = inputs_to_random_initializers(model_from_text(text), ["w"])
+    assert values_at(model, {"x": [1, 8]})["q"][0] == ir.Shape([8])
+    assert values_at(model, {"x": [3, 8]})["y"][0] == ir.Shape([3, 4])

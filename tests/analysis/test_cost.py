@@ -165,3 +165,16 @@ def test_macs_in_branches_are_counted_at_the_input_shapes() -> None:
     cost = model_cost(branched_view(), input_shapes={"x": [4, 64], "c": []})
     # both branches are counted (which one runs is data): 2 MatMuls [4, 8, 8] x [8, 16]
     assert cost.macs == 2 * 4 * 8 * 16 * 8 and cost.unknown_macs_nodes == 0
+
+
+def test_an_omitted_optional_output_is_no_activation() -> None:
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 1, 4] x, float[1, 12, 4] w, float[1, 12, 3] r) => (float[1, 1, 3] h) {
+        , h = LSTM<hidden_size=3>(x, w, r)
+    }
+    """
+    model = inputs_to_random_initializers(model_from_text(text), ["w", "r"])
+    cost = model_cost(model, input_shapes={"x": [5, 1, 4]})
+    assert cost.unknown_activation_values == 0
+    assert cost.peak_activation_bytes == (5 * 4 + 3) * 4  # x and h; the unused Y is not made
