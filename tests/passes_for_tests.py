@@ -190,6 +190,22 @@ class BatchLiarPass(IrpassPass):
         return ir.passes.PassResult(model, False)
 
 
+class KernelFlipPass(IrpassPass):
+    """Flips the last Conv's kernels spatially: invisible when the Conv sees 1x1 images."""
+
+    name = "t_kernel_flip"
+    lossless = True
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        convs = [n for n in model.graph if n.op_type == "Conv"]
+        if not convs or convs[-1].inputs[1] is None or convs[-1].inputs[1].const_value is None:
+            return ir.passes.PassResult(model, False)
+        weight = convs[-1].inputs[1]
+        flipped = weight.const_value.numpy()[:, :, ::-1, ::-1].copy()
+        weight.const_value = ir.tensor(flipped, name=weight.name)
+        return ir.passes.PassResult(model, True)
+
+
 class UnderReportingPass(ScaleFirstWeightPass):
     """Changes a weight (and so the outputs) but reports modified=False."""
 
@@ -244,6 +260,7 @@ TEST_PASSES = (
     SleepPass,
     FreezeInputsSilentlyPass,
     BatchLiarPass,
+    KernelFlipPass,
     UnderReportingPass,
     DirtyPass,
     SmallChangePass,

@@ -67,7 +67,11 @@ def values_at(model: ir.Model, input_shapes: Mapping[str, Sequence[int]]) -> dic
         values = inferred_values(model)
         if _all_static(model, values):
             return values
-    return call_without_weights(lambda proto: _values_at_proto(proto, shapes), model)
+    try:
+        return call_without_weights(lambda proto: _values_at_proto(proto, shapes), model)
+    except Exception as exc:  # a report number must not take a run down: say less instead
+        logger.warning("shapes at %s could not be propagated: %s", shapes, exc)
+        return inferred_values(model)
 
 
 def _declared(model: ir.Model) -> dict[str, list[int]] | None:

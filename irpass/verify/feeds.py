@@ -19,8 +19,9 @@ image sizes that are multiples of its total stride. This module reads those fact
 - :func:`make_feeds` draws one seeded feed for a binding of the symbolic dimensions.
 - :func:`find_feeds` searches for bindings the model actually runs with (config A: batch 1 and
   the smallest working values; config B: batch > 1 and a second value for every other symbolic
-  dimension) by running the model, and returns the feeds together with the outputs those runs
-  produced, so the reference outputs cost nothing extra. When nothing runs it raises an error
+  dimension, for spatial axes the next multiple of the total stride) by running the model,
+  and returns the feeds together with the outputs those runs produced, so the reference
+  outputs cost nothing extra. When nothing runs it raises an error
   that names the inputs, what was tried and why it failed.
 - :func:`parse_input_shapes` reads ``--input-shapes name:1x3x320x320,...``.
 """
@@ -681,13 +682,28 @@ def _attempts_a(infos: Mapping[Any, _DimInfo], stride: int) -> list[dict[Any, in
     return attempts[:MAX_ATTEMPTS]
 
 
-def _attempts_b(infos: Mapping[Any, _DimInfo], a: Mapping[Any, int]) -> list[dict[Any, int]]:
-    """Batch > 1 and a second value for the other dims: all doubled, then one group at a time."""
+def _attempts_b(
+    infos: Mapping[Any, _DimInfo], a: Mapping[Any, int], stride: int = 1
+) -> list[dict[Any, int]]:
+    """Batch > 1 and a second value for the other dims.
+
+    First the batch doubled with spatial axes at the next size the graph suggests (a multiple
+    of the total stride): config A's smallest image is often 1x1, and after the first strided
+    layer a 2x2 image is 1x1 too, so every later 3x3 kernel would be checked by its centre tap
+    only. Then all dims doubled, then one group at a time.
+    """
+    def larger(key: Any, size: int) -> int:
+        bigger = [c for c in _candidates(infos[key], stride) if c > size]
+        return bigger[0] if bigger else 2 * size
+
+    representative = {
+        key: (larger(key, size) if infos[key].spatial else 2 * size) for key, size in a.items()
+    }
     doubled = {key: 2 * size for key, size in a.items()}
     batch_only = {key: (2 * size if infos[key].batch else size) for key, size in a.items()}
     others_only = {key: (size if infos[key].batch else 2 * size) for key, size in a.items()}
     attempts: list[dict[Any, int]] = []
-    for binding in (doubled, batch_only, others_only):
+    for binding in (representative, doubled, batch_only, others_only):
         if binding != dict(a) and binding not in attempts:
             attempts.append(binding)
     return attempts
@@ -815,7 +831,7 @@ class FeedSearch:
             if first is None:
                 raise _no_feeds_error(specs, failures, given=False)
             if infos:
-                alternatives = _attempts_b(infos, chosen[0])
+                alternatives = _attempts_b(infos, chosen[0], self.stride)
         second = None
         for binding in alternatives:  # config B: the first alternative that runs (next seed)
             second = attempt(binding, seeds[1 % len(seeds)])

@@ -410,7 +410,19 @@ class _Merkle:
         for value, digest in zip(graph.inputs, inputs, strict=True):
             self.keep.append(value)
             self.memo[id(value)] = digest
+        self.warm(graph)
         return _digest("graph", [self.value(v) for v in graph.outputs])
+
+    def warm(self, graph: ir.Graph) -> None:
+        """Hash the nodes in graph order, so that hashing an output recurses only one step.
+
+        Hashing from the outputs alone recurses once per node on the longest path: a deep
+        quantized graph (Q/DQ pairs double the depth) exceeded Python's recursion limit.
+        Graphs are kept topologically sorted, so every producer is memoized before its
+        consumers; a node out of order only costs recursion, not a wrong hash.
+        """
+        for node in graph:
+            self.node(node)
 
 
 def computation_fingerprint(
@@ -424,6 +436,7 @@ def computation_fingerprint(
     models) is then proven equal for those runs without running them.
     """
     merkle = _Merkle(model, hasher or TensorHasher(), fed)
+    merkle.warm(model.graph)
     outputs = [(v.name, _annotation(v), merkle.value(v)) for v in model.graph.outputs]
     inputs = [
         (v.name, _annotation(v))

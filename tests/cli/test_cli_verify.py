@@ -194,3 +194,15 @@ def test_failing_lossless_pass_is_rolled_back_with_exit_0_and_strict_stops(
     err = capsys.readouterr().err
     assert "t_lying_lossless" in err and "rolled back" in err and "reproducer" in err
     assert main([*argv, "t_lying_lossless,canonicalize", "--strict"]) == 2
+
+
+def test_optimize_a_graph_deeper_than_the_recursion_limit(tmp_path: pathlib.Path) -> None:
+    body = "\n".join(f"a{i + 1} = {'Relu' if i % 2 else 'Neg'}(a{i})" for i in range(1500))
+    header = '<ir_version: 8, opset_import: ["" : 17]>\n'
+    text = f"{header}g (float[2] a0) => (float[2] a1500) {{\n{body}\n}}"
+    source = tmp_path / "deep.onnx"
+    save_model(model_from_text(text), source)
+    out = tmp_path / "out"
+    assert main(["optimize", str(source), "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["final_verification"]["status"] == "equal"

@@ -129,3 +129,14 @@ def test_a_constant_of_shape_and_its_materialized_weight_hash_alike(
     assert (computation_fingerprint(model) == before) is same
     zero = model_from_text(FILL.replace("0.02", "0.0"))
     assert computation_fingerprint(zero) != computation_fingerprint(model)  # -0.0 is not 0.0
+
+
+def test_fingerprint_of_a_graph_deeper_than_the_recursion_limit() -> None:
+    # A quantized ShuffleNet (Q/DQ around every op) crashed verification with RecursionError.
+    body = "\n".join(f"a{i + 1} = {'Relu' if i % 2 else 'Neg'}(a{i})" for i in range(3000))
+    header = '<ir_version: 8, opset_import: ["" : 17]>\n'
+    text = f"{header}g (float[2] a0) => (float[2] a3000) {{\n{body}\n}}"
+    model = model_from_text(text)
+    deeper = model_from_text(text.replace("a3000 = Relu(a2999)", "a3000 = Neg(a2999)"))
+    assert computation_fingerprint(model) == computation_fingerprint(model_from_text(text))
+    assert computation_fingerprint(model) != computation_fingerprint(deeper)

@@ -69,6 +69,29 @@ def test_batch_dependent_lying_pass_is_caught_and_rolled_back(tmp_path: pathlib.
     assert shapes[0]["x"][0] == 1 and shapes[1]["x"][0] > 1
 
 
+# a stride-2 stem, then a 3x3 Conv: at 1x1 and 2x2 images it sees its kernels' centre only
+STRIDED = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 3, H, W] x, float[4, 3, 3, 3] a, float[4, 4, 3, 3] b) => (float[N, 4, ?, ?] y) {
+    h = Conv <strides = [2, 2], pads = [1, 1, 1, 1]> (x, a)
+    r = Relu (h)
+    y = Conv <pads = [1, 1, 1, 1]> (r, b)
+}
+"""
+
+
+def test_a_rewrite_visible_only_on_larger_images_is_caught(tmp_path: pathlib.Path) -> None:
+    # config A runs the smallest image (1x1); config B must use a size the strides leave
+    # room in, or a pass that scrambles off-centre kernel taps passes as "equal"
+    model = inputs_to_random_initializers(model_from_text(STRIDED), ["a", "b"], seed=5)
+    options = RunOptions(reproducer_dir=tmp_path / "repro")
+    result = PipelineRunner("t_kernel_flip", options=options).run(model)
+    record = result.report.passes[0]
+    assert record.rolled_back and record.verification.status == "failed"
+    shapes = result.report.verification["shapes"]
+    assert shapes[1]["x"][2] >= 8 and shapes[1]["x"][0] > 1
+
+
 def test_strict_stops_with_the_failing_pass_named() -> None:
     options = RunOptions(on_failure="error")
     with pytest.raises(PassFailedError) as info:
