@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -179,14 +179,6 @@ def _value_key(value: ir.Value) -> tuple[Any, ...]:
     return (value, value.name, None if shape is None else shape.dims, _type_key(value.type))
 
 
-def _subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
-    for attr in node.attributes.values():
-        if attr.type == ir.AttributeType.GRAPH:
-            yield attr.as_graph()
-        elif attr.type == ir.AttributeType.GRAPHS:
-            yield from attr.as_graphs()
-
-
 class StructureSnapshot:
     """What a model looked like after a pass, compared within one run (see the module doc).
 
@@ -226,8 +218,7 @@ class StructureSnapshot:
                 )
             )
             for node in graph:
-                self.nodes[node] = self._record(node, hasher)
-                pending.extend(_subgraphs(node))
+                self.nodes[node] = self._record(node, hasher, pending)
             if len(self.graphs) == 1:
                 self.main_count = len(self.nodes)
         functions = []
@@ -238,13 +229,22 @@ class StructureSnapshot:
         self.header = (model.ir_version, sorted(model.opset_imports.items()), functions)
 
     @staticmethod
-    def _record(node: ir.Node, hasher: TensorHasher) -> tuple[Any, ...]:
+    def _record(
+        node: ir.Node, hasher: TensorHasher, subgraphs: list[ir.Graph] | None = None
+    ) -> tuple[Any, ...]:
+        """The node's record; its subgraphs are appended to ``subgraphs`` (one attribute walk)."""
         attributes: list[tuple[str, Any, str | None]] = []
         for name, attr in node.attributes.items():
-            if attr.type == ir.AttributeType.TENSOR and not attr.is_ref():
+            kind = attr.type
+            if kind == ir.AttributeType.TENSOR and not attr.is_ref():
                 attributes.append((name, attr, hasher.token(attr.value)))
-            else:
-                attributes.append((name, attr, None))
+                continue
+            attributes.append((name, attr, None))
+            if subgraphs is not None and not attr.is_ref():
+                if kind == ir.AttributeType.GRAPH:
+                    subgraphs.append(attr.as_graph())
+                elif kind == ir.AttributeType.GRAPHS:
+                    subgraphs.extend(attr.as_graphs())
         return (
             node.op_type,
             node.domain,
