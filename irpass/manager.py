@@ -9,6 +9,11 @@ It wraps onnx-ir's pass contract (every step is an ``onnx_ir.passes`` pass) and 
   drift from the input model. At the end the full ONNX checker and an end-to-end comparison
   with the input model. Statuses say what ran: ``equal``, ``drift <metric>``,
   ``structural only``, ``skipped``;
+- **overlap** (``--verify each``): the input model's reference runs and a lossless pass's
+  whole-model check run in the background while the next passes run (ONNX Runtime releases
+  the GIL); a deferred check is finished before the next pass that changed the model is
+  checked, and when it failed its pass is rolled back and the pass that ran on its result is
+  run again; the output is written (``run(write=...)``) while the end-to-end check runs;
 - **fingerprints** before and after every pass: a pass that changed the model but reported
   ``modified=False`` is caught, verified anyway and named;
 - **hygiene invariants** (:mod:`irpass.verify.hygiene`) after every pass: unused initializers,
@@ -68,7 +73,7 @@ from irpass.verify.fingerprint import StructureSnapshot, TensorHasher, structure
 from irpass.verify.hygiene import hygiene_issues
 from irpass.verify.region import RegionOptions
 from irpass.verify.structure import check_light
-from irpass.verify.verifier import Verifier
+from irpass.verify.verifier import DeferredCheck, Verifier
 
 __all__ = [
     "KNOWN_DOMAINS",
@@ -337,6 +342,7 @@ class PipelineRunner:
         self, model: ir.Model, state: _RunState, write: Callable[[ir.Model], object] | None
     ) -> None:
         """Full checker and end-to-end check, ``write`` beside it; report hygiene leftovers."""
+        self._resolve(model, state)
         report = state.report
         lossless_run = all(r.lossless for r in report.passes if r.modified)
         beside = functools.partial(write, model) if write is not None else None
@@ -466,11 +472,28 @@ class PipelineRunner:
             record.after = record.before
             record.verification = Verification(status="skipped", detail="unchanged")
             return False
+        if not self._resolve(model, state):
+            # the pass before failed its deferred check, and this one ran on its result: undo
+            # this one's record and run it again on the state the rollback restored
+            assert state.report.passes[-1] is record and state.executed[-1] is step
+            state.report.passes.pop()
+            state.executed.pop()
+            return self._run_pass(model, step, prefix, state)
         self._invalidate()
+        deferred: DeferredCheck | None = None
         try:
             if self.options.verify == "each":
                 changes = (state.snapshot, structure)
-                record.verification = state.verifier.check(model, pass_.lossless, changes)
+                checked = state.verifier.check(
+                    model, pass_.lossless, changes, defer=self._defers(pass_)
+                )
+                if isinstance(checked, DeferredCheck):
+                    deferred = checked
+                    record.verification = Verification(
+                        status="skipped", detail="whole-model check running"
+                    )
+                else:
+                    record.verification = checked
             elif self.options.verify == "final" and pass_.lossless:
                 check_light(model)
                 record.verification = Verification(
@@ -487,6 +510,15 @@ class PipelineRunner:
             record.verification = Verification(status="failed", detail=exc.message)
             record.error = exc.message
             return self._fail(model, snapshot, step, record, exc, state)
+        if deferred is not None:
+            state.pending = _Pending(
+                deferred,
+                record,
+                step,
+                executed=len(state.executed),
+                introduced={k: dict(v) for k, v in state.introduced.items()},
+                growth=dict(state.growth),
+            )
         self._hygiene(model, pass_, record, state)
         state.snapshot = structure
         state.kept.append(step)
@@ -495,6 +527,47 @@ class PipelineRunner:
             record.metrics = dict(state.evaluator(model))
         record.dump = self._dump(model, label)
         return True
+
+    def _defers(self, pass_: IrpassPass) -> bool:
+        """Whether a lossless pass's whole-model check may run beside the next passes.
+
+        Only when a failure can be undone by replaying the kept passes and nothing else
+        observes the state in between (dumps, evaluation); ``--strict`` checks at once.
+        """
+        return (
+            pass_.lossless
+            and self.options.on_failure == "rollback"
+            and self.options.dump_dir is None
+            and getattr(self.context, "evaluator", None) is None
+        )
+
+    def _resolve(self, model: ir.Model, state: _RunState) -> bool:
+        """Finish a deferred check; False when it failed and its pass was rolled back.
+
+        The passes run since then changed nothing (the first that changes the model resolves
+        it before its own check), except the one calling, which the caller runs again.
+        """
+        pending, state.pending = state.pending, None
+        if pending is None:
+            return True
+        record = pending.record
+        try:
+            record.verification = pending.check.resolve()
+            return True
+        except VerificationError as exc:
+            record.verification = Verification(status="failed", detail=exc.message)
+            record.error = exc.message
+            error = exc
+        # undo what was recorded for the pass as if it had failed at once
+        assert state.kept[-1] is pending.step  # the passes since changed nothing
+        state.kept.pop()
+        state.introduced, state.growth = pending.introduced, pending.growth
+        executed, state.executed = state.executed, state.executed[: pending.executed]
+        try:
+            self._fail(model, None, pending.step, record, error, state)
+        finally:
+            state.executed = executed
+        return False
 
     def _checkpoint(self, model: ir.Model, state: _RunState) -> None:
         """``--verify final``: keep a copy of the current state (weights shared) to bisect to.
@@ -786,6 +859,22 @@ class _RunState:
     growth: dict[str, int] = dataclasses.field(default_factory=dict)
     #: ``--verify final``: lossless passes since the last numeric check, with their snapshots
     segment: list[tuple[PassRecord, ir.Model | None]] = dataclasses.field(default_factory=list)
+    #: ``--verify each``: the check of the last modifying pass, still running
+    pending: _Pending | None = None
+
+
+@dataclasses.dataclass
+class _Pending:
+    """A deferred check with what undoing its pass needs."""
+
+    check: DeferredCheck
+    record: PassRecord
+    step: Step
+    #: ``len(executed)`` right after the pass (its reproducer ends with it)
+    executed: int
+    #: hygiene attributions from before the pass
+    introduced: dict[str, dict[str, str]]
+    growth: dict[str, int]
 
 
 def report_json(report: RunReport) -> str:

@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 import onnx_ir as ir
@@ -44,7 +44,7 @@ from irpass.verify.region import RegionChecker, RegionOptions, RegionResult
 from irpass.verify.session import check_structure, make_session, run_model
 from irpass.verify.structure import check_light
 
-__all__ = ["Verifier", "drift_metrics", "max_abs_error_all"]
+__all__ = ["DeferredCheck", "Verifier", "drift_metrics", "max_abs_error_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,17 @@ class _State:
     exact: bool = True
 
 
+@dataclasses.dataclass
+class DeferredCheck:
+    """A lossless pass's whole-model check whose runs go on in the background.
+
+    ``resolve()`` waits for them and compares: it returns the pass's Verification, or raises
+    VerificationError like :meth:`Verifier.check`. Resolve once.
+    """
+
+    resolve: Callable[[], Verification]
+
+
 class Verifier:
     """Feeds, reference outputs and the last verified state of one pipeline run.
 
@@ -153,6 +164,8 @@ class Verifier:
         self.hasher = TensorHasher()
         self._plan: FeedPlan | None = None
         self._pending: concurrent.futures.Future[FeedPlan] | None = None
+        #: runs of deferred checks not resolved yet (waited for by close())
+        self._background: list[concurrent.futures.Future[Outputs]] = []
         self.notes: list[str] = []
         check_light(model)
         self.fed: frozenset[str] = frozenset()
@@ -205,6 +218,8 @@ class Verifier:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             concurrent.futures.wait([pending])
+        concurrent.futures.wait(self._background)
+        self._background.clear()
 
     # -- what the report says about the feeds ---------------------------------------------
     @property
@@ -270,17 +285,45 @@ class Verifier:
             f"SQNR >= {min(drift['sqnr_db'], 200.0):.0f} dB"
         )
 
+    @overload
     def check(
         self,
         model: ir.Model,
         lossless: bool,
         changes: tuple[StructureSnapshot, StructureSnapshot] | None = None,
-    ) -> Verification:
+        *,
+        defer: Literal[False] = False,
+    ) -> Verification: ...
+
+    @overload
+    def check(
+        self,
+        model: ir.Model,
+        lossless: bool,
+        changes: tuple[StructureSnapshot, StructureSnapshot] | None = None,
+        *,
+        defer: bool,
+    ) -> Verification | DeferredCheck: ...
+
+    def check(
+        self,
+        model: ir.Model,
+        lossless: bool,
+        changes: tuple[StructureSnapshot, StructureSnapshot] | None = None,
+        *,
+        defer: bool = False,
+    ) -> Verification | DeferredCheck:
         """Verify ``model`` after one pass against the last verified state.
 
         ``changes``: the structure snapshots before and after the pass; with them a lossless
         pass that changed a small region is verified on that region only
         (:mod:`irpass.verify.region`), and the status says so (``equal (region: N nodes)``).
+
+        ``defer``: a lossless pass that needs a whole-model run gets a :class:`DeferredCheck`
+        instead of waiting for it: the runs go on in the background (while the caller runs the
+        next passes) and ``resolve()`` compares them. Until it is resolved the last verified
+        state is not updated, so the caller resolves it before any other check, and undoes the
+        passes it ran meanwhile when it fails.
 
         Raises VerificationError for a malformed model, a model ONNX Runtime cannot load or
         run, and a lossless pass whose outputs differ.
@@ -314,7 +357,34 @@ class Verifier:
                 record = checked.unrecorded
             else:
                 region.forget(model, *changes)
+        if defer and lossless and not record:
+            return self._deferred(model, fingerprint, result, whole)
         outputs = self._run(model, recording=region if record else None)
+        return self._compared(fingerprint, outputs, lossless, result, whole)
+
+    def _deferred(
+        self, model: ir.Model, fingerprint: str, result: Verification, whole: str
+    ) -> DeferredCheck:
+        """Start the runs of ``model`` in the background; compare when the caller resolves."""
+        plan = self.plan
+        assert plan is not None
+        # one intra-op thread: the next passes run on the other core meanwhile, and may
+        # change in place the weights they made (those are copied)
+        session = make_session(model, threads=1, private=True)
+        pending = _in_background(functools.partial(_run_all, session, plan.feeds))
+        self._background.append(pending)
+
+        def resolve() -> Verification:
+            concurrent.futures.wait([pending])
+            self._background.remove(pending)
+            return self._compared(fingerprint, pending.result(), True, result, whole)
+
+        return DeferredCheck(resolve)
+
+    def _compared(
+        self, fingerprint: str, outputs: Outputs, lossless: bool, result: Verification, whole: str
+    ) -> Verification:
+        """The rest of :meth:`check` once ``outputs`` ran: compare, then they become the last."""
         result.ort_load = True
         if lossless:
             result.detail = self._equal(self.last.outputs, outputs, "a lossless pass") + whole

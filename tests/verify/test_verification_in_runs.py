@@ -12,7 +12,9 @@ import pytest
 
 from irpass.errors import PassFailedError
 from irpass.manager import PipelineRunner, RunOptions
+from irpass.run_report import Verification
 from irpass.testing import inputs_to_random_initializers, model_from_text
+from irpass.verify.verifier import DeferredCheck, Verifier
 
 pytestmark = pytest.mark.usefixtures("test_passes")  # the t_* passes
 
@@ -257,3 +259,77 @@ def test_failing_write_fails_the_run() -> None:
 
     with pytest.raises(OSError, match="disk full"):
         PipelineRunner("t_scale_weight").run(model_from_text(WEIGHTED), write=write)
+
+
+def _deferred_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the statuses the deferred checks of a run resolved to, in order."""
+    resolved: list[str] = []
+    check = Verifier.check
+
+    def spy(self: Verifier, *args: object, **kwargs: object) -> object:
+        result = check(self, *args, **kwargs)  # type: ignore[call-overload]
+        if isinstance(result, DeferredCheck):
+            resolve = result.resolve
+
+            def traced() -> Verification:
+                try:
+                    verification = resolve()
+                except Exception:
+                    resolved.append("raised")
+                    raise
+                resolved.append(verification.status)
+                return verification
+
+            result.resolve = traced
+        return result
+
+    monkeypatch.setattr(Verifier, "check", spy)
+    return resolved
+
+
+def test_check_runs_beside_the_next_passes_and_resolves_before_the_next_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a scale by 1 + 1e-6 is lossless within tolerance, and needs a run to prove it
+    resolved = _deferred_checks(monkeypatch)
+    tiny = "t_lying_lossless(factor=1.000001)"
+    pipeline = f"{tiny},t_remove_one_identity,{tiny}"
+    result = PipelineRunner(pipeline).run(model_from_text(WEIGHTED))
+    # the first resolved when the identity removal changed the model, the last at the end
+    assert resolved == ["equal", "equal"]
+    assert [r.verification.status for r in result.report.passes] == ["equal"] * 3
+    assert not any(r.rolled_back for r in result.report.passes)
+    assert result.report.final_verification.status == "equal"
+
+
+def test_deferred_failure_undoes_the_pass_and_reruns_the_one_that_found_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    # the liar's check is still running when the identity removal changes the model: the liar
+    # is rolled back, and the identity removal runs again on the restored model
+    resolved = _deferred_checks(monkeypatch)
+    model = model_from_text(WEIGHTED)
+    options = RunOptions(reproducer_dir=tmp_path / "repro")
+    result = PipelineRunner("t_lying_lossless,t_remove_one_identity", options=options).run(model)
+    assert resolved[0] == "raised"
+    liar, identity = result.report.passes
+    assert liar.rolled_back and liar.verification.status == "failed"
+    assert identity.modified and identity.verification.status == "equal"
+    assert [n.op_type for n in model.graph] == ["MatMul"]
+    np.testing.assert_array_equal(
+        model.graph.initializers["w"].const_value.numpy(),
+        np.arange(1, 13, dtype=np.float32).reshape(4, 3),
+    )
+    # the reproducer ends with the failing pass, not with the one that ran after it
+    assert (tmp_path / "repro" / "pipeline.txt").read_text().strip() == "t_lying_lossless"
+    assert result.report.final_verification.status == "equal"
+
+
+def test_strict_checks_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    resolved = _deferred_checks(monkeypatch)
+    with pytest.raises(PassFailedError) as info:
+        PipelineRunner(
+            "t_lying_lossless,t_remove_one_identity", options=RunOptions(on_failure="error")
+        ).run(model_from_text(WEIGHTED))
+    assert info.value.pass_name == "t_lying_lossless"
+    assert resolved == []
