@@ -37,6 +37,7 @@ __all__ = [
     "format_input_shapes",
     "model_cost",
     "node_macs",
+    "shapes_to_count",
 ]
 
 
@@ -303,6 +304,33 @@ def model_cost(
         if input_shapes is None
         else {name: [int(d) for d in dims] for name, dims in input_shapes.items()},
     )
+
+
+def shapes_to_count(
+    model: ir.Model, given: Mapping[str, Sequence[int]] | None = None
+) -> tuple[dict[str, list[int]], list[str]]:
+    """Input shapes to count MACs at, and the inputs whose symbolic dims were set to 1.
+
+    An input named in ``given`` (``--input-shapes``) takes that shape, any other its declared
+    one with symbolic dims set to 1 (one sample). Inputs without a declared shape are left
+    out (their costs are then unknown, and counted as such).
+    """
+    given = given or {}
+    shapes: dict[str, list[int]] = {}
+    defaulted = []
+    for value in model.graph.inputs:
+        name = value.name or ""
+        if name in model.graph.initializers:
+            continue
+        if name in given:
+            shapes[name] = [int(d) for d in given[name]]
+            continue
+        if value.shape is None:
+            continue
+        shapes[name] = [d if isinstance(d, int) else 1 for d in value.shape]
+        if any(not isinstance(d, int) for d in value.shape):
+            defaulted.append(name)
+    return shapes, defaulted
 
 
 def format_input_shapes(shapes: Mapping[str, Sequence[int]] | None) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 import onnx_ir as ir
 from rich.table import Table
 
+from irpass.analysis.cost import cost_shapes_note
 from irpass.cli import console
 from irpass.cli._format import fmt_bytes, fmt_count, fmt_delta
 from irpass.cli._markup import esc
@@ -28,6 +29,7 @@ from irpass.ir import external_data_paths, load_model
 from irpass.numeric_diff import NumericDiff, feeds_from_file, numeric_diff
 from irpass.outputs import OutputPlan
 from irpass.report import write_diff_html
+from irpass.verify.feeds import parse_input_shapes
 
 COMMAND = "diff"
 HELP = "compare two models: nodes added/removed/changed, op and size deltas, numeric error"
@@ -58,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--order-fallback", action="store_true",
                         help="also pair leftover nodes of equal op and output types by "
                              "topological order (low confidence; off by default)")
+    parser.add_argument("--input-shapes", metavar="SHAPES",
+                        help="count MACs and activations at these input shapes, "
+                             "name:1x3x320x320,... (default: the declared sizes, symbolic dims "
+                             "set to 1)")
     parser.add_argument("--limit", type=int, default=40,
                         help="rows per node table in the terminal (default 40; JSON/HTML hold all)")
 
@@ -127,12 +133,28 @@ def _cost_table(cost_a: Mapping[str, Any], cost_b: Mapping[str, Any]) -> Table |
                      fmt_delta(cost_a.get(key), cost_b.get(key), fmt)))
     if not rows:
         return None
-    table = Table(title="size and compute")
+    table = Table(title="size and compute", caption=esc(_counted_at(cost_a, cost_b)))
     for name in ("", "A", "B", "delta"):
         table.add_column(name, justify="left" if not name else "right")
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def _counted_at(cost_a: Mapping[str, Any], cost_b: Mapping[str, Any]) -> str:
+    """Which shapes the MACs are for (A's; B's too when they differ) and what was set to 1."""
+    notes = []
+    for label, cost in (("A", cost_a), ("B", cost_b)):
+        note = cost_shapes_note(cost.get("cost_shapes"), cost.get("unknown_macs_nodes") or 0,
+                                cost.get("unknown_activation_values") or 0)
+        defaulted = cost.get("symbolic_set_to_one") or []
+        if defaulted:
+            note += (f" (symbolic dims of {', '.join(defaulted)} set to 1; "
+                     "choose with --input-shapes)")
+        notes.append((label, note))
+    if notes[0][1] == notes[1][1]:
+        return notes[0][1]
+    return "; ".join(f"{label}: {note}" for label, note in notes)
 
 
 def _op_table(diff: GraphDiff) -> Table | None:
@@ -260,8 +282,9 @@ def run(args: argparse.Namespace) -> int:
 def _diff(
     args: argparse.Namespace, model_a: ir.Model, model_b: ir.Model, plan: OutputPlan
 ) -> int:
+    shapes = parse_input_shapes(args.input_shapes, model_a) if args.input_shapes else None
     diff = diff_models(model_a, model_b, a_label=str(args.a), b_label=str(args.b),
-                       order_fallback=args.order_fallback)
+                       order_fallback=args.order_fallback, input_shapes=shapes)
     numeric: NumericDiff | None = None
     if args.numeric or args.data:
         feeds = load_feeds(args.data, model_a, args.samples) if args.data else None

@@ -18,7 +18,7 @@ import onnx_ir as ir
 from rich.table import Table
 
 from irpass.analysis.channels import analyze_channels
-from irpass.analysis.cost import cost_shapes_note, model_cost
+from irpass.analysis.cost import cost_shapes_note, model_cost, shapes_to_count
 from irpass.cli import console
 from irpass.cli._format import fmt_bytes, fmt_count
 from irpass.cli._markup import esc
@@ -67,29 +67,6 @@ def _signature(values: list[ir.Value]) -> list[dict[str, Any]]:
     return out
 
 
-def _cost_shapes(
-    model: ir.Model, given: dict[str, tuple[int, ...]]
-) -> tuple[dict[str, list[int]], list[str]]:
-    """Shapes to count at and the inputs whose symbolic dims were set to 1.
-
-    An input named in ``given`` takes that shape, any other its declared one with symbolic
-    dims set to 1.
-    """
-    shapes: dict[str, list[int]] = {}
-    defaulted = []
-    for value in model.graph.inputs:
-        name = value.name or ""
-        if name in model.graph.initializers or value.shape is None:
-            continue
-        if name in given:
-            shapes[name] = list(given[name])
-            continue
-        shapes[name] = [d if isinstance(d, int) else 1 for d in value.shape]
-        if any(not isinstance(d, int) for d in value.shape):
-            defaulted.append(name)
-    return shapes, defaulted
-
-
 def inspect_model(
     model: ir.Model,
     top: int = 10,
@@ -103,7 +80,7 @@ def inspect_model(
     :func:`irpass.verify.feeds.parse_input_shapes`) for the inputs it names, at the declared
     sizes with symbolic dims set to 1 for the others (listed in ``symbolic_set_to_one``).
     """
-    shapes, defaulted = _cost_shapes(model, input_shapes or {})
+    shapes, defaulted = shapes_to_count(model, input_shapes)
     cost = model_cost(model, input_shapes=shapes)
     initializer_names = set(model.graph.initializers)
     extra: dict[str, Any] = {}

@@ -235,7 +235,13 @@ def plan_outputs(args: argparse.Namespace, input_path: pathlib.Path, model: ir.M
 def report_diff(original: ir.Model, optimized: ir.Model, report: RunReport) -> None:
     """Attach the graph diff of the whole run to the report (a warning when it fails)."""
     try:
-        report.diff = diff_models(original, optimized, a_label="input", b_label="output").to_dict()
+        report.diff = diff_models(
+            original,
+            optimized,
+            a_label="input",
+            b_label="output",
+            input_shapes=report.cost_shapes,  # the run summary's shapes
+        ).to_dict()
     except Exception as exc:  # the optimized model is still valid and verified without a diff
         logger.warning("could not diff the input and output models: %s", exc)
         report.warnings.append(f"no graph diff in the report: {type(exc).__name__}: {exc}")

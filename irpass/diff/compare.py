@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import onnx_ir as ir
 
-from irpass.analysis.cost import model_cost
+from irpass.analysis.cost import model_cost, shapes_to_count
 from irpass.diff.changes import io_changes, node_changes
 from irpass.diff.match import Matcher, Side
 from irpass.diff.model import GraphDiff, NodeMatch
@@ -33,22 +34,33 @@ def _typed_values(model: ir.Model) -> dict[str, tuple[Any, Any]]:
     return out
 
 
-def model_summary_cost(model: ir.Model, inferred: ir.Model | None = None) -> dict[str, Any]:
+def model_summary_cost(
+    model: ir.Model,
+    inferred: ir.Model | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, Any]:
     """Cost of a model as a dict (:func:`irpass.analysis.cost.model_cost`'s totals and ops).
 
-    ``inferred`` is a shape-inferred copy of ``model`` whose value types are reused instead of
-    running shape inference again. When the analysis fails the dict is empty (the diff then
-    shows no cost rows) and a warning names the failure.
+    MACs and activation memory are counted at ``input_shapes`` for the inputs it names and at
+    the declared sizes with symbolic dims set to 1 for the others (listed in
+    ``symbolic_set_to_one``); ``cost_shapes`` records the shapes used. ``inferred`` is a
+    shape-inferred copy of ``model`` whose value types are used when no input declares a
+    shape. When the analysis fails the dict is empty (the diff then shows no cost rows) and a
+    warning names the failure.
     """
     try:
-        values = _typed_values(inferred) if inferred is not None else None
-        cost = model_cost(model, values)
+        shapes, defaulted = shapes_to_count(model, input_shapes)
+        if shapes:
+            cost = model_cost(model, input_shapes=shapes)
+        else:
+            cost = model_cost(model, _typed_values(inferred) if inferred is not None else None)
     except Exception as exc:  # a diff is still useful without costs
         logger.warning("cost analysis failed (%s); the diff shows no costs", exc)
         return {}
     # totals and op histogram; per-layer rows would make a diff as large as the model
     data = dict(cost.summary())
-    data["unknown_macs_nodes"] = cost.unknown_macs_nodes
+    data["cost_shapes"] = shapes or None
+    data["symbolic_set_to_one"] = defaulted
     return data
 
 
@@ -78,22 +90,25 @@ def diff_models(
     max_region_nodes: int = 60,
     max_regions: int = 12,
     order_fallback: bool = False,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> GraphDiff:
     """Match the main-graph nodes of ``a`` and ``b`` and describe every difference.
 
     Neither model is modified (shape inference runs on shallow copies). ``compare_values``
     also flags weights of equal shape whose values differ (up to
     :data:`VALUE_COMPARE_LIMIT` elements each). ``order_fallback`` adds the low-confidence
-    ``order`` phase (see the module docstring). Subgraph bodies are summarised as attributes
-    (node counts), not matched node by node. Both models are validated first
-    (:func:`irpass.validate.validate_model`), so a malformed graph is an
-    :class:`~irpass.errors.UnsupportedModelError` naming the node, not a crash.
+    ``order`` phase (see the module docstring). MACs and activation memory are counted at
+    ``input_shapes`` (symbolic dims not given count as 1; see :func:`model_summary_cost`).
+    Subgraph bodies are summarised as attributes (node counts), not matched node by node.
+    Both models are validated first (:func:`irpass.validate.validate_model`), so a malformed
+    graph is an :class:`~irpass.errors.UnsupportedModelError` naming the node, not a crash.
     """
     validate_model(a, a_label)
     validate_model(b, b_label)
     pa, pb = _prepare(a, infer_shapes), _prepare(b, infer_shapes)
-    cost_a = model_summary_cost(a, pa if infer_shapes else None) if with_cost else {}
-    cost_b = model_summary_cost(b, pb if infer_shapes else None) if with_cost else {}
+    inferred_a, inferred_b = (pa, pb) if infer_shapes else (None, None)
+    cost_a = model_summary_cost(a, inferred_a, input_shapes) if with_cost else {}
+    cost_b = model_summary_cost(b, inferred_b, input_shapes) if with_cost else {}
     side_a, side_b = Side("A", pa.graph), Side("B", pb.graph)
     matcher = Matcher(side_a, side_b)
     matcher.run(order_fallback)

@@ -94,3 +94,26 @@ def test_bad_data_is_a_user_error(models, tmp_path, capsys):
     code = main(["diff", str(models["a"]), str(models["qdq"]), "--data", str(bad)])
     assert code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_macs_are_counted_at_the_given_input_shapes(tmp_path, capsys):
+    from irpass.testing import inputs_to_random_initializers, model_from_text
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 8] x, float[8, 4] w) => (float[N, 4] y) { h = MatMul (x, w)
+    y = Relu (h) }
+    """
+    paths = []
+    for name in ("a", "b"):
+        paths.append(tmp_path / f"{name}.onnx")
+        ir.save(inputs_to_random_initializers(model_from_text(text), ["w"]), paths[-1])
+    assert main(["diff", *map(str, paths), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)["cost"]["a"]
+    assert cost["macs"] == 8 * 4 and cost["symbolic_set_to_one"] == ["x"]
+    assert main(["diff", *map(str, paths), "--json", "--input-shapes", "x:16x8"]) == 0
+    cost = json.loads(capsys.readouterr().out)["cost"]["a"]
+    assert cost["macs"] == 16 * 8 * 4 and cost["cost_shapes"] == {"x": [16, 8]}
+    assert cost["symbolic_set_to_one"] == []
+    assert main(["diff", *map(str, paths), "--input-shapes", "x:16x8"]) == 0
+    assert "at inputs x:16x8" in capsys.readouterr().out
