@@ -1,7 +1,7 @@
 """Region checks vs whole-model checks: what ``--verify each`` costs per pass with and without.
 
 For each model, ``irpass optimize``'s default pipeline (``canonicalize,fuse``) runs in-process
-with region checks (``--verify-region 0.25``, the default) and without (``--verify-region 0``,
+with region checks (``--verify-region 0.25``) and without (``--verify-region 0``, the default,
 every lossless pass checked on the whole model), alternating, ``--repeat`` times each. Measured
 per pass that changed the model: what its verification did (status, and why it was checked
 whole) and the median wall seconds of that verification (``Verifier.check``); per run: the

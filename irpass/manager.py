@@ -114,8 +114,10 @@ class RunOptions:
             (IR >= 4), so a pass that freezes one is caught; not done when the pipeline
             freezes them on purpose (``inputs_to_initializers(freeze_overridable=true)``).
         region: ``--verify each``: when a lossless pass that changed a small region is
-            verified on that region only (:mod:`irpass.verify.region`); None checks the
-            whole model after every pass.
+            verified on that region only (:mod:`irpass.verify.region`); None (the default)
+            checks the whole model after every pass. Off by default: on the default pipeline
+            and the models in ``benchmarks/region_verify.py`` the recording runs cost more
+            than the region checks save.
     """
 
     verify: VerifyMode = "each"
@@ -129,7 +131,7 @@ class RunOptions:
     allow_custom_ops: bool = False
     tolerance_scale: float = 1.0
     feed_overridable: bool = True
-    region: RegionOptions | None = dataclasses.field(default_factory=RegionOptions)
+    region: RegionOptions | None = None
 
 
 @dataclasses.dataclass

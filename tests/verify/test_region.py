@@ -328,10 +328,13 @@ class _DeeperTanhAsSigmoidPass(IrpassPass):
         return ir.passes.PassResult(model, True)
 
 
+REGION_ON = RunOptions(region=RegionOptions())  # off by default
+
+
 def _run(pipeline: str, options: RunOptions | None = None) -> RunResult:
     passes = (_WrongTanhPass, _TanhAsSigmoidPass, _DeepTanhAsSigmoidPass, _DeeperTanhAsSigmoidPass)
     with registry.registered(*passes):
-        return PipelineRunner(pipeline, options=options).run(_chain())
+        return PipelineRunner(pipeline, options=options or REGION_ON).run(_chain())
 
 
 def test_runner_reports_a_region_check_and_still_checks_end_to_end() -> None:
