@@ -469,7 +469,9 @@ def _run(
     if searched is not None:
         report.search = searched.to_dict()
     if outputs is not None and (outputs.out_dir is not None or outputs.report is not None):
-        _attach_diff(original, run.model, report)
+        from irpass.diff import attach_diff
+
+        attach_diff(original, run.model, report)
     backend_result = None
     if target is not None:
         assert plan is not None
@@ -781,22 +783,6 @@ def _fix_shapes(model: ir.Model, profile: Profile) -> list[str]:
         if old is None or tuple(old) != shape:
             changed.append(f"{name}: {list(old) if old is not None else '?'} -> {list(shape)}")
     return ["input shapes fixed for this target: " + "; ".join(changed)] if changed else []
-
-
-def _attach_diff(original: ir.Model, optimized: ir.Model, report: RunReport) -> None:
-    from irpass.diff import diff_models
-
-    try:
-        report.diff = diff_models(
-            original,
-            optimized,
-            a_label="input",
-            b_label="output",
-            input_shapes=report.cost_shapes,  # the run summary's shapes
-        ).to_dict()
-    except Exception as exc:  # the optimized model is valid and verified without a diff
-        logger.warning("could not diff the input and output models: %s", exc)
-        report.warnings.append(f"no graph diff in the report: {type(exc).__name__}: {exc}")
 
 
 def _emit(

@@ -27,7 +27,7 @@ from irpass.cli._search import (
 )
 from irpass.context import FeedSource, PassContext, limit_samples
 from irpass.data import load_labels, open_data
-from irpass.diff import diff_models
+from irpass.diff import attach_diff
 from irpass.errors import DataError, OutputError, PassFailedError, UsageError
 from irpass.evaluate import Evaluator
 from irpass.ir import external_data_paths, load_model, save_model
@@ -50,7 +50,6 @@ __all__ = [
     "Outputs",
     "add_arguments",
     "plan_outputs",
-    "report_diff",
     "resolve_outputs",
     "run",
     "target_table",
@@ -231,21 +230,6 @@ def plan_outputs(args: argparse.Namespace, input_path: pathlib.Path, model: ir.M
         (directory or model_path.parent) / "reproducer", "the reproducer folder", staged=False
     )
     return Outputs(plan, model_path, directory, report, dump_dir, reproducer)
-
-
-def report_diff(original: ir.Model, optimized: ir.Model, report: RunReport) -> None:
-    """Attach the graph diff of the whole run to the report (a warning when it fails)."""
-    try:
-        report.diff = diff_models(
-            original,
-            optimized,
-            a_label="input",
-            b_label="output",
-            input_shapes=report.cost_shapes,  # the run summary's shapes
-        ).to_dict()
-    except Exception as exc:  # the optimized model is still valid and verified without a diff
-        logger.warning("could not diff the input and output models: %s", exc)
-        report.warnings.append(f"no graph diff in the report: {type(exc).__name__}: {exc}")
 
 
 def _step_label(step: str) -> str:
@@ -563,7 +547,7 @@ def _optimize(
             raise
         if original is not None:
             progress.update(task, description="diffing input and output")
-            report_diff(original, result.model, result.report)
+            attach_diff(original, result.model, result.report)
     if search is not None:
         result.report.search = search.to_dict()
     result.report.output = str(outputs.model)

@@ -33,7 +33,7 @@ carries the op-histogram delta, the cost delta (params, bytes, MACs through
 
 from __future__ import annotations
 
-from irpass.diff.compare import diff_models, model_summary_cost
+from irpass.diff.compare import attach_diff, diff_models, model_summary_cost
 from irpass.diff.model import (
     CONSTANT_OPS,
     TRANSPARENT_OPS,
@@ -59,6 +59,7 @@ __all__ = [
     "NodeMatch",
     "TensorInfo",
     "WeightInfo",
+    "attach_diff",
     "diff_models",
     "model_summary_cost",
     "shapes_agree",

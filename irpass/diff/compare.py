@@ -13,9 +13,10 @@ from irpass.diff.changes import io_changes, node_changes
 from irpass.diff.match import Matcher, Side
 from irpass.diff.model import GraphDiff, NodeMatch
 from irpass.diff.regions import changed_regions
+from irpass.run_report import RunReport
 from irpass.validate import validate_model
 
-__all__ = ["diff_models", "model_summary_cost"]
+__all__ = ["attach_diff", "diff_models", "model_summary_cost"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +147,21 @@ def diff_models(
         nodes_b=side_b.infos,
         regions_omitted=omitted,
     )
+
+
+def attach_diff(original: ir.Model, optimized: ir.Model, report: RunReport) -> None:
+    """Attach the diff of a whole run (input -> output) to its report; a warning if it fails.
+
+    MACs are counted at the run summary's shapes (``report.cost_shapes``).
+    """
+    try:
+        report.diff = diff_models(
+            original,
+            optimized,
+            a_label="input",
+            b_label="output",
+            input_shapes=report.cost_shapes,
+        ).to_dict()
+    except Exception as exc:  # the optimized model is valid and verified without a diff
+        logger.warning("could not diff the input and output models: %s", exc)
+        report.warnings.append(f"no graph diff in the report: {type(exc).__name__}: {exc}")
