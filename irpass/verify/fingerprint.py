@@ -318,10 +318,14 @@ def _constant_of_shape(node: ir.Node, fed: Callable[[ir.Value], bool]) -> str | 
     try:
         shape = tuple(int(d) for d in shape_value.const_value.numpy().reshape(-1))
         attr = node.attributes.get("value")
+        # attr.value, not as_tensor(): that checks a runtime Protocol, which cost more than
+        # the rest of the fingerprint on the light zoo's ConstantOfShape weights
+        if attr is not None and attr.type != ir.AttributeType.TENSOR:
+            return None
         element = (
             np.zeros(1, np.float32)
             if attr is None
-            else np.ascontiguousarray(attr.as_tensor().numpy()).reshape(-1)[:1]
+            else np.ascontiguousarray(attr.value.numpy()).reshape(-1)[:1]
         )
     except Exception:  # unreadable operands: hashed as the op it is
         return None

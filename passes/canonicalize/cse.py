@@ -86,7 +86,7 @@ def _attribute_key(attr: ir.Attr, max_elements: int) -> Any:
         return ("ref", attr.ref_attr_name)
     kind = attr.type
     if kind == ir.AttributeType.TENSOR:
-        tensor = attr.as_tensor()
+        tensor = attr.value  # the type is checked above; as_tensor() re-checks a slow Protocol
         return _tensor_key(tensor) if tensor.size <= max_elements else None
     if kind == ir.AttributeType.TYPE_PROTO:
         return _type_key(attr.value)
