@@ -49,7 +49,7 @@ import numpy as np
 import onnx_ir as ir
 
 from irpass import __version__
-from irpass.analysis.cost import Cost, model_cost
+from irpass.analysis.cost import Cost, model_cost, shapes_to_count
 from irpass.compose import build_pass
 from irpass.context import PassContext
 from irpass.errors import (
@@ -808,19 +808,9 @@ def _cost_shapes(
     Returns them with where they came from, as the report says it.
     """
     given = options.input_shapes[0] if options.input_shapes else {}
-    shapes: dict[str, list[int]] = {}
-    for value in model.graph.inputs:
-        name = value.name or ""
-        if name in model.graph.initializers:
-            continue
-        if name in given:
-            shapes[name] = [int(d) for d in given[name]]
-            continue
-        dims = [d for d in value.shape or () if isinstance(d, int)]
-        if value.shape is None or len(dims) != len(value.shape):
-            break
-        shapes[name] = dims
-    else:
+    shapes, defaulted = shapes_to_count(model, given)
+    inputs = [v for v in model.graph.inputs if (v.name or "") not in model.graph.initializers]
+    if not defaulted and len(shapes) == len(inputs):  # every input given or static
         return shapes, "--input-shapes" if given else "declared"
     if not verifier.shapes:
         return None, "no verification shapes"
