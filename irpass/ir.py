@@ -36,6 +36,7 @@ __all__ = [
     "default_opset",
     "external_data_files",
     "external_data_paths",
+    "graph_protos",
     "has_external_data",
     "initializer_bytes",
     "inlined_external_data",
@@ -191,21 +192,27 @@ def _check_opset(model: ir.Model | onnx.ModelProto, path: pathlib.Path | str) ->
         )
 
 
-def _value_infos(graph: onnx.GraphProto) -> Iterator[tuple[str, onnx.ValueInfoProto]]:
-    for kind, values in (
-        ("graph input", graph.input),
-        ("graph output", graph.output),
-        ("value", graph.value_info),
-    ):
-        for value in values:
-            yield kind, value
+def graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph (If/Loop/Scan bodies) inside it, depth first."""
+    yield graph
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _value_infos(attr.g)
+                yield from graph_protos(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for sub in attr.graphs:
-                    yield from _value_infos(sub)
+                    yield from graph_protos(sub)
+
+
+def _value_infos(graph: onnx.GraphProto) -> Iterator[tuple[str, onnx.ValueInfoProto]]:
+    for each in graph_protos(graph):
+        for kind, values in (
+            ("graph input", each.input),
+            ("graph output", each.output),
+            ("value", each.value_info),
+        ):
+            for value in values:
+                yield kind, value
 
 
 def _relax_negative_dims(proto: onnx.ModelProto, where: str | os.PathLike[str]) -> None:

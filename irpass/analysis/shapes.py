@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import onnx
@@ -22,6 +22,8 @@ import onnx_ir as ir
 # write the inferred shapes into the model, which an analysis must not touch, and a clone first
 # would cost what this module exists to avoid.
 from onnx_ir.passes.common import _c_api_utils
+
+from irpass.ir import graph_protos
 
 __all__ = [
     "ValueInfo",
@@ -35,17 +37,6 @@ logger = logging.getLogger(__name__)
 
 ValueInfo = tuple["ir.Shape | None", "ir.DataType | None"]
 _R = TypeVar("_R")
-
-
-def _graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graph_protos(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _graph_protos(sub)
 
 
 def _known(
@@ -120,7 +111,7 @@ def inferred_values(model: ir.Model) -> dict[str, ValueInfo]:
     except Exception as exc:  # shape inference is best-effort: report what is known
         logger.debug("shape inference failed: %s", exc)
         return out
-    for graph_proto in _graph_protos(proto.graph):
+    for graph_proto in graph_protos(proto.graph):
         for info in list(graph_proto.value_info) + list(graph_proto.output):
             # a value with a known shape keeps it (see _known): parsing its inferred type
             # again would cost most of this function on large graphs

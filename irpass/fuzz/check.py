@@ -37,6 +37,7 @@ import onnx_ir as ir
 from irpass import registry
 from irpass.context import Feed, PassContext
 from irpass.errors import VerificationError
+from irpass.ir import graph_protos
 from irpass.manager import PipelineRunner, RunOptions, build_pass
 from irpass.metrics import compare_outputs
 from irpass.pipeline import parse_pipeline
@@ -125,21 +126,11 @@ class Reference:
         yield from self.feeds
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            for sub in attr.graphs:
-                yield from _graphs(sub)
-
-
 def _computation(proto: onnx.ModelProto) -> bytes:
     """The serialized model without shape annotations: what it computes."""
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    for graph in _graphs(copy.graph):
+    for graph in graph_protos(copy.graph):
         del graph.value_info[:]
         for output in graph.output:
             if output.type.HasField("tensor_type"):
@@ -155,7 +146,7 @@ def _interface(proto: onnx.ModelProto) -> list[tuple[str, str, int, bool, bool]]
     """
     graph = proto.graph
     defaults = {t.name for t in graph.initializer}
-    read = {name for g in _graphs(graph) for node in g.node for name in node.input}
+    read = {name for g in graph_protos(graph) for node in g.node for name in node.input}
     read |= {v.name for v in graph.output}
     return [
         (
