@@ -48,6 +48,23 @@ def batch_view() -> ir.Model:
     return inputs_to_random_initializers(model_from_text(BATCH_VIEW), ["w"])
 
 
+# how many elements are nonzero is data: nothing after NonZero has a size at any input shape
+DATA_DEPENDENT = """
+<ir_version: 8, opset_import: ["" : 17]>
+g (float[N, 4] x, float[2, 3] w) => (float[M, 3] y) {
+    idx = NonZero(x)
+    t = Transpose(idx)
+    f = Cast<to=1>(t)
+    y = MatMul(f, w)
+}
+"""
+
+
+def data_dependent() -> ir.Model:
+    """:data:`DATA_DEPENDENT` with a random weight."""
+    return inputs_to_random_initializers(model_from_text(DATA_DEPENDENT), ["w"])
+
+
 def upsample() -> ir.Model:
     """:data:`UPSAMPLE` with random weights."""
     return inputs_to_random_initializers(model_from_text(UPSAMPLE), ["w1", "w2"])

@@ -6,21 +6,10 @@ import json
 import pathlib
 
 import pytest
-from shape_models_for_tests import batch_view
+from shape_models_for_tests import batch_view, data_dependent
 
 from irpass.cli import main
 from irpass.ir import save_model
-from irpass.testing import inputs_to_random_initializers, model_from_text
-
-DATA_DEPENDENT = """
-<ir_version: 8, opset_import: ["" : 17]>
-g (float[N, 4] x, float[2, 3] w) => (float[M, 3] y) {
-    idx = NonZero(x)
-    t = Transpose(idx)
-    f = Cast<to=1>(t)
-    y = MatMul(f, w)
-}
-"""
 
 
 def _console(capsys: pytest.CaptureFixture[str]) -> str:
@@ -48,7 +37,7 @@ def test_optimize_says_what_it_could_not_count(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = tmp_path / "m.onnx"
-    save_model(inputs_to_random_initializers(model_from_text(DATA_DEPENDENT), ["w"]), source)
+    save_model(data_dependent(), source)
     assert main(["optimize", str(source), "-o", str(tmp_path / "out.onnx")]) == 0
     text = _console(capsys)
     assert "1 nodes' MACs and" in text and "could not be counted at these shapes" in text
